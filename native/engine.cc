@@ -1,0 +1,92 @@
+#include "engine.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+
+namespace splicer {
+
+namespace {
+
+// Our own fd for the socket. O_NONBLOCK lives on the open file, so the dup shares it;
+// set it anyway in case the caller's fd was blocking.
+int TakeFd(int fd) {
+  int dup = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (dup < 0) return -1;
+  int flags = fcntl(dup, F_GETFL);
+  if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(dup, F_SETFL, flags | O_NONBLOCK);
+  return dup;
+}
+
+void SetHead(Direction& d, const char* data, size_t length) {
+  if (length == 0) return;
+  d.buffer.assign(data, data + length);
+  d.bufferStart = 0;
+  d.bufferEnd = length;
+}
+
+}  // namespace
+
+Engine::Engine(const EngineOptions& options, Loop::Deliver deliver) {
+  size_t threads = options.threads > 0 ? options.threads : 1;
+  size_t pipesPerLoop = options.maxPipes / threads;
+  if (pipesPerLoop < 2) pipesPerLoop = 2;
+  for (size_t i = 0; i < threads; i++) {
+    loops_.push_back(std::make_unique<Loop>(pipesPerLoop, options.maxPipeSize, deliver));
+  }
+  for (auto& loop : loops_) loop->Start();
+}
+
+Engine::~Engine() { Close(); }
+
+uint64_t Engine::Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
+                     size_t headBtoALength, uint64_t idleTimeoutMs, int* error) {
+  int a = TakeFd(fdA);
+  if (a < 0) {
+    *error = errno;
+    return 0;
+  }
+  int b = TakeFd(fdB);
+  if (b < 0) {
+    *error = errno;
+    close(a);
+    return 0;
+  }
+  auto pair = std::make_unique<Pair>();
+  pair->id = nextId_.fetch_add(1);
+  pair->fd[0] = a;
+  pair->fd[1] = b;
+  pair->idleTimeoutMs = idleTimeoutMs;
+  pair->startNs = MonotonicNs();
+  SetHead(pair->dir[0], headAtoB, headAtoBLength);
+  SetHead(pair->dir[1], headBtoA, headBtoALength);
+  uint64_t id = pair->id;
+  loops_[id % loops_.size()]->Add(std::move(pair));
+  return id;
+}
+
+void Engine::Abort(uint64_t id) {
+  // Ids are not mapped to loops on the JS thread; an abort is cheap to broadcast.
+  for (auto& loop : loops_) loop->Abort(id);
+}
+
+void Engine::Close() {
+  if (closed_) return;
+  closed_ = true;
+  for (auto& loop : loops_) loop->Stop();
+}
+
+EngineStats Engine::Stats() const {
+  EngineStats stats;
+  for (auto& loop : loops_) {
+    stats.pairs += loop->PairCount();
+    stats.pipesInUse += loop->PipesInUse();
+    stats.pipesIdle += loop->PipesIdle();
+    stats.bytesBuffered += loop->BytesBuffered();
+    stats.readWritePairs += loop->ReadWritePairs();
+  }
+  return stats;
+}
+
+}  // namespace splicer

@@ -1,0 +1,442 @@
+#include "loop.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <ctime>
+#include <stdexcept>
+
+namespace splicer {
+
+namespace {
+
+constexpr size_t kReadWriteBufferSize = 64 * 1024;
+// Fills per pump before yielding to other pairs: fairness among busy pairs.
+constexpr int kRoundsPerPump = 16;
+constexpr int kMaxEvents = 256;
+constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
+
+// A wake token that is not an Endpoint.
+char wakeToken;
+
+bool IsReset(int error) { return error == ECONNRESET || error == EPIPE; }
+
+// splice() refusing this kind of fd: carry the pair with read/write instead.
+bool SpliceUnsupported(int error) { return error == EINVAL || error == ENOSYS || error == EBADF; }
+
+uint64_t NowMs() { return MonotonicNs() / 1000000; }
+
+void SetLingerZero(int fd) {
+  struct linger lg = {1, 0};
+  setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+}  // namespace
+
+uint64_t MonotonicNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+Loop::Loop(size_t maxPipes, size_t maxPipeSize, Deliver deliver)
+    : pipes_(maxPipes, maxPipeSize), deliver_(std::move(deliver)) {}
+
+Loop::~Loop() {
+  Stop();
+  if (epollFd_ >= 0) close(epollFd_);
+  if (wakeFd_ >= 0) close(wakeFd_);
+}
+
+void Loop::Start() {
+  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
+  if (epollFd_ < 0) throw std::runtime_error("epoll_create1 failed");
+  wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakeFd_ < 0) throw std::runtime_error("eventfd failed");
+  struct epoll_event ev = {};
+  ev.events = EPOLLIN;
+  ev.data.ptr = &wakeToken;
+  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, wakeFd_, &ev) != 0) throw std::runtime_error("epoll_ctl failed");
+  thread_ = std::thread([this] {
+    // Signals belong to Node's main thread.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    Run();
+  });
+  started_ = true;
+}
+
+void Loop::Add(std::unique_ptr<Pair> pair) {
+  {
+    std::lock_guard<std::mutex> lock(commandsMutex_);
+    commands_.push_back(Command{Command::kAdd, std::move(pair), 0});
+  }
+  Wake();
+}
+
+void Loop::Abort(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(commandsMutex_);
+    commands_.push_back(Command{Command::kAbort, nullptr, id});
+  }
+  Wake();
+}
+
+void Loop::Stop() {
+  if (!started_ || joined_) return;
+  stopping_.store(true);
+  Wake();
+  if (thread_.joinable()) thread_.join();
+  joined_ = true;
+}
+
+void Loop::Wake() {
+  uint64_t one = 1;
+  ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+  (void)ignored;
+}
+
+void Loop::Run() {
+  struct epoll_event events[kMaxEvents];
+  while (!stopping_.load()) {
+    int n = epoll_wait(epollFd_, events, kMaxEvents, NextTimeoutMs());
+    nowMs_ = NowMs();
+    for (int i = 0; i < n; i++) {
+      if (events[i].data.ptr == &wakeToken) {
+        uint64_t count;
+        ssize_t ignored = read(wakeFd_, &count, sizeof(count));
+        (void)ignored;
+        DrainCommands();
+        continue;
+      }
+      Endpoint* endpoint = static_cast<Endpoint*>(events[i].data.ptr);
+      HandleEvent(endpoint->pair, endpoint->side, events[i].events);
+    }
+    RunReady();
+    RunTimers();
+    ended_.clear();
+    Flush();
+  }
+  // Stopping: pairs still queued or running end as aborted.
+  DrainCommands();
+  std::vector<uint64_t> ids;
+  ids.reserve(pairs_.size());
+  for (auto& entry : pairs_) ids.push_back(entry.first);
+  for (uint64_t id : ids) {
+    auto it = pairs_.find(id);
+    if (it != pairs_.end()) End(it->second.get(), EndReason::kAborted, 0, -1, nullptr);
+  }
+  ended_.clear();
+  Flush();
+}
+
+void Loop::DrainCommands() {
+  std::vector<Command> commands;
+  {
+    std::lock_guard<std::mutex> lock(commandsMutex_);
+    commands.swap(commands_);
+  }
+  for (Command& command : commands) {
+    if (command.type == Command::kAdd) {
+      Adopt(std::move(command.pair));
+    } else {
+      auto it = pairs_.find(command.id);
+      if (it != pairs_.end()) End(it->second.get(), EndReason::kAborted, 0, -1, nullptr);
+    }
+  }
+}
+
+void Loop::Adopt(std::unique_ptr<Pair> owned) {
+  Pair* pair = owned.get();
+  pair->lastActivityMs = nowMs_ = NowMs();
+  pairs_.emplace(pair->id, std::move(owned));
+  pairCount_.fetch_add(1, std::memory_order_relaxed);
+  bytesBuffered_.fetch_add(static_cast<int64_t>(pair->dir[0].bufferEnd + pair->dir[1].bufferEnd),
+                           std::memory_order_relaxed);
+  for (int side = 0; side < 2; side++) {
+    pair->endpoint[side] = Endpoint{pair, side};
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
+    ev.data.ptr = &pair->endpoint[side];
+    if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, pair->fd[side], &ev) != 0) {
+      Fail(pair, side, errno, "epoll_ctl");
+      return;
+    }
+  }
+  if (pair->idleTimeoutMs > 0) timers_.push(Timer{nowMs_ + pair->idleTimeoutMs, pair->id});
+  Pump(pair, 0);
+  Pump(pair, 1);
+}
+
+void Loop::HandleEvent(Pair* pair, int side, uint32_t events) {
+  if (pair->closed) return;
+  if (events & EPOLLERR) {
+    int error = 0;
+    socklen_t len = sizeof(error);
+    if (getsockopt(pair->fd[side], SOL_SOCKET, SO_ERROR, &error, &len) == 0 && error != 0) {
+      Fail(pair, side, error, "read");
+      return;
+    }
+  }
+  // dir[side] reads from this socket; dir[1 - side] writes to it.
+  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) Pump(pair, side);
+  if (!pair->closed && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))) Pump(pair, 1 - side);
+}
+
+// Moves bytes for one direction until the source is empty, the destination is
+// full, or the round budget is spent. The pipe is drained before it is filled
+// again, so EAGAIN from the source always means "socket empty", never "pipe full",
+// and a full destination stops reads from its source (backpressure).
+void Loop::Pump(Pair* pair, int di) {
+  Direction& d = pair->dir[di];
+  if (pair->closed || d.done) return;
+  for (int round = 0;; round++) {
+    if (!FlushBuffer(pair, di) || !FlushPipe(pair, di)) return;
+    if (d.sourceEof) {
+      // Every byte in flight is written: pass the FIN on.
+      if (shutdown(pair->fd[1 - di], SHUT_WR) != 0 && errno != ENOTCONN) {
+        Fail(pair, 1 - di, errno, "shutdown");
+        return;
+      }
+      d.done = true;
+      if (pair->dir[1 - di].done) End(pair, EndReason::kEof, 0, -1, nullptr);
+      return;
+    }
+    if (round >= kRoundsPerPump) {
+      if (!d.scheduled) {
+        d.scheduled = true;
+        ready_.emplace_back(pair->id, di);
+      }
+      return;
+    }
+    if (!Fill(pair, di)) return;
+  }
+}
+
+// Writes the user-space buffer out. False when the pump must stop here.
+bool Loop::FlushBuffer(Pair* pair, int di) {
+  Direction& d = pair->dir[di];
+  int dst = pair->fd[1 - di];
+  while (d.bufferStart < d.bufferEnd) {
+    ssize_t n = send(dst, d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) Fail(pair, 1 - di, errno, "write");
+      return false;
+    }
+    d.bufferStart += static_cast<size_t>(n);
+    d.bytes += static_cast<uint64_t>(n);
+    bytesBuffered_.fetch_sub(n, std::memory_order_relaxed);
+    Touch(pair);
+  }
+  d.bufferStart = d.bufferEnd = 0;
+  return true;
+}
+
+// Splices the pipe out to the destination; an emptied pipe goes back to the pool.
+bool Loop::FlushPipe(Pair* pair, int di) {
+  Direction& d = pair->dir[di];
+  int dst = pair->fd[1 - di];
+  while (d.inPipe > 0) {
+    ssize_t n = splice(d.pipe->readFd, nullptr, dst, nullptr, d.inPipe, kSpliceFlags);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno != EAGAIN) Fail(pair, 1 - di, errno, "splice");
+      return false;
+    }
+    d.inPipe -= static_cast<size_t>(n);
+    d.bytes += static_cast<uint64_t>(n);
+    bytesBuffered_.fetch_sub(n, std::memory_order_relaxed);
+    Touch(pair);
+  }
+  if (d.pipe != nullptr) {
+    pipes_.Release(d.pipe);
+    d.pipe = nullptr;
+  }
+  return true;
+}
+
+// Reads once from the source into a pipe (or the buffer). False when the pump
+// must stop: the source is empty (EAGAIN) or the pair ended.
+bool Loop::Fill(Pair* pair, int di) {
+  Direction& d = pair->dir[di];
+  int src = pair->fd[di];
+  if (!d.readWrite) {
+    Pipe* pipe = pipes_.Acquire();
+    if (pipe == nullptr) {
+      d.readWrite = true;
+    } else {
+      if (d.streak >= 2) pipes_.Grow(pipe);
+      ssize_t n;
+      do {
+        n = splice(src, nullptr, pipe->writeFd, nullptr, pipe->capacity, kSpliceFlags);
+      } while (n < 0 && errno == EINTR);
+      if (n > 0) {
+        d.pipe = pipe;
+        d.inPipe = static_cast<size_t>(n);
+        d.streak++;
+        bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
+        return true;
+      }
+      int error = errno;
+      pipes_.Release(pipe);
+      if (n == 0) {
+        d.sourceEof = true;
+        return true;
+      }
+      if (error == EAGAIN) {
+        d.streak = 0;
+        return false;
+      }
+      if (!SpliceUnsupported(error)) {
+        Fail(pair, di, error, "splice");
+        return false;
+      }
+      d.readWrite = true;
+    }
+    if (!pair->countedReadWrite) {
+      pair->countedReadWrite = true;
+      readWritePairs_.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  if (d.buffer.size() < kReadWriteBufferSize) d.buffer.resize(kReadWriteBufferSize);
+  ssize_t n;
+  do {
+    n = recv(src, d.buffer.data(), d.buffer.size(), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    d.bufferStart = 0;
+    d.bufferEnd = static_cast<size_t>(n);
+    bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
+    return true;
+  }
+  if (n == 0) {
+    d.sourceEof = true;
+    return true;
+  }
+  if (errno != EAGAIN) Fail(pair, di, errno, "read");
+  return false;
+}
+
+void Loop::RunReady() {
+  // Pumps that ran out of budget continue here, after every other pair had its turn.
+  while (!ready_.empty()) {
+    std::vector<std::pair<uint64_t, int>> batch;
+    batch.swap(ready_);
+    for (auto& [id, di] : batch) {
+      auto it = pairs_.find(id);
+      if (it == pairs_.end()) continue;
+      it->second->dir[di].scheduled = false;
+      Pump(it->second.get(), di);
+    }
+    // One round per wake: new entries wait for the next epoll_wait(0) so events are not starved.
+    break;
+  }
+}
+
+void Loop::RunTimers() {
+  while (!timers_.empty() && timers_.top().deadlineMs <= nowMs_) {
+    Timer timer = timers_.top();
+    timers_.pop();
+    auto it = pairs_.find(timer.id);
+    if (it == pairs_.end()) continue;
+    Pair* pair = it->second.get();
+    uint64_t deadline = pair->lastActivityMs + pair->idleTimeoutMs;
+    if (deadline <= nowMs_) {
+      End(pair, EndReason::kTimeout, 0, -1, nullptr);
+    } else {
+      timers_.push(Timer{deadline, pair->id});
+    }
+  }
+}
+
+int Loop::NextTimeoutMs() {
+  if (!ready_.empty()) return 0;
+  if (timers_.empty()) return -1;
+  uint64_t now = NowMs();
+  uint64_t deadline = timers_.top().deadlineMs;
+  return deadline <= now ? 0 : static_cast<int>(std::min<uint64_t>(deadline - now, 60000));
+}
+
+// A socket error on `side`: a reset there is passed on as a reset on the other side.
+void Loop::Fail(Pair* pair, int side, int error, const char* syscall) {
+  End(pair, IsReset(error) ? EndReason::kReset : EndReason::kError, error, side, syscall);
+}
+
+void Loop::End(Pair* pair, EndReason reason, int error, int side, const char* syscall) {
+  if (pair->closed) return;
+  pair->closed = true;
+  switch (reason) {
+    case EndReason::kEof:
+    case EndReason::kTimeout:
+      CloseFds(pair, false, false);
+      break;
+    case EndReason::kReset:
+    case EndReason::kError:
+      // The failed side is closed as it is; the other learns of it by a reset.
+      CloseFds(pair, side == 1, side == 0);
+      break;
+    case EndReason::kAborted:
+      CloseFds(pair, true, true);
+      break;
+  }
+  Completion done;
+  done.id = pair->id;
+  done.bytesAtoB = pair->dir[0].bytes;
+  done.bytesBtoA = pair->dir[1].bytes;
+  done.durationMs = static_cast<double>(MonotonicNs() - pair->startNs) / 1e6;
+  done.reason = reason;
+  done.error = error;
+  done.side = side;
+  done.syscall = syscall;
+  completions_.push_back(done);
+
+  auto it = pairs_.find(pair->id);
+  if (it != pairs_.end()) {
+    ended_.push_back(std::move(it->second));
+    pairs_.erase(it);
+  }
+  pairCount_.fetch_sub(1, std::memory_order_relaxed);
+  if (pair->countedReadWrite) readWritePairs_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void Loop::CloseFds(Pair* pair, bool resetA, bool resetB) {
+  for (int di = 0; di < 2; di++) {
+    Direction& d = pair->dir[di];
+    int64_t pending = static_cast<int64_t>(d.inPipe + (d.bufferEnd - d.bufferStart));
+    if (pending) bytesBuffered_.fetch_sub(pending, std::memory_order_relaxed);
+    if (d.pipe != nullptr) {
+      // A pipe that still holds bytes is never reused.
+      if (d.inPipe > 0) pipes_.Destroy(d.pipe); else pipes_.Release(d.pipe);
+      d.pipe = nullptr;
+      d.inPipe = 0;
+    }
+    d.bufferStart = d.bufferEnd = 0;
+  }
+  bool reset[2] = {resetA, resetB};
+  for (int side = 0; side < 2; side++) {
+    int fd = pair->fd[side];
+    if (fd < 0) continue;
+    // Delete before close: Node may still hold its own fd for the same socket,
+    // and epoll keys registrations by open file, not by fd.
+    epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
+    if (reset[side]) SetLingerZero(fd);
+    close(fd);
+    pair->fd[side] = -1;
+  }
+}
+
+void Loop::Flush() {
+  if (completions_.empty()) return;
+  std::vector<Completion> batch;
+  batch.swap(completions_);
+  deliver_(std::move(batch));
+}
+
+}  // namespace splicer

@@ -1,0 +1,154 @@
+// One epoll thread and the pairs it moves bytes for. Every fd a pair holds is
+// owned by that pair and closed exactly once, by the loop thread, when the
+// pair ends. Pairs are known by a 64-bit id that is never reused, never by fd
+// number, so a recycled fd number cannot reach an old pair.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <queue>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "pipe_pool.h"
+
+namespace splicer {
+
+enum class EndReason { kEof, kReset, kError, kAborted, kTimeout };
+
+struct Completion {
+  uint64_t id = 0;
+  uint64_t bytesAtoB = 0;
+  uint64_t bytesBtoA = 0;
+  double durationMs = 0;
+  EndReason reason = EndReason::kEof;
+  int error = 0;            // errno, for kReset and kError
+  int side = -1;            // 0 = a, 1 = b: where the error was seen
+  const char* syscall = nullptr;
+};
+
+// One direction of a pair: bytes read from fd[src] are written to fd[1 - src].
+struct Direction {
+  Pipe* pipe = nullptr;        // held only while bytes are in it
+  size_t inPipe = 0;
+  std::vector<char> buffer;    // bytes Node had read (written first), then the read/write fallback
+  size_t bufferStart = 0;
+  size_t bufferEnd = 0;
+  bool readWrite = false;      // no pipe to be had, or splice refused this socket
+  bool sourceEof = false;
+  bool done = false;           // EOF seen and passed on as shutdown(SHUT_WR)
+  bool scheduled = false;      // in the loop's ready list (budget ran out while data remained)
+  int streak = 0;              // fills in a row without EAGAIN: a streaming flow, worth a bigger pipe
+  uint64_t bytes = 0;
+};
+
+struct Pair;
+
+// What epoll hands back: which pair and which of its two sockets.
+struct Endpoint {
+  Pair* pair;
+  int side;
+};
+
+struct Pair {
+  uint64_t id = 0;
+  int fd[2] = {-1, -1};
+  Direction dir[2];            // dir[0]: a -> b, dir[1]: b -> a
+  Endpoint endpoint[2];
+  uint64_t idleTimeoutMs = 0;
+  uint64_t lastActivityMs = 0;
+  uint64_t startNs = 0;
+  bool closed = false;
+  bool countedReadWrite = false;
+};
+
+// A pair built on the JS thread, waiting to be adopted by a loop.
+struct PairRequest {
+  std::unique_ptr<Pair> pair;
+};
+
+class Loop {
+ public:
+  using Deliver = std::function<void(std::vector<Completion>&&)>;
+
+  Loop(size_t maxPipes, size_t maxPipeSize, Deliver deliver);
+  ~Loop();
+  Loop(const Loop&) = delete;
+  Loop& operator=(const Loop&) = delete;
+
+  // Throws std::runtime_error when epoll or eventfd cannot be created.
+  void Start();
+  // From any thread. The loop takes the pair (and its fds) over.
+  void Add(std::unique_ptr<Pair> pair);
+  void Abort(uint64_t id);
+  // Aborts every pair, delivers their completions, joins the thread. Idempotent.
+  void Stop();
+
+  size_t PairCount() const { return pairCount_.load(std::memory_order_relaxed); }
+  size_t PipesInUse() const { return pipes_.InUse(); }
+  size_t PipesIdle() const { return pipes_.Idle(); }
+  int64_t BytesBuffered() const { return bytesBuffered_.load(std::memory_order_relaxed); }
+  size_t ReadWritePairs() const { return readWritePairs_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Command {
+    enum Type { kAdd, kAbort } type;
+    std::unique_ptr<Pair> pair;
+    uint64_t id = 0;
+  };
+  struct Timer {
+    uint64_t deadlineMs;
+    uint64_t id;
+    bool operator>(const Timer& other) const { return deadlineMs > other.deadlineMs; }
+  };
+
+  void Run();
+  void Wake();
+  void DrainCommands();
+  void Adopt(std::unique_ptr<Pair> pair);
+  void HandleEvent(Pair* pair, int side, uint32_t events);
+  void Pump(Pair* pair, int di);
+  bool FlushBuffer(Pair* pair, int di);
+  bool FlushPipe(Pair* pair, int di);
+  bool Fill(Pair* pair, int di);
+  void RunReady();
+  void RunTimers();
+  void Fail(Pair* pair, int side, int error, const char* syscall);
+  void End(Pair* pair, EndReason reason, int error, int side, const char* syscall);
+  void CloseFds(Pair* pair, bool resetA, bool resetB);
+  void Flush();
+  void Touch(Pair* pair) { pair->lastActivityMs = nowMs_; }
+  int NextTimeoutMs();
+
+  PipePool pipes_;
+  Deliver deliver_;
+  int epollFd_ = -1;
+  int wakeFd_ = -1;
+  std::thread thread_;
+  std::atomic<bool> stopping_{false};
+  bool started_ = false;
+  bool joined_ = false;
+
+  std::mutex commandsMutex_;
+  std::vector<Command> commands_;
+
+  std::unordered_map<uint64_t, std::unique_ptr<Pair>> pairs_;
+  std::vector<std::unique_ptr<Pair>> ended_;   // freed after the event batch that ended them
+  std::vector<std::pair<uint64_t, int>> ready_;
+  std::priority_queue<Timer, std::vector<Timer>, std::greater<Timer>> timers_;
+  std::vector<Completion> completions_;
+  uint64_t nowMs_ = 0;
+
+  std::atomic<size_t> pairCount_{0};
+  std::atomic<int64_t> bytesBuffered_{0};
+  std::atomic<size_t> readWritePairs_{0};
+};
+
+uint64_t MonotonicNs();
+
+}  // namespace splicer

@@ -1,0 +1,60 @@
+// forward(a, b): picks the engine for a pair and hands it over.
+import type { Duplex } from 'node:stream';
+import { forwardJs } from './js-engine.js';
+import { loadNative } from './native.js';
+import { SpliceEngine } from './splice-engine.js';
+import { whyNoFd } from './takeover.js';
+import type { EngineName, EnginesReport, ForwardOptions, ForwardResult } from './types.js';
+
+let sharedEngine: SpliceEngine | undefined;
+
+/** The engine `forward()` uses when no `spliceEngine` is given: one loop thread, made on first use. */
+export function defaultSpliceEngine(): SpliceEngine {
+  if (!sharedEngine || sharedEngine.closed) sharedEngine = new SpliceEngine();
+  return sharedEngine;
+}
+
+/** Which engines this process can use, and why not. */
+export function engines(): EnginesReport {
+  const load = loadNative();
+  return {
+    splice: load.binding ? { available: true } : { available: false, reason: load.reason },
+    js: { available: true },
+  };
+}
+
+function validate(options: ForwardOptions): void {
+  const { engine, idleTimeout, signal } = options;
+  if (engine !== undefined && engine !== 'auto' && engine !== 'splice' && engine !== 'js') {
+    throw new TypeError(`engine must be 'auto', 'splice' or 'js', got ${JSON.stringify(engine)}`);
+  }
+  if (idleTimeout !== undefined && (typeof idleTimeout !== 'number' || !Number.isFinite(idleTimeout) || idleTimeout < 0)) {
+    throw new RangeError(`idleTimeout must be a number of ms >= 0, got ${String(idleTimeout)}`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError('signal must be an AbortSignal');
+  }
+}
+
+/** The engine a pair would get, or the reason `splice` was asked for and cannot be had. */
+export function chooseEngine(a: Duplex, b: Duplex, options: ForwardOptions = {}): { engine: EngineName; reason?: string } {
+  const wanted = options.engine ?? 'auto';
+  if (wanted === 'js') return { engine: 'js' };
+  const why = (!options.spliceEngine && loadNative().reason) || whyNoFd(a) || whyNoFd(b);
+  if (why && wanted === 'splice') throw Object.assign(new Error(`engine 'splice' cannot carry this pair: ${why}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
+  return why ? { engine: 'js', reason: why } : { engine: 'splice' };
+}
+
+/**
+ * Moves bytes both ways between `a` and `b` until both directions are finished,
+ * passing on half-closes and resets. Resolves with what happened; both streams
+ * are destroyed by then. A drop-in for `a.pipe(b).pipe(a)` that keeps half-close,
+ * turns a reset into a reset, and on Linux moves the bytes with splice().
+ */
+export async function forward(a: Duplex, b: Duplex, options: ForwardOptions = {}): Promise<ForwardResult> {
+  validate(options);
+  const { engine } = chooseEngine(a, b, options);
+  const pairOptions = { idleTimeout: options.idleTimeout, signal: options.signal };
+  if (engine === 'js') return forwardJs(a, b, pairOptions);
+  return (options.spliceEngine ?? defaultSpliceEngine()).forward(a, b, pairOptions);
+}

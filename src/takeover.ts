@@ -1,0 +1,79 @@
+// The one place that reaches into a Node socket's handle. `_handle.fd` and
+// `_handle.readStop()` are undocumented but stable (nodejs/node#8974); every
+// use is feature-checked so an unexpected handle means "no fd", not a crash.
+import net from 'node:net';
+import tls from 'node:tls';
+import type { Duplex } from 'node:stream';
+
+interface StreamHandle {
+  fd?: unknown;
+  readStop?: () => number;
+}
+
+function handleOf(stream: Duplex): StreamHandle | null {
+  const handle = (stream as unknown as { _handle?: StreamHandle | null })._handle;
+  return handle ?? null;
+}
+
+/** The socket's fd, or null when it has none the splice engine can use (TLS, pipes, any Duplex). */
+export function socketFd(stream: Duplex): number | null {
+  if (!(stream instanceof net.Socket) || stream instanceof tls.TLSSocket) return null;
+  if (stream.destroyed) return null;
+  const handle = handleOf(stream);
+  if (!handle || typeof handle.readStop !== 'function') return null;
+  const fd = handle.fd;
+  return typeof fd === 'number' && Number.isInteger(fd) && fd >= 0 ? fd : null;
+}
+
+/** Why a stream cannot go to the splice engine, or null when it can. */
+export function whyNoFd(stream: Duplex): string | null {
+  if (stream instanceof tls.TLSSocket) return 'a TLS socket has no plain fd';
+  if (!(stream instanceof net.Socket)) return 'not a net.Socket';
+  if (stream.destroyed) return 'the socket is destroyed';
+  // A connecting socket gets its handle (and fd) once the address is looked up.
+  if (stream.connecting) return null;
+  return socketFd(stream) === null ? 'the socket has no fd' : null;
+}
+
+/** Resolves once the socket is connected and every byte written to it has reached the kernel. */
+export async function settle(socket: net.Socket): Promise<void> {
+  if (socket.connecting) {
+    await new Promise<void>((resolve, reject) => {
+      const onConnect = () => { socket.off('error', onError); resolve(); };
+      const onError = (err: Error) => { socket.off('connect', onConnect); reject(err); };
+      socket.once('connect', onConnect);
+      socket.once('error', onError);
+    });
+  }
+  if (socket.writableLength > 0 && !socket.destroyed) {
+    // A zero-length write completes after every write queued before it.
+    await new Promise<void>((resolve) => socket.write(Buffer.alloc(0), () => resolve()));
+  }
+}
+
+/**
+ * Stops Node from reading the socket and returns what it had already read.
+ * `pause()` does not stop libuv reading, so the handle is stopped directly; the
+ * stream's own `_handle.reading` flag stays set, so draining with `read()` does
+ * not start it again. Must run synchronously with the dup that follows.
+ */
+export function takeReadable(socket: net.Socket): Buffer | null {
+  socket.pause();
+  handleOf(socket)?.readStop?.();
+  const chunks: Buffer[] = [];
+  let chunk: Buffer | null;
+  while ((chunk = socket.read() as Buffer | null) !== null) chunks.push(chunk);
+  handleOf(socket)?.readStop?.();
+  if (chunks.length === 0) return null;
+  return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+}
+
+/** Resets a socket when Node can (RST), else destroys it. */
+export function resetSocket(stream: Duplex): void {
+  const reset = (stream as net.Socket).resetAndDestroy;
+  if (stream instanceof net.Socket && typeof reset === 'function' && !stream.destroyed && !stream.connecting) {
+    stream.resetAndDestroy();
+  } else {
+    stream.destroy();
+  }
+}

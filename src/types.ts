@@ -1,0 +1,71 @@
+import type { Duplex } from 'node:stream';
+import type { SpliceEngine } from './splice-engine.js';
+
+/** The engines that can carry a pair. */
+export type EngineName = 'splice' | 'js';
+
+/** What a caller may ask for: `auto` takes the splice engine whenever both sockets allow it. */
+export type EngineChoice = 'auto' | EngineName;
+
+/**
+ * Why a pair ended.
+ * - `eof`: both directions finished with a FIN, every byte delivered.
+ * - `reset`: one side reset (ECONNRESET/EPIPE); the other side was reset too.
+ * - `error`: another socket error on one side (see `error.code`); the other side was reset.
+ * - `aborted`: the caller aborted (signal, engine close); both sides were reset.
+ * - `timeout`: nothing moved either way for `idleTimeout` ms; both sides were closed.
+ */
+export type EndReason = 'eof' | 'reset' | 'error' | 'aborted' | 'timeout';
+
+/** Which of the two sockets given to `forward(a, b)`. */
+export type Side = 'a' | 'b';
+
+export interface ForwardOptions {
+  /** Default `auto`: splice when the addon is loaded and both sockets have an fd, else js. */
+  engine?: EngineChoice;
+  /** End the pair with reason `timeout` after this many ms with no byte moved either way. 0 or absent: never. */
+  idleTimeout?: number;
+  /** Aborting ends the pair with reason `aborted`, resetting both sides. */
+  signal?: AbortSignal;
+  /** The splice engine to use; default: one shared engine with one loop thread, created on first use. */
+  spliceEngine?: SpliceEngine;
+}
+
+export interface ForwardResult {
+  engine: EngineName;
+  /** Bytes written to b that came from a (including bytes Node had already read from a). */
+  bytesAtoB: number;
+  /** Bytes written to a that came from b. */
+  bytesBtoA: number;
+  durationMs: number;
+  reason: EndReason;
+  /** Set when reason is `reset` or `error`: the errno name in `code`, and the side it happened on. */
+  error?: ForwardError;
+}
+
+/** A socket error that ended a pair. Carries the errno name, never socket contents. */
+export class ForwardError extends Error {
+  readonly code: string;
+  readonly side: Side;
+  readonly syscall?: string;
+  constructor(code: string, side: Side, syscall?: string, message?: string) {
+    super(message ?? `${code} on side ${side}${syscall ? ` (${syscall})` : ''}`);
+    this.name = 'ForwardError';
+    this.code = code;
+    this.side = side;
+    this.syscall = syscall;
+  }
+}
+
+export interface EngineAvailability {
+  available: boolean;
+  /** Why not, when not available. */
+  reason?: string;
+}
+
+export interface EnginesReport {
+  splice: EngineAvailability;
+  js: EngineAvailability;
+}
+
+export type ForwardableStream = Duplex;
