@@ -1,0 +1,161 @@
+// A plain TCP forwarder: every connection accepted on the listen addresses is
+// forwarded to one upstream. The client is not read until the upstream is
+// connected, so its first bytes stay in the kernel and are spliced like the rest.
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { formatHostPort, type HostPort } from './address.js';
+import { forward } from './forward.js';
+import type { Logger } from './logger.js';
+import type { SpliceEngine } from './splice-engine.js';
+import type { EngineChoice, EngineName, EndReason } from './types.js';
+
+export interface ForwarderOptions {
+  listen: HostPort[];
+  to: HostPort;
+  engine?: EngineChoice;
+  /** ms with no byte either way before a pair is closed; 0 = never. */
+  idleTimeout?: number;
+  /** ms to wait for the upstream to accept; the client is reset after that. */
+  connectTimeout?: number;
+  spliceEngine?: SpliceEngine;
+  logger?: Logger;
+}
+
+/** What a connection did, reported once when it ends. */
+export interface ConnectionRecord {
+  client: string;
+  upstream: string;
+  engine: EngineName | null;
+  bytesUp: number;
+  bytesDown: number;
+  durationMs: number;
+  reason: EndReason | 'connect-failed';
+  code?: string;
+}
+
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
+export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; error: [Error] }> {
+  readonly #options: ForwarderOptions;
+  readonly #servers: net.Server[] = [];
+  readonly #active = new Set<AbortController>();
+  #closing = false;
+
+  constructor(options: ForwarderOptions) {
+    super();
+    if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
+    this.#options = options;
+  }
+
+  /** Binds every listen address; rejects (closing what was bound) if one fails. */
+  async listen(): Promise<HostPort[]> {
+    try {
+      for (const address of this.#options.listen) {
+        const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#serve(socket));
+        // EMFILE and friends from accept(): log and keep listening.
+        server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
+        this.#servers.push(server);
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(address.port, address.host, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      }
+    } catch (err) {
+      await this.close(0);
+      throw err;
+    }
+    return this.addresses();
+  }
+
+  addresses(): HostPort[] {
+    return this.#servers.flatMap((server) => {
+      const address = server.address();
+      return address && typeof address === 'object' ? [{ host: address.address, port: address.port }] : [];
+    });
+  }
+
+  get activeConnections(): number {
+    return this.#active.size;
+  }
+
+  /** Stops accepting; pairs get `graceMs` to finish, then are aborted. */
+  async close(graceMs = 0): Promise<void> {
+    this.#closing = true;
+    await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    const deadline = Date.now() + graceMs;
+    while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    for (const controller of this.#active) controller.abort();
+    while (this.#active.size > 0) await new Promise((r) => setTimeout(r, 10));
+  }
+
+  async #serve(client: net.Socket): Promise<void> {
+    const started = performance.now();
+    const controller = new AbortController();
+    this.#active.add(controller);
+    const to = this.#options.to;
+    const record: ConnectionRecord = {
+      client: formatHostPort({ host: client.remoteAddress ?? '?', port: client.remotePort ?? 0 }),
+      upstream: formatHostPort(to),
+      engine: null,
+      bytesUp: 0,
+      bytesDown: 0,
+      durationMs: 0,
+      reason: 'connect-failed',
+    };
+    try {
+      client.on('error', () => {});  // a reset before the takeover is reported by forward()
+      if (this.#closing) throw Object.assign(new Error('shutting down'), { code: 'ESHUTDOWN' });
+      const upstream = await this.#connect(to, controller.signal);
+      const result = await forward(client, upstream, {
+        engine: this.#options.engine,
+        idleTimeout: this.#options.idleTimeout,
+        signal: controller.signal,
+        spliceEngine: this.#options.spliceEngine,
+      });
+      Object.assign(record, {
+        engine: result.engine,
+        bytesUp: result.bytesAtoB,
+        bytesDown: result.bytesBtoA,
+        reason: result.reason,
+        code: result.error?.code,
+      });
+    } catch (err) {
+      // The upstream could not be reached: the client learns it by a reset, as from the server itself.
+      record.code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      if (!client.destroyed) client.resetAndDestroy();
+    } finally {
+      this.#active.delete(controller);
+      record.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
+      this.#options.logger?.info(record, 'connection closed');
+      this.emit('connection', record);
+    }
+  }
+
+  #connect(to: HostPort, signal: AbortSignal): Promise<net.Socket> {
+    const timeout = this.#options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    return new Promise((resolve, reject) => {
+      const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+      const timer = setTimeout(() => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), timeout);
+      const onAbort = () => fail(Object.assign(new Error('aborted'), { code: 'ABORT_ERR' }));
+      signal.addEventListener('abort', onAbort, { once: true });
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        upstream.off('error', fail);
+      };
+      function fail(err: Error) {
+        done();
+        upstream.destroy();
+        reject(err);
+      }
+      upstream.once('error', fail);
+      upstream.once('connect', () => {
+        done();
+        resolve(upstream);
+      });
+    });
+  }
+}
