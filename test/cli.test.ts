@@ -76,7 +76,7 @@ describe.skipIf(!hasCurl)('splicer forward (CLI)', () => {
       } finally {
         run.child.kill('SIGTERM');
       }
-      const [code] = (await new Promise((resolve) => run.child.once('exit', (...args) => resolve(args)))) as [number];
+      const code = await new Promise<number | null>((resolve) => run.child.once('exit', (exitCode) => resolve(exitCode)));
       expect(code).toBe(0);
       expect(run.lines.some((line) => line.msg === 'stopped')).toBe(true);
     });
