@@ -31,7 +31,7 @@ void SetHead(Direction& d, const char* data, size_t length) {
 Engine::Engine(const EngineOptions& options, Loop::Deliver deliver) {
   size_t threads = options.threads > 0 ? options.threads : 1;
   size_t pipesPerLoop = options.maxPipes / threads;
-  if (pipesPerLoop < 2) pipesPerLoop = 2;
+  if (pipesPerLoop < 1) pipesPerLoop = 1;
   for (size_t i = 0; i < threads; i++) {
     loops_.push_back(std::make_unique<Loop>(pipesPerLoop, options.maxPipeSize, deliver));
   }

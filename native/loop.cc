@@ -184,9 +184,14 @@ void Loop::HandleEvent(Pair* pair, int side, uint32_t events) {
       return;
     }
   }
-  // dir[side] reads from this socket; dir[1 - side] writes to it.
-  if (events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) Pump(pair, side);
-  if (!pair->closed && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR))) Pump(pair, 1 - side);
+  // dir[side] reads from this socket; dir[1 - side] writes to it. A direction
+  // blocked on its destination ignores input (the destination's EPOLLOUT resumes
+  // it), and output space matters only to a blocked direction: every pump that
+  // could only end in EAGAIN is skipped.
+  if ((events & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) && !pair->dir[side].blockedOnOutput) Pump(pair, side);
+  if (!pair->closed && (events & (EPOLLOUT | EPOLLHUP | EPOLLERR)) && pair->dir[1 - side].blockedOnOutput) {
+    Pump(pair, 1 - side);
+  }
 }
 
 // Moves bytes for one direction until the source is empty, the destination is
@@ -227,7 +232,7 @@ bool Loop::FlushBuffer(Pair* pair, int di) {
     ssize_t n = send(dst, d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN) Fail(pair, 1 - di, errno, "write");
+      if (errno == EAGAIN) d.blockedOnOutput = true; else Fail(pair, 1 - di, errno, "write");
       return false;
     }
     d.bufferStart += static_cast<size_t>(n);
@@ -247,7 +252,7 @@ bool Loop::FlushPipe(Pair* pair, int di) {
     ssize_t n = splice(d.pipe->readFd, nullptr, dst, nullptr, d.inPipe, kSpliceFlags);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno != EAGAIN) Fail(pair, 1 - di, errno, "splice");
+      if (errno == EAGAIN) d.blockedOnOutput = true; else Fail(pair, 1 - di, errno, "splice");
       return false;
     }
     d.inPipe -= static_cast<size_t>(n);
@@ -259,6 +264,7 @@ bool Loop::FlushPipe(Pair* pair, int di) {
     pipes_.Release(d.pipe);
     d.pipe = nullptr;
   }
+  d.blockedOnOutput = false;
   return true;
 }
 

@@ -43,6 +43,7 @@ struct Direction {
   bool sourceEof = false;
   bool done = false;           // EOF seen and passed on as shutdown(SHUT_WR)
   bool scheduled = false;      // in the loop's ready list (budget ran out while data remained)
+  bool blockedOnOutput = false;  // bytes wait for the destination's EPOLLOUT; reads of the source wait too
   int streak = 0;              // fills in a row without EAGAIN: a streaming flow, worth a bigger pipe
   uint64_t bytes = 0;
 };

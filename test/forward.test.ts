@@ -63,12 +63,13 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
       expect(result.error).toBeUndefined();
     }, 300_000);
 
-    it('moves 200 concurrent pairs (256 KiB .. 1 MiB each way), every one intact', async () => {
-      const N = 200;
+    /** N concurrent pairs, 256 KiB .. 1 MiB each way; what went wrong, pair by pair. */
+    async function concurrentPairs(N: number, extra: ForwardOptions = {}, whileRunning?: () => void): Promise<string[]> {
       const sizeFor = (seed: number) => 256 * KiB + Math.floor(h.prng(seed)() * 768 * KiB);
       const srv = await h.startHashServer({ replyBytes: (i) => sizeFor(5000 + i), when: 'connect' });
-      const fwd = await h.startForwarder(srv, opts());
+      const fwd = await h.startForwarder(srv, opts(extra));
       const clients = await Promise.all(Array.from({ length: N }, () => h.connectTo(fwd.port)));
+      const sampler = whileRunning ? setInterval(whileRunning, 5) : undefined;
 
       const problems: string[] = [];
       await Promise.all(
@@ -85,7 +86,33 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
           }
         }),
       );
+      clearInterval(sampler);
+      return problems;
+    }
+
+    it('moves 200 concurrent pairs (256 KiB .. 1 MiB each way), every one intact', async () => {
+      expect(await concurrentPairs(200)).toEqual([]);
+    }, 180_000);
+
+    it.runIf(engine === 'splice')('falls back to read/write when the pipe pool is exhausted, bytes intact', async () => {
+      const spliceEngine = new SpliceEngine({ maxPipes: 1 });
+      h.onCleanup(() => void spliceEngine.close());
+      // A pair whose reader does not read holds the one pipe, full, for as long as it lives.
+      const src = await h.startSourceServer(64 * MiB);
+      const stuckFwd = await h.startForwarder(src, opts({ spliceEngine }));
+      const stuck = await h.connectTo(stuckFwd.port);
+      stuck.pause();
+      expect(await h.waitFor(() => spliceEngine.stats().pipesInUse === 1, 10_000), 'the stuck pair holds the pipe').toBe(true);
+
+      let mostReadWrite = 0;
+      const problems = await concurrentPairs(20, { spliceEngine }, () => {
+        mostReadWrite = Math.max(mostReadWrite, spliceEngine.stats().readWritePairs);
+      });
       expect(problems).toEqual([]);
+      expect(mostReadWrite, 'pairs seen on read/write').toBeGreaterThan(0);
+      stuck.destroy();
+      expect(await stuckFwd.resultOf(stuck)).toMatchObject({ engine: 'splice' });
+      expect(spliceEngine.stats()).toMatchObject({ pairs: 0, pipesInUse: 0, bytesBuffered: 0, readWritePairs: 0 });
     }, 180_000);
   });
 
