@@ -35,12 +35,10 @@ Napi::Error ErrnoError(Napi::Env env, int error, const char* syscall) {
 
 using Batch = std::vector<Completion>;
 
-void CallJs(Napi::Env env, Napi::Function callback, void* /*context*/, Batch* batch) {
-  std::unique_ptr<Batch> owned(batch);
-  if (env == nullptr || callback == nullptr) return;  // shutting down
-  Napi::Array list = Napi::Array::New(env, owned->size());
+void DeliverBatch(Napi::Env env, Napi::Function callback, const Batch& batch) {
+  Napi::Array list = Napi::Array::New(env, batch.size());
   uint32_t i = 0;
-  for (const Completion& c : *owned) {
+  for (const Completion& c : batch) {
     Napi::Object item = Napi::Object::New(env);
     item.Set("id", Napi::Number::New(env, static_cast<double>(c.id)));
     item.Set("bytesAtoB", Napi::Number::New(env, static_cast<double>(c.bytesAtoB)));
@@ -53,6 +51,18 @@ void CallJs(Napi::Env env, Napi::Function callback, void* /*context*/, Batch* ba
     list.Set(i++, item);
   }
   callback.Call({list});
+}
+
+void CallJs(Napi::Env env, Napi::Function callback, void* /*context*/, Batch* batch) {
+  std::unique_ptr<Batch> owned(batch);
+  if (env == nullptr || callback == nullptr) return;  // the TSFN is being torn down
+  try {
+    DeliverBatch(env, callback, *owned);
+  } catch (const Napi::Error& err) {
+    // A throwing handler's exception goes back to Node as uncaught. While a worker
+    // is torn down JS cannot run and the throw fails too; nothing is left to tell.
+    napi_throw(env, err.Value());
+  }
 }
 
 using CompletionTsfn = Napi::TypedThreadSafeFunction<void, Batch, CallJs>;
@@ -107,8 +117,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     self->Shutdown();
   }
 
+  // Joins the loop threads, then frees them: their epoll, eventfd and pooled pipe fds close here.
   void Shutdown() {
-    if (engine_) engine_->Close();
+    if (engine_) {
+      engine_->Close();
+      engine_.reset();
+    }
     if (!released_) {
       released_ = true;
       tsfn_.Release();

@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const child = path.join(root, 'test', 'fixtures', 'exit-child.mjs');
+const workerParent = path.join(root, 'test', 'fixtures', 'worker-parent.mjs');
 const dist = path.join(root, 'dist', 'index.js');
 /** If the child does not exit by then, it hung: it is killed and the test fails. */
 const HANG_MS = 30_000;
@@ -20,9 +21,9 @@ interface Exit {
   hung: boolean;
 }
 
-function runChild(args: string[]): Promise<Exit> {
+function runChild(args: string[], script = child): Promise<Exit> {
   return new Promise((resolve, reject) => {
-    const p = spawn(process.execPath, [child, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
+    const p = spawn(process.execPath, [script, ...args], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     let hung = false;
@@ -48,6 +49,18 @@ describe.runIf(process.platform === 'linux')('process.exit() with splice pairs i
     expect(exit.hung, `the child did not exit within ${HANG_MS} ms\n${detail}`).toBe(false);
     expect(exit.stdout, detail).toContain('STREAMING');
     if (mode === 'dedicated') expect(exit.stdout, detail).toContain('pairs=8');
+    expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 0, signal: null });
+  }, HANG_MS + 30_000);
+});
+
+describe.runIf(process.platform === 'linux')('worker thread ending with splice pairs in flight', () => {
+  it('stops the engine, closes every fd it held, and the process carries on', async () => {
+    if (!fs.existsSync(dist)) throw new Error(`${path.relative(root, dist)} is missing: run npm run build:ts first`);
+    const exit = await runChild([], workerParent);
+    const detail = `stdout: ${exit.stdout.trim()}\nstderr: ${exit.stderr.trim()}`;
+    expect(exit.hung, `the process did not exit within ${HANG_MS} ms\n${detail}`).toBe(false);
+    expect(exit.stdout, detail).toContain('STREAMING');
+    expect(exit.stdout, detail).toMatch(/WORKER-EXIT code=0/);
     expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 0, signal: null });
   }, HANG_MS + 30_000);
 });
