@@ -4,7 +4,7 @@
 //
 //   node bench/throughput.js [--gib 2] [--streams 1,64] [--runs 1] [--json FILE]
 //                            [--only direct,splice,js,haproxy,haproxy-forced,socat] [--timeout 120]
-//                            [--warmup-mib 64] [--load-threads 2]
+//                            [--warmup-mib 64] [--load c|node] [--load-threads 2]
 //
 // Forwarders (each started fresh for every measurement, warmed with a small transfer first):
 //   direct   no forwarder: the receiver is connected to directly (the limit)
@@ -16,9 +16,14 @@
 //            recv/send through 16 KiB buffers); this row shows HAProxy actually splicing.
 //            For both, the pipes HAProxy allocated are read from its stats socket (`pipes`).
 //   socat    socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:R
-// The sender and the receiver live in their own child process (bench/load.js; sender on a worker
-// thread, receiver on the main thread, unless --load-threads 1), so the CPU time read
-// from /proc/<forwarder pid>/stat (utime+stime+cutime+cstime) is the forwarder's alone.
+// The sender and the receiver live in their own child process, so the CPU time read from
+// /proc/<forwarder pid>/stat (utime+stime+cutime+cstime) is the forwarder's alone:
+//   --load c     bench/load.c (the default when `cc` is on PATH): compiled at startup with
+//                cc -O2 -pthread into .bench-out/load-<hash of the source>; sender thread and
+//                receiver thread, one epoll loop each. Costs far less CPU than Node, which matters
+//                on 2 cores where the load generator and the forwarder compete.
+//   --load node  bench/load.js (sender on a worker thread, receiver on the main thread, unless
+//                --load-threads 1, which applies to it only).
 // GB/s is 10^9 bytes per second; CPU is forwarder CPU seconds per GiB moved.
 import { parseArgs } from 'node:util';
 import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
@@ -26,6 +31,8 @@ import { tmpdir, release, cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdirSync, renameSync } from 'node:fs';
 import net from 'node:net';
 import {
   HOST, installExitHandlers, spawnChild, waitLine, stopChild, freePort, waitListening,
@@ -50,12 +57,15 @@ const { values: opt } = parseArgs({
     only: { type: 'string' },
     timeout: { type: 'string', default: '120' },
     'warmup-mib': { type: 'string', default: '64' },
+    load: { type: 'string' },
     'load-threads': { type: 'string', default: '2' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
 if (opt.help) {
-  process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1, 22).map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+  const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+  const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')));
+  process.stdout.write(header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
   process.exit(0);
 }
 const gib = Number(opt.gib);
@@ -70,6 +80,10 @@ if (!(gib > 0) || !(runs >= 1) || !(timeoutMs > 0) || !(warmupBytes >= 0)
   process.exit(2);
 }
 const loadThreads = opt['load-threads'] === '1' ? '1' : '2';
+if (opt.load !== undefined && opt.load !== 'c' && opt.load !== 'node') {
+  process.stderr.write('bad option: --load c|node\n');
+  process.exit(2);
+}
 const only = opt.only ? opt.only.split(',').map((s) => s.trim()).filter(Boolean) : ALL;
 for (const f of only) {
   if (!ALL.includes(f)) {
@@ -88,6 +102,61 @@ function log(msg) {
 const haproxyBin = which('haproxy');
 const socatBin = which('socat');
 const distIndex = path.join(root, 'dist', 'index.js');
+
+// ---------------------------------------------------------------------------------------------
+// The load generator: bench/load.c compiled once per source version into .bench-out/, else load.js.
+
+const ccBin = which('cc');
+
+/** Path of the compiled bench/load.c, building it if this version of the source is not cached. */
+function buildLoadC() {
+  const src = path.join(here, 'load.c');
+  const flags = ['-O2', '-pthread'];
+  const hash = createHash('sha256').update(readFileSync(src)).update(flags.join(' ')).digest('hex').slice(0, 16);
+  const dir = path.join(root, '.bench-out');
+  const bin = path.join(dir, `load-${hash}`);
+  if (existsSync(bin)) return bin;
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${bin}.tmp-${process.pid}`;
+  try {
+    execFileSync(ccBin, [...flags, '-o', tmp, src], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new Error(`cc ${flags.join(' ')} bench/load.c failed: ${(err.stderr || err.message).toString().trim().slice(-800)}`);
+  }
+  renameSync(tmp, bin); // atomic: a concurrent run sees the whole binary or none
+  return bin;
+}
+
+let loadKind = opt.load ?? (ccBin ? 'c' : 'node');
+let loadBin = null;
+if (loadKind === 'c') {
+  try {
+    if (!ccBin) throw new Error('cc not on PATH');
+    loadBin = buildLoadC();
+  } catch (err) {
+    if (opt.load === 'c') {
+      process.stderr.write(`--load c: ${err.message}\n`);
+      process.exit(2);
+    }
+    log(`load generator: ${err.message}; using bench/load.js`);
+    loadKind = 'node';
+  }
+}
+const loadDesc = loadKind === 'c'
+  ? `c (${path.relative(root, loadBin)}, 2 threads)`
+  : `node (bench/load.js, ${loadThreads} thread${loadThreads === '1' ? '' : 's'})`;
+function spawnLoad() {
+  return loadKind === 'c'
+    ? spawnChild(loadBin, [])
+    : spawnChild(process.execPath, [path.join(here, 'load.js'), '--threads', loadThreads]);
+}
+
+function firstLine(bin, args) {
+  try {
+    return execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] }).split('\n')[0].trim() || null;
+  } catch { return null; }
+}
 
 function toolVersion(bin, args) {
   try {
@@ -179,7 +248,7 @@ async function stopForwarder(fwd) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// One transfer: ask load.js to move `bytes` over `streams` connections through the forwarder.
+// One transfer: ask the load generator (load.c or load.js) to move `bytes` over `streams` connections through the forwarder.
 
 function withTimeout(promise, ms, what) {
   let t;
@@ -308,7 +377,7 @@ async function measure(name, streams, bytes) {
   let fwd;
   const started = Date.now();
   try {
-    load = spawnChild(process.execPath, [path.join(here, 'load.js'), '--threads', loadThreads]);
+    load = spawnLoad();
     const ready = JSON.parse(await waitLine(load, (l) => l.startsWith('{"type":"ready"'), 15000, 'load ready'));
     fwd = await startForwarder(name, ready.port);
     if (warmupBytes > 0) {
@@ -413,7 +482,7 @@ function printTables({ results, ratios }) {
   }
   out.push('');
   out.push('GB/s = 10^9 bytes/s, first connect to last byte received. CPU = forwarder process utime+stime+cutime+cstime');
-  out.push('per GiB (sender and receiver run in a separate process). haproxy runs with nbthread 1 and 1 MiB pipes');
+  out.push(`per GiB (sender and receiver run in a separate process: load generator ${loadDesc}). haproxy runs with nbthread 1 and 1 MiB pipes`);
   out.push('(haproxy: option splice-auto; haproxy-forced: option splice-request + splice-response). splicer\'s');
   out.push('splice engine uses one loop thread plus the Node main thread, all counted. The JSON also has');
   out.push('machineCpuPerGiB (all CPUs, /proc/stat): on loopback softirq work is charged to whichever task runs, so');
@@ -432,7 +501,7 @@ async function main() {
     log('no forwarder to run');
     process.exit(2);
   }
-  log(`throughput: ${gib} GiB, streams ${streamCounts.join(',')}, runs ${runs}, forwarders ${forwarders.join(',')}, timeout ${timeoutMs / 1000} s`);
+  log(`throughput: ${gib} GiB, streams ${streamCounts.join(',')}, runs ${runs}, forwarders ${forwarders.join(',')}, timeout ${timeoutMs / 1000} s, load ${loadDesc}`);
   const all = [];
   for (let run = 1; run <= runs; run++) {
     for (const s of streamCounts) {
@@ -457,7 +526,10 @@ async function main() {
       streams: streamCounts,
       runs,
       warmupBytes,
-      loadThreads: Number(loadThreads),
+      load: loadKind,
+      loadBinary: loadBin ? path.relative(root, loadBin) : null,
+      cc: loadKind === 'c' ? firstLine(ccBin, ['--version']) : null,
+      loadThreads: loadKind === 'c' ? 2 : Number(loadThreads),
       timeoutSeconds: timeoutMs / 1000,
       node: process.version,
       kernel: release(),
@@ -470,7 +542,7 @@ async function main() {
         'GB/s = 1e9 bytes per second from first connect to last byte received',
         'cpuPerGiB = forwarder utime+stime+cutime+cstime seconds per GiB',
         'machineCpuPerGiB = busy seconds of all CPUs (/proc/stat user+nice+system+irq+softirq) per GiB; includes anything else running on the machine',
-        'loadCpuPerGiB = sender+receiver process CPU seconds per GiB',
+        `loadCpuPerGiB = sender+receiver process CPU seconds per GiB (load generator: ${loadDesc})`,
         'haproxy: nbthread 1, option splice-auto, tune.pipesize 1048576',
         'haproxy-forced: the same with option splice-request + option splice-response',
         'pipes (haproxy rows) = PipesUsed + PipesFree from show info after the transfer; 0 = never spliced',
