@@ -12,3 +12,8 @@ export {
   type EngineAvailability,
   type Side,
 } from './types.js';
+export { createProxyServer, ProxyServer, openProxyRisk, ExposureError } from './proxy/server.js';
+export type { ProxyOptions, ProxyConnectionRecord, ProxyTimeouts, ProxyLimits, ProxyProtocol } from './proxy/types.js';
+export { Credentials, CredentialsError } from './proxy/auth.js';
+export { parseRule, evaluateRules, RuleError, type Rule, type RuleSubject, type ProxyCommand } from './proxy/rules.js';
+export { Forwarder, type ForwarderOptions, type ConnectionRecord } from './forwarder.js';

@@ -1,0 +1,132 @@
+// Connects to a host by name or address, trying every address the name resolves
+// to, both families, with staggered starts (RFC 8305 "Happy Eyeballs"), so an
+// unroutable family or one dead address does not fail the connect.
+import dns from 'node:dns';
+import net from 'node:net';
+
+export type LookupAll = (hostname: string) => Promise<Array<{ address: string; family: number }>>;
+
+export interface DialOptions {
+  /** Resolves a name to every address; default: the system resolver (dns.lookup, all, verbatim). */
+  lookup?: LookupAll;
+  /** Whole connect, lookup included, in ms. */
+  timeout: number;
+  signal?: AbortSignal;
+  /** Addresses this returns false for are not tried (rules on the resolved address). */
+  allowAddress?: (address: string) => boolean;
+  /** ms before the next address is tried while the previous is still pending. */
+  attemptDelay?: number;
+}
+
+/** A dial failure with the errno-style code that picks the reply (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, EACCES...). */
+export class DialError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+    this.name = 'DialError';
+  }
+}
+
+export const systemLookup: LookupAll = (hostname) => dns.promises.lookup(hostname, { all: true, verbatim: true });
+
+/** IPv6 first, then alternating families, as RFC 8305 section 4 orders them. */
+export function interleave(addresses: Array<{ address: string; family: number }>): string[] {
+  const v6 = addresses.filter((a) => a.family === 6).map((a) => a.address);
+  const v4 = addresses.filter((a) => a.family !== 6).map((a) => a.address);
+  const out: string[] = [];
+  for (let i = 0; i < Math.max(v6.length, v4.length); i++) {
+    if (i < v6.length) out.push(v6[i]);
+    if (i < v4.length) out.push(v4[i]);
+  }
+  return [...new Set(out)];
+}
+
+// When every address failed, the most telling error decides the reply: a refusal says the
+// host is there, so it wins over unreachable, which wins over a timeout.
+const ERROR_RANK = ['ECONNREFUSED', 'ECONNRESET', 'EHOSTUNREACH', 'ENETUNREACH', 'ENETDOWN', 'EADDRNOTAVAIL', 'EAFNOSUPPORT', 'ETIMEDOUT'];
+function mostTelling(codes: string[]): string {
+  for (const code of ERROR_RANK) if (codes.includes(code)) return code;
+  return codes[codes.length - 1] ?? 'ETIMEDOUT';
+}
+
+export async function dial(host: string, port: number, options: DialOptions): Promise<net.Socket> {
+  const { timeout, signal, allowAddress, attemptDelay = 250 } = options;
+  const deadline = Date.now() + timeout;
+  let addresses: string[];
+  if (net.isIP(host)) {
+    addresses = [host];
+  } else {
+    try {
+      addresses = interleave(await withDeadline((options.lookup ?? systemLookup)(host), deadline, signal));
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code ?? 'ENOTFOUND';
+      throw new DialError(code === 'EAI_AGAIN' || code === 'ENODATA' ? 'ENOTFOUND' : code, `cannot resolve ${host}: ${code}`);
+    }
+    if (addresses.length === 0) throw new DialError('ENOTFOUND', `${host} has no address`);
+  }
+  if (allowAddress) {
+    addresses = addresses.filter(allowAddress);
+    if (addresses.length === 0) throw new DialError('EACCES', `every address of ${host} is denied by the rules`);
+  }
+  return race(addresses, port, deadline, attemptDelay, signal);
+}
+
+function withDeadline<T>(promise: Promise<T>, deadline: number, signal?: AbortSignal): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new DialError('ETIMEDOUT', 'lookup timed out')), Math.max(0, deadline - Date.now()));
+    const onAbort = () => reject(new DialError('ABORT_ERR', 'aborted'));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    promise.then(resolve, reject).finally(() => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    });
+  });
+}
+
+function race(addresses: string[], port: number, deadline: number, attemptDelay: number, signal?: AbortSignal): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    const pending = new Set<net.Socket>();
+    const codes: string[] = [];
+    let next = 0;
+    let settled = false;
+    let stagger: NodeJS.Timeout | undefined;
+
+    const finish = (winner: net.Socket | null, error?: DialError) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(stagger);
+      clearTimeout(overall);
+      signal?.removeEventListener('abort', onAbort);
+      for (const socket of pending) if (socket !== winner) socket.destroy();
+      pending.clear();
+      if (winner) resolve(winner);
+      else reject(error);
+    };
+    const onAbort = () => finish(null, new DialError('ABORT_ERR', 'aborted'));
+    const overall = setTimeout(() => finish(null, new DialError('ETIMEDOUT', `connect to port ${port} timed out`)), Math.max(0, deadline - Date.now()));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    if (signal?.aborted) return onAbort();
+
+    const attempt = () => {
+      clearTimeout(stagger);
+      if (settled || next >= addresses.length) return;
+      const address = addresses[next++];
+      const socket = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+      pending.add(socket);
+      socket.once('connect', () => {
+        // Errors from here on belong to whoever forwards the socket; until then, none may go unhandled.
+        socket.removeAllListeners('error');
+        socket.on('error', () => {});
+        finish(socket);
+      });
+      socket.once('error', (err: NodeJS.ErrnoException) => {
+        pending.delete(socket);
+        socket.destroy();
+        codes.push(err.code ?? 'ECONNREFUSED');
+        if (next < addresses.length) attempt();
+        else if (pending.size === 0) finish(null, new DialError(mostTelling(codes), `connect to port ${port} failed: ${codes.join(', ')}`));
+      });
+      if (next < addresses.length) stagger = setTimeout(attempt, attemptDelay);
+    };
+    attempt();
+  });
+}

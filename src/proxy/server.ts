@@ -1,0 +1,181 @@
+// `splicer proxy`: one listener for SOCKS4, SOCKS4a, SOCKS5 and HTTP; the first
+// byte of a connection says which protocol it speaks.
+import { EventEmitter } from 'node:events';
+import net from 'node:net';
+import { formatHostPort, isLoopback, type HostPort } from '../address.js';
+import { detectProtocol } from '../protocol/detect.js';
+import { hasClientAllowRule } from './rules.js';
+import { HttpProxy } from './http-proxy.js';
+import { ClientSession, SessionClosed } from './session.js';
+import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
+import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './types.js';
+
+export class ExposureError extends Error {
+  readonly code = 'ERR_OPEN_PROXY';
+}
+
+/**
+ * Why these options would make an open proxy (a non-loopback listener that lets
+ * anyone in), or null. `open: true` is the explicit override.
+ */
+export function openProxyRisk(options: ProxyOptions): string | null {
+  if (options.open) return null;
+  const exposed = options.listen.filter((address) => !isLoopback(address.host));
+  if (exposed.length === 0) return null;
+  if (options.credentials?.required) return null;
+  if (hasClientAllowRule(options.rules ?? [])) return null;
+  return (
+    `listening on ${exposed.map(formatHostPort).join(', ')} with no authentication and no client allow rule ` +
+    'would make an open proxy that anyone can use; add --auth USER:PASS, --users FILE or --allow from=CIDR, or pass --open'
+  );
+}
+
+export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionRecord] }> {
+  readonly #options: ProxyOptions;
+  readonly #timeouts: ProxyTimeouts;
+  readonly #limits: ProxyLimits;
+  readonly #servers: net.Server[] = [];
+  readonly #sockets = new Set<net.Socket>();
+  readonly #perClient = new Map<string, number>();
+  readonly #active = new Set<Promise<void>>();
+  readonly #shutdown = new AbortController();
+  readonly #socks: SocksContext;
+  readonly #http: HttpProxy;
+
+  constructor(options: ProxyOptions) {
+    super();
+    if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
+    const risk = openProxyRisk(options);
+    if (risk) throw new ExposureError(risk);
+    this.#options = options;
+    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
+    const tunnel = {
+      rules: options.rules ?? [],
+      connectTimeout: this.#timeouts.connect,
+      idleTimeout: this.#timeouts.idle,
+      engine: options.engine,
+      spliceEngine: options.spliceEngine,
+      lookup: options.lookup,
+      signal: this.#shutdown.signal,
+    };
+    const auth = { credentials: options.credentials, allowEmptyCredentials: options.allowEmptyCredentials ?? false };
+    this.#socks = { ...tunnel, ...auth };
+    this.#http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: this.#timeouts.handshake });
+  }
+
+  /** Binds every listen address; rejects (closing what was bound) if one fails. */
+  async listen(): Promise<HostPort[]> {
+    try {
+      for (const address of this.#options.listen) {
+        const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#accept(socket));
+        // accept() failing (EMFILE, ENFILE) must not take the listener down: log and go on.
+        server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
+        this.#servers.push(server);
+        await new Promise<void>((resolve, reject) => {
+          server.once('error', reject);
+          server.listen(address.port, address.host, () => {
+            server.off('error', reject);
+            resolve();
+          });
+        });
+      }
+    } catch (err) {
+      await this.close(0);
+      throw err;
+    }
+    return this.addresses();
+  }
+
+  addresses(): HostPort[] {
+    return this.#servers.flatMap((server) => {
+      const address = server.address();
+      return address && typeof address === 'object' ? [{ host: address.address, port: address.port }] : [];
+    });
+  }
+
+  get activeConnections(): number {
+    return this.#sockets.size;
+  }
+
+  /** Stops accepting; connections get `graceMs` to finish, then are ended. */
+  async close(graceMs = 0): Promise<void> {
+    await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    const deadline = Date.now() + graceMs;
+    while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.#shutdown.abort();
+    for (const socket of this.#sockets) socket.destroy();
+    await Promise.all(this.#active);
+  }
+
+  #accept(socket: net.Socket): void {
+    const clientIp = socket.remoteAddress ?? '';
+    const record: ProxyConnectionRecord = {
+      client: formatHostPort({ host: clientIp || '?', port: socket.remotePort ?? 0 }),
+      protocol: 'unknown',
+      bytesUp: 0,
+      bytesDown: 0,
+      durationMs: 0,
+      outcome: 'open',
+    };
+    const started = performance.now();
+    const fromClient = this.#perClient.get(clientIp) ?? 0;
+    if (this.#sockets.size >= this.#limits.connections || fromClient >= this.#limits.perClient) {
+      socket.on('error', () => {});
+      socket.destroy();
+      record.outcome = 'limit';
+      this.#report(record, started);
+      return;
+    }
+    this.#sockets.add(socket);
+    this.#perClient.set(clientIp, fromClient + 1);
+    const done = this.#serve(socket, record).finally(() => {
+      this.#sockets.delete(socket);
+      const left = (this.#perClient.get(clientIp) ?? 1) - 1;
+      if (left > 0) this.#perClient.set(clientIp, left);
+      else this.#perClient.delete(clientIp);
+      this.#active.delete(done);
+      this.#report(record, started);
+    });
+    this.#active.add(done);
+  }
+
+  async #serve(socket: net.Socket, record: ProxyConnectionRecord): Promise<void> {
+    const session = new ClientSession(socket, this.#timeouts.handshake);
+    try {
+      const protocol = detectProtocol(await session.peek());
+      switch (protocol) {
+        case 'socks4':
+          return await serveSocks4(session, this.#socks, record);
+        case 'socks5':
+          return await serveSocks5(session, this.#socks, record);
+        case 'http':
+          return await this.#http.serve(socket, session.detach(), record);
+        default:
+          // TLS on a plain port, or bytes of no protocol served here: nothing to reply in a language it speaks.
+          record.outcome = 'bad-request';
+          return session.close();
+      }
+    } catch (err) {
+      if (err instanceof SessionClosed) {
+        record.outcome = err.code === 'ETIMEDOUT' ? 'handshake-timeout' : err.code === 'EOVERSIZE' ? 'bad-request' : 'client-closed';
+        session.close();
+        return;
+      }
+      // A bug of ours must cost one connection, not the process.
+      record.outcome = 'internal-error';
+      this.#options.logger?.error({ err }, 'connection failed');
+      socket.destroy();
+    }
+  }
+
+  #report(record: ProxyConnectionRecord, started: number): void {
+    record.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
+    this.#options.logger?.info(record, 'connection closed');
+    this.emit('connection', record);
+  }
+}
+
+export function createProxyServer(options: ProxyOptions): ProxyServer {
+  return new ProxyServer(options);
+}

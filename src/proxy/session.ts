@@ -1,0 +1,138 @@
+// One client connection during its handshake: reads through a parser until a
+// whole message has arrived (a handshake may come byte by byte, or coalesced
+// with the next message and the first payload bytes), writes replies, and
+// knows how to close.
+import type net from 'node:net';
+import type { ProtocolError } from '../protocol/reader.js';
+
+export type ParseResult<T> = { status: 'incomplete' } | ({ status: 'ok'; consumed: number } & T) | ProtocolError;
+
+/** The client went away, sent garbage past a cap, or the handshake timed out. */
+export class SessionClosed extends Error {
+  constructor(readonly code: 'ECLOSED' | 'ETIMEDOUT' | 'EOVERSIZE') {
+    super(code === 'ECLOSED' ? 'client closed during the handshake' : code === 'ETIMEDOUT' ? 'handshake timed out' : 'handshake too large');
+    this.name = 'SessionClosed';
+  }
+}
+
+const MAX_BUFFERED = 64 * 1024;
+
+export class ClientSession {
+  #buffered: Buffer = Buffer.alloc(0);
+  #waiting: (() => void) | undefined;
+  #failure: SessionClosed | undefined;
+  readonly #timer: NodeJS.Timeout;
+  readonly #onData = (chunk: Buffer) => {
+    this.#buffered = this.#buffered.length === 0 ? chunk : Buffer.concat([this.#buffered, chunk]);
+    if (this.#buffered.length > MAX_BUFFERED) this.#fail(new SessionClosed('EOVERSIZE'));
+    this.#wake();
+  };
+  // A FIN after a whole request is a half-close, not a failure (ncat sends its input
+  // and shuts down): it only fails a read that still needs bytes.
+  #ended = false;
+  readonly #onEnd = () => {
+    this.#ended = true;
+    this.#wake();
+  };
+  readonly #onClose = () => this.#fail(new SessionClosed('ECLOSED'));
+
+  /** `initial`: bytes already read from the socket by someone else (http's CONNECT head). */
+  constructor(readonly socket: net.Socket, handshakeTimeoutMs: number, initial?: Buffer) {
+    if (initial && initial.length > 0) this.#buffered = initial;
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('close', this.#onClose);
+    socket.on('error', this.#onClose);
+    this.#timer = setTimeout(() => this.#fail(new SessionClosed('ETIMEDOUT')), handshakeTimeoutMs);
+    socket.resume();
+  }
+
+  /** The first byte, without consuming it. */
+  async peek(): Promise<number> {
+    while (this.#buffered.length === 0) await this.#more();
+    return this.#buffered[0];
+  }
+
+  /**
+   * Feeds the buffered bytes to `parse` until it has a whole message; returns it and
+   * consumes its bytes. A protocol error is returned, not thrown: the caller replies.
+   */
+  async read<T>(parse: (buf: Buffer) => ParseResult<T>): Promise<({ status: 'ok'; consumed: number } & T) | ProtocolError> {
+    for (;;) {
+      const result = parse(this.#buffered);
+      if (result.status === 'ok') {
+        this.#buffered = this.#buffered.subarray(result.consumed);
+        return result;
+      }
+      if (result.status === 'error') return result;
+      await this.#more();
+    }
+  }
+
+  write(reply: Buffer): void {
+    if (!this.socket.destroyed) this.socket.write(reply);
+  }
+
+  /**
+   * Ends the handshake: stops reading and returns the bytes read past the last
+   * message (optimistic data), which the caller must send on first. They are not
+   * unshifted: after a FIN the socket's stream has ended and refuses them.
+   */
+  detach(): Buffer {
+    this.#stop();
+    // forward() takes the socket's errors over; until it does, none may go unhandled.
+    this.socket.on('error', () => {});
+    this.socket.pause();
+    const rest = this.#buffered;
+    this.#buffered = Buffer.alloc(0);
+    return rest;
+  }
+
+  /**
+   * Writes the final reply (if any), then FIN, then closes once the client has
+   * closed too. Input is drained meanwhile: closing with unread bytes sends an
+   * RST, which can destroy the reply before the client reads it.
+   */
+  close(reply?: Buffer): void {
+    this.#stop();
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    socket.on('error', () => {});
+    if (!socket.writable) {
+      socket.destroy();
+      return;
+    }
+    socket.on('data', () => {});
+    socket.on('end', () => socket.destroy());
+    socket.resume();
+    socket.end(reply ?? Buffer.alloc(0));
+    // A client that never closes must not hold the socket open.
+    setTimeout(() => socket.destroy(), 2000).unref();
+  }
+
+  #stop(): void {
+    clearTimeout(this.#timer);
+    this.socket.off('data', this.#onData);
+    this.socket.off('end', this.#onEnd);
+    this.socket.off('close', this.#onClose);
+    this.socket.off('error', this.#onClose);
+  }
+
+  #fail(reason: SessionClosed): void {
+    this.#failure ??= reason;
+    this.#wake();
+  }
+
+  #wake(): void {
+    const waiting = this.#waiting;
+    this.#waiting = undefined;
+    waiting?.();
+  }
+
+  async #more(): Promise<void> {
+    if (this.#failure) throw this.#failure;
+    if (this.#ended) throw new SessionClosed('ECLOSED');
+    await new Promise<void>((resolve) => (this.#waiting = resolve));
+    if (this.#failure) throw this.#failure;
+  }
+}

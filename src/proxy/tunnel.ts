@@ -1,0 +1,120 @@
+// The step every protocol ends in: check the rules, connect to the destination
+// (every resolved address, each checked against the rules too), send the
+// protocol's reply, and hand the pair to forward().
+import net from 'node:net';
+import { formatHostPort } from '../address.js';
+import { forward } from '../forward.js';
+import type { SpliceEngine } from '../splice-engine.js';
+import type { EngineChoice } from '../types.js';
+import { dial, DialError, type LookupAll } from './dial.js';
+import { evaluateRules, type ProxyCommand, type Rule } from './rules.js';
+import type { ClientSession } from './session.js';
+import type { ProxyConnectionRecord } from './types.js';
+
+/** How a protocol words its replies. */
+export interface Replies {
+  /** The reply to send once the destination is connected, naming the local address of the upstream socket. */
+  success(bound: { host: string; port: number }): { reply: Buffer; code: number };
+  /** The reply for a failure; `code` is an errno name, or EACCES for "denied by the rules". */
+  failure(code: string): { reply: Buffer; code: number };
+}
+
+export interface TunnelContext {
+  rules: readonly Rule[];
+  connectTimeout: number;
+  idleTimeout: number;
+  engine?: EngineChoice;
+  spliceEngine?: SpliceEngine;
+  lookup?: LookupAll;
+  /** Aborted when the server shuts down. */
+  signal: AbortSignal;
+}
+
+export interface Destination {
+  host: string;
+  port: number;
+  command: ProxyCommand;
+  user?: string;
+}
+
+function check(ctx: TunnelContext, client: net.Socket, dest: Destination, destAddress?: string) {
+  return evaluateRules(ctx.rules, {
+    client: client.remoteAddress ?? '',
+    destHost: dest.host,
+    destAddress,
+    destPort: dest.port,
+    command: dest.command,
+    user: dest.user,
+  });
+}
+
+/** Whether the rules let this client reach `dest` at `destAddress` (the resolved address, when it is known). */
+export function allowed(ctx: TunnelContext, client: net.Socket, dest: Destination, destAddress?: string): boolean {
+  return check(ctx, client, dest, destAddress).allowed;
+}
+
+/**
+ * The check before DNS. A name that no rule names yet may still be allowed by
+ * its address (an allow rule by CIDR), so only an explicit deny refuses it here;
+ * every resolved address is checked before it is tried.
+ */
+export function refusedBeforeLookup(ctx: TunnelContext, client: net.Socket, dest: Destination): boolean {
+  const verdict = check(ctx, client, dest);
+  if (verdict.allowed) return false;
+  return verdict.rule !== undefined || net.isIP(dest.host) !== 0;
+}
+
+export async function connectAndForward(
+  session: ClientSession,
+  dest: Destination,
+  replies: Replies,
+  ctx: TunnelContext,
+  record: ProxyConnectionRecord,
+): Promise<void> {
+  const client = session.socket;
+  record.destination = formatHostPort(dest);
+  if (refusedBeforeLookup(ctx, client, dest)) return refuse(session, replies, 'EACCES', 'denied', record);
+
+  let upstream: net.Socket;
+  try {
+    upstream = await dial(dest.host, dest.port, {
+      timeout: ctx.connectTimeout,
+      lookup: ctx.lookup,
+      signal: ctx.signal,
+      allowAddress: (address) => allowed(ctx, client, dest, address),
+    });
+  } catch (err) {
+    const code = err instanceof DialError ? err.code : ((err as NodeJS.ErrnoException).code ?? 'EIO');
+    return refuse(session, replies, code, code === 'EACCES' ? 'denied' : code, record);
+  }
+  if (client.destroyed) {
+    upstream.destroy();
+    record.outcome = 'client-closed';
+    return;
+  }
+
+  const optimistic = session.detach();
+  const success = replies.success({ host: upstream.localAddress ?? '0.0.0.0', port: upstream.localPort ?? 0 });
+  client.write(success.reply);
+  record.reply = success.code;
+  // Bytes the client sent right behind its request go first; forward() waits until they are written.
+  if (optimistic.length > 0) upstream.write(optimistic);
+  const result = await forward(client, upstream, {
+    engine: ctx.engine,
+    idleTimeout: ctx.idleTimeout,
+    signal: ctx.signal,
+    spliceEngine: ctx.spliceEngine,
+  });
+  record.engine = result.engine;
+  record.bytesUp = result.bytesAtoB + optimistic.length;
+  record.bytesDown = result.bytesBtoA;
+  record.outcome = result.reason;
+  if (result.error) record.code = result.error.code;
+}
+
+export function refuse(session: ClientSession, replies: Replies, code: string, outcome: string, record: ProxyConnectionRecord): void {
+  const { reply, code: replyCode } = replies.failure(code);
+  record.outcome = outcome;
+  record.reply = replyCode;
+  session.close(reply);
+}

@@ -1,0 +1,70 @@
+import type { HostPort } from '../address.js';
+import type { SpliceEngine } from '../splice-engine.js';
+import type { EngineChoice, EngineName } from '../types.js';
+import type { Logger } from '../logger.js';
+import type { Credentials } from './auth.js';
+import type { LookupAll } from './dial.js';
+import type { ProxyCommand, Rule } from './rules.js';
+
+export type ProxyProtocol = 'socks4' | 'socks4a' | 'socks5' | 'http';
+
+export interface ProxyTimeouts {
+  /** From accept to the end of the handshake (request received), ms. */
+  handshake: number;
+  /** Lookup and connect to the destination, ms. */
+  connect: number;
+  /** No byte either way on an established pair, ms; 0 = never. */
+  idle: number;
+}
+
+export interface ProxyLimits {
+  /** Open client connections in all; past it new ones are closed at once. */
+  connections: number;
+  /** Open client connections from one IP. */
+  perClient: number;
+}
+
+export interface ProxyOptions {
+  listen: HostPort[];
+  /** Users; when empty, no authentication is asked for. */
+  credentials?: Credentials;
+  /** Accept a client that sends an empty username and password when auth is on. */
+  allowEmptyCredentials?: boolean;
+  rules?: Rule[];
+  /** Allow listening on a non-loopback address with no auth and no client allow rule. */
+  open?: boolean;
+  timeouts?: Partial<ProxyTimeouts>;
+  limits?: Partial<ProxyLimits>;
+  engine?: EngineChoice;
+  spliceEngine?: SpliceEngine;
+  /** Address given to SOCKS5 UDP clients as where to send datagrams (behind NAT: the public one). */
+  udpAdvertise?: string;
+  lookup?: LookupAll;
+  logger?: Logger;
+}
+
+/** One client connection, reported once when it ends. */
+export interface ProxyConnectionRecord {
+  client: string;
+  protocol: ProxyProtocol | 'unknown';
+  user?: string;
+  command?: ProxyCommand;
+  destination?: string;
+  engine?: EngineName;
+  bytesUp: number;
+  bytesDown: number;
+  durationMs: number;
+  /**
+   * How it ended: the forward() reason (eof, reset, error, aborted, timeout) once a pair was
+   * forwarded; else what stopped it: denied, auth-failed, bad-request, handshake-timeout,
+   * client-closed, limit, or the connect error's code (ECONNREFUSED, ENOTFOUND, ETIMEDOUT...).
+   */
+  outcome: string;
+  /** The protocol's reply code sent to the client (SOCKS REP/CD, or the HTTP status). */
+  reply?: number;
+  /** For outcome error/reset: the errno name. */
+  code?: string;
+}
+
+export const DEFAULT_TIMEOUTS: ProxyTimeouts = { handshake: 10_000, connect: 10_000, idle: 0 };
+export const DEFAULT_LIMITS: ProxyLimits = { connections: 10_000, perClient: 1_000 };
