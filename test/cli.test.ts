@@ -17,8 +17,8 @@ interface Running {
   waitFor(msg: string): Promise<Record<string, unknown>>;
 }
 
-async function startCli(args: string[]): Promise<Running> {
-  const child = spawn(process.execPath, [cli, 'forward', '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+async function startCli(args: string[], command = 'forward', ready = 'forwarding'): Promise<Running> {
+  const child = spawn(process.execPath, [cli, command, '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
   const lines: Record<string, unknown>[] = [];
   const waiters: Array<() => void> = [];
   readline.createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -33,7 +33,7 @@ async function startCli(args: string[]): Promise<Running> {
       await new Promise<void>((resolve) => waiters.push(resolve));
     }
   };
-  const started = await waitFor('forwarding');
+  const started = await waitFor(ready);
   const port = Number(String((started.listen as string[])[0]).split(':').pop());
   return { child, lines, port, waitFor };
 }
@@ -107,5 +107,48 @@ describe.skipIf(!hasCurl)('splicer forward (CLI)', () => {
     const missing = spawnSync(process.execPath, [cli, 'forward'], { encoding: 'utf8' });
     expect(missing.status).not.toBe(0);
     expect(missing.stderr).toMatch(/--to/);
+  });
+});
+
+describe.skipIf(!hasCurl)('splicer proxy (CLI)', () => {
+  let origin: http.Server;
+  let originPort: number;
+  const body = crypto.randomBytes(1 << 20);
+
+  beforeAll(async () => {
+    origin = http.createServer((req, res) => res.end(body));
+    await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
+    originPort = (origin.address() as net.AddressInfo).port;
+  });
+  afterAll(() => new Promise<void>((resolve) => origin.close(() => resolve())));
+
+  it('serves SOCKS5 with a user, refuses a wrong password, applies rules in order, logs each connection', async () => {
+    const run = await startCli(['--auth', 'alice:s3cret', '--deny', `port=${originPort + 1}`, '--allow', 'to=127.0.0.0/8'], 'proxy', 'proxy listening');
+    try {
+      const ok = await curl(['--socks5-hostname', `alice:s3cret@127.0.0.1:${run.port}`, `http://localhost:${originPort}/`]);
+      expect(ok.status).toBe(0);
+      expect(ok.stdout.equals(body)).toBe(true);
+      const wrong = await curl(['--socks5', `alice:nope@127.0.0.1:${run.port}`, `http://127.0.0.1:${originPort}/`]);
+      expect(wrong.status).not.toBe(0);
+      const http407 = await curl(['-o', '/dev/null', '-w', '%{http_code}', '--proxy', `http://127.0.0.1:${run.port}`, `http://127.0.0.1:${originPort}/`]);
+      expect(http407.stdout.toString()).toBe('407');
+      const outcomes = () => run.lines.filter((line) => line.msg === 'connection closed').map((line) => line.outcome);
+      for (let i = 0; i < 50 && outcomes().length < 3; i++) await new Promise((r) => setTimeout(r, 100));
+      expect(outcomes().sort()).toEqual(['auth-failed', 'auth-failed', 'eof']);
+      const started = run.lines.find((line) => line.msg === 'proxy listening')!;
+      expect(started.rules).toEqual([`deny port=${originPort + 1}`, 'allow to=127.0.0.0/8']);
+    } finally {
+      run.child.kill('SIGTERM');
+    }
+  });
+
+  it('refuses to become an open proxy, and names a bad rule', () => {
+    const open = spawnSync(process.execPath, [cli, 'proxy', '--listen', '0.0.0.0:0'], { encoding: 'utf8' });
+    expect(open.status).toBe(1);
+    expect(open.stderr).toMatch(/open proxy/);
+    expect(open.stderr).toMatch(/--open/);
+    const badRule = spawnSync(process.execPath, [cli, 'proxy', '--allow', 'port=99999'], { encoding: 'utf8' });
+    expect(badRule.status).not.toBe(0);
+    expect(badRule.stderr).toMatch(/99999/);
   });
 });
