@@ -5,6 +5,7 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, type HostPort } from './address.js';
 import { forward } from './forward.js';
+import { Listeners } from './listeners.js';
 import type { Logger } from './logger.js';
 import type { SpliceEngine } from './splice-engine.js';
 import type { EngineChoice, EngineName, EndReason } from './types.js';
@@ -37,7 +38,7 @@ export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; error: [Error] }> {
   readonly #options: ForwarderOptions;
-  readonly #servers: net.Server[] = [];
+  readonly #listeners: Listeners;
   readonly #active = new Set<AbortController>();
   #closing = false;
 
@@ -45,36 +46,17 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     super();
     if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
     this.#options = options;
+    // Clients are not read until the upstream is connected: their first bytes wait in the kernel and get spliced.
+    this.#listeners = new Listeners((socket) => void this.#serve(socket), { pauseOnConnect: true, logger: options.logger });
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
-  async listen(): Promise<HostPort[]> {
-    try {
-      for (const address of this.#options.listen) {
-        const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#serve(socket));
-        // EMFILE and friends from accept(): log and keep listening.
-        server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
-        this.#servers.push(server);
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(address.port, address.host, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
-      }
-    } catch (err) {
-      await this.close(0);
-      throw err;
-    }
-    return this.addresses();
+  listen(): Promise<HostPort[]> {
+    return this.#listeners.listen(this.#options.listen);
   }
 
   addresses(): HostPort[] {
-    return this.#servers.flatMap((server) => {
-      const address = server.address();
-      return address && typeof address === 'object' ? [{ host: address.address, port: address.port }] : [];
-    });
+    return this.#listeners.addresses();
   }
 
   get activeConnections(): number {
@@ -84,7 +66,7 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   /** Stops accepting; pairs get `graceMs` to finish, then are aborted. */
   async close(graceMs = 0): Promise<void> {
     this.#closing = true;
-    await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    await this.#listeners.close();
     const deadline = Date.now() + graceMs;
     while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const controller of this.#active) controller.abort();
