@@ -66,11 +66,12 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   /** Stops accepting; pairs get `graceMs` to finish, then are aborted. */
   async close(graceMs = 0): Promise<void> {
     this.#closing = true;
-    await this.#listeners.close();
+    const closed = this.#listeners.close();
     const deadline = Date.now() + graceMs;
     while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     for (const controller of this.#active) controller.abort();
     while (this.#active.size > 0) await new Promise((r) => setTimeout(r, 10));
+    await closed;
   }
 
   async #serve(client: net.Socket): Promise<void> {

@@ -52,7 +52,11 @@ export class Listeners {
     });
   }
 
-  /** Stops accepting; open connections are not touched. */
+  /**
+   * Stops accepting at once; open connections are not touched. The promise settles only
+   * when every connection accepted here is gone (net.Server.close semantics): callers
+   * that end connections themselves should await it after doing so.
+   */
   async close(): Promise<void> {
     await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
   }

@@ -3,11 +3,14 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, isLoopback, type HostPort } from '../address.js';
+import { Listeners } from '../listeners.js';
 import { detectProtocol } from '../protocol/detect.js';
 import { hasClientAllowRule } from './rules.js';
 import { HttpProxy } from './http-proxy.js';
 import { ClientSession, SessionClosed } from './session.js';
 import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
+import { bindAndForward } from './bind.js';
+import { udpAssociate } from './udp.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './types.js';
 
 export class ExposureError extends Error {
@@ -34,7 +37,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   readonly #options: ProxyOptions;
   readonly #timeouts: ProxyTimeouts;
   readonly #limits: ProxyLimits;
-  readonly #servers: net.Server[] = [];
+  readonly #listeners: Listeners;
   readonly #sockets = new Set<net.Socket>();
   readonly #perClient = new Map<string, number>();
   readonly #active = new Set<Promise<void>>();
@@ -48,6 +51,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     const risk = openProxyRisk(options);
     if (risk) throw new ExposureError(risk);
     this.#options = options;
+    this.#listeners = new Listeners((socket) => this.#accept(socket), { logger: options.logger });
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     const tunnel = {
@@ -60,38 +64,23 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       signal: this.#shutdown.signal,
     };
     const auth = { credentials: options.credentials, allowEmptyCredentials: options.allowEmptyCredentials ?? false };
-    this.#socks = { ...tunnel, ...auth };
+    const udp = { ...tunnel, advertise: options.udpAdvertise, logger: options.logger };
+    this.#socks = {
+      ...tunnel,
+      ...auth,
+      bind: (session, dest, replies, record) => bindAndForward(session, dest, replies, tunnel, record),
+      udpAssociate: (session, hint, record) => udpAssociate(session, hint, udp, record),
+    };
     this.#http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: this.#timeouts.handshake });
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
-  async listen(): Promise<HostPort[]> {
-    try {
-      for (const address of this.#options.listen) {
-        const server = net.createServer({ allowHalfOpen: true, noDelay: true }, (socket) => this.#accept(socket));
-        // accept() failing (EMFILE, ENFILE) must not take the listener down: log and go on.
-        server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
-        this.#servers.push(server);
-        await new Promise<void>((resolve, reject) => {
-          server.once('error', reject);
-          server.listen(address.port, address.host, () => {
-            server.off('error', reject);
-            resolve();
-          });
-        });
-      }
-    } catch (err) {
-      await this.close(0);
-      throw err;
-    }
-    return this.addresses();
+  listen(): Promise<HostPort[]> {
+    return this.#listeners.listen(this.#options.listen);
   }
 
   addresses(): HostPort[] {
-    return this.#servers.flatMap((server) => {
-      const address = server.address();
-      return address && typeof address === 'object' ? [{ host: address.address, port: address.port }] : [];
-    });
+    return this.#listeners.addresses();
   }
 
   get activeConnections(): number {
@@ -100,12 +89,14 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
 
   /** Stops accepting; connections get `graceMs` to finish, then are ended. */
   async close(graceMs = 0): Promise<void> {
-    await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    // Settles only once every accepted socket is gone: awaited last, or open connections would hold close() past the grace.
+    const closed = this.#listeners.close();
     const deadline = Date.now() + graceMs;
     while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.#shutdown.abort();
     for (const socket of this.#sockets) socket.destroy();
     await Promise.all(this.#active);
+    await closed;
   }
 
   #accept(socket: net.Socket): void {
