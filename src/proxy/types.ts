@@ -64,6 +64,9 @@ export interface ProxyConnectionRecord {
   reply?: number;
   /** For outcome error/reset: the errno name. */
   code?: string;
+  /** UDP ASSOCIATE: datagrams dropped (wrong source, FRAG set, bad header, over a cap) and denied by the rules. */
+  datagramsDropped?: number;
+  datagramsDenied?: number;
 }
 
 export const DEFAULT_TIMEOUTS: ProxyTimeouts = { handshake: 10_000, connect: 10_000, idle: 0 };

@@ -60,7 +60,8 @@ export async function udpAssociate(session: ClientSession, hint: { host: string;
   if (end.code) record.code = end.code;
   record.bytesUp = association.bytesUp;
   record.bytesDown = association.bytesDown;
-  ctx.logger?.debug({ client: record.client, dropped: association.dropped, denied: association.denied }, 'udp association closed');
+  record.datagramsDropped = association.dropped;
+  record.datagramsDenied = association.denied;
 }
 
 type End = { outcome: string; code?: string };
