@@ -53,6 +53,8 @@ function forwardedHeaders(raw: string[], keepLength: boolean): HttpHeaders {
 interface ConnectionState {
   record: ProxyConnectionRecord;
   tunnel: Promise<void> | undefined;
+  /** Until the first request head is in: the handshake timeout. */
+  headTimer: NodeJS.Timeout | undefined;
 }
 
 export class HttpProxy {
@@ -85,9 +87,16 @@ export class HttpProxy {
     record.protocol = 'http';
     record.outcome = 'open';
     return new Promise<void>((resolve) => {
-      const state: ConnectionState = { record, tunnel: undefined };
+      const state: ConnectionState = { record, tunnel: undefined, headTimer: undefined };
       this.#states.set(socket, state);
+      // Node enforces headersTimeout only on a server that listen()s; this one is handed sockets,
+      // so a client that never finishes its request head is timed out here.
+      state.headTimer = setTimeout(() => {
+        if (record.outcome === 'open') record.outcome = 'handshake-timeout';
+        socket.destroy();
+      }, this.#ctx.handshakeTimeout);
       socket.once('close', () => {
+        clearTimeout(state.headTimer);
         if (state.tunnel) state.tunnel.then(resolve);
         else {
           if (record.outcome === 'open') record.outcome = record.reply === undefined ? 'client-closed' : 'eof';
@@ -113,6 +122,7 @@ export class HttpProxy {
   #onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
     const state = this.#states.get(socket);
     if (!state) return void socket.destroy();
+    clearTimeout(state.headTimer);
     const { record } = state;
     record.command = 'connect';
     const session = new ClientSession(socket, this.#ctx.handshakeTimeout, head);
@@ -142,6 +152,7 @@ export class HttpProxy {
     const socket = req.socket;
     const state = this.#states.get(socket);
     if (!state) return void res.destroy();
+    clearTimeout(state.headTimer);
     const { record } = state;
     record.command = 'connect';
     const fail = (status: number, outcome: string) => {
