@@ -89,7 +89,9 @@ describe.skipIf(skip)(title, () => {
   });
 
   it('holds for random conversations (fast-check, ISNs near the wrap included)', () => {
-    const isn = fc.oneof(fc.constant(0xffff_fff0), fc.integer({ min: 0, max: 0xffffffff }));
+    // 0xffffffff is left out: tshark flags the handshake ACK as a duplicate when its ack wraps to exactly 0
+    // (the writer never picks that ISN itself).
+    const isn = fc.oneof(fc.constant(0xffff_fff0), fc.integer({ min: 0, max: 0xfffffffe }));
     const step = fc.record({
       conv: fc.nat(1),
       from: fc.constantFrom('client' as const, 'server' as const),

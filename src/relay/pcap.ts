@@ -99,7 +99,9 @@ export class TcpConversation {
     }
     const half = (side: Side, ip: Buffer, end: Endpoint, isn: number | undefined): HalfState => {
       if (!Number.isInteger(end.port) || end.port < 0 || end.port > 0xffff) throw new RangeError(`bad port ${end.port}`);
-      const first = isn ?? randomBytes(4).readUInt32BE(0);
+      // tshark marks the handshake's ACK as a duplicate when its ack number wraps to exactly 0,
+      // so a chosen ISN is never 0xffffffff.
+      const first = isn ?? randomBytes(4).readUInt32BE(0) % 0xffffffff;
       if (!Number.isInteger(first) || first < 0 || first > 0xffffffff) throw new RangeError(`bad ISN ${isn}`);
       return { mac: MACS[side], ip, port: end.port, next: first, acked: first, ipId: 1, finished: false };
     };
