@@ -1,0 +1,671 @@
+#!/usr/bin/env node
+// SOCKS5 proxy benchmark: splicer's proxy (engine splice and engine js) side by side with microsocks
+// and Dante, in the same run, on 127.0.0.1 only.
+//
+//   node bench/proxy.js [--only direct,splice,js,microsocks,dante] [--tests conn,bulk]
+//                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 1000]
+//                       [--gib 1] [--streams 1,8] [--warmup-mib 64] [--runs 3] [--timeout 120]
+//                       [--json FILE]
+//   npm run bench:proxy -- [options]
+//
+// Servers (each started fresh for every measurement, warmed up first; missing ones are skipped):
+//   direct      no proxy: the client talks to the target itself, no SOCKS (the load driver's ceiling)
+//   splice      node dist/cli.js proxy --engine splice --log-level silent (info in bulk runs, to check
+//               from its `connection closed` records that every pair used the engine and carried every byte)
+//   js          the same with --engine js
+//   microsocks  microsocks -i 127.0.0.1 -p P                  (a thread per connection)
+//   dante       danted -f <generated danted.conf> -N 1 -p <tmp>  (foreground; forks negotiate, request
+//               and io children: their CPU is counted too, see below)
+//
+// Measurements:
+//   conn   --count connections per client level (split across the clients; each level also stops
+//          starting connections after --max-seconds), for each --clients level: every connection does
+//          connect(), SOCKS5 greeting (no auth), CONNECT 127.0.0.1:R, sends --size bytes, reads --size
+//          bytes back from the target (which reads the request, then answers), closes. Reported:
+//          connections/s (first connect to last connection done), latency p50/p99 (connect() start to
+//          the last response byte), handshake p50 (connect() start to the SOCKS5 reply), proxy CPU µs per connection.
+//   bulk   --gib GiB one direction (client → target) through SOCKS5 CONNECT, split across --streams
+//          connections: GB/s (10^9 bytes/s, first connect to the last byte at the target) and proxy CPU
+//          seconds per GiB.
+// --runs N repeats everything N times (interleaved: every server per measurement, then the next run)
+// and reports medians.
+//
+// Load driver: bench/socksload.c, compiled at startup with cc -O2 -pthread into
+// .bench-out/socksload-<hash of the source> (cc is required). One process, two epoll threads: the
+// clients, and the targets (request/response server and byte sink). C, not Node, so that on a small
+// machine the clients and the target cost little next to the proxy and the proxy is the limit
+// (the `direct` row shows the driver's own ceiling).
+// Proxy CPU: utime+stime+cutime+cstime from /proc/<pid>/stat of the proxy and of every live
+// descendant (Dante's children), read before and after the measured part.
+// Everything has a timeout; every child is killed on exit, SIGINT and SIGTERM.
+import { parseArgs } from 'node:util';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, mkdirSync, renameSync } from 'node:fs';
+import { tmpdir, release, cpus, loadavg } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import {
+  HOST, installExitHandlers, spawnChild, waitLine, stopChild, freePort, waitListening,
+  cpuSeconds, childPids, sleep, median, which, machineBusySeconds, clockTicks,
+} from './lib.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.join(here, '..');
+const GiB = 2 ** 30;
+const ALL = ['direct', 'splice', 'js', 'microsocks', 'dante'];
+const TESTS = ['conn', 'bulk'];
+
+// ---------------------------------------------------------------------------------------------
+// Options
+
+const { values: opt } = parseArgs({
+  options: {
+    only: { type: 'string' },
+    tests: { type: 'string', default: 'conn,bulk' },
+    count: { type: 'string', default: '2000' },
+    clients: { type: 'string', default: '1,64' },
+    'max-seconds': { type: 'string', default: '20' },
+    size: { type: 'string', default: '1024' },
+    warmup: { type: 'string', default: '1000' },
+    gib: { type: 'string', default: '1' },
+    streams: { type: 'string', default: '1,8' },
+    'warmup-mib': { type: 'string', default: '64' },
+    runs: { type: 'string', default: '3' },
+    timeout: { type: 'string', default: '120' },
+    json: { type: 'string' },
+    help: { type: 'boolean', short: 'h', default: false },
+  },
+});
+if (opt.help) {
+  const lines = readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n').slice(1);
+  const header = lines.slice(0, lines.findIndex((l) => !l.startsWith('//')));
+  process.stdout.write(header.map((l) => l.replace(/^\/\/ ?/, '')).join('\n') + '\n');
+  process.exit(0);
+}
+const list = (s) => s.split(',').map((x) => x.trim()).filter(Boolean);
+const ints = (s) => list(s).map(Number);
+const count = Number(opt.count);
+const clientLevels = ints(opt.clients);
+const maxSeconds = Number(opt['max-seconds']);
+const size = Number(opt.size);
+const warmup = Number(opt.warmup);
+const gib = Number(opt.gib);
+const totalBytes = Math.round(gib * GiB);
+const streamLevels = ints(opt.streams);
+const warmupBytes = Math.round(Number(opt['warmup-mib']) * 2 ** 20);
+const runs = Number(opt.runs);
+const timeoutMs = Number(opt.timeout) * 1000;
+const CONN_TIMEOUT_S = 5; // one connection of the conn test stuck longer than this counts as failed
+const bad = [];
+if (!Number.isInteger(count) || count < 1) bad.push('--count: an integer >= 1');
+if (clientLevels.length === 0 || clientLevels.some((c) => !Number.isInteger(c) || c < 1 || c > 4096)) bad.push('--clients: integers 1..4096');
+if (!(maxSeconds > 0)) bad.push('--max-seconds > 0');
+if (!Number.isInteger(size) || size < 1 || size > 2 ** 20) bad.push('--size: bytes, 1..1048576');
+if (!Number.isInteger(warmup) || warmup < 0) bad.push('--warmup: an integer >= 0');
+if (!(gib > 0)) bad.push('--gib > 0');
+if (streamLevels.length === 0 || streamLevels.some((s) => !Number.isInteger(s) || s < 1 || s > 4096)) bad.push('--streams: integers 1..4096');
+if (!(warmupBytes >= 0)) bad.push('--warmup-mib >= 0');
+if (!Number.isInteger(runs) || runs < 1) bad.push('--runs: an integer >= 1');
+if (!(timeoutMs > 0)) bad.push('--timeout > 0');
+const only = opt.only ? list(opt.only) : ALL;
+for (const f of only) if (!ALL.includes(f)) bad.push(`--only: unknown server ${f} (known: ${ALL.join(', ')})`);
+const tests = list(opt.tests);
+for (const t of tests) if (!TESTS.includes(t)) bad.push(`--tests: unknown test ${t} (known: ${TESTS.join(', ')})`);
+if (bad.length) {
+  process.stderr.write(`bad option: ${bad.join('; ')}\n`);
+  process.exit(2);
+}
+
+function log(msg) {
+  process.stderr.write(msg + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
+// Which servers can run here. Nothing is installed: what is missing is skipped, and said so.
+
+const microsocksBin = which('microsocks');
+const danteBin = which('danted');
+const cliJs = path.join(root, 'dist', 'cli.js');
+
+const skipped = {};
+const servers = only.filter((f) => {
+  if ((f === 'splice' || f === 'js') && !existsSync(cliJs)) skipped[f] = 'dist/cli.js missing (npx tsc -p tsconfig.build.json)';
+  else if (f === 'microsocks' && !microsocksBin) skipped[f] = 'microsocks not on PATH (apt-get install microsocks)';
+  else if (f === 'dante' && !danteBin) skipped[f] = 'danted not on PATH (apt-get install dante-server)';
+  else return true;
+  return false;
+});
+for (const [f, why] of Object.entries(skipped)) log(`skipping ${f}: ${why}`);
+
+// ---------------------------------------------------------------------------------------------
+// The load driver: bench/socksload.c, compiled once per source version into .bench-out/.
+
+function buildDriver() {
+  const cc = which('cc');
+  if (!cc) throw new Error('cc not on PATH: the load driver bench/socksload.c cannot be built');
+  const src = path.join(here, 'socksload.c');
+  const flags = ['-O2', '-pthread'];
+  const hash = createHash('sha256').update(readFileSync(src)).update(flags.join(' ')).digest('hex').slice(0, 16);
+  const dir = path.join(root, '.bench-out');
+  const bin = path.join(dir, `socksload-${hash}`);
+  if (existsSync(bin)) return { bin, cc };
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${bin}.tmp-${process.pid}`;
+  try {
+    execFileSync(cc, [...flags, '-o', tmp, src], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new Error(`cc ${flags.join(' ')} bench/socksload.c failed: ${(err.stderr || err.message).toString().trim().slice(-800)}`);
+  }
+  renameSync(tmp, bin); // atomic: a concurrent run sees the whole binary or none
+  return { bin, cc };
+}
+
+let driverBin;
+let ccBin;
+try {
+  ({ bin: driverBin, cc: ccBin } = buildDriver());
+} catch (err) {
+  log(err.message);
+  process.exit(2);
+}
+
+async function startDriver() {
+  const cp = spawnChild(driverBin, []);
+  const ready = JSON.parse(await waitLine(cp, (l) => l.startsWith('{"type":"ready"'), 10000, 'load driver ready'));
+  return { cp, rrPort: ready.rrPort, sinkPort: ready.sinkPort };
+}
+
+/** Sends one command to the driver and resolves with its result line (parsed). */
+async function driverCommand(driver, cmd, type, ms) {
+  const line = waitLine(driver.cp, (l) => l.startsWith(`{"type":"${type}"`), ms, `${type} result`);
+  driver.cp.stdin.write(JSON.stringify(cmd) + '\n');
+  return JSON.parse(await line);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Servers
+
+function danteConfig(dir, port) {
+  // Foreground (no -D); clientmethod/socksmethod none: no authentication at either level.
+  // user.*: root is needed to start as root; the unprivileged user is what Dante drops to.
+  const isRoot = process.getuid?.() === 0;
+  return `logoutput: ${path.join(dir, 'danted.log')}
+internal: ${HOST} port = ${port}
+external: ${HOST}
+clientmethod: none
+socksmethod: none
+${isRoot ? 'user.privileged: root\nuser.unprivileged: nobody\n' : ''}client pass {
+  from: 127.0.0.0/8 to: 127.0.0.0/8
+}
+socks pass {
+  from: 127.0.0.0/8 to: 127.0.0.0/8
+  command: connect
+}
+`;
+}
+
+async function startServer(name, driver, verbose) {
+  if (name === 'direct') return { name, port: driver.rrPort, cp: null };
+  const port = await freePort();
+  if (name === 'splice' || name === 'js') {
+    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, '--engine', name,
+      '--log-level', verbose ? 'info' : 'silent', '--grace', '0']);
+    await waitListening(port, cp, 15000);
+    return { name, port, cp };
+  }
+  if (name === 'microsocks') {
+    const cp = spawnChild(microsocksBin, ['-i', HOST, '-p', String(port)]);
+    await waitListening(port, cp);
+    return { name, port, cp };
+  }
+  if (name === 'dante') {
+    const dir = mkdtempSync(path.join(tmpdir(), 'splicer-bench-dante-'));
+    const cfg = path.join(dir, 'danted.conf');
+    writeFileSync(cfg, danteConfig(dir, port));
+    const cp = spawnChild(danteBin, ['-f', cfg, '-N', '1', '-p', path.join(dir, 'danted.pid')]);
+    try {
+      await waitListening(port, cp);
+    } catch (err) {
+      let logText = '';
+      try { logText = readFileSync(path.join(dir, 'danted.log'), 'utf8').trim().slice(-800); } catch { /* none */ }
+      rmSync(dir, { recursive: true, force: true });
+      throw new Error(`${err.message}${logText ? ` (danted.log: ${logText})` : ''}`);
+    }
+    return { name, port, cp, dir };
+  }
+  throw new Error(`unknown server ${name}`);
+}
+
+async function stopServer(srv) {
+  if (!srv) return;
+  await stopChild(srv.cp, 3000);
+  if (srv.dir) rmSync(srv.dir, { recursive: true, force: true });
+}
+
+/** CPU seconds of pid and all its live descendants (each utime+stime+cutime+cstime). */
+function treeCpuSeconds(pid) {
+  let total = 0;
+  const seen = new Set();
+  const stack = [pid];
+  while (stack.length) {
+    const p = stack.pop();
+    if (seen.has(p)) continue;
+    seen.add(p);
+    try { total += cpuSeconds(p); } catch { /* gone */ }
+    stack.push(...childPids(p));
+  }
+  return total;
+}
+
+/**
+ * Steal seconds of the machine (/proc/stat field 8, all CPUs): time the hypervisor ran something else
+ * while a virtual CPU of ours wanted to run. On a VM, a busy neighbour shows here.
+ */
+function machineStealSeconds() {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n').find((l) => l.startsWith('cpu '));
+    return Number(line.trim().split(/\s+/)[8] ?? 0) / clockTicks();
+  } catch { return 0; }
+}
+
+/** Processes in the tree (Dante forks as it goes). */
+function treeSize(pid) {
+  let n = 0;
+  const stack = [pid];
+  while (stack.length) { const p = stack.pop(); n++; stack.push(...childPids(p)); }
+  return n;
+}
+
+function withTimeout(promise, ms, what) {
+  let t;
+  return Promise.race([
+    promise,
+    new Promise((_, reject) => { t = setTimeout(() => reject(new Error(`${what}: timeout after ${ms / 1000} s`)), ms); }),
+  ]).finally(() => clearTimeout(t));
+}
+
+/** splicer proxy at info level: its `connection closed` records since line index `from`. */
+function closedRecords(srv, from) {
+  const out = [];
+  for (const l of srv.cp.lines.slice(from)) {
+    if (!l.startsWith('{')) continue;
+    try {
+      const r = JSON.parse(l);
+      if (r.msg === 'connection closed') out.push(r);
+    } catch { /* not JSON */ }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+async function measureConn(name, clients) {
+  let driver;
+  let srv;
+  const started = Date.now();
+  try {
+    driver = await startDriver();
+    srv = await startServer(name, driver, false);
+    const socks = name === 'direct' ? 0 : 1;
+    const perRunMs = (maxSeconds + CONN_TIMEOUT_S + 10) * 1000;
+    if (warmup > 0) {
+      const w = await driverCommand(driver, { cmd: 'rate', port: srv.port, socks, clients, count: Math.max(warmup, clients), seconds: maxSeconds, size, timeout: CONN_TIMEOUT_S }, 'rate', perRunMs);
+      if (w.done === 0) throw new Error(`warm-up failed: ${w.firstError ?? w.error ?? 'no connection done'}`);
+    }
+    await sleep(100);
+    const pid = srv.cp?.pid;
+    const cpu0 = pid ? treeCpuSeconds(pid) : null;
+    const load0 = cpuSeconds(driver.cp.pid);
+    const m0 = machineBusySeconds();
+    const st0 = machineStealSeconds();
+    const r = await driverCommand(driver, { cmd: 'rate', port: srv.port, socks, clients, count, seconds: maxSeconds, size, timeout: CONN_TIMEOUT_S }, 'rate', perRunMs);
+    await sleep(100); // let the proxy finish closing (its CPU for the last connections)
+    const cpu1 = pid ? treeCpuSeconds(pid) : null;
+    const load1 = cpuSeconds(driver.cp.pid);
+    const m1 = machineBusySeconds();
+    const st1 = machineStealSeconds();
+    const cpuSec = pid ? cpu1 - cpu0 : null;
+    return {
+      test: 'conn', server: name, clients,
+      ok: r.ok, done: r.done, errors: r.errors, started: r.started, seconds: r.seconds, connsPerSec: r.done > 0 ? r.connsPerSec : null,
+      p50Ms: r.latencyUs ? r.latencyUs.p50 / 1000 : null,
+      p90Ms: r.latencyUs ? r.latencyUs.p90 / 1000 : null,
+      p99Ms: r.latencyUs ? r.latencyUs.p99 / 1000 : null,
+      maxMs: r.latencyUs ? r.latencyUs.max / 1000 : null,
+      meanMs: r.latencyUs ? r.latencyUs.mean / 1000 : null,
+      handshakeP50Ms: r.handshakeUs ? r.handshakeUs.p50 / 1000 : null,
+      handshakeP99Ms: r.handshakeUs ? r.handshakeUs.p99 / 1000 : null,
+      cpuSec,
+      cpuUsPerConn: cpuSec !== null && r.done > 0 ? cpuSec / r.done * 1e6 : null,
+      loadCpuSec: load1 - load0,
+      machineCpuSec: m1 - m0,
+      // Busy CPU of the machine not charged to the proxy or the driver: other work running meanwhile (a
+      // noisy neighbour shows here; a few hundredths are kernel threads and this script).
+      stealSec: st1 - st0,
+      otherCpuSec: (m1 - m0) + (st1 - st0) - (cpuSec ?? 0) - (load1 - load0),
+      processes: pid ? treeSize(pid) : null,
+      error: r.ok ? null : (r.firstError ?? r.error ?? (r.done < count ? `${r.done}/${count} done in ${maxSeconds} s` : null)),
+      ...(r.done < count && r.ok ? { truncated: true } : {}),
+    };
+  } catch (err) {
+    return { test: 'conn', server: name, clients, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    await stopServer(srv).catch(() => {});
+    await stopChild(driver?.cp).catch(() => {});
+  }
+}
+
+async function measureBulk(name, streams) {
+  let driver;
+  let srv;
+  const started = Date.now();
+  try {
+    driver = await startDriver();
+    // splicer at info level: one `connection closed` record per pair, to check engine and bytes.
+    const verbose = name === 'splice' || name === 'js';
+    srv = await startServer(name, driver, verbose);
+    const socks = name === 'direct' ? 0 : 1;
+    if (warmupBytes > 0) {
+      const wb = Math.max(Math.min(warmupBytes, totalBytes), streams);
+      const w = await driverCommand(driver, { cmd: 'bulk', port: srv.port, socks, streams, bytes: wb }, 'bulk', timeoutMs);
+      if (!w.ok) throw new Error(`warm-up failed: ${w.error}`);
+    }
+    await sleep(100);
+    const linesBefore = srv.cp ? srv.cp.lines.length : 0;
+    const pid = srv.cp?.pid;
+    const cpu0 = pid ? treeCpuSeconds(pid) : null;
+    const load0 = cpuSeconds(driver.cp.pid);
+    const m0 = machineBusySeconds();
+    const st0 = machineStealSeconds();
+    const r = await driverCommand(driver, { cmd: 'bulk', port: srv.port, socks, streams, bytes: totalBytes }, 'bulk', timeoutMs);
+    // Settle: splicer until it has reported every pair; the others a moment to close.
+    let recs = [];
+    if (verbose) {
+      const deadline = Date.now() + 10000;
+      while (Date.now() < deadline) {
+        recs = closedRecords(srv, linesBefore);
+        if (recs.length >= streams) break;
+        await sleep(10);
+      }
+    } else {
+      await sleep(200);
+    }
+    const cpu1 = pid ? treeCpuSeconds(pid) : null;
+    const load1 = cpuSeconds(driver.cp.pid);
+    const m1 = machineBusySeconds();
+    const st1 = machineStealSeconds();
+    const out = {
+      test: 'bulk', server: name, streams,
+      ok: r.ok, bytes: r.bytes, expected: r.expected, seconds: r.seconds,
+      gbps: r.ok ? r.bytes / r.seconds / 1e9 : null,
+      cpuSec: pid ? cpu1 - cpu0 : null,
+      loadCpuSec: load1 - load0,
+      machineCpuSec: m1 - m0,
+      stealSec: st1 - st0,
+      otherCpuSec: (m1 - m0) + (st1 - st0) - (pid ? cpu1 - cpu0 : 0) - (load1 - load0),
+      processes: pid ? treeSize(pid) : null,
+      error: r.error ?? null,
+    };
+    out.cpuPerGiB = out.ok && out.cpuSec !== null ? out.cpuSec / (r.bytes / GiB) : null;
+    out.machineCpuPerGiB = out.ok ? out.machineCpuSec / (r.bytes / GiB) : null;
+    if (verbose) {
+      const problems = [];
+      if (recs.length < streams) problems.push(`${recs.length}/${streams} connection records`);
+      const wrong = recs.filter((x) => x.engine !== name);
+      if (wrong.length) problems.push(`${wrong.length} pairs used engine ${wrong[0].engine ?? '(none)'} (outcome ${wrong[0].outcome})`);
+      const sum = recs.reduce((s, x) => s + (x.bytesUp || 0), 0);
+      if (recs.length >= streams && sum !== totalBytes) problems.push(`proxy reported ${sum} bytes up, expected ${totalBytes}`);
+      out.engines = [...new Set(recs.map((x) => x.engine).filter(Boolean))];
+      out.outcomes = [...new Set(recs.map((x) => x.outcome))];
+      if (problems.length) {
+        out.ok = false;
+        out.error = [out.error, ...problems].filter(Boolean).join('; ');
+      }
+    }
+    return out;
+  } catch (err) {
+    return { test: 'bulk', server: name, streams, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    await stopServer(srv).catch(() => {});
+    await stopChild(driver?.cp).catch(() => {});
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function fmt(x, digits = 2) {
+  return x === null || x === undefined || !Number.isFinite(x) ? '–' : x.toFixed(digits);
+}
+function ratio(a, b) {
+  return a === null || b === null || a === undefined || b === undefined || b === 0 ? null : a / b;
+}
+const x = (r) => (r === null ? '–' : `×${fmt(r)}`);
+
+const CONN_METRICS = ['connsPerSec', 'p50Ms', 'p90Ms', 'p99Ms', 'maxMs', 'meanMs', 'handshakeP50Ms', 'handshakeP99Ms', 'cpuUsPerConn', 'done', 'errors', 'seconds'];
+const BULK_METRICS = ['gbps', 'cpuPerGiB', 'machineCpuPerGiB', 'seconds'];
+const REFS = ['microsocks', 'dante'];
+
+function summarize(all) {
+  const conn = {};
+  const bulk = {};
+  const group = (test, key, level, metrics, ratioSpec) => {
+    const rows = [];
+    for (const s of servers) {
+      const rs = all.filter((r) => r.test === test && r.server === s && r[key] === level);
+      // conn runs with some failed connections still count (their errors are shown); bulk runs must be whole.
+      const good = rs.filter((r) => (test === 'conn' ? r.done > 0 : r.ok));
+      const row = { server: s, runs: rs.length, failed: rs.filter((r) => !r.ok).length };
+      if (test === 'conn') row.errorsTotal = rs.reduce((n, r) => n + (r.errors ?? 0), 0);
+      for (const m of metrics) row[m] = median(good.map((r) => r[m]));
+      if (s === 'direct') for (const m of ['cpuUsPerConn', 'cpuPerGiB']) if (m in row) row[m] = null;
+      row.errors_ = [...new Set(rs.filter((r) => !r.ok).map((r) => r.error))];
+      rows.push(row);
+    }
+    for (const row of rows) {
+      row.vs = {};
+      for (const ref of REFS) {
+        const refRow = rows.find((r) => r.server === ref);
+        row.vs[ref] = {};
+        for (const m of ratioSpec) row.vs[ref][m] = row.server === ref ? null : ratio(row[m], refRow?.[m] ?? null);
+      }
+    }
+    return rows;
+  };
+  if (tests.includes('conn')) for (const c of clientLevels) conn[c] = group('conn', 'clients', c, CONN_METRICS, ['connsPerSec', 'p50Ms', 'p99Ms', 'cpuUsPerConn']);
+  if (tests.includes('bulk')) for (const s of streamLevels) bulk[s] = group('bulk', 'streams', s, BULK_METRICS, ['gbps', 'cpuPerGiB']);
+  return { conn, bulk };
+}
+
+function failNote(r) {
+  if (r.errorsTotal) return ` (${r.errorsTotal} failed connections in ${r.failed}/${r.runs} runs)`;
+  return r.failed ? ` (${r.failed}/${r.runs} failed)` : '';
+}
+
+function ratioBullets(rows, specs) {
+  const out = [];
+  for (const name of ['splice', 'js']) {
+    const row = rows.find((r) => r.server === name);
+    if (!row) continue;
+    for (const ref of REFS) {
+      if (!rows.some((r) => r.server === ref)) continue;
+      const parts = specs.map(([m, label]) => `${label} ${x(row.vs[ref][m])}`);
+      out.push(`- ${name} vs ${ref}: ${parts.join(', ')}`);
+    }
+  }
+  return out;
+}
+
+function printTables({ conn, bulk }) {
+  const out = [];
+  const med = runs > 1 ? `, medians of ${runs} runs` : '';
+  for (const c of Object.keys(conn).map(Number)) {
+    const rows = conn[c];
+    out.push('');
+    out.push(`### Connections: ${c} client${c === 1 ? '' : 's'} (${count} connections${c > 1 ? ` split across ${c} clients` : ' in a loop'}, ${size} B request + ${size} B response${med})`);
+    out.push('');
+    out.push('| server | conn/s | latency p50 ms | p99 ms | SOCKS handshake p50 ms | proxy CPU µs/conn | conn/s vs microsocks | conn/s vs dante | p99 vs microsocks | p99 vs dante |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of rows) {
+      if (r.connsPerSec === null) {
+        out.push(`| ${r.server} | FAILED${failNote(r)} | – | – | – | – | – | – | – | – |`);
+        continue;
+      }
+      const hs = r.server === 'direct' ? '–' : fmt(r.handshakeP50Ms, 3);
+      out.push(`| ${r.server}${failNote(r)} | ${fmt(r.connsPerSec, 0)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${hs} | ${fmt(r.cpuUsPerConn, 0)} | ${x(r.vs.microsocks.connsPerSec)} | ${x(r.vs.dante.connsPerSec)} | ${x(r.vs.microsocks.p99Ms)} | ${x(r.vs.dante.p99Ms)} |`);
+    }
+    const b = ratioBullets(rows, [['connsPerSec', 'conn/s'], ['p50Ms', 'p50 latency'], ['p99Ms', 'p99 latency'], ['cpuUsPerConn', 'CPU per connection']]);
+    if (b.length) out.push('', ...b);
+    for (const r of rows) for (const e of r.errors_) if (e) out.push(`- ${r.server} failure: ${e}`);
+  }
+  for (const s of Object.keys(bulk).map(Number)) {
+    const rows = bulk[s];
+    out.push('');
+    out.push(`### Bulk: ${s} stream${s === 1 ? '' : 's'} (${gib} GiB one direction${s > 1 ? `, ${fmt(totalBytes / s / 2 ** 20, 0)} MiB each` : ''}${med})`);
+    out.push('');
+    out.push('| server | GB/s | proxy CPU s/GiB | GB/s vs microsocks | GB/s vs dante | CPU vs microsocks | CPU vs dante |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|');
+    for (const r of rows) {
+      if (r.gbps === null) {
+        out.push(`| ${r.server} | FAILED${failNote(r)} | – | – | – | – | – |`);
+        continue;
+      }
+      out.push(`| ${r.server}${failNote(r)} | ${fmt(r.gbps)} | ${fmt(r.cpuPerGiB)} | ${x(r.vs.microsocks.gbps)} | ${x(r.vs.dante.gbps)} | ${x(r.vs.microsocks.cpuPerGiB)} | ${x(r.vs.dante.cpuPerGiB)} |`);
+    }
+    const b = ratioBullets(rows, [['gbps', 'GB/s'], ['cpuPerGiB', 'CPU per GiB']]);
+    if (b.length) out.push('', ...b);
+    for (const r of rows) for (const e of r.errors_) if (e) out.push(`- ${r.server} failure: ${e}`);
+  }
+  out.push('');
+  out.push('Ratios are row / reference (conn/s and GB/s: above 1 is better; latency and CPU: below 1 is better).');
+  out.push('Latency = connect() start to the last response byte; handshake = connect() start to the SOCKS5 CONNECT reply.');
+  out.push('Proxy CPU = utime+stime+cutime+cstime of the proxy and its live descendants (Dante\'s children), /proc.');
+  out.push('direct = no proxy (the load driver alone: its ceiling). Load driver: bench/socksload.c (C, 2 epoll threads).');
+  for (const [f, why] of Object.entries(skipped)) out.push(`Skipped ${f}: ${why}.`);
+  process.stdout.write(out.join('\n') + '\n');
+}
+
+function version(bin, args, re = /./) {
+  try {
+    const text = execFileSync(bin, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 5000 });
+    return text.split('\n').find((l) => re.test(l))?.trim() ?? null;
+  } catch { return null; }
+}
+function dpkgVersion(pkg) {
+  return version('dpkg-query', ['-W', '-f=${Version}\n', pkg]);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main() {
+  installExitHandlers();
+  if (servers.length === 0) {
+    log('no server to run');
+    process.exit(2);
+  }
+  const load0 = loadavg();
+  log(`proxy bench: servers ${servers.join(',')}; tests ${tests.join(',')}; conn: ${count} per level, clients ${clientLevels.join(',')}, ≤ ${maxSeconds} s, ${size} B; bulk: ${gib} GiB, streams ${streamLevels.join(',')}; runs ${runs}; load average ${load0.map((v) => v.toFixed(2)).join(' ')}`);
+  const all = [];
+  const t0 = Date.now();
+  for (let run = 1; run <= runs; run++) {
+    if (tests.includes('conn')) {
+      for (const c of clientLevels) {
+        for (const s of servers) {
+          const r = await withTimeout(measureConn(s, c), (maxSeconds * 2 + CONN_TIMEOUT_S * 2 + 60) * 1000, `conn ${s} ×${c}`)
+            .catch((err) => ({ test: 'conn', server: s, clients: c, ok: false, error: err.message }));
+          r.run = run;
+          all.push(r);
+          log(r.connsPerSec != null
+            ? `run ${run} conn ${s} ×${c}: ${fmt(r.connsPerSec, 0)} conn/s (${r.done} in ${fmt(r.seconds, 2)} s${r.errors ? `, ${r.errors} errors` : ''}), p50 ${fmt(r.p50Ms, 3)} ms, p99 ${fmt(r.p99Ms, 3)} ms, proxy CPU ${fmt(r.cpuUsPerConn, 0)} µs/conn, other CPU ${fmt(r.otherCpuSec)} s, steal ${fmt(r.stealSec)} s${r.ok ? '' : `, FAILED: ${r.error}`}`
+            : `run ${run} conn ${s} ×${c}: FAILED: ${r.error}`);
+        }
+      }
+    }
+    if (tests.includes('bulk')) {
+      for (const st of streamLevels) {
+        for (const s of servers) {
+          const r = await withTimeout(measureBulk(s, st), timeoutMs * 2 + 60000, `bulk ${s} ×${st}`)
+            .catch((err) => ({ test: 'bulk', server: s, streams: st, ok: false, error: err.message }));
+          r.run = run;
+          all.push(r);
+          log(r.ok
+            ? `run ${run} bulk ${s} ×${st}: ${fmt(r.gbps)} GB/s, ${fmt(r.seconds, 3)} s, proxy CPU ${fmt(r.cpuSec)} s = ${fmt(r.cpuPerGiB)} s/GiB, other CPU ${fmt(r.otherCpuSec)} s, steal ${fmt(r.stealSec)} s${r.engines ? `, engine ${r.engines.join('+')}` : ''}`
+            : `run ${run} bulk ${s} ×${st}: FAILED: ${r.error}`);
+        }
+      }
+    }
+  }
+  const load1 = loadavg();
+  const summary = summarize(all);
+  printTables(summary);
+  const sum = (k) => all.reduce((n, r) => n + (Number.isFinite(r[k]) ? r[k] : 0), 0);
+  const worst = all.reduce((w, r) => (Number.isFinite(r.otherCpuSec) && r.otherCpuSec > (w?.otherCpuSec ?? -Infinity) ? r : w), null);
+  process.stdout.write(`Machine: load average ${load0.map((v) => v.toFixed(2)).join(' ')} at start, ${load1.map((v) => v.toFixed(2)).join(' ')} at end `
+    + `(${cpus().length} CPUs); in the measured parts: steal ${fmt(sum('stealSec'))} s in all, other processes' CPU ${fmt(sum('otherCpuSec'))} s in all`
+    + `${worst ? ` (most: ${fmt(worst.otherCpuSec)} s, run ${worst.run} ${worst.test} ${worst.server})` : ''}; ${fmt((Date.now() - t0) / 1000, 0)} s wall.\n`);
+  // A measurement during which other processes (or the hypervisor) took a noticeable share of the CPU.
+  for (const r of all) r.disturbed = Number.isFinite(r.otherCpuSec) && r.otherCpuSec > Math.max(0.2, 0.15 * (r.seconds ?? 0) * cpus().length);
+  const disturbed = all.filter((r) => r.disturbed);
+  if (disturbed.length) {
+    process.stdout.write(`WARNING: ${disturbed.length}/${all.length} measurements ran while other work took CPU (other processes + steal > 15% of the machine): `
+      + `${disturbed.map((r) => `run ${r.run} ${r.test} ${r.server} ×${r.clients ?? r.streams} (${fmt(r.otherCpuSec - r.stealSec)} s other processes + ${fmt(r.stealSec)} s steal in ${fmt(r.seconds)} s)`).join(', ')}. `
+      + 'Steal is CPU the hypervisor gave to someone else (a busy host), other processes are in this machine. Rerun when the machine is quiet.\n');
+  }
+  const strip = (groups) => Object.fromEntries(Object.entries(groups).map(([k, rows]) => [k, rows.map(({ errors_, ...r }) => ({ ...r, failures: errors_ }))]));
+  const json = {
+    meta: {
+      date: new Date().toISOString(),
+      wallSeconds: (Date.now() - t0) / 1000,
+      servers,
+      tests,
+      conn: { count, clients: clientLevels, maxSeconds, size, warmup, connTimeoutSeconds: CONN_TIMEOUT_S },
+      bulk: { gib, bytes: totalBytes, streams: streamLevels, warmupBytes, timeoutSeconds: timeoutMs / 1000 },
+      runs,
+      loadavgStart: load0,
+      loadavgEnd: load1,
+      git: (() => {
+        try {
+          const commit = execFileSync('git', ['-C', root, 'rev-parse', 'HEAD'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+          const dirty = execFileSync('git', ['-C', root, 'status', '--porcelain', '--', 'src', 'native'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).split('\n').filter(Boolean).length;
+          return { commit, uncommittedFilesInSrcAndNative: dirty };
+        } catch { return null; }
+      })(),
+      driver: path.relative(root, driverBin),
+      cc: version(ccBin, ['--version']),
+      node: process.version,
+      kernel: release(),
+      cpus: cpus().length,
+      cpuModel: cpus()[0]?.model ?? null,
+      microsocks: microsocksBin ? { path: microsocksBin, version: dpkgVersion('microsocks') } : null,
+      dante: danteBin ? { path: danteBin, version: version(danteBin, ['-v'], /Dante/) } : null,
+      skipped,
+      notes: [
+        'conn: connsPerSec = connections done / (first connect() to last connection done); latency = connect() start to last response byte (ms); handshake = connect() start to SOCKS5 reply',
+        'conn: cpuUsPerConn = proxy CPU microseconds per connection; proxies run with --log-level silent in conn runs',
+        'bulk: gbps = 1e9 bytes per second, first connect to last byte at the target; cpuPerGiB = proxy CPU seconds per GiB',
+        'proxy CPU = utime+stime+cutime+cstime of the proxy and its live descendants, from /proc/<pid>/stat',
+        'machineCpu* = busy seconds of all CPUs (/proc/stat), includes the load driver and anything else running',
+        'stealSec = /proc/stat steal time during the measured part (a VM whose host is busy)',
+        'otherCpuSec = machine busy + steal CPU minus proxy and driver CPU during the measured part: roughly, work by other processes (interference); /proc/stat is tick-sampled, so ±0.1 s is noise',
+        'vs.<ref>.<metric> = this row / the reference row',
+        'dante: danted -f <tmp>/danted.conf -N 1, clientmethod none, socksmethod none, internal/external 127.0.0.1',
+        'microsocks: microsocks -i 127.0.0.1 -p P',
+      ],
+    },
+    conn: strip(summary.conn),
+    bulk: strip(summary.bulk),
+    runs: all,
+  };
+  const text = JSON.stringify(json, null, 2);
+  process.stdout.write('\n' + text + '\n');
+  if (opt.json) writeFileSync(opt.json, text + '\n');
+  process.exitCode = all.some((r) => !r.ok) ? 1 : 0;
+}
+
+main().catch((err) => {
+  log(`bench failed: ${err.stack || err.message}`);
+  process.exitCode = 1;
+});
