@@ -1,6 +1,6 @@
 // `splicer proxy`: one listener for SOCKS4, SOCKS4a, SOCKS5 and HTTP; the first
 // byte of a connection says which protocol it speaks.
-import { EventEmitter } from 'node:events';
+import { EventEmitter, setMaxListeners } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, isLoopback, type HostPort } from '../address.js';
 import { Listeners } from '../listeners.js';
@@ -51,6 +51,8 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     const risk = openProxyRisk(options);
     if (risk) throw new ExposureError(risk);
     this.#options = options;
+    // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
+    setMaxListeners(0, this.#shutdown.signal);
     this.#listeners = new Listeners((socket) => this.#accept(socket), { logger: options.logger });
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
