@@ -2,16 +2,14 @@
 import net from 'node:net';
 import { SocksClient, type SocksClientOptions } from 'socks';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createProxyServer, parseRule, type ProxyConnectionRecord, type ProxyOptions, type ProxyServer } from '../src/index.js';
+import { parseRule } from '../src/index.js';
 import {
-  Arrivals,
   closeAll,
   fdDiff,
   fdTable,
   hashUntilEnd,
   HOST,
   MiB,
-  onCleanup,
   openFdCount,
   patternBytes,
   readBytes,
@@ -21,23 +19,11 @@ import {
   within,
   writeBuffer,
 } from './helpers.js';
+import { closeProxies, startProxy } from './proxy-helpers.js';
 
 afterEach(closeAll);
+afterEach(closeProxies);
 
-interface Proxy {
-  server: ProxyServer;
-  port: number;
-  records: Arrivals<ProxyConnectionRecord>;
-}
-
-async function startProxy(options: Partial<ProxyOptions> = {}): Promise<Proxy> {
-  const server = createProxyServer({ listen: [{ host: HOST, port: 0 }], ...options });
-  const records = new Arrivals<ProxyConnectionRecord>();
-  server.on('connection', (record) => records.push(record));
-  const [{ port }] = await server.listen();
-  onCleanup(() => void server.close());
-  return { server, port, records };
-}
 
 type Remote = { host: string; port: number };
 

@@ -3,25 +3,12 @@ import dgram from 'node:dgram';
 import type net from 'node:net';
 import { SocksClient } from 'socks';
 import { afterEach, describe, expect, it } from 'vitest';
-import { createProxyServer, parseRule, type ProxyConnectionRecord, type ProxyOptions, type ProxyServer } from '../src/index.js';
+import { parseRule } from '../src/index.js';
 import { Arrivals, closeAll, fdDiff, fdTable, HOST, onCleanup, openFdCount, sleep, track, waitFor, within } from './helpers.js';
+import { closeProxies, startProxy } from './proxy-helpers.js';
 
 afterEach(closeAll);
-
-interface Proxy {
-  server: ProxyServer;
-  port: number;
-  records: Arrivals<ProxyConnectionRecord>;
-}
-
-async function startProxy(options: Partial<ProxyOptions> = {}): Promise<Proxy> {
-  const server = createProxyServer({ listen: [{ host: HOST, port: 0 }], ...options });
-  const records = new Arrivals<ProxyConnectionRecord>();
-  server.on('connection', (record) => records.push(record));
-  const [{ port }] = await server.listen();
-  onCleanup(() => void server.close());
-  return { server, port, records };
-}
+afterEach(closeProxies);
 
 interface Udp {
   socket: dgram.Socket;

@@ -3,13 +3,12 @@
 // tell the client where, then who connected, and forward the pair.
 import net from 'node:net';
 import { formatHostPort } from '../address.js';
-import { forward } from '../forward.js';
 import { unmapIPv4 } from '../protocol/address.js';
 import { systemLookup } from './dial.js';
 import { parseIp } from './rules.js';
 import type { ClientSession } from './session.js';
 import type { BindReplies } from './socks.js';
-import { allowed, refuse, refusedBeforeLookup, type Destination, type TunnelContext } from './tunnel.js';
+import { allowed, refuse, refusedBeforeLookup, replyAndForward, type Destination, type TunnelContext } from './tunnel.js';
 import type { ProxyConnectionRecord } from './types.js';
 
 /** Bytes the client may send before the peer connects that are held for it; past this, TCP backpressure. */
@@ -97,21 +96,7 @@ export async function bindAndForward(
   const { peer } = waited;
   const peerAddress = { host: unmapIPv4(peer.remoteAddress ?? ''), port: peer.remotePort ?? 0 };
   record.destination = formatHostPort(peerAddress);
-  const success = replies.success(peerAddress);
-  client.write(success.reply);
-  record.reply = success.code;
-  if (optimistic.length > 0) peer.write(optimistic);
-  const result = await forward(client, peer, {
-    engine: ctx.engine,
-    idleTimeout: ctx.idleTimeout,
-    signal: ctx.signal,
-    spliceEngine: ctx.spliceEngine,
-  });
-  record.engine = result.engine;
-  record.bytesUp = result.bytesAtoB + optimistic.length;
-  record.bytesDown = result.bytesBtoA;
-  record.outcome = result.reason;
-  if (result.error) record.code = result.error.code;
+  await replyAndForward(client, peer, replies.success(peerAddress), optimistic, ctx, record);
 }
 
 async function expectedPeers(host: string, ctx: TunnelContext): Promise<string[] | 'any'> {

@@ -94,12 +94,26 @@ export async function connectAndForward(
   }
 
   const optimistic = session.detach();
-  const success = replies.success({ host: upstream.localAddress ?? '0.0.0.0', port: upstream.localPort ?? 0 });
+  await replyAndForward(client, upstream, replies.success({ host: upstream.localAddress ?? '0.0.0.0', port: upstream.localPort ?? 0 }), optimistic, ctx, record);
+}
+
+/**
+ * The end of every successful command: the success reply to the client, the bytes the client sent
+ * right behind its request to the other side first (forward() waits until they are written), then
+ * the pair to forward(), whose result completes the record.
+ */
+export async function replyAndForward(
+  client: net.Socket,
+  other: net.Socket,
+  success: { reply: Buffer; code: number },
+  optimistic: Buffer,
+  ctx: TunnelContext,
+  record: ProxyConnectionRecord,
+): Promise<void> {
   client.write(success.reply);
   record.reply = success.code;
-  // Bytes the client sent right behind its request go first; forward() waits until they are written.
-  if (optimistic.length > 0) upstream.write(optimistic);
-  const result = await forward(client, upstream, {
+  if (optimistic.length > 0) other.write(optimistic);
+  const result = await forward(client, other, {
     engine: ctx.engine,
     idleTimeout: ctx.idleTimeout,
     signal: ctx.signal,
