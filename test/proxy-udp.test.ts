@@ -7,8 +7,11 @@ import { parseRule } from '../src/index.js';
 import { Arrivals, closeAll, fdDiff, fdTable, HOST, onCleanup, openFdCount, sleep, track, waitFor, within } from './helpers.js';
 import { closeProxies, startProxy } from './proxy-helpers.js';
 
-afterEach(closeAll);
-afterEach(closeProxies);
+// Sockets first, then the proxies: a proxy closed under open client sockets resets them.
+afterEach(async () => {
+  await closeAll();
+  await closeProxies();
+});
 
 interface Udp {
   socket: dgram.Socket;
@@ -41,7 +44,11 @@ const udpEcho = () => udpSocket(HOST, (msg, rinfo, socket) => socket.send(msg, r
 async function associate(proxyPort: number, hint = { host: '0.0.0.0', port: 0 }) {
   const client = new SocksClient({ proxy: { host: HOST, port: proxyPort, type: 5 }, command: 'associate', destination: hint });
   const established = new Promise<{ control: net.Socket; relay: { host: string; port: number } }>((resolve, reject) => {
-    client.once('established', (info) => resolve({ control: track(info.socket as net.Socket), relay: info.remoteHost as { host: string; port: number } }));
+    client.once('established', (info) => {
+      const control = track(info.socket as net.Socket);
+      control.on('error', () => {});
+      resolve({ control, relay: info.remoteHost as { host: string; port: number } });
+    });
     client.once('error', reject);
   });
   client.connect();
