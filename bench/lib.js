@@ -1,9 +1,12 @@
 // Helpers shared by the benchmark scripts: child process tracking, ports, /proc readers, stats.
 // Plain ESM JavaScript on purpose: the bench runs with `node bench/throughput.js`, no build step.
 import { spawn, execFileSync } from 'node:child_process';
-import { readFileSync, existsSync, readdirSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { readFileSync, existsSync, readdirSync, mkdirSync, renameSync, rmSync } from 'node:fs';
 import net from 'node:net';
+import path from 'node:path';
 import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 export const HOST = '127.0.0.1';
 
@@ -234,4 +237,33 @@ export function which(cmd) {
     if (dir && existsSync(`${dir}/${cmd}`)) return `${dir}/${cmd}`;
   }
   return null;
+}
+
+/**
+ * Compiles bench/<name>.c (with bench.h) once per source version into .bench-out/<name>-<hash>
+ * and returns the binary's path. Throws with the compiler's message when cc fails.
+ */
+export function compileC(cc, name) {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const src = path.join(here, `${name}.c`);
+  const flags = ['-O2', '-pthread'];
+  const hash = createHash('sha256')
+    .update(readFileSync(src))
+    .update(readFileSync(path.join(here, 'bench.h')))
+    .update(flags.join(' '))
+    .digest('hex')
+    .slice(0, 16);
+  const dir = path.join(here, '..', '.bench-out');
+  const bin = path.join(dir, `${name}-${hash}`);
+  if (existsSync(bin)) return bin;
+  mkdirSync(dir, { recursive: true });
+  const tmp = `${bin}.tmp-${process.pid}`;
+  try {
+    execFileSync(cc, [...flags, '-o', tmp, src], { stdio: ['ignore', 'pipe', 'pipe'] });
+  } catch (err) {
+    rmSync(tmp, { force: true });
+    throw new Error(`cc ${flags.join(' ')} bench/${name}.c failed: ${(err.stderr || err.message).toString().trim().slice(-800)}`);
+  }
+  renameSync(tmp, bin); // atomic: a concurrent run sees the whole binary or none
+  return bin;
 }

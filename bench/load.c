@@ -31,6 +31,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROG "load"
+#include "bench.h"
+
 #define BUF_SIZE (1 << 20)
 #define MAX_EVENTS 256
 // epoll data: the run a connection belongs to in the high half, its fd in the low half.
@@ -43,21 +46,6 @@ struct out { uint64_t left, sent; }; // sender: per fd
 static char sendbuf[BUF_SIZE], recvbuf[BUF_SIZE];
 static int cmd_pipe[2], err_pipe[2];
 
-static void die(const char *what) {
-  fprintf(stderr, "load: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static void epoll_set(int ep, int op, int fd, uint32_t events, uint64_t tag) {
-  struct epoll_event ev = { .events = events, .data.u64 = tag };
-  if (epoll_ctl(ep, op, fd, &ev) < 0) die("epoll_ctl");
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 // ---------------------------------------------------------------------------------------------
 // Sender thread

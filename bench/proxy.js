@@ -39,15 +39,14 @@
 // descendant (Dante's children), read before and after the measured part.
 // Everything has a timeout; every child is killed on exit, SIGINT and SIGTERM.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, mkdirSync, renameSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir, release, cpus, loadavg } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import {
   HOST, installExitHandlers, spawnChild, waitLine, stopChild, freePort, waitListening,
-  cpuSeconds, childPids, sleep, median, which, machineBusySeconds, clockTicks,
+  cpuSeconds, childPids, sleep, median, which, machineBusySeconds, clockTicks, compileC,
 } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -144,22 +143,7 @@ for (const [f, why] of Object.entries(skipped)) log(`skipping ${f}: ${why}`);
 function buildDriver() {
   const cc = which('cc');
   if (!cc) throw new Error('cc not on PATH: the load driver bench/socksload.c cannot be built');
-  const src = path.join(here, 'socksload.c');
-  const flags = ['-O2', '-pthread'];
-  const hash = createHash('sha256').update(readFileSync(src)).update(flags.join(' ')).digest('hex').slice(0, 16);
-  const dir = path.join(root, '.bench-out');
-  const bin = path.join(dir, `socksload-${hash}`);
-  if (existsSync(bin)) return { bin, cc };
-  mkdirSync(dir, { recursive: true });
-  const tmp = `${bin}.tmp-${process.pid}`;
-  try {
-    execFileSync(cc, [...flags, '-o', tmp, src], { stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw new Error(`cc ${flags.join(' ')} bench/socksload.c failed: ${(err.stderr || err.message).toString().trim().slice(-800)}`);
-  }
-  renameSync(tmp, bin); // atomic: a concurrent run sees the whole binary or none
-  return { bin, cc };
+  return { bin: compileC(cc, 'socksload'), cc };
 }
 
 let driverBin;

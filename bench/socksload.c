@@ -42,6 +42,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#define BENCH_PROG "socksload"
+#include "bench.h"
+
 #define BUF_SIZE (1 << 20)
 #define MAX_EVENTS 256
 #define MAX_SIZE (1 << 20)
@@ -61,21 +64,6 @@ static uint16_t rr_port, sink_port;
 static volatile uint32_t rr_size = 1024; // set by the main thread before a rate command goes to the client
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void die(const char *what) {
-  fprintf(stderr, "socksload: %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static void epoll_set(int ep, int op, int fd, uint32_t events, uint64_t tag) {
-  struct epoll_event ev = { .events = events, .data.u64 = tag };
-  if (epoll_ctl(ep, op, fd, &ev) < 0) die("epoll_ctl");
-}
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec / 1e9;
-}
 
 static void emit(const char *line) {
   pthread_mutex_lock(&out_lock);

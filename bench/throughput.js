@@ -31,12 +31,10 @@ import { tmpdir, release, cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdirSync, renameSync } from 'node:fs';
 import net from 'node:net';
 import {
   HOST, installExitHandlers, spawnChild, waitLine, stopChild, freePort, waitListening,
-  cpuSeconds, childPids, sleep, median, which, machineBusySeconds, threadCpu,
+  cpuSeconds, childPids, sleep, median, which, machineBusySeconds, threadCpu, compileC,
 } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -109,24 +107,7 @@ const distIndex = path.join(root, 'dist', 'index.js');
 const ccBin = which('cc');
 
 /** Path of the compiled bench/load.c, building it if this version of the source is not cached. */
-function buildLoadC() {
-  const src = path.join(here, 'load.c');
-  const flags = ['-O2', '-pthread'];
-  const hash = createHash('sha256').update(readFileSync(src)).update(flags.join(' ')).digest('hex').slice(0, 16);
-  const dir = path.join(root, '.bench-out');
-  const bin = path.join(dir, `load-${hash}`);
-  if (existsSync(bin)) return bin;
-  mkdirSync(dir, { recursive: true });
-  const tmp = `${bin}.tmp-${process.pid}`;
-  try {
-    execFileSync(ccBin, [...flags, '-o', tmp, src], { stdio: ['ignore', 'pipe', 'pipe'] });
-  } catch (err) {
-    rmSync(tmp, { force: true });
-    throw new Error(`cc ${flags.join(' ')} bench/load.c failed: ${(err.stderr || err.message).toString().trim().slice(-800)}`);
-  }
-  renameSync(tmp, bin); // atomic: a concurrent run sees the whole binary or none
-  return bin;
-}
+const buildLoadC = () => compileC(ccBin, 'load');
 
 let loadKind = opt.load ?? (ccBin ? 'c' : 'node');
 let loadBin = null;
