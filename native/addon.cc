@@ -170,6 +170,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     out.Set("pipesIdle", Napi::Number::New(env, static_cast<double>(stats.pipesIdle)));
     out.Set("bytesBuffered", Napi::Number::New(env, static_cast<double>(stats.bytesBuffered)));
     out.Set("readWritePairs", Napi::Number::New(env, static_cast<double>(stats.readWritePairs)));
+    out.Set("readWriteFallbacks", Napi::Number::New(env, static_cast<double>(stats.readWriteFallbacks)));
     return out;
   }
 

@@ -85,6 +85,7 @@ EngineStats Engine::Stats() const {
     stats.pipesIdle += loop->PipesIdle();
     stats.bytesBuffered += loop->BytesBuffered();
     stats.readWritePairs += loop->ReadWritePairs();
+    stats.readWriteFallbacks += loop->ReadWriteFallbacks();
   }
   return stats;
 }

@@ -24,6 +24,7 @@ struct EngineStats {
   size_t pipesIdle = 0;
   int64_t bytesBuffered = 0;
   size_t readWritePairs = 0;
+  uint64_t readWriteFallbacks = 0;
 };
 
 class Engine {

@@ -309,6 +309,7 @@ bool Loop::Fill(Pair* pair, int di) {
     if (!pair->countedReadWrite) {
       pair->countedReadWrite = true;
       readWritePairs_.fetch_add(1, std::memory_order_relaxed);
+      readWriteFallbacks_.fetch_add(1, std::memory_order_relaxed);
     }
   }
   if (d.buffer.size() < kReadWriteBufferSize) d.buffer.resize(kReadWriteBufferSize);

@@ -95,6 +95,7 @@ class Loop {
   size_t PipesIdle() const { return pipes_.Idle(); }
   int64_t BytesBuffered() const { return bytesBuffered_.load(std::memory_order_relaxed); }
   size_t ReadWritePairs() const { return readWritePairs_.load(std::memory_order_relaxed); }
+  uint64_t ReadWriteFallbacks() const { return readWriteFallbacks_.load(std::memory_order_relaxed); }
 
  private:
   struct Command {
@@ -148,6 +149,7 @@ class Loop {
   std::atomic<size_t> pairCount_{0};
   std::atomic<int64_t> bytesBuffered_{0};
   std::atomic<size_t> readWritePairs_{0};
+  std::atomic<uint64_t> readWriteFallbacks_{0};  // pairs that ever fell back: counts up only
 };
 
 uint64_t MonotonicNs();

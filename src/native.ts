@@ -26,6 +26,8 @@ export interface NativeEngineStats {
   bytesBuffered: number;
   /** Pairs that fell back to read/write on at least one direction. */
   readWritePairs: number;
+  /** Pairs that ever fell back to read/write, since the engine started. */
+  readWriteFallbacks: number;
 }
 
 export interface NativeEngineOptions {

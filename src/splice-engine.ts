@@ -23,6 +23,8 @@ export interface SpliceEngineStats {
   bytesBuffered: number;
   /** Pairs that use read/write on at least one direction (no pipe to be had, or splice refused). */
   readWritePairs: number;
+  /** Pairs that ever fell back to read/write since the engine started (counts up only). */
+  readWriteFallbacks: number;
 }
 
 export interface SpliceForwardOptions {

@@ -64,12 +64,11 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
     }, 300_000);
 
     /** N concurrent pairs, 256 KiB .. 1 MiB each way; what went wrong, pair by pair. */
-    async function concurrentPairs(N: number, extra: ForwardOptions = {}, whileRunning?: () => void): Promise<string[]> {
+    async function concurrentPairs(N: number, extra: ForwardOptions = {}): Promise<string[]> {
       const sizeFor = (seed: number) => 256 * KiB + Math.floor(h.prng(seed)() * 768 * KiB);
       const srv = await h.startHashServer({ replyBytes: (i) => sizeFor(5000 + i), when: 'connect' });
       const fwd = await h.startForwarder(srv, opts(extra));
       const clients = await Promise.all(Array.from({ length: N }, () => h.connectTo(fwd.port)));
-      const sampler = whileRunning ? setInterval(whileRunning, 5) : undefined;
 
       const problems: string[] = [];
       await Promise.all(
@@ -86,7 +85,6 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
           }
         }),
       );
-      clearInterval(sampler);
       return problems;
     }
 
@@ -104,12 +102,9 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
       stuck.pause();
       expect(await h.waitFor(() => spliceEngine.stats().pipesInUse === 1, 10_000), 'the stuck pair holds the pipe').toBe(true);
 
-      let mostReadWrite = 0;
-      const problems = await concurrentPairs(20, { spliceEngine }, () => {
-        mostReadWrite = Math.max(mostReadWrite, spliceEngine.stats().readWritePairs);
-      });
+      const problems = await concurrentPairs(20, { spliceEngine });
       expect(problems).toEqual([]);
-      expect(mostReadWrite, 'pairs seen on read/write').toBeGreaterThan(0);
+      expect(spliceEngine.stats().readWriteFallbacks, 'pairs that fell back to read/write').toBeGreaterThanOrEqual(20);
       stuck.destroy();
       expect(await stuckFwd.resultOf(stuck)).toMatchObject({ engine: 'splice' });
       expect(spliceEngine.stats()).toMatchObject({ pairs: 0, pipesInUse: 0, bytesBuffered: 0, readWritePairs: 0 });
