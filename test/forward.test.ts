@@ -217,6 +217,23 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
     });
   });
 
+  /** A client and the server socket it reaches through the forwarder, with one byte each way moved. */
+  async function establishedPair(options: ForwardOptions) {
+    const srv = await h.startServer();
+    const fwd = await h.startForwarder(srv, options);
+    const client = await h.connectTo(fwd.port);
+    const server = await srv.conns.nth(0);
+    const wc = h.watch(client);
+    const ws = h.watch(server);
+    client.write('x');
+    expect((await h.readBytes(server, 1)).toString()).toBe('x');
+    server.write('y');
+    expect((await h.readBytes(client, 1)).toString()).toBe('y');
+    client.resume();
+    server.resume();
+    return { fwd, client, server, wc, ws };
+  }
+
   describe('half-close', () => {
     it('client ends first: the server replies after the FIN, the client gets all of it, then end', async () => {
       const srv = await h.startHashServer({ replyBytes: 3 * MiB, when: 'end' });
@@ -248,18 +265,8 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
     });
 
     it('both end at the same moment: each gets the other last byte and end, result eof', async () => {
-      const srv = await h.startServer();
-      const fwd = await h.startForwarder(srv, opts());
-      const client = await h.connectTo(fwd.port);
-      const server = await srv.conns.nth(0);
-      const wc = h.watch(client);
-      const ws = h.watch(server);
-      // Make sure the pair is running before the race.
-      client.write('x');
-      expect((await h.readBytes(server, 1)).toString()).toBe('x');
-      server.write('y');
-      expect((await h.readBytes(client, 1)).toString()).toBe('y');
-
+      // The pair is running before the race.
+      const { fwd, client, server, wc, ws } = await establishedPair(opts());
       const clientGot = h.collectUntilEnd(client);
       const serverGot = h.collectUntilEnd(server);
       client.end('c');
@@ -273,22 +280,6 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
   });
 
   describe('reset, abort, idle timeout', () => {
-    /** A client and the server socket it reaches through the forwarder, with one byte each way moved. */
-    async function establishedPair(options: ForwardOptions) {
-      const srv = await h.startServer();
-      const fwd = await h.startForwarder(srv, options);
-      const client = await h.connectTo(fwd.port);
-      const server = await srv.conns.nth(0);
-      const wc = h.watch(client);
-      const ws = h.watch(server);
-      client.write('x');
-      expect((await h.readBytes(server, 1)).toString()).toBe('x');
-      server.write('y');
-      expect((await h.readBytes(client, 1)).toString()).toBe('y');
-      client.resume();
-      server.resume();
-      return { fwd, client, server, wc, ws };
-    }
 
     it('a reset by the server reaches the client as ECONNRESET; reason reset, side b', async () => {
       const { fwd, client, server, wc } = await establishedPair(opts());
