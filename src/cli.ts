@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // The `splicer` command line.
-import { Command, InvalidArgumentError, Option } from 'commander';
+import { Command, InvalidArgumentError } from 'commander';
+import { collect, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from './cli-args.js';
 import { createRequire } from 'node:module';
-import { AddressError, formatHostPort, isLoopback, parseHostPort, type HostPort } from './address.js';
+import { formatHostPort, isLoopback, type HostPort } from './address.js';
 import { engines } from './forward.js';
 import { Forwarder } from './forwarder.js';
-import { createLogger, LOG_LEVELS, type Logger } from './logger.js';
+import { createLogger, type LOG_LEVELS } from './logger.js';
 import { SpliceEngine } from './splice-engine.js';
 import type { EngineChoice } from './types.js';
 import { Credentials, CredentialsError } from './proxy/auth.js';
@@ -14,45 +15,6 @@ import { createProxyServer, openProxyRisk } from './proxy/server.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from './proxy/types.js';
 
 const version = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
-
-function hostPortArg(defaultHost?: string, allowZero = false) {
-  return (value: string): HostPort => {
-    try {
-      return parseHostPort(value, { defaultHost, allowZero });
-    } catch (err) {
-      if (err instanceof AddressError) throw new InvalidArgumentError(err.message);
-      throw err;
-    }
-  };
-}
-
-function hostPortListArg(defaultHost?: string, allowZero = false) {
-  const parse = hostPortArg(defaultHost, allowZero);
-  return (value: string, previous: HostPort[] | undefined): HostPort[] => [...(previous ?? []), parse(value)];
-}
-
-function integerArg(name: string, min: number, max: number) {
-  return (value: string) => {
-    if (!/^\d+$/.test(value.trim())) throw new InvalidArgumentError(`${name} must be a whole number, got "${value}"`);
-    const number = Number(value);
-    if (number < min || number > max) throw new InvalidArgumentError(`${name} must be from ${min} to ${max}, got ${number}`);
-    return number;
-  };
-}
-
-function secondsArg(name: string) {
-  return (value: string) => {
-    const number = Number(value);
-    if (value.trim() === '' || !Number.isFinite(number) || number < 0) {
-      throw new InvalidArgumentError(`${name} must be a number of seconds >= 0, got "${value}"`);
-    }
-    return number;
-  };
-}
-
-const engineOption = () =>
-  new Option('--engine <engine>', 'auto: splice where the addon and the sockets allow it, else js').choices(['auto', 'splice', 'js']).default('auto');
-const logLevelOption = () => new Option('--log-level <level>', 'log level of the JSON lines on stdout').choices(LOG_LEVELS).default('info');
 
 interface ForwardCliOptions {
   listen?: HostPort[];
@@ -97,21 +59,6 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     await forwarder.close(options.grace * 1000);
     await spliceEngine?.close();
   });
-}
-
-function onStopSignal(logger: Logger, grace: number, active: () => number, stopAll: () => Promise<void>): void {
-  let stopping = false;
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    logger.info({ signal, active: active(), graceSeconds: grace }, 'stopping');
-    await stopAll();
-    logger.info('stopped');
-    logger.flush?.();
-    process.exit(0);
-  };
-  process.on('SIGINT', () => void stop('SIGINT'));
-  process.on('SIGTERM', () => void stop('SIGTERM'));
 }
 
 interface ProxyCliOptions {
@@ -204,7 +151,6 @@ function ruleArg(action: 'allow' | 'deny') {
 }
 const sharedRules: Rule[] = [];
 
-const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
 export function buildProgram(): Command {
   const program = new Command('splicer')
