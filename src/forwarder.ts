@@ -4,6 +4,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, type HostPort } from './address.js';
+import { connectTcp } from './connect.js';
 import { forward } from './forward.js';
 import { Listeners } from './listeners.js';
 import type { Logger } from './logger.js';
@@ -91,7 +92,7 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     try {
       client.on('error', () => {});  // a reset before the takeover is reported by forward()
       if (this.#closing) throw Object.assign(new Error('shutting down'), { code: 'ESHUTDOWN' });
-      const upstream = await this.#connect(to, controller.signal);
+      const upstream = await connectTcp(to, this.#options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS, controller.signal);
       const result = await forward(client, upstream, {
         engine: this.#options.engine,
         idleTimeout: this.#options.idleTimeout,
@@ -115,30 +116,5 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
       this.#options.logger?.info(record, 'connection closed');
       this.emit('connection', record);
     }
-  }
-
-  #connect(to: HostPort, signal: AbortSignal): Promise<net.Socket> {
-    const timeout = this.#options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
-    return new Promise((resolve, reject) => {
-      const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
-      const timer = setTimeout(() => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), timeout);
-      const onAbort = () => fail(Object.assign(new Error('aborted'), { code: 'ABORT_ERR' }));
-      signal.addEventListener('abort', onAbort, { once: true });
-      const done = () => {
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        upstream.off('error', fail);
-      };
-      function fail(err: Error) {
-        done();
-        upstream.destroy();
-        reject(err);
-      }
-      upstream.once('error', fail);
-      upstream.once('connect', () => {
-        done();
-        resolve(upstream);
-      });
-    });
   }
 }

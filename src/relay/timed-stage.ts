@@ -61,6 +61,7 @@ export abstract class TimedStage extends Transform {
   private outputEnded = false;
   /** Set by a toxic that must swallow the FIN (reset_peer: the peer sees RST, not FIN). */
   protected holdEnd = false;
+  private bypassed = false;
 
   constructor(ctx: StageContext) {
     super();
@@ -85,6 +86,24 @@ export abstract class TimedStage extends Transform {
    */
   protected hit(): boolean {
     return !this.perChunk || this.rng.next() < this.toxicity;
+  }
+
+  /**
+   * The toxic was removed from a live connection: what this stage holds leaves now, in order,
+   * later input passes straight through, and pending actions (a reset, a close) are cancelled.
+   * An output already ended (limit_data spent) stays ended.
+   */
+  bypass(): void {
+    if (this.bypassed || this.destroyed) return;
+    this.bypassed = true;
+    this.holdEnd = false;
+    for (const t of this.actions) clearTimeout(t);
+    this.actions.clear();
+    const now = performance.now();
+    for (const piece of this.queue) piece.due = now;
+    this.lastDue = now;
+    if (this.ending) this.ending.due = now;
+    this.pump();
   }
 
   /** Queue data to leave at `due` (performance.now() ms); never before anything queued earlier. */
@@ -117,7 +136,8 @@ export abstract class TimedStage extends Transform {
       return;
     }
     try {
-      this.accept(chunk, performance.now());
+      if (this.bypassed) this.emitAt(chunk, performance.now());
+      else this.accept(chunk, performance.now());
     } catch (err) {
       cb(err as Error);
       return;
@@ -130,7 +150,7 @@ export abstract class TimedStage extends Transform {
   }
 
   override _flush(cb: TransformCallback): void {
-    this.ending = { due: Math.max(performance.now() + this.endDelay(), this.lastDue), cb };
+    this.ending = { due: Math.max(performance.now() + (this.bypassed ? 0 : this.endDelay()), this.lastDue), cb };
     this.pump();
   }
 

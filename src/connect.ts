@@ -1,0 +1,31 @@
+// Connecting to an upstream for a client that is already accepted.
+import net from 'node:net';
+import type { HostPort } from './address.js';
+
+/**
+ * Connects with half-open allowed and Nagle off (a forwarder must not add delay), rejecting with
+ * code ETIMEDOUT after `timeoutMs` and ABORT_ERR when the signal aborts; the socket is destroyed then.
+ */
+export function connectTcp(to: HostPort, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
+    const timer = setTimeout(() => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), timeoutMs);
+    const onAbort = () => fail(Object.assign(new Error('aborted'), { code: 'ABORT_ERR' }));
+    signal?.addEventListener('abort', onAbort, { once: true });
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      upstream.off('error', fail);
+    };
+    function fail(err: Error) {
+      done();
+      upstream.destroy();
+      reject(err);
+    }
+    upstream.once('error', fail);
+    upstream.once('connect', () => {
+      done();
+      resolve(upstream);
+    });
+  });
+}

@@ -1,0 +1,176 @@
+// The relay's data path on real sockets: integrity, early bytes, an unreachable upstream, each
+// toxic's observable effect, and toxics added and removed on live connections.
+import net from 'node:net';
+import { performance } from 'node:perf_hooks';
+import { afterEach, describe, expect, it } from 'vitest';
+import { relayDataPath, type RelayConnectionRecord, type RelayDataOptions } from '../src/relay/relay.js';
+import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
+import type { RelayListener } from '../src/relay/types.js';
+import { engines } from '../src/forward.js';
+import { SpliceEngine } from '../src/splice-engine.js';
+import {
+  Arrivals,
+  closeAll,
+  collectUntilEnd,
+  connectTo,
+  hashUntilEnd,
+  HOST,
+  MiB,
+  onCleanup,
+  patternBytes,
+  readBytes,
+  sha256,
+  sleep,
+  startEchoServer,
+  startHashServer,
+  startServer,
+  waitFor,
+  within,
+  writeBuffer,
+} from './helpers.js';
+import { closedPort } from './proxy-helpers.js';
+
+const spliceAvailable = engines().splice.available;
+let engine: SpliceEngine | undefined;
+
+afterEach(async () => {
+  await closeAll();
+  await engine?.close();
+  engine = undefined;
+});
+
+interface Running {
+  listener: RelayListener;
+  port: number;
+  records: Arrivals<RelayConnectionRecord>;
+}
+
+async function startRelay(upstreamPort: number, toxics: ToxicInput[] = [], options: Partial<RelayDataOptions> = {}): Promise<Running> {
+  const records = new Arrivals<RelayConnectionRecord>();
+  if (options.engine !== 'js' && spliceAvailable && !options.spliceEngine) engine = options.spliceEngine = new SpliceEngine();
+  const open = relayDataPath({ seed: 1, ...options, onConnection: (r) => records.push(r) });
+  const listener = await open({ name: 'test', listen: { host: HOST, port: 0 }, upstream: { host: HOST, port: upstreamPort } }, toxics.map(parseToxic));
+  onCleanup(() => void listener.close());
+  return { listener, port: listener.address.port, records };
+}
+
+const modes = spliceAvailable ? (['auto', 'js'] as const) : (['js'] as const);
+
+describe.each(modes)('relay data path (engine %s)', (mode) => {
+  it('carries 8 MiB each way byte-exact and reports the engine it used', async () => {
+    const server = await startHashServer({ replyBytes: 8 * MiB, when: 'connect' });
+    const relay = await startRelay(server.port, [], { engine: mode });
+    const client = await connectTo(relay.port);
+    const data = patternBytes(3, 8 * MiB);
+    const got = hashUntilEnd(client);
+    await writeBuffer(client, data, { end: true });
+    const conn = await server.records.nth(0);
+    expect((await conn.received).sha).toBe(sha256(data));
+    expect((await got).sha).toBe((await conn.sent).sha);
+    const record = await relay.records.nth(0);
+    expect(record.reason).toBe('eof');
+    expect(record.engine).toBe(mode === 'js' ? 'js' : 'splice');
+    expect(record.bytesUp).toBe(8 * MiB);
+    expect(record.bytesDown).toBe(8 * MiB);
+  });
+
+  it('delivers bytes the client sent before the upstream accepted, first', async () => {
+    // The upstream accepts only after a delay: the client has already written and half-closed.
+    const held: net.Socket[] = [];
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => held.push(s));
+    await new Promise<void>((r) => server.listen(0, HOST, r));
+    onCleanup(() => server.close());
+    const port = (server.address() as net.AddressInfo).port;
+    const relay = await startRelay(port, [], { engine: mode });
+    const client = await connectTo(relay.port);
+    client.end(Buffer.from('early bytes'));
+    await waitFor(() => held.length === 1, 5000);
+    const upstream = held[0]!;
+    const got = await within(collectUntilEnd(upstream), 5000, 'upstream end');
+    expect(got.toString()).toBe('early bytes');
+    upstream.end();
+  });
+
+  it('resets the client when the upstream refuses', async () => {
+    const relay = await startRelay(await closedPort(), [], { engine: mode });
+    const client = await connectTo(relay.port);
+    const error = await within(new Promise<NodeJS.ErrnoException>((resolve) => client.once('error', resolve)), 5000, 'reset');
+    expect(error.code).toBe('ECONNRESET');
+    const record = await relay.records.nth(0);
+    expect(record.reason).toBe('connect-failed');
+    expect(record.code).toBe('ECONNREFUSED');
+  });
+
+  it('passes a half-close through and keeps the other direction open', async () => {
+    const server = await startEchoServer();
+    const relay = await startRelay(server.port, [], { engine: mode });
+    const client = await connectTo(relay.port);
+    const got = collectUntilEnd(client);
+    client.end(Buffer.from('ping'));
+    expect((await within(got, 5000, 'echo end')).toString()).toBe('ping');
+    expect((await relay.records.nth(0)).reason).toBe('eof');
+  });
+});
+
+describe('toxics on the relay', () => {
+  it('latency: the round trip takes at least the configured time each way', async () => {
+    const server = await startEchoServer();
+    const relay = await startRelay(server.port, [
+      { type: 'latency', stream: 'upstream', attributes: { latency: 150 } },
+      { type: 'latency', stream: 'downstream', attributes: { latency: 100 } },
+    ]);
+    const client = await connectTo(relay.port);
+    const started = performance.now();
+    client.write('x');
+    await readBytes(client, 1);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(250);
+    client.end();
+  });
+
+  it('limit_data: closes after exactly N bytes', async () => {
+    const server = await startServer((s) => s.resume());
+    const relay = await startRelay(server.port, [{ type: 'limit_data', stream: 'downstream', attributes: { bytes: 12345 } }]);
+    const client = await connectTo(relay.port);
+    const upstream = await server.conns.nth(0);
+    upstream.write(patternBytes(9, 100_000));
+    const got = await within(collectUntilEnd(client), 5000, 'client end');
+    expect(got.length).toBe(12345);
+    expect(got.equals(patternBytes(9, 100_000).subarray(0, 12345))).toBe(true);
+  });
+
+  it('slow_close: the FIN comes the configured delay after the data', async () => {
+    const server = await startServer((s) => s.resume());
+    const relay = await startRelay(server.port, [{ type: 'slow_close', stream: 'downstream', attributes: { delay: 300 } }]);
+    const client = await connectTo(relay.port);
+    const upstream = await server.conns.nth(0);
+    let dataAt = 0;
+    client.on('data', () => (dataAt = performance.now()));
+    const ended = new Promise<number>((r) => client.once('end', () => r(performance.now())));
+    upstream.end('bye');
+    const endAt = await within(ended, 5000, 'end');
+    expect(endAt - dataAt).toBeGreaterThanOrEqual(290);
+    client.end();
+  });
+
+  it.each(modes)('a toxic added to a live connection applies without dropping it, and its removal lets bytes flow on (engine %s)', async (mode) => {
+    const server = await startEchoServer();
+    const relay = await startRelay(server.port, [], { engine: mode });
+    const client = await connectTo(relay.port);
+    const echo = async (text: string) => {
+      const started = performance.now();
+      client.write(text);
+      const got = await readBytes(client, text.length);
+      expect(got.toString()).toBe(text);
+      return performance.now() - started;
+    };
+    await echo('before');
+    relay.listener.setToxics([parseToxic({ type: 'latency', stream: 'downstream', attributes: { latency: 200 } })]);
+    expect(await echo('during')).toBeGreaterThanOrEqual(200);
+    relay.listener.setToxics([]);
+    expect(await echo('after')).toBeLessThan(200);
+    client.end();
+    const record = await within(relay.records.nth(0), 5000, 'record');
+    expect(record.reason).toBe('eof');
+    expect(record.engine).toBe(mode === 'js' ? 'js' : 'splice+js');
+  });
+});
