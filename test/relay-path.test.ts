@@ -2,15 +2,10 @@
 // toxic's observable effect, and toxics added and removed on live connections.
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { afterEach, describe, expect, it } from 'vitest';
-import { relayDataPath, type RelayConnectionRecord, type RelayDataOptions } from '../src/relay/relay.js';
-import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
-import type { RelayListener } from '../src/relay/types.js';
-import { engines } from '../src/forward.js';
-import { SpliceEngine } from '../src/splice-engine.js';
+import { describe, expect, it } from 'vitest';
+import { parseToxic } from '../src/relay/toxics.js';
+import { modes, startRelay } from './relay-path-helpers.js';
 import {
-  Arrivals,
-  closeAll,
   collectUntilEnd,
   connectTo,
   hashUntilEnd,
@@ -20,7 +15,6 @@ import {
   patternBytes,
   readBytes,
   sha256,
-  sleep,
   startEchoServer,
   startHashServer,
   startServer,
@@ -30,31 +24,7 @@ import {
 } from './helpers.js';
 import { closedPort } from './proxy-helpers.js';
 
-const spliceAvailable = engines().splice.available;
-let engine: SpliceEngine | undefined;
 
-afterEach(async () => {
-  await closeAll();
-  await engine?.close();
-  engine = undefined;
-});
-
-interface Running {
-  listener: RelayListener;
-  port: number;
-  records: Arrivals<RelayConnectionRecord>;
-}
-
-async function startRelay(upstreamPort: number, toxics: ToxicInput[] = [], options: Partial<RelayDataOptions> = {}): Promise<Running> {
-  const records = new Arrivals<RelayConnectionRecord>();
-  if (options.engine !== 'js' && spliceAvailable && !options.spliceEngine) engine = options.spliceEngine = new SpliceEngine();
-  const open = relayDataPath({ seed: 1, ...options, onConnection: (r) => records.push(r) });
-  const listener = await open({ name: 'test', listen: { host: HOST, port: 0 }, upstream: { host: HOST, port: upstreamPort } }, toxics.map(parseToxic));
-  onCleanup(() => void listener.close());
-  return { listener, port: listener.address.port, records };
-}
-
-const modes = spliceAvailable ? (['auto', 'js'] as const) : (['js'] as const);
 
 describe.each(modes)('relay data path (engine %s)', (mode) => {
   it('carries 8 MiB each way byte-exact and reports the engine it used', async () => {

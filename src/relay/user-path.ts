@@ -64,7 +64,8 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
     if (result && closed[0] && closed[1]) resolve(result);
   };
 
-  const end = (reason: EndReason, error?: ForwardError, culprit?: 0 | 1, graceful = false): void => {
+  /** Ends the pair once: `culprit` errored or closed (the other side is reset); resetAll resets both. */
+  const end = (reason: EndReason, error?: ForwardError, culprit?: 0 | 1, graceful = false, resetAll = false): void => {
     if (result) return;
     result = { engine: 'js', bytesAtoB: moved[0]!, bytesBtoA: moved[1]!, durationMs: performance.now() - startedAt, reason, ...(error ? { error } : {}) };
     clearTimeout(idleTimer);
@@ -74,7 +75,7 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
     for (const i of [0, 1] as const) {
       const s = sockets[i];
       if (graceful) s.destroySoon();
-      else if (reason === 'aborted' || (culprit !== undefined && i !== culprit)) resetSocket(s);
+      else if (resetAll || reason === 'aborted' || (culprit !== undefined && i !== culprit)) resetSocket(s);
       else s.destroy();
     }
     // destroySoon waits for the FIN to be written; a peer that never reads must not hold it.
@@ -105,7 +106,7 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
   };
 
   const link: PairEnder = {
-    reset: () => end('reset', new ForwardError('ECONNRESET', 'b', 'toxic')),
+    reset: () => end('reset', new ForwardError('ECONNRESET', 'b', 'toxic'), undefined, false, true),
     close: () => {
       closing = true;
       // The stage has ended its output; the end reaches the socket through the rest of the chain.

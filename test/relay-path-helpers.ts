@@ -1,0 +1,37 @@
+// Running the relay's data path in tests: one named relay on 127.0.0.1:0 in front of an upstream.
+import { afterEach } from 'vitest';
+import { relayDataPath, type RelayConnectionRecord, type RelayDataOptions } from '../src/relay/relay.js';
+import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
+import type { RelayListener } from '../src/relay/types.js';
+import { engines } from '../src/forward.js';
+import { SpliceEngine } from '../src/splice-engine.js';
+import { Arrivals, closeAll, HOST, onCleanup } from './helpers.js';
+
+export const spliceAvailable = engines().splice.available;
+export const modes = spliceAvailable ? (['auto', 'js'] as const) : (['js'] as const);
+
+let engines_: SpliceEngine[] = [];
+
+afterEach(async () => {
+  await closeAll();
+  await Promise.all(engines_.map((e) => e.close()));
+  engines_ = [];
+});
+
+export interface Running {
+  listener: RelayListener;
+  port: number;
+  records: Arrivals<RelayConnectionRecord>;
+}
+
+export async function startRelay(upstreamPort: number, toxics: ToxicInput[] = [], options: Partial<RelayDataOptions> = {}): Promise<Running> {
+  const records = new Arrivals<RelayConnectionRecord>();
+  if (options.engine !== 'js' && spliceAvailable && !options.spliceEngine) {
+    options.spliceEngine = new SpliceEngine();
+    engines_.push(options.spliceEngine);
+  }
+  const open = relayDataPath({ seed: 1, ...options, onConnection: (r) => records.push(r) });
+  const listener = await open({ name: 'test', listen: { host: HOST, port: 0 }, upstream: { host: HOST, port: upstreamPort } }, toxics.map(parseToxic));
+  onCleanup(() => void listener.close());
+  return { listener, port: listener.address.port, records };
+}
