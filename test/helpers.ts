@@ -467,11 +467,11 @@ export interface TestServer {
 }
 
 /** listen on 127.0.0.1:0; resolves with the port. */
-export async function listen(server: net.Server): Promise<number> {
+export async function listen(server: net.Server, host = HOST): Promise<number> {
   track(server);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, HOST, () => {
+    server.listen(0, host, () => {
       server.off('error', reject);
       resolve();
     });
@@ -480,7 +480,7 @@ export async function listen(server: net.Server): Promise<number> {
 }
 
 /** A server (allowHalfOpen) calling `onConnection` for every accepted socket. */
-export async function startServer(onConnection: (socket: net.Socket, index: number) => void = () => {}): Promise<TestServer> {
+export async function startServer(onConnection: (socket: net.Socket, index: number) => void = () => {}, host = HOST): Promise<TestServer> {
   const conns = new Arrivals<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (socket) => {
     track(socket);
@@ -489,7 +489,7 @@ export async function startServer(onConnection: (socket: net.Socket, index: numb
     conns.push(socket);
     onConnection(socket, conns.items.length - 1);
   });
-  const port = await listen(server);
+  const port = await listen(server, host);
   return { server, port, conns, close: () => closeServer(server) };
 }
 

@@ -18,6 +18,14 @@ afterEach(async () => {
   engines_ = [];
 });
 
+/** A splice engine closed after the test, or none for the JS engine or where there is no addon. */
+export function spliceEngineFor(engine: 'auto' | 'js'): SpliceEngine | undefined {
+  if (engine === 'js' || !spliceAvailable) return undefined;
+  const e = new SpliceEngine();
+  engines_.push(e);
+  return e;
+}
+
 export interface Running {
   listener: RelayListener;
   port: number;
