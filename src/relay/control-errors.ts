@@ -1,0 +1,33 @@
+// The control layer's errors carry the HTTP status Toxiproxy answers with, so the API is a thin
+// translation and library callers can branch on `code` without matching messages.
+
+export const RELAY_ERROR_STATUS = {
+  ERR_RELAY_BAD_REQUEST: 400,
+  ERR_RELAY_EXPOSURE: 403,
+  ERR_RELAY_NOT_FOUND: 404,
+  ERR_RELAY_CONFLICT: 409,
+  ERR_RELAY_TOO_LARGE: 413,
+  ERR_RELAY_LISTEN: 500,
+  ERR_RELAY_CLOSED: 503,
+} as const;
+
+export type RelayErrorCode = keyof typeof RELAY_ERROR_STATUS;
+
+export class RelayError extends Error {
+  readonly status: number;
+  constructor(
+    readonly code: RelayErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'RelayError';
+    this.status = RELAY_ERROR_STATUS[code];
+  }
+}
+
+// Toxiproxy's own wording for these, kept so scripts that print or match them carry over.
+export const proxyNotFound = () => new RelayError('ERR_RELAY_NOT_FOUND', 'proxy not found');
+export const toxicNotFound = () => new RelayError('ERR_RELAY_NOT_FOUND', 'toxic not found');
+export const proxyExists = () => new RelayError('ERR_RELAY_CONFLICT', 'proxy already exists');
+export const toxicExists = () => new RelayError('ERR_RELAY_CONFLICT', 'toxic already exists');
+export const badRequest = (detail: string) => new RelayError('ERR_RELAY_BAD_REQUEST', `bad request body: ${detail}`);

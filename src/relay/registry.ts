@@ -1,0 +1,333 @@
+// The named relays and their toxics, with Toxiproxy's semantics. The registry decides what should
+// be listening and with which toxics; the data path, reached only through the injected
+// OpenRelayListener, does the listening. Every change runs in one queue, so two requests never
+// interleave their awaits (a create racing a delete of the same name, a toxic added mid-move).
+import { formatHostPort, type HostPort } from '../address.js';
+import type { Logger } from '../logger.js';
+import { proxyExists, proxyNotFound, RelayError, toxicExists, toxicNotFound } from './control-errors.js';
+import {
+  applyToxicChange,
+  parseNewToxic,
+  parsePopulate,
+  parseRelayChange,
+  parseRelaySpec,
+  type RelayChangeInput,
+  type RelayInput,
+  type RelaySpec,
+  type ToxicChangeInput,
+} from './control-input.js';
+import type { Toxic } from './toxics.js';
+import type { OpenRelayListener, RelayListener } from './types.js';
+
+export interface RelayRegistryOptions {
+  /** The data path. */
+  openListener: OpenRelayListener;
+  /** Allow listen addresses beyond loopback. Default false. */
+  open?: boolean;
+  logger?: Logger;
+}
+
+/** A proxy in Toxiproxy's JSON shape. `listen` is the bound address once it has listened. */
+export interface RelayView {
+  name: string;
+  listen: string;
+  upstream: string;
+  enabled: boolean;
+  toxics: Toxic[];
+}
+
+interface Relay {
+  readonly name: string;
+  /** Where it listens or will: the bound address once opened, so a re-enable gets the same port. */
+  listen: HostPort;
+  /** The listen address as last asked for (port 0 stays 0), for populate's "same config" test. */
+  requestedListen: HostPort;
+  upstream: HostPort;
+  /** Insertion order; Toxiproxy keeps one chain per direction in the order toxics were added. */
+  toxics: Toxic[];
+  /** Present exactly while the relay is enabled. */
+  listener?: RelayListener;
+}
+
+const sameAddress = (a: HostPort, b: HostPort) => a.host === b.host && a.port === b.port;
+
+/** Upstream-direction toxics first, then downstream, each in the order added: Toxiproxy's listing. */
+const ordered = (toxics: readonly Toxic[]): Toxic[] => [
+  ...toxics.filter((t) => t.stream === 'upstream'),
+  ...toxics.filter((t) => t.stream === 'downstream'),
+];
+
+function view(relay: Relay): RelayView {
+  return {
+    name: relay.name,
+    listen: formatHostPort(relay.listen),
+    upstream: formatHostPort(relay.upstream),
+    enabled: relay.listener !== undefined,
+    toxics: structuredClone(ordered(relay.toxics)),
+  };
+}
+
+export class RelayRegistry {
+  readonly open: boolean;
+  private readonly openListener: OpenRelayListener;
+  private readonly logger?: Logger;
+  private readonly relays = new Map<string, Relay>();
+  private queue: Promise<unknown> = Promise.resolve();
+  private closed = false;
+  private closing?: Promise<void>;
+
+  constructor(options: RelayRegistryOptions) {
+    this.openListener = options.openListener;
+    this.open = options.open ?? false;
+    this.logger = options.logger;
+  }
+
+  /** Every relay, keyed by name: the shape of Toxiproxy's GET /proxies. */
+  list(): Record<string, RelayView> {
+    return Object.fromEntries([...this.relays.values()].map((relay) => [relay.name, view(relay)]));
+  }
+
+  get(name: string): RelayView {
+    return view(this.relay(name));
+  }
+
+  toxics(name: string): Toxic[] {
+    return view(this.relay(name)).toxics;
+  }
+
+  toxic(name: string, toxicName: string): Toxic {
+    return structuredClone(this.toxicOf(this.relay(name), toxicName));
+  }
+
+  /** POST /proxies. Enabled unless `enabled: false`; listens before it is added. */
+  async create(input: RelayInput): Promise<RelayView> {
+    const spec = parseRelaySpec(input, this.open);
+    return this.serial(async () => {
+      if (this.relays.has(spec.name)) throw proxyExists();
+      const relay = await this.build(spec);
+      this.relays.set(relay.name, relay);
+      return view(relay);
+    });
+  }
+
+  /**
+   * POST /proxies/{name}. A new listen address closes the listener (ending its connections) and
+   * opens one there; a new upstream applies to connections accepted from now on, and open ones go
+   * on. On a failed move the relay goes back to where it was.
+   */
+  update(name: string, input: RelayChangeInput): Promise<RelayView> {
+    return this.serial(async () => {
+      const relay = this.relay(name);
+      const change = parseRelayChange(input, name, this.open);
+      const upstream = change.upstream ?? relay.upstream;
+      const enabled = change.enabled ?? relay.listener !== undefined;
+      const moved = change.listen !== undefined && !sameAddress(change.listen, relay.listen);
+      if (!enabled) {
+        await this.stop(relay);
+      } else if (!relay.listener || moved) {
+        await this.move(relay, change.listen ?? relay.listen, upstream);
+      } else if (!sameAddress(upstream, relay.upstream)) {
+        relay.listener.setUpstream(upstream);
+      }
+      relay.upstream = upstream;
+      if (change.listen) {
+        relay.requestedListen = change.listen;
+        if (!relay.listener) relay.listen = change.listen;
+      }
+      return view(relay);
+    });
+  }
+
+  /** DELETE /proxies/{name}: stops listening and ends its connections. */
+  remove(name: string): Promise<void> {
+    return this.serial(async () => {
+      const relay = this.relay(name);
+      this.relays.delete(name);
+      await this.stop(relay);
+    });
+  }
+
+  /**
+   * POST /populate. A proxy whose listen and upstream match an existing one of the same name is
+   * kept as it is (toxics and connections too; only `enabled` is brought to what was asked); one
+   * that differs replaces it; new names are added; proxies not named are left alone. All inputs are
+   * checked before anything changes, and if one cannot listen, what this call did is undone.
+   */
+  async populate(input: RelayInput[]): Promise<RelayView[]> {
+    const specs = parsePopulate(input, this.open);
+    return this.serial(async () => {
+      const undo: (() => Promise<void>)[] = [];
+      try {
+        for (const spec of specs) await this.apply(spec, undo);
+      } catch (err) {
+        for (const step of undo.reverse()) await step().catch((e: unknown) => this.logger?.warn({ err: e }, 'relay: populate rollback step failed'));
+        throw err;
+      }
+      return specs.map((spec) => view(this.relay(spec.name)));
+    });
+  }
+
+  /**
+   * POST /reset: every relay enabled, every toxic removed. Goes through all relays even when one
+   * cannot listen again, then reports the first such failure.
+   */
+  reset(): Promise<void> {
+    return this.serial(async () => {
+      let failure: unknown;
+      for (const relay of this.relays.values()) {
+        relay.listener?.setToxics([]);
+        relay.toxics = [];
+        if (relay.listener) continue;
+        try {
+          await this.start(relay);
+        } catch (err) {
+          failure ??= err;
+        }
+      }
+      if (failure) throw failure;
+    });
+  }
+
+  /** POST /proxies/{name}/toxics. Applies to open connections too. */
+  addToxic(name: string, input: unknown): Promise<Toxic> {
+    return this.serial(async () => {
+      const relay = this.relay(name);
+      const toxic = parseNewToxic(input);
+      if (relay.toxics.some((t) => t.name === toxic.name)) throw toxicExists();
+      this.setToxics(relay, [...relay.toxics, toxic]);
+      return structuredClone(toxic);
+    });
+  }
+
+  /** POST/PATCH /proxies/{name}/toxics/{toxic}: merges attributes, replaces the toxic in place. */
+  updateToxic(name: string, toxicName: string, input: ToxicChangeInput): Promise<Toxic> {
+    return this.serial(async () => {
+      const relay = this.relay(name);
+      const updated = applyToxicChange(this.toxicOf(relay, toxicName), input);
+      this.setToxics(
+        relay,
+        relay.toxics.map((t) => (t.name === toxicName ? updated : t)),
+      );
+      return structuredClone(updated);
+    });
+  }
+
+  /** DELETE /proxies/{name}/toxics/{toxic}: what the toxic holds goes on at once. */
+  removeToxic(name: string, toxicName: string): Promise<void> {
+    return this.serial(async () => {
+      const relay = this.relay(name);
+      this.toxicOf(relay, toxicName);
+      this.setToxics(
+        relay,
+        relay.toxics.filter((t) => t.name !== toxicName),
+      );
+    });
+  }
+
+  /** Stops every listener; the registry refuses changes afterwards. Safe to call twice. */
+  close(): Promise<void> {
+    this.closing ??= this.serial(async () => {
+      this.closed = true;
+      await Promise.all([...this.relays.values()].map((relay) => this.stop(relay)));
+    });
+    return this.closing;
+  }
+
+  private serial<T>(task: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(() => {
+      if (this.closed) throw new RelayError('ERR_RELAY_CLOSED', 'the relay is shutting down');
+      return task();
+    });
+    this.queue = run.catch(() => {});
+    return run;
+  }
+
+  private relay(name: string): Relay {
+    const relay = this.relays.get(name);
+    if (!relay) throw proxyNotFound();
+    return relay;
+  }
+
+  private toxicOf(relay: Relay, toxicName: string): Toxic {
+    const toxic = relay.toxics.find((t) => t.name === toxicName);
+    if (!toxic) throw toxicNotFound();
+    return toxic;
+  }
+
+  // The data path is told first, so a listener that refuses the list leaves the registry unchanged.
+  private setToxics(relay: Relay, toxics: Toxic[]): void {
+    relay.listener?.setToxics(ordered(toxics));
+    relay.toxics = toxics;
+  }
+
+  private async build(spec: RelaySpec): Promise<Relay> {
+    const relay: Relay = { name: spec.name, listen: spec.listen, requestedListen: spec.listen, upstream: spec.upstream, toxics: [] };
+    if (spec.enabled) await this.start(relay);
+    return relay;
+  }
+
+  private async start(relay: Relay, listen = relay.listen, upstream = relay.upstream): Promise<void> {
+    let listener: RelayListener;
+    try {
+      listener = await this.openListener({ name: relay.name, listen, upstream }, ordered(relay.toxics));
+    } catch (err) {
+      throw new RelayError('ERR_RELAY_LISTEN', `proxy "${relay.name}" cannot listen on ${formatHostPort(listen)}: ${err instanceof Error ? err.message : String(err)}`);
+    }
+    relay.listener = listener;
+    relay.listen = listener.address;
+    this.logger?.info({ relay: relay.name, listen: formatHostPort(relay.listen), upstream: formatHostPort(upstream) }, 'relay: listening');
+  }
+
+  private async stop(relay: Relay): Promise<void> {
+    const listener = relay.listener;
+    if (!listener) return;
+    relay.listener = undefined;
+    try {
+      await listener.close();
+    } catch (err) {
+      this.logger?.warn({ relay: relay.name, err }, 'relay: listener close failed');
+    }
+    this.logger?.info({ relay: relay.name }, 'relay: stopped');
+  }
+
+  private async move(relay: Relay, listen: HostPort, upstream: HostPort): Promise<void> {
+    const wasListening = relay.listener !== undefined;
+    await this.stop(relay);
+    try {
+      await this.start(relay, listen, upstream);
+    } catch (err) {
+      if (wasListening) await this.start(relay).catch((e: unknown) => this.logger?.warn({ relay: relay.name, err: e }, 'relay: could not listen again at the old address'));
+      throw err;
+    }
+  }
+
+  private async apply(spec: RelaySpec, undo: (() => Promise<void>)[]): Promise<void> {
+    const existing = this.relays.get(spec.name);
+    const same =
+      existing &&
+      sameAddress(existing.upstream, spec.upstream) &&
+      (sameAddress(existing.requestedListen, spec.listen) || sameAddress(existing.listen, spec.listen));
+    if (existing && same) {
+      const wasEnabled = existing.listener !== undefined;
+      if (wasEnabled === spec.enabled) return;
+      await (spec.enabled ? this.start(existing) : this.stop(existing));
+      undo.push(() => (wasEnabled ? this.start(existing) : this.stop(existing)));
+      return;
+    }
+    if (existing) {
+      const wasEnabled = existing.listener !== undefined;
+      await this.stop(existing);
+      this.relays.delete(spec.name);
+      undo.push(async () => {
+        this.relays.set(existing.name, existing);
+        if (wasEnabled) await this.start(existing);
+      });
+    }
+    const relay = await this.build(spec);
+    this.relays.set(relay.name, relay);
+    undo.push(async () => {
+      this.relays.delete(relay.name);
+      await this.stop(relay);
+    });
+  }
+}
