@@ -12,6 +12,7 @@ import type { EngineChoice } from './types.js';
 import { Credentials, CredentialsError } from './proxy/auth.js';
 import { parseRule, RuleError, type Rule } from './proxy/rules.js';
 import { createProxyServer, openProxyRisk } from './proxy/server.js';
+import { relayCommand } from './relay/cli.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from './proxy/types.js';
 
 const version = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
@@ -193,6 +194,8 @@ export function buildProgram(): Command {
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open connections before they are ended', secondsArg('--grace'), 5)
     .addOption(logLevelOption())
     .action((options: ProxyCliOptions & { allow?: Rule[]; deny?: Rule[] }) => runProxy({ ...options, rule: sharedRules }));
+
+  program.addCommand(relayCommand());
 
   program
     .command('engines')

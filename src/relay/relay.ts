@@ -36,6 +36,8 @@ export interface RelayDataOptions {
   /** Bytes each toxic stage may hold before it pushes back. */
   stageOptions?: StageOptions;
   logger?: Logger;
+  /** A client was accepted; onConnection follows when it ends. */
+  onAccept?: () => void;
   onConnection?: (record: RelayConnectionRecord) => void;
 }
 
@@ -121,6 +123,7 @@ class DataListener implements RelayListener {
       return;
     }
     const id = ++this.#accepted;
+    this.#options.onAccept?.();
     const connection = new RelayConnection(this.#name, id, client, this.#upstream, this.#rng.fork(`conn:${id}`), this.#options);
     this.#connections.add(connection);
     void connection.run(() => this.#toxics).finally(() => this.#connections.delete(connection));

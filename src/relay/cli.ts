@@ -1,0 +1,158 @@
+// `splicer relay`: the command line of the recording, fault-injecting TCP relay.
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { readFileSync } from 'node:fs';
+import { formatHostPort, type HostPort } from '../address.js';
+import { collect, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
+import { engines } from '../forward.js';
+import { createLogger, type LOG_LEVELS } from '../logger.js';
+import { SpliceEngine } from '../splice-engine.js';
+import type { EngineChoice } from '../types.js';
+import { DEFAULT_API_PORT } from './api.js';
+import { createRelay, type RelayConfig } from './create.js';
+import type { RecordLegs } from './recording.js';
+import { parseToxicSpec } from './toxic-spec.js';
+import { ToxicError, type Toxic } from './toxics.js';
+
+interface RelayCliOptions {
+  listen?: HostPort[];
+  to?: HostPort[];
+  name?: string[];
+  config?: string;
+  toxic?: Toxic[];
+  record?: string;
+  recordLegs: RecordLegs;
+  seed?: number;
+  api?: HostPort | true;
+  open?: boolean;
+  engine: EngineChoice;
+  threads: number;
+  connectTimeout: number;
+  idleTimeout: number;
+  grace: number;
+  logLevel: (typeof LOG_LEVELS)[number];
+}
+
+function toxicArg(value: string, previous: Toxic[] | undefined): Toxic[] {
+  try {
+    return [...(previous ?? []), parseToxicSpec(value)];
+  } catch (err) {
+    if (err instanceof ToxicError) throw new InvalidArgumentError(`--toxic ${value}: ${err.message}`);
+    throw err;
+  }
+}
+
+function seedArg(value: string): number {
+  const seed = Number(value);
+  if (!/^\d+$/.test(value.trim()) || !Number.isSafeInteger(seed)) throw new InvalidArgumentError(`--seed must be a whole number, got "${value}"`);
+  return seed;
+}
+
+/** A Toxiproxy config file: a JSON array of {name, listen, upstream, enabled?, toxics?}. */
+function readConfig(path: string): RelayConfig[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw new Error(`--config ${path}: ${(err as Error).message}`);
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`--config ${path}: not valid JSON: ${(err as Error).message}`);
+  }
+  if (!Array.isArray(json)) throw new Error(`--config ${path}: expected a JSON array of relays, as Toxiproxy's -config file`);
+  return json as RelayConfig[];
+}
+
+function relaysFrom(options: RelayCliOptions): RelayConfig[] {
+  const listen = options.listen ?? [];
+  const to = options.to ?? [];
+  if (listen.length !== to.length) {
+    throw new Error(`each --listen needs a --to (got ${listen.length} --listen and ${to.length} --to); they pair up in order`);
+  }
+  const names = options.name ?? [];
+  if (names.length > listen.length) throw new Error(`--name given ${names.length} times for ${listen.length} --listen/--to pairs`);
+  const toxics = options.toxic ?? [];
+  const fromFlags = listen.map((address, i) => ({
+    name: names[i] ?? `relay${i + 1}`,
+    listen: formatHostPort(address),
+    upstream: formatHostPort(to[i]!),
+    toxics,
+  }));
+  const fromFile = options.config ? readConfig(options.config) : [];
+  return [...fromFile, ...fromFlags];
+}
+
+async function runRelay(options: RelayCliOptions): Promise<void> {
+  const logger = createLogger(options.logLevel);
+  const available = engines();
+  if (options.engine === 'splice' && !available.splice.available) throw new Error(`--engine splice: ${available.splice.reason}`);
+  const relays = relaysFrom(options);
+  if (relays.length === 0 && !options.api) {
+    throw new Error('nothing to relay: give --listen HOST:PORT --to HOST:PORT, --config FILE, or --api to create relays over HTTP');
+  }
+  const api = options.api === true ? { host: '127.0.0.1', port: DEFAULT_API_PORT } : options.api;
+  const spliceEngine = available.splice.available && options.engine !== 'js' ? new SpliceEngine({ threads: options.threads }) : undefined;
+  const relay = await createRelay({
+    relays,
+    api,
+    record: options.record ? { path: options.record, legs: options.recordLegs } : undefined,
+    seed: options.seed,
+    engine: options.engine,
+    spliceEngine,
+    open: options.open,
+    connectTimeout: options.connectTimeout * 1000,
+    idleTimeout: options.idleTimeout * 1000,
+    logger,
+  });
+  onStopSignal(logger, options.grace, () => relay.activeConnections, async () => {
+    const deadline = Date.now() + options.grace * 1000;
+    while (relay.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await relay.close();
+    await spliceEngine?.close();
+  });
+}
+
+export function relayCommand(): Command {
+  return new Command('relay')
+    .description(
+      'TCP relay that records traffic as pcap and injects faults, drivable by Toxiproxy clients. ' +
+        'Unfaulted connections are spliced; a toxic (added at start or live over --api) moves them to user space.',
+    )
+    .option('--listen <host:port>', 'address a relay accepts on; repeatable, each paired with the --to in the same position; :PORT means 127.0.0.1', hostPortListArg('127.0.0.1', true))
+    .option('--to <host:port>', 'upstream of the --listen in the same position; repeatable', hostPortListArg())
+    .option('--name <name>', 'name of the relay in the same position (default relay1, relay2...), as the API knows it; repeatable', collect)
+    .option('--config <file>', "relays from a JSON file in Toxiproxy's -config format: [{name, listen, upstream, enabled?, toxics?}]")
+    .option(
+      '--toxic <spec>',
+      'a fault on every --listen relay, repeatable, applied in order: TYPE[@upstream|@downstream][:KEY=VALUE,...] or Toxiproxy JSON. ' +
+        'Types: latency (latency, jitter ms), bandwidth (rate KB/s), slicer (average_size, size_variation B, delay µs), ' +
+        'limit_data (bytes), timeout (timeout ms; 0 = never), reset_peer (timeout ms), slow_close (delay ms), ' +
+        'bitflip (rate per byte), stall (after B, duration ms). Envelope keys: name, toxicity (0..1, per connection), perChunk=true (roll per chunk). ' +
+        'Default stream: downstream (server to client)',
+      toxicArg,
+    )
+    .option('--record <path>', 'record every connection as pcap: a FILE.pcap for all, or a DIR/ for one file per connection')
+    .addOption(new Option('--record-legs <legs>', 'which TCP connections to record: client (client to relay), server (relay to upstream) or both').choices(['both', 'client', 'server']).default('both'))
+    .option('--seed <n>', 'seed of every random decision (toxicity rolls, jitter, bit flips): the same seed and traffic give the same faults; logged when not given', seedArg)
+    .option('--api [host:port]', `serve Toxiproxy's HTTP API (default 127.0.0.1:${DEFAULT_API_PORT} when given without a value)`, hostPortArg('127.0.0.1'))
+    .option('--open', 'allow --listen, --config and --api addresses beyond loopback')
+    .addOption(engineOption())
+    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
+    .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
+    .option('--idle-timeout <seconds>', 'close a connection after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), 0)
+    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open connections before they are ended', secondsArg('--grace'), 5)
+    .addOption(logLevelOption())
+    .addHelpText(
+      'after',
+      `
+Examples:
+  splicer relay --listen :6380 --to 127.0.0.1:6379 --toxic latency:latency=100,jitter=20
+  splicer relay --listen :8443 --to 10.0.0.5:443 --record /tmp/caps/ --seed 42
+  splicer relay --api                      # then drive it with any Toxiproxy client
+  curl -X POST localhost:8474/proxies -d '{"name":"redis","listen":"127.0.0.1:26379","upstream":"127.0.0.1:6379"}'
+  curl -X POST localhost:8474/proxies/redis/toxics -d '{"type":"bitflip","stream":"downstream","attributes":{"rate":0.0001}}'`,
+    )
+    .action(runRelay);
+}

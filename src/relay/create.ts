@@ -1,0 +1,162 @@
+// createRelay(): the library face of `splicer relay`. It wires the data path (relay.ts), the named
+// relays with Toxiproxy's semantics (registry.ts), optional recording and the optional HTTP API.
+import { EventEmitter } from 'node:events';
+import { formatHostPort, type HostPort } from '../address.js';
+import { engines } from '../forward.js';
+import type { Logger } from '../logger.js';
+import { SpliceEngine } from '../splice-engine.js';
+import type { EngineChoice } from '../types.js';
+import { startRelayApi, type RelayApi } from './api.js';
+import type { RelayChangeInput, RelayInput, ToxicChangeInput } from './control-input.js';
+import { randomSeed } from './random.js';
+import { Recorder, type RecordOptions } from './recording.js';
+import { RelayRegistry, type RelayView } from './registry.js';
+import { relayDataPath, type RelayConnectionRecord } from './relay.js';
+import type { Toxic, ToxicInput } from './toxics.js';
+
+/** A relay to open at start: Toxiproxy's proxy JSON, plus toxics to add to it. */
+export interface RelayConfig extends RelayInput {
+  toxics?: ToxicInput[];
+}
+
+export interface RelayOptions {
+  relays?: RelayConfig[];
+  /** Serve Toxiproxy's HTTP API here (loopback unless `open`). */
+  api?: { host?: string; port?: number };
+  /** Record every connection as pcap: a file, or a directory for one file per connection. */
+  record?: RecordOptions;
+  /** Every random decision of every toxic derives from it; default: a random seed, see `relay.seed`. */
+  seed?: number;
+  /** `auto` (default): unfaulted connections are spliced where the addon allows it. */
+  engine?: EngineChoice;
+  /** Default: one made for this relay (and closed with it) when the addon is there. */
+  spliceEngine?: SpliceEngine;
+  /** Allow listen and API addresses beyond loopback. */
+  open?: boolean;
+  /** ms to wait for an upstream; the client is reset after that. Default 10 s. */
+  connectTimeout?: number;
+  /** ms with no byte either way before a connection is closed; 0 = never (default). */
+  idleTimeout?: number;
+  logger?: Logger;
+}
+
+export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }> {
+  readonly seed: number;
+  readonly registry: RelayRegistry;
+  readonly recorder: Recorder | undefined;
+  api: RelayApi | undefined;
+  readonly #ownEngine: SpliceEngine | undefined;
+  #active = 0;
+  #closing: Promise<void> | undefined;
+
+  /** Use createRelay(). */
+  constructor(options: RelayOptions) {
+    super();
+    this.seed = options.seed ?? randomSeed();
+    const wantsSplice = options.engine !== 'js' && engines().splice.available;
+    this.#ownEngine = wantsSplice && !options.spliceEngine ? new SpliceEngine() : undefined;
+    const spliceEngine = options.spliceEngine ?? this.#ownEngine;
+    this.recorder = options.record ? new Recorder(options.record, undefined, options.logger) : undefined;
+    this.registry = new RelayRegistry({
+      open: options.open,
+      logger: options.logger,
+      openListener: relayDataPath({
+        seed: this.seed,
+        engine: options.engine,
+        spliceEngine,
+        recorder: this.recorder,
+        connectTimeout: options.connectTimeout,
+        idleTimeout: options.idleTimeout,
+        logger: options.logger,
+        onAccept: () => this.#active++,
+        onConnection: (record) => {
+          this.#active--;
+          this.emit('connection', record);
+        },
+      }),
+    });
+  }
+
+  /** Client connections open now, across every relay. */
+  get activeConnections(): number {
+    return this.#active;
+  }
+
+  list(): Record<string, RelayView> {
+    return this.registry.list();
+  }
+  get(name: string): RelayView {
+    return this.registry.get(name);
+  }
+  create(input: RelayInput): Promise<RelayView> {
+    return this.registry.create(input);
+  }
+  update(name: string, input: RelayChangeInput): Promise<RelayView> {
+    return this.registry.update(name, input);
+  }
+  remove(name: string): Promise<void> {
+    return this.registry.remove(name);
+  }
+  populate(input: RelayInput[]): Promise<RelayView[]> {
+    return this.registry.populate(input);
+  }
+  reset(): Promise<void> {
+    return this.registry.reset();
+  }
+  toxics(name: string): Toxic[] {
+    return this.registry.toxics(name);
+  }
+  addToxic(name: string, toxic: ToxicInput): Promise<Toxic> {
+    return this.registry.addToxic(name, toxic);
+  }
+  updateToxic(name: string, toxicName: string, change: ToxicChangeInput): Promise<Toxic> {
+    return this.registry.updateToxic(name, toxicName, change);
+  }
+  removeToxic(name: string, toxicName: string): Promise<void> {
+    return this.registry.removeToxic(name, toxicName);
+  }
+
+  /** The bound address of a relay, e.g. to connect a client to it. */
+  address(name: string): HostPort {
+    const listen = this.registry.get(name).listen;
+    const colon = listen.lastIndexOf(':');
+    return { host: listen.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(listen.slice(colon + 1)) };
+  }
+
+  /** Stops the API and every relay (their connections are ended), then closes the recordings. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.api?.close();
+      await this.registry.close();
+      await this.recorder?.close();
+      await this.#ownEngine?.close();
+    })();
+    return this.#closing;
+  }
+}
+
+/** Opens the configured relays (and the API); rejects, closing what it opened, if one cannot listen. */
+export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
+  const relay = new Relay(options);
+  try {
+    const configs = options.relays ?? [];
+    if (configs.length > 0) await relay.populate(configs.map(({ toxics: _toxics, ...proxy }) => proxy));
+    for (const config of configs) for (const toxic of config.toxics ?? []) await relay.addToxic(config.name, toxic);
+    if (options.api) {
+      relay.api = await startRelayApi(relay.registry, { host: options.api.host, port: options.api.port, open: options.open, logger: options.logger });
+    }
+  } catch (err) {
+    await relay.close();
+    throw err;
+  }
+  options.logger?.info(
+    {
+      relays: Object.values(relay.list()).map((r) => ({ name: r.name, listen: r.listen, upstream: r.upstream, toxics: r.toxics.map((t) => t.name) })),
+      api: relay.api ? formatHostPort(relay.api.address) : undefined,
+      record: options.record?.path,
+      seed: relay.seed,
+    },
+    'relay listening',
+  );
+  return relay;
+}
