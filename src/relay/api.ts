@@ -175,9 +175,8 @@ export async function startRelayApi(registry: RelayRegistry, options: RelayApiOp
         return errorReply(500, err instanceof Error ? err.message : String(err));
       })
       .then((reply) => {
+        // A client that went away mid-request has nothing left to answer.
         if (res.headersSent || res.destroyed) return;
-        // A body that was refused unread (too large) would otherwise be parsed as the next request.
-        if (!req.complete) res.setHeader('Connection', 'close');
         send(res, reply);
       });
   });

@@ -2,29 +2,26 @@
 import type { IncomingMessage } from 'node:http';
 import { badRequest, RelayError } from './control-errors.js';
 
-const tooLarge = (limit: number) => new RelayError('ERR_RELAY_TOO_LARGE', `request body larger than ${limit} bytes`);
-
+/**
+ * Past `limit` the body is read to its end and discarded, and only then refused: closing on a
+ * client that is still sending would reset the connection, and a reset can destroy the 413 before
+ * the client reads it. The server's request timeout bounds how long that can take.
+ */
 export function readJsonBody(req: IncomingMessage, limit: number): Promise<unknown> {
-  const declared = Number(req.headers['content-length']);
-  if (declared > limit) return Promise.reject(tooLarge(limit));
   return new Promise<unknown>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
-    const onData = (chunk: Buffer) => {
+    req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        // Stop reading: the reply closes the connection, so the rest is never parsed as a request.
-        req.off('data', onData);
-        req.pause();
-        reject(tooLarge(limit));
-        return;
-      }
-      chunks.push(chunk);
-    };
-    req.on('data', onData);
+      if (size <= limit) chunks.push(chunk);
+      else chunks.length = 0;
+    });
     req.once('error', reject);
     req.once('end', () => {
-      if (size > limit) return;
+      if (size > limit) {
+        reject(new RelayError('ERR_RELAY_TOO_LARGE', `request body larger than ${limit} bytes`));
+        return;
+      }
       try {
         resolve(parseJson(Buffer.concat(chunks)));
       } catch (err) {
