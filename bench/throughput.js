@@ -4,7 +4,7 @@
 //
 //   node bench/throughput.js [--gib 2] [--streams 1,64] [--runs 1] [--json FILE]
 //                            [--only direct,splice,js,haproxy,haproxy-forced,socat] [--timeout 120]
-//                            [--warmup-mib 64] [--load c|node] [--load-threads 2]
+//                            [--warmup-mib 64] [--load c|node] [--load-threads 2] [--baseline js]
 //
 // Forwarders (each started fresh for every measurement, warmed with a small transfer first):
 //   direct   no forwarder: the receiver is connected to directly (the limit)
@@ -16,6 +16,10 @@
 //            recv/send through 16 KiB buffers); this row shows HAProxy actually splicing.
 //            For both, the pipes HAProxy allocated are read from its stats socket (`pipes`).
 //   socat    socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:R
+//   relay          node dist/cli.js relay --listen P --to R: no fault, no recording (spliced)
+//   relay-record   the same with --record FILE.pcap (both legs; the file is deleted after each run)
+//   relay-latency  the same with --toxic latency@upstream:latency=1 (user-space path, 1 ms per chunk)
+// --baseline NAME picks the row the ratio columns compare with (default js).
 // The sender and the receiver live in their own child process, so the CPU time read from
 // /proc/<forwarder pid>/stat (utime+stime+cutime+cstime) is the forwarder's alone:
 //   --load c     bench/load.c (the default when `cc` is on PATH): compiled at startup with
@@ -40,8 +44,15 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat'];
+const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat', 'relay', 'relay-record', 'relay-latency'];
 const isHaproxy = (f) => f === 'haproxy' || f === 'haproxy-forced';
+const isRelay = (f) => f.startsWith('relay');
+/** What each relay row adds to `splicer relay --listen P --to R`. */
+const RELAY_ARGS = {
+  relay: () => [],
+  'relay-record': (dir) => ['--record', path.join(dir, 'bench.pcap')],
+  'relay-latency': () => ['--toxic', 'latency@upstream:latency=1'],
+};
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -57,6 +68,7 @@ const { values: opt } = parseArgs({
     'warmup-mib': { type: 'string', default: '64' },
     load: { type: 'string' },
     'load-threads': { type: 'string', default: '2' },
+    baseline: { type: 'string', default: 'js' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -83,7 +95,8 @@ if (opt.load !== undefined && opt.load !== 'c' && opt.load !== 'node') {
   process.exit(2);
 }
 const only = opt.only ? opt.only.split(',').map((s) => s.trim()).filter(Boolean) : ALL;
-for (const f of only) {
+const baseline = opt.baseline;
+for (const f of [...only, baseline]) {
   if (!ALL.includes(f)) {
     process.stderr.write(`unknown forwarder in --only: ${f} (known: ${ALL.join(', ')})\n`);
     process.exit(2);
@@ -147,7 +160,7 @@ function toolVersion(bin, args) {
 
 const skipped = {};
 const forwarders = only.filter((f) => {
-  if ((f === 'splice' || f === 'js') && !existsSync(distIndex)) {
+  if ((f === 'splice' || f === 'js' || isRelay(f)) && !existsSync(distIndex)) {
     skipped[f] = 'dist/index.js missing (npx tsc -p tsconfig.build.json)';
   } else if (isHaproxy(f) && !haproxyBin) {
     skipped[f] = 'haproxy not on PATH';
@@ -212,6 +225,18 @@ async function startForwarder(name, receiverPort) {
     }
     return { name, port, cp, dir, statsSocket };
   }
+  if (isRelay(name)) {
+    const dir = mkdtempSync(path.join(tmpdir(), 'splicer-bench-'));
+    const cli = path.join(root, 'dist', 'cli.js');
+    const cp = spawnChild(process.execPath, [cli, 'relay', '--listen', `${HOST}:${port}`, '--to', `${HOST}:${receiverPort}`, ...RELAY_ARGS[name](dir)]);
+    try {
+      await waitLine(cp, (l) => l.includes('"msg":"relay listening"'), 15000, `${name} ready`);
+    } catch (err) {
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return { name, port, cp, dir };
+  }
   if (name === 'socat') {
     // backlog=1024: socat's default listen backlog is 5, which drops SYNs when 64 streams connect at
     // once (1 s retransmit) and would measure the backlog instead of the relay.
@@ -248,6 +273,19 @@ async function settle(fwd, streams, linesBefore) {
     let pairs = [];
     while (Date.now() < deadline) {
       pairs = fwd.cp.lines.slice(linesBefore).filter((l) => l.startsWith('done ')).map((l) => JSON.parse(l.slice(5)));
+      if (pairs.length >= streams) break;
+      await sleep(10);
+    }
+    return { pairs };
+  }
+  if (isRelay(fwd.name)) {
+    // The relay logs one `connection closed` line per finished connection.
+    let pairs = [];
+    while (Date.now() < deadline) {
+      pairs = fwd.cp.lines.slice(linesBefore).filter((l) => l.includes('"msg":"connection closed"')).map((l) => {
+        const r = JSON.parse(l);
+        return { engine: r.engine, reason: r.reason, code: r.code, bytesAtoB: r.bytesUp, error: r.reason === 'connect-failed' ? r.code : undefined, recordingDropped: r.recordingDropped };
+      });
       if (pairs.length >= streams) break;
       await sleep(10);
     }
@@ -332,13 +370,16 @@ async function transfer(load, fwd, streams, bytes) {
     out.pipes = info && info.PipesUsed !== undefined ? Number(info.PipesUsed) + Number(info.PipesFree) : null;
   }
   // Node forwarders: check every pair went through the engine asked for and carried every byte.
-  if (fwd.name === 'splice' || fwd.name === 'js') {
+  if (fwd.name === 'splice' || fwd.name === 'js' || isRelay(fwd.name)) {
     const bad = [];
     if (pairs.length < streams) bad.push(`${pairs.length}/${streams} pairs finished`);
     const errs = pairs.filter((p) => p.error);
     if (errs.length) bad.push(`forward() failed: ${errs[0].error}`);
-    const wrong = pairs.filter((p) => !p.error && p.engine !== fwd.name);
+    const wanted = isRelay(fwd.name) ? null : fwd.name;
+    const wrong = pairs.filter((p) => !p.error && wanted && p.engine !== wanted);
     if (wrong.length) bad.push(`${wrong.length} pairs used engine ${wrong[0].engine}`);
+    const dropped = pairs.filter((p) => p.recordingDropped);
+    if (dropped.length) out.recordingDropped = dropped.length;
     const notEof = pairs.filter((p) => !p.error && p.reason !== 'eof');
     if (notEof.length) bad.push(`${notEof.length} pairs ended with ${notEof[0].reason}${notEof[0].code ? ` (${notEof[0].code})` : ''}`);
     const sum = pairs.reduce((s, p) => s + (p.bytesAtoB || 0), 0);
@@ -410,7 +451,7 @@ function summarize(all) {
         errors: rs.filter((r) => !r.ok).map((r) => r.error),
       });
     }
-    const js = rows.find((r) => r.forwarder === 'js');
+    const js = rows.find((r) => r.forwarder === baseline);
     const hap = rows.find((r) => r.forwarder === 'haproxy');
     for (const r of rows) {
       r.throughputVsJs = ratio(r.gbps, js?.gbps ?? null);
@@ -433,7 +474,7 @@ function printTables({ results, ratios }) {
     out.push('');
     out.push(`### ${s} stream${s === 1 ? '' : 's'} (${gib} GiB total${s > 1 ? `, ${fmt(totalBytes / s / 2 ** 20, 1)} MiB each` : ''}${med})`);
     out.push('');
-    out.push('| forwarder | GB/s | CPU s per GiB | throughput ratio vs js | CPU ratio vs js | CPU ratio vs haproxy |');
+    out.push(`| forwarder | GB/s | CPU s per GiB | throughput ratio vs ${baseline} | CPU ratio vs ${baseline} | CPU ratio vs haproxy |`);
     out.push('|---|---:|---:|---:|---:|---:|');
     for (const r of results[s]) {
       const fail = r.failed ? ` (${r.failed}/${r.runs} failed)` : '';
@@ -446,7 +487,7 @@ function printTables({ results, ratios }) {
     }
     const q = ratios[s];
     const parts = [];
-    if (q.spliceVsJs.throughput !== null || q.spliceVsJs.cpu !== null) {
+    if (baseline === 'js' && (q.spliceVsJs.throughput !== null || q.spliceVsJs.cpu !== null)) {
       parts.push(`splice/js: throughput ×${fmt(q.spliceVsJs.throughput)}, CPU per GiB ×${fmt(q.spliceVsJs.cpu)}`);
     }
     if (q.spliceVsHaproxy.throughput !== null || q.spliceVsHaproxy.cpu !== null) {

@@ -7,7 +7,7 @@
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../address.js';
 import { connectTcp } from '../connect.js';
-import { chooseEngine } from '../forward.js';
+import { chooseEngine, defaultSpliceEngine } from '../forward.js';
 import { DEFAULT_CONNECT_TIMEOUT_MS } from '../forwarder.js';
 import { Listeners } from '../listeners.js';
 import type { Logger } from '../logger.js';
@@ -231,7 +231,7 @@ class RelayConnection {
       chooseEngine(client, upstream, { engine: options.engine, spliceEngine: options.spliceEngine }).engine === 'splice' &&
       !this.#recording; // recording on the splice engine comes with the native recorder
     if (!spliced) return this.#runUser(client, upstream, toxics(), 'js');
-    const engine = options.spliceEngine!;
+    const engine = options.spliceEngine ?? defaultSpliceEngine();
     this.#engine = 'splice';
     const result = await engine.forward(client, upstream, {
       idleTimeout: options.idleTimeout,
