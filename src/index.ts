@@ -17,3 +17,10 @@ export type { ProxyOptions, ProxyConnectionRecord, ProxyTimeouts, ProxyLimits, P
 export { Credentials, CredentialsError } from './proxy/auth.js';
 export { parseRule, evaluateRules, RuleError, type Rule, type RuleSubject, type ProxyCommand } from './proxy/rules.js';
 export { Forwarder, type ForwarderOptions, type ConnectionRecord } from './forwarder.js';
+export { createRelay, Relay, type RelayOptions, type RelayConfig } from './relay/create.js';
+export { RelayRegistry, type RelayView } from './relay/registry.js';
+export { startRelayApi, type RelayApi, type RelayApiOptions } from './relay/api.js';
+export { RelayError } from './relay/control-errors.js';
+export type { RelayConnectionRecord } from './relay/relay.js';
+export { parseToxic, ToxicError, type Toxic, type ToxicInput, type ToxicType, type Direction } from './relay/toxics.js';
+export type { RecordOptions, RecordLegs } from './relay/recording.js';

@@ -61,6 +61,12 @@ export interface RelayConnectionRecord {
 
 const DIRECTIONS: readonly [Direction, Direction] = ['upstream', 'downstream'];
 
+/**
+ * Each toxic stage may hold this much before it pushes back: a latency of L ms then still passes
+ * 256 KiB per L ms (256 MB/s at 1 ms), as a TCP window would, while a slow reader bounds memory.
+ */
+export const DEFAULT_STAGE_OPTIONS: StageOptions = { maxHeldBytes: 256 * 1024 };
+
 /** The data path for named relays, as the control layer (registry) opens them. */
 export function relayDataPath(options: RelayDataOptions): OpenRelayListener {
   const base = createRng(options.seed);
@@ -262,7 +268,7 @@ class RelayConnection {
       const rng = this.rng.fork(direction);
       return new Lane(
         toxics.filter((t) => t.stream === direction),
-        (toxic) => createToxicStage(toxic, rng.fork(`toxic:${toxic.name}`), this.#link, this.options.stageOptions),
+        (toxic) => createToxicStage(toxic, rng.fork(`toxic:${toxic.name}`), this.#link, this.options.stageOptions ?? DEFAULT_STAGE_OPTIONS),
       );
     }) as [Lane, Lane];
     this.#lanes = lanes;
