@@ -17,6 +17,7 @@
 //            For both, the pipes HAProxy allocated are read from its stats socket (`pipes`).
 //   socat    socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:R
 //   relay          node dist/cli.js relay --listen P --to R: no fault, no recording (spliced)
+//   relay-js       the same on the user-space path (--engine js): the path faults and JS recording use
 //   relay-record   the same with --record FILE.pcap (both legs; the file is deleted after each run)
 //   relay-latency  the same with --toxic latency@upstream:latency=1 (user-space path, 1 ms per chunk)
 // --baseline NAME picks the row the ratio columns compare with (default js).
@@ -44,12 +45,13 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat', 'relay', 'relay-record', 'relay-latency'];
+const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat', 'relay', 'relay-js', 'relay-record', 'relay-latency'];
 const isHaproxy = (f) => f === 'haproxy' || f === 'haproxy-forced';
 const isRelay = (f) => f.startsWith('relay');
 /** What each relay row adds to `splicer relay --listen P --to R`. */
 const RELAY_ARGS = {
   relay: () => [],
+  'relay-js': () => ['--engine', 'js'],
   'relay-record': (dir) => ['--record', path.join(dir, 'bench.pcap')],
   'relay-latency': () => ['--toxic', 'latency@upstream:latency=1'],
 };
