@@ -1,0 +1,126 @@
+// The tunnel client's way to the server: TCP, or TLS verified by a CA or pinned by the SHA-256
+// fingerprint of the server's certificate (a self-signed certificate is then enough).
+import { X509Certificate } from 'node:crypto';
+import net from 'node:net';
+import tls from 'node:tls';
+import type { HostPort } from '../address.js';
+import { safeEqual } from './protocol.js';
+
+export interface ClientTlsOptions {
+  /** PEM CA certificate(s) to verify the server's chain against (default: the system's). */
+  ca?: string | Buffer;
+  /** SHA-256 fingerprint of the server's certificate, hex with or without colons: pins it, no CA check. */
+  fingerprint?: string;
+  /** Name to verify the certificate for and to send as SNI (default: the server's host). */
+  servername?: string;
+}
+
+export class FingerprintError extends Error {
+  readonly code = 'ERR_TLS_FINGERPRINT';
+}
+
+/** A SHA-256 fingerprint as 32 bytes, from hex with or without ':' separators (openssl and Node print both). */
+export function parseFingerprint(text: string): Buffer {
+  const hex = text.trim().replace(/^sha256\s*(fingerprint)?\s*[=:]\s*/i, '').replace(/:/g, '');
+  if (!/^[0-9a-fA-F]{64}$/.test(hex)) throw new FingerprintError(`"${text}" is not a SHA-256 fingerprint (64 hex digits, ':' separators allowed)`);
+  return Buffer.from(hex, 'hex');
+}
+
+/** The SHA-256 fingerprint of a PEM certificate (the first in the file), as Node prints it: AB:CD:... */
+export function certificateFingerprint(pem: string | Buffer): string {
+  return new X509Certificate(pem).fingerprint256;
+}
+
+export class DialError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'DialError';
+  }
+}
+
+/**
+ * Opens connections to the tunnel server. With TLS it keeps the last session ticket so that data
+ * connections resume instead of doing a full handshake; a resumed session is pinned like a new one.
+ */
+export class ServerDialer {
+  readonly #server: HostPort;
+  readonly #tls: ClientTlsOptions | undefined;
+  readonly #pin: Buffer | undefined;
+  #session: Buffer | undefined;
+
+  constructor(server: HostPort, tlsOptions: ClientTlsOptions | undefined) {
+    this.#server = server;
+    this.#tls = tlsOptions;
+    this.#pin = tlsOptions?.fingerprint ? parseFingerprint(tlsOptions.fingerprint) : undefined;
+  }
+
+  get tls(): boolean {
+    return this.#tls !== undefined;
+  }
+
+  /** Resolves once connected (and, with TLS, once the server's certificate has been checked). */
+  dial(timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
+    const { host, port } = this.#server;
+    return new Promise((resolve, reject) => {
+      let socket: net.Socket;
+      const options = this.#tls;
+      if (options) {
+        const pinned = this.#pin !== undefined;
+        // allowHalfOpen is passed on to the TLSSocket (lib/_tls_wrap.js), though @types/node omits it.
+        const connectOptions: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+          host,
+          port,
+          allowHalfOpen: true,
+          servername: options.servername ?? (net.isIP(host) ? undefined : host),
+          ca: options.ca,
+          // A pinned certificate is checked below, against the fingerprint, instead of a CA.
+          rejectUnauthorized: !pinned,
+          session: this.#session,
+        };
+        if (options.servername && !pinned) connectOptions.checkServerIdentity = (_name, cert) => tls.checkServerIdentity(options.servername!, cert);
+        socket = tls.connect(connectOptions);
+        socket.setNoDelay(true);
+        socket.on('session', (session: Buffer) => (this.#session = session));
+      } else {
+        socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+      }
+      const timer = setTimeout(() => fail(new DialError('ETIMEDOUT', `connecting to the tunnel server timed out after ${timeoutMs} ms`)), timeoutMs);
+      const onAbort = () => fail(new DialError('ABORT_ERR', 'aborted'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const cleanup = () => {
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        socket.off('error', onError);
+      };
+      function fail(err: Error) {
+        cleanup();
+        socket.on('error', () => {});
+        socket.destroy();
+        reject(err);
+      }
+      const onError = (err: NodeJS.ErrnoException) => {
+        // A session the server no longer accepts would fail every data connection: drop it.
+        this.#session = undefined;
+        fail(new DialError(err.code ?? 'EIO', err.message));
+      };
+      socket.once('error', onError);
+      socket.once(options ? 'secureConnect' : 'connect', () => {
+        if (this.#pin) {
+          const cert = (socket as tls.TLSSocket).getPeerCertificate();
+          const seen = cert?.fingerprint256 ? Buffer.from(cert.fingerprint256.replace(/:/g, ''), 'hex') : Buffer.alloc(0);
+          if (!safeEqual(seen, this.#pin)) {
+            this.#session = undefined;
+            fail(new DialError('ERR_TLS_FINGERPRINT', `the server's certificate has fingerprint ${cert?.fingerprint256 ?? '(none)'}, not the pinned one`));
+            return;
+          }
+        }
+        cleanup();
+        socket.on('error', () => {});
+        resolve(socket);
+      });
+    });
+  }
+}

@@ -1,0 +1,396 @@
+// The tunnel's wire protocol, version 1 (docs/tunnel-protocol.md): pure encoders and incremental
+// parsers over Buffers, the control messages' schemas, and the keyed digests of the auth exchange.
+// Nothing here touches a socket.
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
+import { z } from 'zod';
+import { ipv4ToBytes, ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../protocol/address.js';
+import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError, Reader } from '../protocol/reader.js';
+
+export const PROTOCOL_VERSION = 1;
+export const SUPPORTED_VERSIONS: readonly number[] = [1];
+
+// ---------------------------------------------------------------------------------------------
+// Preamble: the first 8 bytes of every connection a client opens to the server.
+//
+//   +--------+---------+------+----------+
+//   | "SPTN" | VERSION | KIND | RESERVED |
+//   |   4    |    1    |  1   |  2 (00)  |
+//   +--------+---------+------+----------+
+//   KIND: 'C' (0x43) control connection, 'D' (0x44) data connection. Bytes 0-5 mean the same in
+//   every version, so a server can always tell which kind of error reply an old or new peer reads.
+
+export const MAGIC = Buffer.from('SPTN', 'latin1');
+export const PREAMBLE_LENGTH = 8;
+export const KIND = { CONTROL: 0x43, DATA: 0x44 } as const;
+export type ConnectionKind = 'control' | 'data';
+
+export const NONCE_LENGTH = 32;
+export const SESSION_ID_LENGTH = 16;
+export const MAC_LENGTH = 32;
+/** Session id, request id, MAC. */
+export const DATA_HELLO_LENGTH = SESSION_ID_LENGTH + 8 + MAC_LENGTH;
+
+/** Error codes of a data connection's ERROR reply (one byte on the wire). */
+export const DATA_ERROR = {
+  BAD_HEADER: 1,
+  UNSUPPORTED_VERSION: 2,
+  UNKNOWN_SESSION: 3,
+  BAD_MAC: 4,
+  UNKNOWN_REQUEST: 5,
+  SHUTTING_DOWN: 6,
+  SURPLUS: 7,
+  PROTOCOL: 8,
+} as const;
+export type DataErrorName = 'bad-header' | 'unsupported-version' | 'unknown-session' | 'bad-mac' | 'unknown-request' | 'shutting-down' | 'surplus' | 'protocol';
+const DATA_ERROR_NAMES: Record<number, DataErrorName> = {
+  1: 'bad-header',
+  2: 'unsupported-version',
+  3: 'unknown-session',
+  4: 'bad-mac',
+  5: 'unknown-request',
+  6: 'shutting-down',
+  7: 'surplus',
+  8: 'protocol',
+};
+export const dataErrorName = (code: number): string => DATA_ERROR_NAMES[code] ?? `error-${code}`;
+
+export function encodePreamble(kind: ConnectionKind, version = PROTOCOL_VERSION): Buffer {
+  const out = Buffer.alloc(PREAMBLE_LENGTH);
+  MAGIC.copy(out, 0);
+  out[4] = version;
+  out[5] = kind === 'control' ? KIND.CONTROL : KIND.DATA;
+  return out;
+}
+
+export type StartCode = 'bad-magic' | 'unsupported-version' | 'bad-kind' | 'bad-preamble' | 'bad-request-id';
+
+export type ConnectionStart =
+  | { status: 'ok'; kind: 'control'; version: number; consumed: number }
+  | { status: 'ok'; kind: 'data'; version: number; sessionId: Buffer; requestId: number; mac: Buffer; consumed: number };
+
+/** An error in a connection's first bytes; `kind` is set once the preamble said which kind it is. */
+export type StartError = ProtocolError<StartCode> & { kind?: ConnectionKind; version?: number };
+
+/**
+ * The first bytes a client sends on a connection: the preamble, and for a data connection the data
+ * hello that follows it.
+ *
+ *   data hello  +------------+------------+---------+
+ *               | SESSION ID | REQUEST ID |   MAC   |
+ *               |     16     |  8 (u64)   |   32    |
+ *               +------------+------------+---------+
+ *   MAC = HMAC-SHA256(session key, "splicer-tunnel/1 data" 00 SESSION-ID REQUEST-ID)
+ */
+export function parseConnectionStart(buf: Buffer): Incomplete | ConnectionStart | StartError {
+  // The magic is judged byte by byte, so a stranger (an HTTP request, a TLS ClientHello) is told at once.
+  for (let i = 0; i < MAGIC.length && i < buf.length; i++) {
+    if (buf[i] !== MAGIC[i]) return protocolError('bad-magic', DATA_ERROR.BAD_HEADER, 'not a splicer tunnel connection (bad magic)');
+  }
+  if (buf.length < PREAMBLE_LENGTH) return INCOMPLETE;
+  const version = buf[4];
+  const kindByte = buf[5];
+  const kind: ConnectionKind | undefined = kindByte === KIND.CONTROL ? 'control' : kindByte === KIND.DATA ? 'data' : undefined;
+  if (!kind) return protocolError('bad-kind', DATA_ERROR.BAD_HEADER, `unknown connection kind 0x${kindByte.toString(16).padStart(2, '0')}`);
+  if (!SUPPORTED_VERSIONS.includes(version)) {
+    return {
+      ...protocolError('unsupported-version', DATA_ERROR.UNSUPPORTED_VERSION, `protocol version ${version} is not supported (supported: ${SUPPORTED_VERSIONS.join(', ')})`),
+      kind,
+      version,
+    };
+  }
+  if (buf[6] !== 0 || buf[7] !== 0) return { ...protocolError('bad-preamble', DATA_ERROR.BAD_HEADER, 'reserved preamble bytes must be zero'), kind, version };
+  if (kind === 'control') return { status: 'ok', kind, version, consumed: PREAMBLE_LENGTH };
+  const r = new Reader(buf, PREAMBLE_LENGTH);
+  const sessionId = r.bytes(SESSION_ID_LENGTH);
+  const high = r.bytes(8);
+  const mac = r.bytes(MAC_LENGTH);
+  if (!sessionId || !high || !mac) return INCOMPLETE;
+  const requestId = Number(high.readBigUInt64BE(0));
+  if (requestId < 1 || !Number.isSafeInteger(requestId)) {
+    return { ...protocolError('bad-request-id', DATA_ERROR.BAD_HEADER, 'request id out of range'), kind, version };
+  }
+  return { status: 'ok', kind, version, sessionId: Buffer.from(sessionId), requestId, mac: Buffer.from(mac), consumed: r.pos };
+}
+
+export function encodeDataHello(sessionId: Buffer, requestId: number, mac: Buffer): Buffer {
+  if (sessionId.length !== SESSION_ID_LENGTH || mac.length !== MAC_LENGTH) throw new RangeError('bad session id or mac length');
+  if (!Number.isSafeInteger(requestId) || requestId < 1) throw new RangeError(`request id out of range: ${requestId}`);
+  const out = Buffer.alloc(PREAMBLE_LENGTH + DATA_HELLO_LENGTH);
+  encodePreamble('data').copy(out, 0);
+  sessionId.copy(out, PREAMBLE_LENGTH);
+  out.writeBigUInt64BE(BigInt(requestId), PREAMBLE_LENGTH + SESSION_ID_LENGTH);
+  mac.copy(out, PREAMBLE_LENGTH + SESSION_ID_LENGTH + 8);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server's reply on a data connection: START (then raw bytes both ways) or ERROR (then close).
+//
+//   START  +------+-----------+---------+------+--------+--------+------+
+//          | 0x01 | STREAM ID | NAMELEN | NAME | FAMILY |  ADDR  | PORT |
+//          |  1   |  8 (u64)  |    1    | 1-64 |   1    | 0/4/16 |  2   |
+//          +------+-----------+---------+------+--------+--------+------+
+//          FAMILY 4 or 6: the public client's address; 0: unknown (no ADDR, PORT 0)
+//   ERROR  +------+------+--------+---------+
+//          | 0x02 | CODE | MSGLEN | MESSAGE |
+//          |  1   |  1   |   1    |  UTF-8  |
+//          +------+------+--------+---------+
+
+export const REPLY = { START: 0x01, ERROR: 0x02 } as const;
+export const MAX_TUNNEL_NAME = 64;
+/** Tunnel names: a letter or digit first, then letters, digits, '_', '.', '-'. */
+export const TUNNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export interface PublicAddress {
+  host: string;
+  port: number;
+}
+
+export type DataReply =
+  | { status: 'ok'; type: 'start'; streamId: number; tunnel: string; client: PublicAddress | null; consumed: number }
+  | { status: 'ok'; type: 'error'; code: number; name: string; message: string; consumed: number };
+
+export type ReplyCode = 'bad-reply' | 'bad-name' | 'bad-family' | 'bad-stream-id';
+
+export function parseDataReply(buf: Buffer): Incomplete | DataReply | ProtocolError<ReplyCode> {
+  const r = new Reader(buf);
+  const type = r.u8();
+  if (type === undefined) return INCOMPLETE;
+  if (type === REPLY.ERROR) {
+    const code = r.u8();
+    const length = r.u8();
+    if (code === undefined || length === undefined) return INCOMPLETE;
+    const text = r.bytes(length);
+    if (!text) return INCOMPLETE;
+    return { status: 'ok', type: 'error', code, name: dataErrorName(code), message: text.toString('utf8'), consumed: r.pos };
+  }
+  if (type !== REPLY.START) return protocolError('bad-reply', 0, `unknown data reply type 0x${type.toString(16).padStart(2, '0')}`);
+  const idBytes = r.bytes(8);
+  if (!idBytes) return INCOMPLETE;
+  const streamId = Number(idBytes.readBigUInt64BE(0));
+  if (streamId < 1 || !Number.isSafeInteger(streamId)) return protocolError('bad-stream-id', 0, 'stream id out of range');
+  const nameLength = r.u8();
+  if (nameLength === undefined) return INCOMPLETE;
+  if (nameLength < 1 || nameLength > MAX_TUNNEL_NAME) return protocolError('bad-name', 0, `tunnel name length ${nameLength} is out of range (1-${MAX_TUNNEL_NAME})`);
+  const nameBytes = r.bytes(nameLength);
+  if (!nameBytes) return INCOMPLETE;
+  const tunnel = nameBytes.toString('latin1');
+  if (!TUNNEL_NAME.test(tunnel)) return protocolError('bad-name', 0, 'tunnel name has characters outside [A-Za-z0-9_.-]');
+  const family = r.u8();
+  if (family === undefined) return INCOMPLETE;
+  if (family !== 0 && family !== 4 && family !== 6) return protocolError('bad-family', 0, `unknown address family ${family}`);
+  const address = r.bytes(family === 0 ? 0 : family === 4 ? 4 : 16);
+  const port = r.u16();
+  if (!address || port === undefined) return INCOMPLETE;
+  const client = family === 0 ? null : { host: family === 4 ? ipv4ToString(address) : ipv6ToString(address), port };
+  return { status: 'ok', type: 'start', streamId, tunnel, client, consumed: r.pos };
+}
+
+export function encodeStart(streamId: number, tunnel: string, client: PublicAddress | null): Buffer {
+  if (!TUNNEL_NAME.test(tunnel)) throw new RangeError(`bad tunnel name ${JSON.stringify(tunnel)}`);
+  const host = client ? unmapIPv4(client.host) : undefined;
+  const address = host === undefined ? undefined : (ipv4ToBytes(host) ?? ipv6ToBytes(host));
+  const family = address ? (address.length === 4 ? 4 : 6) : 0;
+  const name = Buffer.from(tunnel, 'latin1');
+  const out = Buffer.alloc(1 + 8 + 1 + name.length + 1 + (address?.length ?? 0) + 2);
+  let pos = out.writeUInt8(REPLY.START, 0);
+  pos = out.writeBigUInt64BE(BigInt(streamId), pos);
+  pos = out.writeUInt8(name.length, pos);
+  pos += name.copy(out, pos);
+  pos = out.writeUInt8(family, pos);
+  if (address) pos += address.copy(out, pos);
+  out.writeUInt16BE(address ? client!.port : 0, pos);
+  return out;
+}
+
+export function encodeDataError(code: number, message: string): Buffer {
+  let text = Buffer.from(message, 'utf8');
+  if (text.length > 255) {
+    // Cut at a character boundary: never in the middle of a UTF-8 sequence.
+    let end = 255;
+    while (end > 0 && (text[end] & 0xc0) === 0x80) end--;
+    text = text.subarray(0, end);
+  }
+  return Buffer.concat([Buffer.from([REPLY.ERROR, code, text.length]), text]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control connection frames: after the preamble, both ways until the connection closes.
+//
+//   +------------+--------------------------+
+//   |   LENGTH   |  BODY: one JSON object   |
+//   |  4 (u32)   |  LENGTH bytes, UTF-8     |
+//   +------------+--------------------------+
+//   1 <= LENGTH <= MAX_FRAME; a larger length is refused before its body is read.
+
+export const MAX_FRAME = 64 * 1024;
+
+export type FrameCode = 'frame-too-large' | 'empty-frame';
+
+export function parseFrame(buf: Buffer): Incomplete | { status: 'ok'; body: Buffer; consumed: number } | ProtocolError<FrameCode> {
+  if (buf.length < 4) return INCOMPLETE;
+  const length = buf.readUInt32BE(0);
+  if (length === 0) return protocolError('empty-frame', 0, 'empty frame');
+  if (length > MAX_FRAME) return protocolError('frame-too-large', 0, `frame of ${length} bytes is over the limit of ${MAX_FRAME}`);
+  if (buf.length < 4 + length) return INCOMPLETE;
+  return { status: 'ok', body: buf.subarray(4, 4 + length), consumed: 4 + length };
+}
+
+export function encodeFrame(message: ControlMessage): Buffer {
+  const body = Buffer.from(JSON.stringify(message), 'utf8');
+  if (body.length > MAX_FRAME) throw new RangeError(`control message of ${body.length} bytes is over the frame limit`);
+  const out = Buffer.allocUnsafe(4 + body.length);
+  out.writeUInt32BE(body.length, 0);
+  body.copy(out, 4);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Control messages. Unknown fields are ignored (a later minor revision may add some); an unknown
+// type, a missing or malformed field is a `bad-message` error.
+
+const base64Of = (bytes: number) =>
+  z
+    .string()
+    .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'expected base64')
+    .refine((s) => Buffer.from(s, 'base64').length === bytes, `expected ${bytes} bytes in base64`);
+const code = z.string().min(1).max(64);
+const text = z.string().max(1024);
+const port = z.number().int().min(0).max(65535);
+const requestId = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
+const ms = z.number().int().min(1).max(3_600_000);
+export const MAX_TUNNELS_PER_MESSAGE = 64;
+export const MAX_POOL = 1024;
+const tunnelName = z.string().regex(TUNNEL_NAME, 'a tunnel name is 1-64 of [A-Za-z0-9_.-], starting with a letter or digit');
+
+export const HelloMessage = z.object({
+  type: z.literal('hello'),
+  nonce: base64Of(NONCE_LENGTH),
+  clientId: z.string().min(1).max(128),
+  pool: z.number().int().min(0).max(MAX_POOL).default(0),
+  software: z.string().max(64).optional(),
+});
+export const ChallengeMessage = z.object({ type: z.literal('challenge'), nonce: base64Of(NONCE_LENGTH) });
+export const AuthMessage = z.object({ type: z.literal('auth'), proof: base64Of(MAC_LENGTH) });
+export const WelcomeMessage = z.object({
+  type: z.literal('welcome'),
+  sessionId: base64Of(SESSION_ID_LENGTH),
+  proof: base64Of(MAC_LENGTH),
+  heartbeatInterval: ms,
+  heartbeatTimeout: ms,
+  pool: z.number().int().min(0).max(MAX_POOL),
+});
+export const RegisterMessage = z.object({
+  type: z.literal('register'),
+  tunnels: z.array(z.object({ name: tunnelName, port })).min(1).max(MAX_TUNNELS_PER_MESSAGE),
+});
+export const RegisteredMessage = z.object({
+  type: z.literal('registered'),
+  tunnels: z
+    .array(
+      z.union([
+        z.object({ name: tunnelName, ok: z.literal(true), host: z.string().max(255), port }),
+        z.object({ name: tunnelName, ok: z.literal(false), code, message: text }),
+      ]),
+    )
+    .max(MAX_TUNNELS_PER_MESSAGE),
+});
+export const ConnectMessage = z.object({ type: z.literal('connect'), id: requestId });
+export const ConnectFailedMessage = z.object({ type: z.literal('connect-failed'), id: requestId, code });
+export const PingMessage = z.object({ type: z.literal('ping') });
+export const PongMessage = z.object({ type: z.literal('pong') });
+export const ErrorMessage = z.object({ type: z.literal('error'), code, message: text });
+
+export const ControlMessageSchema = z.discriminatedUnion('type', [
+  HelloMessage,
+  ChallengeMessage,
+  AuthMessage,
+  WelcomeMessage,
+  RegisterMessage,
+  RegisteredMessage,
+  ConnectMessage,
+  ConnectFailedMessage,
+  PingMessage,
+  PongMessage,
+  ErrorMessage,
+]);
+export type ControlMessage = z.input<typeof ControlMessageSchema>;
+export type ParsedControlMessage = z.output<typeof ControlMessageSchema>;
+export type MessageOf<T extends ParsedControlMessage['type']> = Extract<ParsedControlMessage, { type: T }>;
+
+/** One frame's body as a control message, or a `bad-message` error naming what is wrong (never echoing it). */
+export function decodeMessage(body: Buffer): { status: 'ok'; message: ParsedControlMessage } | ProtocolError<'bad-message'> {
+  let value: unknown;
+  try {
+    value = JSON.parse(body.toString('utf8'));
+  } catch {
+    return protocolError('bad-message', 0, 'frame body is not JSON');
+  }
+  const result = ControlMessageSchema.safeParse(value);
+  if (result.success) return { status: 'ok', message: result.data };
+  const issue = result.error.issues[0];
+  const where = issue.path.length > 0 ? issue.path.join('.') : 'message';
+  return protocolError('bad-message', 0, `${where}: ${issue.message}`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The auth exchange: HMAC-SHA256 keyed with the token, a label per purpose (so no value computed
+// for one purpose is ever valid for another), fixed-length nonces, the variable-length field last.
+
+const LABEL = {
+  client: 'splicer-tunnel/1 client',
+  server: 'splicer-tunnel/1 server',
+  session: 'splicer-tunnel/1 session',
+  data: 'splicer-tunnel/1 data',
+} as const;
+
+function keyed(key: string | Buffer, label: string, ...parts: Buffer[]): Buffer {
+  const hmac = createHmac('sha256', key).update(label).update(Buffer.from([0]));
+  for (const part of parts) hmac.update(part);
+  return hmac.digest();
+}
+
+const withLength = (value: string): Buffer => {
+  const bytes = Buffer.from(value, 'utf8');
+  const length = Buffer.alloc(2);
+  length.writeUInt16BE(bytes.length, 0);
+  return Buffer.concat([length, bytes]);
+};
+
+/** The client's proof that it knows the token, bound to both nonces and its client id. */
+export function clientProof(token: string | Buffer, clientNonce: Buffer, serverNonce: Buffer, clientId: string): Buffer {
+  return keyed(token, LABEL.client, clientNonce, serverNonce, withLength(clientId));
+}
+
+/** The server's proof, sent only after the client's has been checked, bound to the session id it hands out. */
+export function serverProof(token: string | Buffer, clientNonce: Buffer, serverNonce: Buffer, sessionId: Buffer): Buffer {
+  return keyed(token, LABEL.server, clientNonce, serverNonce, sessionId);
+}
+
+/** The key data connections of one session authenticate with; never sent. */
+export function sessionKey(token: string | Buffer, clientNonce: Buffer, serverNonce: Buffer, sessionId: Buffer): Buffer {
+  return keyed(token, LABEL.session, clientNonce, serverNonce, sessionId);
+}
+
+export function dataMac(key: Buffer, sessionId: Buffer, requestId: number): Buffer {
+  const id = Buffer.alloc(8);
+  id.writeBigUInt64BE(BigInt(requestId), 0);
+  return keyed(key, LABEL.data, sessionId, id);
+}
+
+/** Constant-time equality; a length mismatch costs the same comparison as a content mismatch. */
+export function safeEqual(a: Buffer, b: Buffer): boolean {
+  if (a.length !== b.length) {
+    timingSafeEqual(a, a);
+    return false;
+  }
+  return timingSafeEqual(a, b);
+}
+
+/** A host as the START header carries it: IPv4-mapped IPv6 unmapped; anything else not an IP is unknown. */
+export function publicAddressOf(host: string | undefined, port: number | undefined): PublicAddress | null {
+  if (!host || port === undefined) return null;
+  const unmapped = unmapIPv4(host);
+  return net.isIP(unmapped) ? { host: unmapped, port } : null;
+}
