@@ -7,10 +7,13 @@
 // by the TcpConversation methods, in timestamp order.
 //
 // Header and payload are separable (dataHeader) so that a native path can write the header
-// from JS and splice the payload into the file without it entering user space. That path may
-// not know the payload's checksum; the TCP checksum is then left 0. Wireshark and tshark do
+// and splice the payload into the file without it entering user space. That path may not
+// know the payload's checksum; the TCP checksum is then left 0. Wireshark and tshark do
 // not validate TCP checksums unless asked to (tcp.check_checksum), so such files still open
-// as clean conversations.
+// as clean conversations. The splice engine does exactly that, in C++ (native/pcap_record.cc
+// ports segment() and dataHeader()); a conversation crosses between the two as its state():
+// JS writes the handshake, the engine records the spliced bytes, and JS takes the state back
+// when a pair is released to user space.
 import { randomBytes } from 'node:crypto';
 import { fold, internetChecksum, onesSum } from './checksum.js';
 import { addressBytes } from './ip.js';
@@ -63,6 +66,7 @@ const { FIN, SYN, RST, PSH, ACK } = TCP_FLAGS;
 /** What one side has sent, in TCP sequence space (all numbers are uint32 and wrap). */
 interface HalfState {
   readonly mac: Buffer;
+  readonly address: string;
   readonly ip: Buffer;
   readonly port: number;
   /** Sequence number of the next byte (or SYN/FIN) this side sends. */
@@ -80,6 +84,32 @@ export class ConversationStateError extends Error {
   readonly code = 'ERR_PCAP_CONVERSATION_STATE';
 }
 
+/** One side of a conversation as plain data. Numbers are TCP sequence space (uint32, wrapping). */
+export interface ConversationHalfState {
+  /** As given to the constructor (an IPv4-mapped IPv6 address stays as it was given). */
+  address: string;
+  port: number;
+  /** Sequence number of the next byte (or FIN) this side sends. */
+  next: number;
+  /** Highest acknowledgment the other side has sent for this side's data. */
+  acked: number;
+  /** IPv4 identification of this side's next packet (uint16). */
+  ipId: number;
+  /** This side sent its FIN. */
+  finished: boolean;
+}
+
+/**
+ * A TcpConversation as a plain, serializable object (structuredClone, JSON): what passes
+ * between JS and the native recorder. `phase` is `new` before handshake(), `closed` after reset().
+ */
+export interface ConversationState {
+  ipv4: boolean;
+  phase: 'new' | 'open' | 'closed';
+  client: ConversationHalfState;
+  server: ConversationHalfState;
+}
+
 /**
  * One TCP connection as seen on the wire. Each method returns complete pcap records (a header
  * from dataHeader is complete once its payload follows) and advances the sequence numbers.
@@ -89,7 +119,7 @@ export class TcpConversation {
   private readonly half: Record<Side, HalfState>;
   /** Sum of the pseudo-header's addresses and protocol: the same in both directions. */
   private readonly pseudoSum: number;
-  private state: 'new' | 'open' | 'closed' = 'new';
+  private phase: ConversationState['phase'] = 'new';
 
   constructor(client: Endpoint, server: Endpoint, options: { clientIsn?: number; serverIsn?: number } = {}) {
     const clientIp = addressBytes(client.address);
@@ -103,18 +133,44 @@ export class TcpConversation {
       // so a chosen ISN is never 0xffffffff.
       const first = isn ?? randomBytes(4).readUInt32BE(0) % 0xffffffff;
       if (!Number.isInteger(first) || first < 0 || first > 0xffffffff) throw new RangeError(`bad ISN ${isn}`);
-      return { mac: MACS[side], ip, port: end.port, next: first, acked: first, ipId: 1, finished: false };
+      return { mac: MACS[side], address: end.address, ip, port: end.port, next: first, acked: first, ipId: 1, finished: false };
     };
     this.ipv4 = clientIp.length === 4;
     this.half = { client: half('client', clientIp, client, options.clientIsn), server: half('server', serverIp, server, options.serverIsn) };
     this.pseudoSum = onesSum(serverIp, onesSum(clientIp)) + 6;
   }
 
+  /** A conversation that goes on from `state` (see state()). Throws on a state that cannot be one. */
+  static fromState(state: ConversationState): TcpConversation {
+    if (!['new', 'open', 'closed'].includes(state?.phase)) throw new TypeError(`bad conversation phase ${String(state?.phase)}`);
+    const conv = new TcpConversation(state.client, state.server, { clientIsn: state.client.next, serverIsn: state.server.next });
+    if (conv.ipv4 !== state.ipv4) throw new TypeError(`ipv4 is ${state.ipv4} but the addresses are ${conv.ipv4 ? 'IPv4' : 'IPv6'}`);
+    for (const side of ['client', 'server'] as const) {
+      const from = state[side];
+      for (const key of ['next', 'acked'] as const) {
+        if (!Number.isInteger(from[key]) || from[key] < 0 || from[key] > 0xffffffff) throw new RangeError(`bad ${side}.${key} ${from[key]}`);
+      }
+      if (!Number.isInteger(from.ipId) || from.ipId < 0 || from.ipId > 0xffff) throw new RangeError(`bad ${side}.ipId ${from.ipId}`);
+      Object.assign(conv.half[side], { next: from.next, acked: from.acked, ipId: from.ipId, finished: from.finished === true });
+    }
+    conv.phase = state.phase;
+    return conv;
+  }
+
+  /** Where the conversation stands, as plain data: `TcpConversation.fromState(c.state())` goes on where c is. */
+  state(): ConversationState {
+    const half = (side: Side): ConversationHalfState => {
+      const { address, port, next, acked, ipId, finished } = this.half[side];
+      return { address, port, next, acked, ipId, finished };
+    };
+    return { ipv4: this.ipv4, phase: this.phase, client: half('client'), server: half('server') };
+  }
+
   /** SYN, SYN/ACK and ACK. */
   handshake(timestampUs: Timestamp): Buffer {
-    if (this.state !== 'new') throw new ConversationStateError('handshake() was already called');
+    if (this.phase !== 'new') throw new ConversationStateError('handshake() was already called');
     const ts = microseconds(timestampUs);
-    this.state = 'open';
+    this.phase = 'open';
     const syn = this.segment('client', SYN, 0, ts, 0);
     const synAck = this.segment('server', SYN | ACK, 0, ts, 0);
     return Buffer.concat([syn, synAck, this.segment('client', ACK, 0, ts, 0)]);
@@ -167,15 +223,15 @@ export class TcpConversation {
 
   /** RST/ACK from `from`; the conversation is over. */
   reset(from: Side, timestampUs: Timestamp): Buffer {
-    if (this.state !== 'open') throw new ConversationStateError(`reset() on a ${this.state} conversation`);
+    if (this.phase !== 'open') throw new ConversationStateError(`reset() on a ${this.phase} conversation`);
     const ts = microseconds(timestampUs);
     const record = this.segment(from, RST | ACK, 0, ts, 0);
-    this.state = 'closed';
+    this.phase = 'closed';
     return record;
   }
 
   private checkCanSend(from: Side): void {
-    if (this.state !== 'open') throw new ConversationStateError(this.state === 'new' ? 'handshake() first' : 'the conversation was reset');
+    if (this.phase !== 'open') throw new ConversationStateError(this.phase === 'new' ? 'handshake() first' : 'the conversation was reset');
     if (this.half[from].finished) throw new ConversationStateError(`the ${from} already sent FIN`);
   }
 
