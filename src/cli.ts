@@ -13,6 +13,7 @@ import { Credentials, CredentialsError } from './proxy/auth.js';
 import { parseRule, RuleError, type Rule } from './proxy/rules.js';
 import { createProxyServer, openProxyRisk } from './proxy/server.js';
 import { relayCommand } from './relay/cli.js';
+import { tunnelCommand } from './tunnel/cli.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from './proxy/types.js';
 
 const version = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
@@ -204,6 +205,7 @@ export function buildProgram(): Command {
       console.log(JSON.stringify(engines(), null, 2));
     });
 
+  program.addCommand(tunnelCommand());
   return program;
 }
 

@@ -24,3 +24,4 @@ export { RelayError } from './relay/control-errors.js';
 export type { RelayConnectionRecord } from './relay/relay.js';
 export { parseToxic, ToxicError, type Toxic, type ToxicInput, type ToxicType, type Direction } from './relay/toxics.js';
 export type { RecordOptions, RecordLegs } from './relay/recording.js';
+export * from './tunnel/index.js';

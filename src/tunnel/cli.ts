@@ -1,0 +1,280 @@
+// `splicer tunnel server` and `splicer tunnel client`.
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import { Command, InvalidArgumentError } from 'commander';
+import { formatHostPort, isLoopback, type HostPort } from '../address.js';
+import { engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
+import { engines } from '../forward.js';
+import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
+import { SpliceEngine } from '../splice-engine.js';
+import type { EngineChoice } from '../types.js';
+import { createTunnelClient } from './client.js';
+import { parseFingerprint } from './dial.js';
+import { parseExpose, parsePortRanges, TunnelOptionsError, type ExposeSpec, type PortRange } from './options.js';
+import { createTunnelServer } from './server.js';
+
+export const TOKEN_ENV = 'SPLICER_TUNNEL_TOKEN';
+/** Below this many characters a token is warned about: the auth exchange is only as strong as it. */
+const SHORT_TOKEN = 16;
+
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+interface TokenOptions {
+  token?: string;
+  tokenFile?: string;
+}
+
+/** --token, else --token-file, else $SPLICER_TUNNEL_TOKEN; never empty. */
+export function resolveToken(options: TokenOptions, env: NodeJS.ProcessEnv = process.env): { token: string; source: string } {
+  if (options.token !== undefined && options.tokenFile !== undefined) throw new Error('give --token or --token-file, not both');
+  let token: string | undefined;
+  let source: string;
+  if (options.token !== undefined) {
+    token = options.token;
+    source = '--token';
+  } else if (options.tokenFile !== undefined) {
+    try {
+      token = readFileSync(options.tokenFile, 'utf8').split(/\r?\n/)[0];
+    } catch (err) {
+      throw new Error(`--token-file: cannot read ${options.tokenFile}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    }
+    source = '--token-file';
+  } else {
+    token = env[TOKEN_ENV];
+    source = TOKEN_ENV;
+  }
+  if (!token) throw new Error(`refusing to start without a token: give --token-file FILE or set ${TOKEN_ENV} (or --token, which shows in ps)`);
+  return { token, source };
+}
+
+function warnAboutToken(logger: Logger, token: string, source: string): void {
+  if (source === '--token') logger.warn('--token shows in ps and in shell history: prefer --token-file or ' + TOKEN_ENV);
+  if (token.length < SHORT_TOKEN) logger.warn({ length: token.length }, `the token is short: use ${SHORT_TOKEN} or more random characters (openssl rand -hex 32)`);
+}
+
+const wrap =
+  <T>(parse: (value: string) => T) =>
+  (value: string): T => {
+    try {
+      return parse(value);
+    } catch (err) {
+      if (err instanceof TunnelOptionsError) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
+  };
+
+const portRangesArg = wrap(parsePortRanges);
+const exposeArg = (value: string, previous: ExposeSpec[] | undefined): ExposeSpec[] => [...(previous ?? []), wrap(parseExpose)(value)];
+const fingerprintArg = (value: string): string => {
+  try {
+    parseFingerprint(value);
+    return value;
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+};
+
+function spliceEngineFor(engine: EngineChoice, threads: number, tls: boolean): SpliceEngine | undefined {
+  const available = engines();
+  if (engine === 'splice' && !available.splice.available) throw new Error(`--engine splice: ${available.splice.reason}`);
+  if (engine === 'splice' && tls) throw new Error('--engine splice: TLS data connections are carried by the JS engine; use --engine auto');
+  return available.splice.available && engine !== 'js' && !tls ? new SpliceEngine({ threads }) : undefined;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface ServerCliOptions extends TokenOptions {
+  listen: HostPort;
+  ports?: PortRange[];
+  publicHost: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  heartbeat: number;
+  heartbeatTimeout: number;
+  dataTimeout: number;
+  handshakeTimeout: number;
+  maxPool: number;
+  idleTimeout: number;
+  engine: EngineChoice;
+  threads: number;
+  grace: number;
+  logLevel: LogLevel;
+}
+
+function readPem(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new Error(`${flag}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+  }
+}
+
+async function runServer(options: ServerCliOptions): Promise<void> {
+  const logger = createLogger(options.logLevel);
+  const { token, source } = resolveToken(options);
+  if (options.heartbeatTimeout <= options.heartbeat) throw new Error('--heartbeat-timeout must be longer than --heartbeat');
+  if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
+  const tls = options.tlsCert ? { cert: readPem('--tls-cert', options.tlsCert), key: readPem('--tls-key', options.tlsKey!) } : undefined;
+  const spliceEngine = spliceEngineFor(options.engine, options.threads, tls !== undefined);
+  warnAboutToken(logger, token, source);
+  const server = createTunnelServer({
+    listen: options.listen,
+    token,
+    ports: options.ports,
+    publicHost: options.publicHost,
+    tls,
+    heartbeatInterval: Math.round(options.heartbeat * 1000),
+    heartbeatTimeout: Math.round(options.heartbeatTimeout * 1000),
+    dataTimeout: Math.round(options.dataTimeout * 1000),
+    handshakeTimeout: Math.round(options.handshakeTimeout * 1000),
+    maxPool: options.maxPool,
+    idleTimeout: Math.round(options.idleTimeout * 1000),
+    engine: options.engine,
+    spliceEngine,
+    logger,
+  });
+  const bound = await server.listen();
+  logger.info(
+    {
+      listen: formatHostPort(bound),
+      publicHost: options.publicHost,
+      exposed: !isLoopback(options.publicHost) || undefined,
+      ports: (options.ports ?? [{ from: 1024, to: 65535 }]).map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)).join(','),
+      tls: tls ? { fingerprint: server.fingerprint } : false,
+      engine: tls ? 'js (TLS)' : options.engine,
+      splice: engines().splice.available ? 'available' : engines().splice.reason,
+    },
+    'tunnel server listening',
+  );
+  onStopSignal(logger, options.grace, () => server.activeConnections, async () => {
+    await server.close(options.grace * 1000);
+    await spliceEngine?.close();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+interface ClientCliOptions extends TokenOptions {
+  server: HostPort;
+  expose?: ExposeSpec[];
+  clientId?: string;
+  pool: number;
+  tls?: boolean;
+  tlsCa?: string;
+  tlsFingerprint?: string;
+  tlsServername?: string;
+  connectTimeout: number;
+  backoffMax: number;
+  idleTimeout: number;
+  engine: EngineChoice;
+  threads: number;
+  grace: number;
+  logLevel: LogLevel;
+}
+
+/** The same host and the same tunnels give the same id, so a restarted client replaces its stale session. */
+export function defaultClientId(server: HostPort, expose: ExposeSpec[]): string {
+  const what = [formatHostPort(server), ...expose.map((e) => `${e.name}=${formatHostPort(e.local)}@${e.remotePort}`).sort()].join(' ');
+  return `${os.hostname()}/${createHash('sha256').update(what).digest('hex').slice(0, 12)}`;
+}
+
+async function runClient(options: ClientCliOptions): Promise<void> {
+  const logger = createLogger(options.logLevel);
+  const { token, source } = resolveToken(options);
+  const expose = options.expose ?? [];
+  if (expose.length === 0) throw new Error('give at least one --expose NAME=HOST:PORT@REMOTEPORT');
+  const wantsTls = options.tls || options.tlsCa !== undefined || options.tlsFingerprint !== undefined;
+  if (options.tlsCa !== undefined && options.tlsFingerprint !== undefined) throw new Error('give --tls-ca or --tls-fingerprint, not both');
+  const spliceEngine = spliceEngineFor(options.engine, options.threads, wantsTls);
+  warnAboutToken(logger, token, source);
+  const client = createTunnelClient({
+    server: options.server,
+    token,
+    tunnels: expose.map((e) => ({ name: e.name, local: e.local, remotePort: e.remotePort })),
+    clientId: options.clientId ?? defaultClientId(options.server, expose),
+    pool: options.pool,
+    tls: wantsTls
+      ? { ca: options.tlsCa !== undefined ? readPem('--tls-ca', options.tlsCa) : undefined, fingerprint: options.tlsFingerprint, servername: options.tlsServername }
+      : false,
+    connectTimeout: Math.round(options.connectTimeout * 1000),
+    reconnect: { maxDelay: Math.max(1, Math.round(options.backoffMax * 1000)) },
+    idleTimeout: Math.round(options.idleTimeout * 1000),
+    engine: options.engine,
+    spliceEngine,
+    logger,
+  });
+  // Besides the JSON log, one line a person can read: where each service is published.
+  client.on('tunnelUp', ({ name, local, remote }) => process.stderr.write(`splicer tunnel: ${name} ${formatHostPort(remote)} -> ${local}\n`));
+  client.on('tunnelRefused', ({ name, code, message }) => process.stderr.write(`splicer tunnel: ${name} refused (${code}): ${message}\n`));
+  logger.info(
+    {
+      server: formatHostPort(options.server),
+      clientId: client.clientId,
+      tunnels: expose.map((e) => `${e.name}=${formatHostPort(e.local)}@${e.remotePort}`),
+      pool: options.pool,
+      tls: wantsTls ? (options.tlsFingerprint ? 'pinned' : 'ca') : false,
+      engine: wantsTls ? 'js (TLS)' : options.engine,
+    },
+    'tunnel client starting',
+  );
+  client.start();
+  onStopSignal(logger, options.grace, () => client.activeConnections, async () => {
+    await client.close(options.grace * 1000);
+    await spliceEngine?.close();
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+
+const tokenHelp = `shared secret; shows in ps: prefer --token-file or $${TOKEN_ENV}`;
+
+export function tunnelCommand(): Command {
+  const tunnel = new Command('tunnel').description('publish a service from behind NAT: a tunnel server on a public machine, a tunnel client next to the service');
+
+  tunnel
+    .command('server')
+    .description('accept tunnel clients on --listen and publish their services on ports of this machine')
+    .requiredOption('--listen <host:port>', 'address tunnel clients connect to (control and data connections)', hostPortArg(undefined, true))
+    .option('--token <token>', tokenHelp)
+    .option('--token-file <file>', `file whose first line is the token (or set $${TOKEN_ENV})`)
+    .option('--ports <ranges>', 'ports tunnels may be published on, e.g. 20000-20100 or 8080,9000-9100 (default: 1024-65535)', portRangesArg)
+    .option('--public-host <host>', 'address published ports listen on; 0.0.0.0 or :: to reach them from other machines', '127.0.0.1')
+    .option('--tls-cert <file>', 'PEM certificate: control and data connections use TLS (the JS engine carries the data)')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--heartbeat <seconds>', 'ping each client this often', secondsArg('--heartbeat'), 10)
+    .option('--heartbeat-timeout <seconds>', 'drop a client (and free its ports) after this long without a word', secondsArg('--heartbeat-timeout'), 30)
+    .option('--data-timeout <seconds>', 'reset a public client when no data connection has come by then', secondsArg('--data-timeout'), 10)
+    .option('--handshake-timeout <seconds>', 'close a connection that has not logged in (or sent its data header) by then', secondsArg('--handshake-timeout'), 10)
+    .option('--max-pool <n>', 'most idle data connections a client may keep open (its --pool is capped to this)', integerArg('--max-pool', 0, 1024), 64)
+    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), 0)
+    .addOption(engineOption())
+    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
+    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open streams before they are ended', secondsArg('--grace'), 5)
+    .addOption(logLevelOption())
+    .action(runServer);
+
+  tunnel
+    .command('client')
+    .description('publish local services through a tunnel server; reconnects (with backoff) for as long as it runs')
+    .requiredOption('--server <host:port>', 'the tunnel server', hostPortArg())
+    .option('--token <token>', tokenHelp)
+    .option('--token-file <file>', `file whose first line is the token (or set $${TOKEN_ENV})`)
+    .option('--expose <spec>', 'NAME=HOST:PORT@REMOTEPORT: publish the service at HOST:PORT on the server\'s REMOTEPORT (0 or left out: the server chooses, and the client prints it); repeatable', exposeArg)
+    .option('--client-id <id>', 'identity across restarts: a new session with the same id replaces the old (default: derived from the host name, --server and the --expose list)')
+    .option('--pool <n>', 'data connections kept open ahead of need (saves a round trip per connection)', integerArg('--pool', 0, 1024), 0)
+    .option('--tls', 'connect with TLS, verifying the server against the system CAs')
+    .option('--tls-ca <file>', 'connect with TLS, verifying the server against this PEM CA')
+    .option('--tls-fingerprint <sha256>', 'connect with TLS and accept only the certificate with this SHA-256 fingerprint (hex, colons allowed; the server logs it)', fingerprintArg)
+    .option('--tls-servername <name>', 'name to verify the certificate for, and to send as SNI (default: the --server host)')
+    .option('--connect-timeout <seconds>', 'give up a connection attempt to the server after this long', secondsArg('--connect-timeout'), 10)
+    .option('--backoff-max <seconds>', 'longest wait between reconnection attempts (they start at 0.5 s and double)', secondsArg('--backoff-max'), 30)
+    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), 0)
+    .addOption(engineOption())
+    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
+    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open streams before they are ended', secondsArg('--grace'), 5)
+    .addOption(logLevelOption())
+    .action(runClient);
+
+  return tunnel;
+}

@@ -1,0 +1,431 @@
+// `splicer tunnel client`: logs in to a tunnel server, registers the services it publishes, and
+// opens a data connection whenever the server asks for one; each carries one public connection to
+// the local service with forward(). It never gives up: a lost or refused server is retried with
+// exponential backoff, and every tunnel is registered again on each new session.
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter, setMaxListeners } from 'node:events';
+import { createRequire } from 'node:module';
+import type net from 'node:net';
+import { formatHostPort, type HostPort } from '../address.js';
+import { connectTcp } from '../connect.js';
+import { forward } from '../forward.js';
+import { resetSocket } from '../takeover.js';
+import type { EndReason, EngineName } from '../types.js';
+import { ChannelClosed, ControlChannel, type ChannelEnd } from './channel.js';
+import { DialError, ServerDialer } from './dial.js';
+import { HeaderError, readHeader } from './header.js';
+import { clientTls, parseOptions, TunnelClientOptionsSchema, type ResolvedClientOptions, type TunnelClientOptions } from './options.js';
+import {
+  clientProof,
+  dataMac,
+  encodeDataHello,
+  encodePreamble,
+  NONCE_LENGTH,
+  parseDataReply,
+  safeEqual,
+  serverProof,
+  sessionKey,
+  type MessageOf,
+  type ParsedControlMessage,
+} from './protocol.js';
+
+const SOFTWARE = `splicer/${(createRequire(import.meta.url)('../../package.json') as { version: string }).version}`;
+
+export type ClientTunnelState = 'pending' | 'up' | 'refused';
+
+export interface ClientTunnelStatus {
+  name: string;
+  /** The service, as this client reaches it. */
+  local: string;
+  /** The port asked for (0: the server chooses). */
+  remotePort: number;
+  state: ClientTunnelState;
+  /** Where the server publishes it, while up. */
+  remote?: HostPort;
+  /** Why the server refused it, while refused. */
+  error?: { code: string; message: string };
+}
+
+/** What a stream did on the client side, reported once when it ends. */
+export interface ClientConnectionRecord {
+  tunnel: string;
+  local: string;
+  /** The public client's address, as the server saw it. */
+  client: string;
+  streamId: number;
+  engine: EngineName | null;
+  /** Public client → service. */
+  bytesUp: number;
+  /** Service → public client. */
+  bytesDown: number;
+  durationMs: number;
+  /** forward()'s reason once the stream ran; `connect-failed` when the service could not be reached; `unknown-tunnel`. */
+  reason: EndReason | 'connect-failed' | 'unknown-tunnel';
+  code?: string;
+}
+
+export interface TunnelClientEvents {
+  connected: [{ sessionId: string; server: string; pool: number }];
+  disconnected: [{ code: string; message: string; remote: boolean; durationMs: number }];
+  /** A connect or login that did not reach a session (the next attempt follows after `delayMs`). */
+  connectFailed: [{ code: string; message: string; attempt: number; delayMs: number }];
+  tunnelUp: [{ name: string; local: string; remote: HostPort }];
+  tunnelDown: [{ name: string; reason: string }];
+  tunnelRefused: [{ name: string; code: string; message: string }];
+  connectionOpen: [{ tunnel: string; client: string; streamId: number }];
+  connectionClose: [ClientConnectionRecord];
+}
+
+interface Session {
+  id: Buffer;
+  idText: string;
+  key: Buffer;
+  channel: ControlChannel;
+  started: number;
+  /** Aborted when the session ends: data connections still waiting for START go with it. */
+  abort: AbortController;
+  retryTimer?: NodeJS.Timeout;
+  retryDelay: number;
+}
+
+interface Tunnel {
+  spec: ResolvedClientOptions['tunnels'][number];
+  status: ClientTunnelStatus;
+}
+
+class LoginError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const round = (ms: number) => Math.round(ms * 1000) / 1000;
+const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+
+export class TunnelClient extends EventEmitter<TunnelClientEvents> {
+  readonly #o: ResolvedClientOptions;
+  readonly #dialer: ServerDialer;
+  readonly clientId: string;
+  readonly #tunnels = new Map<string, Tunnel>();
+  readonly #stop = new AbortController();
+  readonly #shutdown = new AbortController();
+  readonly #streams = new Set<Promise<void>>();
+  #session: Session | undefined;
+  #loop: Promise<void> | undefined;
+  #closing = false;
+  #readyWaiters: Array<() => void> = [];
+
+  constructor(options: TunnelClientOptions) {
+    super();
+    this.#o = parseOptions(TunnelClientOptionsSchema, options, 'tunnel client');
+    this.#dialer = new ServerDialer(this.#o.server, clientTls(this.#o.tls));
+    this.clientId = this.#o.clientId ?? randomUUID();
+    for (const spec of this.#o.tunnels) {
+      this.#tunnels.set(spec.name, { spec, status: { name: spec.name, local: formatHostPort(spec.local), remotePort: spec.remotePort, state: 'pending' } });
+    }
+    setMaxListeners(0, this.#shutdown.signal);
+    setMaxListeners(0, this.#stop.signal);
+  }
+
+  /** Starts connecting (and reconnecting, until close()). */
+  start(): this {
+    this.#loop ??= this.#run();
+    return this;
+  }
+
+  get connected(): boolean {
+    return this.#session !== undefined;
+  }
+
+  get activeConnections(): number {
+    return this.#streams.size;
+  }
+
+  tunnels(): ClientTunnelStatus[] {
+    return [...this.#tunnels.values()].map((t) => ({ ...t.status }));
+  }
+
+  /** Resolves the next time every tunnel is up (at once if they are); rejects after `timeoutMs`. */
+  ready(timeoutMs = 30_000): Promise<ClientTunnelStatus[]> {
+    const allUp = () => [...this.#tunnels.values()].every((t) => t.status.state === 'up');
+    if (allUp()) return Promise.resolve(this.tunnels());
+    return new Promise((resolve, reject) => {
+      const waiter = () => {
+        if (!allUp()) return;
+        clearTimeout(timer);
+        this.#readyWaiters = this.#readyWaiters.filter((w) => w !== waiter);
+        resolve(this.tunnels());
+      };
+      const timer = setTimeout(() => {
+        this.#readyWaiters = this.#readyWaiters.filter((w) => w !== waiter);
+        const states = this.tunnels().map((t) => `${t.name}: ${t.state}${t.error ? ` (${t.error.code})` : ''}`);
+        reject(new Error(`tunnels not up within ${timeoutMs} ms: ${states.join(', ')}`));
+      }, timeoutMs);
+      this.#readyWaiters.push(waiter);
+    });
+  }
+
+  /** Logs out, stops reconnecting, gives streams `graceMs` to finish, then aborts them. */
+  async close(graceMs = 0): Promise<void> {
+    this.#closing = true;
+    this.#stop.abort();
+    this.#session?.channel.fail('shutting-down', 'the client is shutting down');
+    await this.#loop;
+    const deadline = Date.now() + graceMs;
+    while (this.#streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.#shutdown.abort();
+    await Promise.all(this.#streams);
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  async #run(): Promise<void> {
+    const { initialDelay, maxDelay, stableAfter } = this.#o.reconnect;
+    let attempt = 0;
+    while (!this.#closing) {
+      let end: (ChannelEnd & { durationMs: number }) | undefined;
+      let failure: { code: string; message: string } | undefined;
+      try {
+        end = await this.#runSession();
+      } catch (err) {
+        if (err instanceof DialError || err instanceof LoginError || err instanceof ChannelClosed) failure = { code: err.code, message: err.message };
+        else throw err;
+      }
+      if (this.#closing) break;
+      if (end && end.durationMs >= stableAfter) attempt = 0;
+      let delay = Math.min(maxDelay, initialDelay * 2 ** Math.min(attempt, 30));
+      // Two live clients with one id would take turns replacing each other: the one replaced waits longest.
+      if (end?.remote && end.code === 'replaced') delay = maxDelay;
+      delay = Math.round(delay * (0.8 + Math.random() * 0.4));
+      attempt++;
+      if (failure) {
+        this.#o.logger?.warn({ server: formatHostPort(this.#o.server), ...failure, attempt, retryInMs: delay }, 'connect failed');
+        this.emit('connectFailed', { ...failure, attempt, delayMs: delay });
+      } else {
+        this.#o.logger?.info({ server: formatHostPort(this.#o.server), attempt, retryInMs: delay }, 'reconnecting');
+      }
+      await sleep(delay, this.#stop.signal);
+    }
+  }
+
+  /** One session: login, register, serve until the control connection ends. Resolves with why it ended. */
+  async #runSession(): Promise<ChannelEnd & { durationMs: number }> {
+    const o = this.#o;
+    const token = o.token;
+    const socket = await this.#dialer.dial(o.connectTimeout, this.#stop.signal);
+    socket.write(encodePreamble('control'));
+    const channel = new ControlChannel(socket);
+    const onStop = () => channel.fail('shutting-down', 'the client is shutting down');
+    this.#stop.signal.addEventListener('abort', onStop, { once: true });
+    let session: Session;
+    try {
+      const clientNonce = randomBytes(NONCE_LENGTH);
+      channel.send({ type: 'hello', nonce: clientNonce.toString('base64'), clientId: this.clientId, pool: o.pool, software: SOFTWARE });
+      const challenge = await this.#expect(channel, 'challenge');
+      const serverNonce = Buffer.from(challenge.nonce, 'base64');
+      channel.send({ type: 'auth', proof: clientProof(token, clientNonce, serverNonce, this.clientId).toString('base64') });
+      const welcome = await this.#expect(channel, 'welcome');
+      const id = Buffer.from(welcome.sessionId, 'base64');
+      // The server proves it knows the token too before it learns which services are here.
+      if (!safeEqual(Buffer.from(welcome.proof, 'base64'), serverProof(token, clientNonce, serverNonce, id))) {
+        channel.fail('auth-failed', 'the server does not know the token');
+        throw new LoginError('server-auth-failed', 'the server does not know the token (wrong token, or not the server you meant)');
+      }
+      session = {
+        id,
+        idText: id.toString('hex'),
+        key: sessionKey(token, clientNonce, serverNonce, id),
+        channel,
+        started: performance.now(),
+        abort: new AbortController(),
+        retryDelay: o.reconnect.initialDelay,
+      };
+      setMaxListeners(0, session.abort.signal);
+      channel.startHeartbeat(welcome.heartbeatInterval, welcome.heartbeatTimeout);
+      this.#session = session;
+      const info = { sessionId: session.idText, server: formatHostPort(o.server), pool: welcome.pool };
+      o.logger?.info({ ...info, clientId: this.clientId }, 'connected');
+      this.emit('connected', info);
+      channel.onMessage((message) => this.#onMessage(session, message));
+      channel.send({ type: 'register', tunnels: o.tunnels.map((t) => ({ name: t.name, port: t.remotePort })) });
+    } catch (err) {
+      this.#stop.signal.removeEventListener('abort', onStop);
+      channel.destroy();
+      if (err instanceof ChannelClosed) throw new LoginError(err.code, err.remote ? `the server said: ${err.message}` : err.message);
+      throw err;
+    }
+    const end = await channel.closed;
+    this.#stop.signal.removeEventListener('abort', onStop);
+    const durationMs = round(performance.now() - session.started);
+    this.#session = undefined;
+    clearTimeout(session.retryTimer);
+    session.abort.abort();
+    for (const tunnel of this.#tunnels.values()) {
+      const wasUp = tunnel.status.state === 'up';
+      tunnel.status = { name: tunnel.status.name, local: tunnel.status.local, remotePort: tunnel.status.remotePort, state: 'pending' };
+      if (wasUp) {
+        const reason = end.remote ? `server: ${end.code}` : end.code;
+        this.#o.logger?.info({ tunnel: tunnel.spec.name, reason }, 'tunnel down');
+        this.emit('tunnelDown', { name: tunnel.spec.name, reason });
+      }
+    }
+    this.#o.logger?.[this.#closing ? 'info' : 'warn']({ sessionId: session.idText, code: end.code, message: end.message, remoteError: end.remote || undefined, durationMs }, 'disconnected');
+    this.emit('disconnected', { ...end, durationMs });
+    return { ...end, durationMs };
+  }
+
+  async #expect<T extends ParsedControlMessage['type']>(channel: ControlChannel, type: T): Promise<MessageOf<T>> {
+    const message = await channel.next(this.#o.handshakeTimeout);
+    if (message.type !== type) {
+      channel.fail('unexpected-message', `expected ${type}, got ${message.type}`);
+      throw new LoginError('unexpected-message', `the server sent ${message.type} where ${type} was due`);
+    }
+    return message as MessageOf<T>;
+  }
+
+  #onMessage(session: Session, message: ParsedControlMessage): void {
+    switch (message.type) {
+      case 'registered':
+        return this.#onRegistered(session, message);
+      case 'connect':
+        return void this.#openData(session, message.id);
+      default:
+        session.channel.fail('unexpected-message', `a server does not send ${message.type} after welcome`);
+    }
+  }
+
+  #onRegistered(session: Session, message: MessageOf<'registered'>): void {
+    const retry: Tunnel[] = [];
+    for (const result of message.tunnels) {
+      const tunnel = this.#tunnels.get(result.name);
+      if (!tunnel) continue;
+      if (result.ok) {
+        // A server publishing on every address names none: the client's way to it is the best guess.
+        const remote = { host: WILDCARDS.has(result.host) ? this.#o.server.host : result.host, port: result.port };
+        tunnel.status = { ...tunnel.status, state: 'up', remote, error: undefined };
+        this.#o.logger?.info({ tunnel: result.name, local: tunnel.status.local, remote: formatHostPort(remote) }, 'tunnel up');
+        this.emit('tunnelUp', { name: result.name, local: tunnel.status.local, remote });
+      } else {
+        tunnel.status = { ...tunnel.status, state: 'refused', remote: undefined, error: { code: result.code, message: result.message } };
+        this.#o.logger?.error({ tunnel: result.name, code: result.code, message: result.message }, 'tunnel refused');
+        this.emit('tunnelRefused', { name: result.name, code: result.code, message: result.message });
+        // A taken port may come free (a stale client times out); anything else will not change by asking again.
+        if (result.code === 'port-in-use' || result.code === 'no-free-port') retry.push(tunnel);
+      }
+    }
+    if (retry.length > 0 && !session.abort.signal.aborted) {
+      const delay = session.retryDelay;
+      session.retryDelay = Math.min(this.#o.reconnect.maxDelay, delay * 2);
+      session.retryTimer = setTimeout(() => {
+        session.channel.send({ type: 'register', tunnels: retry.map((t) => ({ name: t.spec.name, port: t.spec.remotePort })) });
+      }, delay);
+    }
+    for (const waiter of [...this.#readyWaiters]) waiter();
+  }
+
+  /** One data connection for request `id`: dial, authenticate, wait for START, then carry one stream. */
+  async #openData(session: Session, id: number): Promise<void> {
+    const signal = session.abort.signal;
+    let socket: net.Socket;
+    try {
+      socket = await this.#dialer.dial(this.#o.connectTimeout, signal);
+    } catch (err) {
+      if (signal.aborted) return;
+      const code = (err as DialError).code ?? 'EIO';
+      this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');
+      session.channel.send({ type: 'connect-failed', id, code: code.slice(0, 64) });
+      return;
+    }
+    socket.write(encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
+    let reply;
+    try {
+      reply = await readHeader(socket, parseDataReply, { signal, maxBytes: 1024 });
+    } catch (err) {
+      socket.destroy();
+      if (!signal.aborted) this.#o.logger?.debug({ request: id, code: (err as HeaderError).code }, 'data connection closed before START');
+      return;
+    }
+    if (reply.status === 'error') {
+      socket.destroy();
+      this.#o.logger?.warn({ request: id, code: reply.code, message: reply.message }, 'bad reply on a data connection');
+      return;
+    }
+    if (reply.type === 'error') {
+      socket.destroy();
+      this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
+      return;
+    }
+    this.#serveStream(socket, reply.streamId, reply.tunnel, reply.client ? formatHostPort(reply.client) : '?');
+  }
+
+  #serveStream(data: net.Socket, streamId: number, name: string, client: string): void {
+    const started = performance.now();
+    const tunnel = this.#tunnels.get(name);
+    const base = { tunnel: name, local: tunnel?.status.local ?? '?', client, streamId };
+    const fail = (reason: 'connect-failed' | 'unknown-tunnel', code: string) => {
+      // The public client sees a reset, as it would from the service itself.
+      resetSocket(data);
+      this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
+    };
+    if (!tunnel) {
+      this.#o.logger?.error({ tunnel: name, streamId }, 'unknown tunnel in START');
+      return fail('unknown-tunnel', 'ENOENT');
+    }
+    this.emit('connectionOpen', { tunnel: name, client, streamId });
+    const done = (async () => {
+      let local: net.Socket;
+      try {
+        local = await connectTcp(tunnel.spec.local, this.#o.localConnectTimeout, this.#shutdown.signal);
+      } catch (err) {
+        return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
+      }
+      try {
+        const result = await forward(data, local, {
+          engine: this.#o.engine,
+          idleTimeout: this.#o.idleTimeout,
+          signal: this.#shutdown.signal,
+          spliceEngine: this.#o.spliceEngine,
+        });
+        this.#report({
+          ...base,
+          engine: result.engine,
+          bytesUp: result.bytesAtoB,
+          bytesDown: result.bytesBtoA,
+          durationMs: round(performance.now() - started),
+          reason: result.reason,
+          ...(result.error ? { code: result.error.code } : {}),
+        });
+      } catch (err) {
+        resetSocket(data);
+        local.destroy();
+        this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
+      }
+    })().finally(() => this.#streams.delete(done));
+    this.#streams.add(done);
+  }
+
+  #report(record: ClientConnectionRecord): void {
+    this.#o.logger?.info(record, 'connection closed');
+    this.emit('connectionClose', record);
+  }
+}
+
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const timer = setTimeout(done, ms);
+    function done() {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+export function createTunnelClient(options: TunnelClientOptions): TunnelClient {
+  return new TunnelClient(options);
+}

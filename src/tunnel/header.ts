@@ -1,0 +1,75 @@
+// Reads one header off a socket through a pure incremental parser, and leaves every byte after
+// it in the socket's read buffer (unshifted, socket paused), so forward() sends them first.
+import type net from 'node:net';
+import type { ProtocolError } from '../protocol/reader.js';
+
+/** The socket ended, failed, timed out or was aborted before a whole header arrived. */
+export class HeaderError extends Error {
+  constructor(
+    readonly code: 'ECLOSED' | 'ETIMEDOUT' | 'EOVERSIZE' | 'ABORT_ERR' | string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'HeaderError';
+  }
+}
+
+export interface ReadHeaderOptions {
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Bytes buffered without a whole header before giving up (default 4 KiB). */
+  maxBytes?: number;
+}
+
+/**
+ * Resolves with the parsed header (or the parser's protocol error, for the caller to answer). The
+ * socket is left paused with the bytes after the header unshifted; an 'error' listener stays on it
+ * so that nothing goes unhandled before the caller takes it over.
+ */
+export function readHeader<R extends { status: 'ok'; consumed: number } | ProtocolError>(
+  socket: net.Socket,
+  parse: (buf: Buffer) => R | { status: 'incomplete' },
+  options: ReadHeaderOptions = {},
+): Promise<R> {
+  const maxBytes = options.maxBytes ?? 4096;
+  return new Promise((resolve, reject) => {
+    let buffered: Buffer = Buffer.alloc(0);
+    let timer: NodeJS.Timeout | undefined;
+    const done = () => {
+      clearTimeout(timer);
+      socket.off('data', onData);
+      socket.off('end', onEnd);
+      socket.off('close', onEnd);
+      socket.off('error', onError);
+      options.signal?.removeEventListener('abort', onAbort);
+      socket.on('error', () => {});
+      socket.pause();
+    };
+    const fail = (err: HeaderError) => {
+      done();
+      reject(err);
+    };
+    const onData = (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
+      const result = parse(buffered);
+      if (result.status === 'incomplete') {
+        if (buffered.length > maxBytes) fail(new HeaderError('EOVERSIZE', `no whole header in ${buffered.length} bytes`));
+        return;
+      }
+      done();
+      if (result.status === 'ok' && (result as { consumed: number }).consumed < buffered.length) socket.unshift(buffered.subarray((result as { consumed: number }).consumed));
+      resolve(result as R);
+    };
+    const onEnd = () => fail(new HeaderError('ECLOSED', `the connection closed after ${buffered.length} bytes of a header`));
+    const onError = (err: NodeJS.ErrnoException) => fail(new HeaderError(err.code ?? 'EIO', err.message));
+    const onAbort = () => fail(new HeaderError('ABORT_ERR', 'aborted'));
+    if (options.signal?.aborted) return onAbort();
+    socket.on('data', onData);
+    socket.on('end', onEnd);
+    socket.on('close', onEnd);
+    socket.on('error', onError);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.timeoutMs) timer = setTimeout(() => fail(new HeaderError('ETIMEDOUT', `no header within ${options.timeoutMs} ms`)), options.timeoutMs);
+    socket.resume();
+  });
+}
