@@ -8,7 +8,9 @@
             "native/addon.cc",
             "native/engine.cc",
             "native/loop.cc",
-            "native/pipe_pool.cc"
+            "native/pcap_record.cc",
+            "native/pipe_pool.cc",
+            "native/recorder.cc"
           ],
           "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
           "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"],

@@ -28,12 +28,13 @@ void SetHead(Direction& d, const char* data, size_t length) {
 
 }  // namespace
 
-Engine::Engine(const EngineOptions& options, Loop::Deliver deliver) {
+Engine::Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents) {
   size_t threads = options.threads > 0 ? options.threads : 1;
   size_t pipesPerLoop = options.maxPipes / threads;
   if (pipesPerLoop < 1) pipesPerLoop = 1;
+  writer_ = std::make_unique<Writer>(options.recordBufferBytes, std::move(deliverRecorderEvents));
   for (size_t i = 0; i < threads; i++) {
-    loops_.push_back(std::make_unique<Loop>(pipesPerLoop, options.maxPipeSize, deliver));
+    loops_.push_back(std::make_unique<Loop>(pipesPerLoop, options.maxPipeSize, writer_.get(), deliver));
   }
   for (auto& loop : loops_) loop->Start();
 }
@@ -41,16 +42,13 @@ Engine::Engine(const EngineOptions& options, Loop::Deliver deliver) {
 Engine::~Engine() { Close(); }
 
 uint64_t Engine::Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
-                     size_t headBtoALength, uint64_t idleTimeoutMs, int* error) {
+                     size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error) {
   int a = TakeFd(fdA);
-  if (a < 0) {
-    *error = errno;
-    return 0;
-  }
-  int b = TakeFd(fdB);
+  int b = a < 0 ? -1 : TakeFd(fdB);
   if (b < 0) {
     *error = errno;
-    close(a);
+    if (a >= 0) close(a);
+    if (record != nullptr && record->recorder) writer_->ReleaseUser(record->recorder);
     return 0;
   }
   auto pair = std::make_unique<Pair>();
@@ -61,6 +59,11 @@ uint64_t Engine::Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLeng
   pair->startNs = MonotonicNs();
   SetHead(pair->dir[0], headAtoB, headAtoBLength);
   SetHead(pair->dir[1], headBtoA, headBtoALength);
+  if (record != nullptr && record->recorder) {
+    pair->record = std::make_unique<PairRecord>();
+    pair->record->recorder = std::move(record->recorder);
+    pair->record->legs = std::move(record->legs);
+  }
   uint64_t id = pair->id;
   loops_[id % loops_.size()]->Add(std::move(pair));
   return id;
@@ -71,10 +74,16 @@ void Engine::Abort(uint64_t id) {
   for (auto& loop : loops_) loop->Abort(id);
 }
 
+void Engine::Release(uint64_t id) {
+  for (auto& loop : loops_) loop->Release(id);
+}
+
 void Engine::Close() {
   if (closed_) return;
   closed_ = true;
+  // Loops first: the pairs they end record their RSTs, and give their recorders back.
   for (auto& loop : loops_) loop->Stop();
+  writer_->Stop();
 }
 
 EngineStats Engine::Stats() const {
@@ -86,7 +95,11 @@ EngineStats Engine::Stats() const {
     stats.bytesBuffered += loop->BytesBuffered();
     stats.readWritePairs += loop->ReadWritePairs();
     stats.readWriteFallbacks += loop->ReadWriteFallbacks();
+    stats.recordingsDropped += loop->RecordingsDropped();
   }
+  stats.recordQueuedBytes = writer_->QueuedBytes();
+  stats.recorders = writer_->RecorderCount();
+  stats.recordPipes = writer_->RecordPipes();
   return stats;
 }
 

@@ -1,6 +1,7 @@
-// An engine: N loop threads. Takes pairs of fds from JS (duplicating them, so
-// Node can close its own), spreads them over its loops, and reports each
-// pair's end through a single delivery callback called on the loop thread.
+// An engine: N loop threads and one pcap writer thread. Takes pairs of fds from JS
+// (duplicating them, so Node can close its own), spreads them over its loops, and reports
+// each pair's end through a delivery callback called on the loop thread; recorder events
+// come through another, called on the writer thread.
 #pragma once
 
 #include <atomic>
@@ -16,6 +17,13 @@ struct EngineOptions {
   size_t threads = 1;
   size_t maxPipes = 256;
   size_t maxPipeSize = 1024 * 1024;
+  size_t recordBufferBytes = 64 * 1024 * 1024;  // recorded bytes waiting for the writer, all files
+};
+
+// What a pair records: the file (already counted as used by this pair) and its legs.
+struct RecordSpec {
+  std::shared_ptr<Recorder> recorder;
+  std::vector<Conversation> legs;
 };
 
 struct EngineStats {
@@ -25,27 +33,35 @@ struct EngineStats {
   int64_t bytesBuffered = 0;
   size_t readWritePairs = 0;
   uint64_t readWriteFallbacks = 0;
+  uint64_t recordingsDropped = 0;
+  size_t recordQueuedBytes = 0;
+  size_t recorders = 0;
+  size_t recordPipes = 0;
 };
 
 class Engine {
  public:
-  Engine(const EngineOptions& options, Loop::Deliver deliver);
+  Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
 
   // Duplicates both fds and hands the pair to a loop. Returns the pair id.
   // On failure returns 0 and sets *error to the errno of the failed dup;
-  // nothing is left open.
+  // nothing is left open and the recorder's use is given back.
   uint64_t Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
-               size_t headBtoALength, uint64_t idleTimeoutMs, int* error);
+               size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error);
   void Abort(uint64_t id);
+  void Release(uint64_t id);
+  Writer& Recorders() { return *writer_; }
   // Aborts every pair, delivers completions, joins the threads. Idempotent.
   void Close();
   bool Closed() const { return closed_; }
   EngineStats Stats() const;
 
  private:
+  // Declared first, destroyed last: pairs hold recorders until their loop is gone.
+  std::unique_ptr<Writer> writer_;
   std::vector<std::unique_ptr<Loop>> loops_;
   std::atomic<uint64_t> nextId_{1};
   bool closed_ = false;

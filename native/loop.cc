@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 #include <stdexcept>
@@ -38,14 +39,20 @@ void SetLingerZero(int fd) {
 
 }  // namespace
 
+Released::~Released() {
+  for (int fd : this->fd) {
+    if (fd >= 0) close(fd);
+  }
+}
+
 uint64_t MonotonicNs() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-Loop::Loop(size_t maxPipes, size_t maxPipeSize, Deliver deliver)
-    : pipes_(maxPipes, maxPipeSize), deliver_(std::move(deliver)) {}
+Loop::Loop(size_t maxPipes, size_t maxPipeSize, Writer* writer, Deliver deliver)
+    : pipes_(maxPipes, maxPipeSize), maxPipeSize_(maxPipeSize), writer_(writer), deliver_(std::move(deliver)) {}
 
 Loop::~Loop() {
   Stop();
@@ -84,6 +91,14 @@ void Loop::Abort(uint64_t id) {
   {
     std::lock_guard<std::mutex> lock(commandsMutex_);
     commands_.push_back(Command{Command::kAbort, nullptr, id});
+  }
+  Wake();
+}
+
+void Loop::Release(uint64_t id) {
+  {
+    std::lock_guard<std::mutex> lock(commandsMutex_);
+    commands_.push_back(Command{Command::kRelease, nullptr, id});
   }
   Wake();
 }
@@ -145,9 +160,14 @@ void Loop::DrainCommands() {
   for (Command& command : commands) {
     if (command.type == Command::kAdd) {
       Adopt(std::move(command.pair));
+      continue;
+    }
+    auto it = pairs_.find(command.id);
+    if (it == pairs_.end()) continue;
+    if (command.type == Command::kAbort) {
+      End(it->second.get(), EndReason::kAborted, 0, -1, nullptr);
     } else {
-      auto it = pairs_.find(command.id);
-      if (it != pairs_.end()) End(it->second.get(), EndReason::kAborted, 0, -1, nullptr);
+      HandBack(it->second.get());
     }
   }
 }
@@ -159,6 +179,11 @@ void Loop::Adopt(std::unique_ptr<Pair> owned) {
   pairCount_.fetch_add(1, std::memory_order_relaxed);
   bytesBuffered_.fetch_add(static_cast<int64_t>(pair->dir[0].bufferEnd + pair->dir[1].bufferEnd),
                            std::memory_order_relaxed);
+  // Bytes Node had read enter the pair now, so they are recorded now, before anything else.
+  for (int di = 0; di < 2 && pair->record; di++) {
+    Direction& d = pair->dir[di];
+    if (d.bufferEnd > d.bufferStart) RecordCopy(pair, di, d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart);
+  }
   for (int side = 0; side < 2; side++) {
     pair->endpoint[side] = Endpoint{pair, side};
     struct epoll_event ev = {};
@@ -210,6 +235,7 @@ void Loop::Pump(Pair* pair, int di) {
         return;
       }
       d.done = true;
+      if (pair->record) RecordFin(pair, di);
       if (pair->dir[1 - di].done) End(pair, EndReason::kEof, 0, -1, nullptr);
       return;
     }
@@ -288,6 +314,8 @@ bool Loop::Fill(Pair* pair, int di) {
         d.inPipe = static_cast<size_t>(n);
         d.streak++;
         bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
+        // The pipe was empty before this fill: a tee now copies exactly the bytes just read.
+        if (pair->record) RecordSpliced(pair, di, static_cast<size_t>(n));
         return true;
       }
       int error = errno;
@@ -321,6 +349,7 @@ bool Loop::Fill(Pair* pair, int di) {
     d.bufferStart = 0;
     d.bufferEnd = static_cast<size_t>(n);
     bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
+    if (pair->record) RecordCopy(pair, di, d.buffer.data(), static_cast<size_t>(n));
     return true;
   }
   if (n == 0) {
@@ -392,7 +421,10 @@ void Loop::End(Pair* pair, EndReason reason, int error, int side, const char* sy
     case EndReason::kAborted:
       CloseFds(pair, true, true);
       break;
+    case EndReason::kReleased:  // HandBack's, never End's: its fds stay open
+      break;
   }
+  if (pair->record) RecordEnd(pair, reason, side);
   Completion done;
   done.id = pair->id;
   done.bytesAtoB = pair->dir[0].bytes;
@@ -402,8 +434,75 @@ void Loop::End(Pair* pair, EndReason reason, int error, int side, const char* sy
   done.error = error;
   done.side = side;
   done.syscall = syscall;
-  completions_.push_back(done);
+  done.recordingDropped = pair->record && pair->record->dropped;
+  StopRecording(pair);
+  completions_.push_back(std::move(done));
+  Forget(pair);
+}
 
+// The pair leaves this loop alive: out of epoll, its fds, unsent bytes and recording state
+// go to JS in the completion. Nothing is closed and nothing is lost: the bytes in the pipe are
+// read out (the pipe goes back to the pool empty), and the kernel keeps whatever the sockets
+// received since.
+void Loop::HandBack(Pair* pair) {
+  if (pair->closed) return;
+  pair->closed = true;
+  auto released = std::make_shared<Released>();
+  for (int di = 0; di < 2; di++) {
+    Direction& d = pair->dir[di];
+    std::string& pending = released->pending[di];
+    pending.assign(d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart);
+    d.bufferStart = d.bufferEnd = 0;
+    bool intact = true;
+    while (d.inPipe > 0) {
+      size_t at = pending.size();
+      pending.resize(at + d.inPipe);
+      ssize_t n = read(d.pipe->readFd, &pending[at], d.inPipe);
+      if (n < 0 && errno == EINTR) {
+        pending.resize(at);
+        continue;
+      }
+      if (n <= 0) {
+        // Cannot happen to a pipe this loop filled and alone reads; were it to, the bytes left
+        // in it are lost with the pipe, which is destroyed rather than reused.
+        pending.resize(at);
+        intact = false;
+        break;
+      }
+      pending.resize(at + static_cast<size_t>(n));
+      d.inPipe -= static_cast<size_t>(n);
+    }
+    bytesBuffered_.fetch_sub(static_cast<int64_t>(pending.size() + d.inPipe), std::memory_order_relaxed);
+    if (d.pipe != nullptr) {
+      if (intact && d.inPipe == 0) pipes_.Release(d.pipe); else pipes_.Destroy(d.pipe);
+      d.pipe = nullptr;
+      d.inPipe = 0;
+    }
+    released->ended[di] = d.sourceEof;
+    released->finished[di] = d.done;
+  }
+  for (int side = 0; side < 2; side++) {
+    epoll_ctl(epollFd_, EPOLL_CTL_DEL, pair->fd[side], nullptr);
+    released->fd[side] = pair->fd[side];
+    pair->fd[side] = -1;
+  }
+  Completion done;
+  done.id = pair->id;
+  done.bytesAtoB = pair->dir[0].bytes;
+  done.bytesBtoA = pair->dir[1].bytes;
+  done.durationMs = static_cast<double>(MonotonicNs() - pair->startNs) / 1e6;
+  done.reason = EndReason::kReleased;
+  if (pair->record) {
+    done.recordingDropped = pair->record->dropped;
+    if (pair->record->active) released->recording = pair->record->legs;
+  }
+  done.released = std::move(released);
+  StopRecording(pair);
+  completions_.push_back(std::move(done));
+  Forget(pair);
+}
+
+void Loop::Forget(Pair* pair) {
   auto it = pairs_.find(pair->id);
   if (it != pairs_.end()) {
     ended_.push_back(std::move(it->second));
@@ -436,6 +535,151 @@ void Loop::CloseFds(Pair* pair, bool resetA, bool resetB) {
     if (reset[side]) SetLingerZero(fd);
     close(fd);
     pair->fd[side] = -1;
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Recording. dir[0] (a -> b) is the client sending on every leg, dir[1] the server.
+
+void Loop::RecordSpliced(Pair* pair, int di, size_t length) {
+  PairRecord* r = pair->record.get();
+  if (!r->active) return;
+  for (const Conversation& leg : r->legs) {
+    if (!leg.CanSend(di)) return DropRecording(pair);
+  }
+  if (!writer_->HasRoom(length * r->legs.size())) return DropRecording(pair);
+  std::shared_ptr<RecordPipe> pipes[2];
+  for (size_t leg = 0; leg < r->legs.size(); leg++) {
+    if (!Tee(r, pair->dir[di].pipe->readFd, length, &pipes[leg])) return DropRecording(pair);
+  }
+  // Sequence numbers move only once every leg holds its copy: a recording stops at the same
+  // byte on every leg.
+  uint64_t ts = WallClockUs();
+  std::vector<RecordEntry> entries;
+  for (size_t leg = 0; leg < r->legs.size(); leg++) {
+    for (size_t at = 0; at < length; at += kMaxSegment) {
+      size_t segment = std::min(kMaxSegment, length - at);
+      RecordEntry entry;
+      r->legs[leg].DataHeader(di, segment, ts, entry.bytes);
+      entry.pipe = pipes[leg];
+      entry.payload = segment;
+      entries.push_back(std::move(entry));
+    }
+  }
+  Enqueue(pair, std::move(entries));
+}
+
+// Head bytes and the read/write fallback: the payload is in user space already, so it goes
+// into the entry itself.
+void Loop::RecordCopy(Pair* pair, int di, const char* data, size_t length) {
+  PairRecord* r = pair->record.get();
+  if (!r->active) return;
+  for (const Conversation& leg : r->legs) {
+    if (!leg.CanSend(di)) return DropRecording(pair);
+  }
+  if (!writer_->HasRoom(length * r->legs.size())) return DropRecording(pair);
+  uint64_t ts = WallClockUs();
+  std::vector<RecordEntry> entries(r->legs.size());
+  for (size_t leg = 0; leg < r->legs.size(); leg++) {
+    for (size_t at = 0; at < length; at += kMaxSegment) {
+      size_t segment = std::min(kMaxSegment, length - at);
+      r->legs[leg].DataHeader(di, segment, ts, entries[leg].bytes);
+      entries[leg].bytes.append(data + at, segment);
+    }
+  }
+  Enqueue(pair, std::move(entries));
+}
+
+// The direction's FIN was passed on.
+void Loop::RecordFin(Pair* pair, int di) {
+  PairRecord* r = pair->record.get();
+  if (!r->active) return;
+  uint64_t ts = WallClockUs();
+  std::vector<RecordEntry> entries(1);
+  for (Conversation& leg : r->legs) {
+    if (leg.CanSend(di)) leg.Fin(di, ts, entries[0].bytes);
+  }
+  if (!entries[0].bytes.empty()) Enqueue(pair, std::move(entries));
+}
+
+// How the pair's end looked on each leg. The relay is the server of legs[0] and the client
+// of legs[1]: a side that failed is reset on every leg (the relay passes the reset on), an
+// abort is the relay resetting both, a timeout the relay closing both.
+void Loop::RecordEnd(Pair* pair, EndReason reason, int side) {
+  PairRecord* r = pair->record.get();
+  if (!r->active) return;
+  uint64_t ts = WallClockUs();
+  std::vector<RecordEntry> entries(1);
+  std::string& out = entries[0].bytes;
+  for (size_t leg = 0; leg < r->legs.size(); leg++) {
+    Conversation& c = r->legs[leg];
+    int relay = leg == 0 ? 1 : 0;
+    if (c.reset) continue;
+    switch (reason) {
+      case EndReason::kReset:
+      case EndReason::kError:
+        c.Reset(side == 1 ? 1 : 0, ts, out);
+        break;
+      case EndReason::kAborted:
+        c.Reset(relay, ts, out);
+        break;
+      case EndReason::kTimeout:
+        if (c.CanSend(relay)) c.Fin(relay, ts, out);
+        break;
+      case EndReason::kEof:
+      case EndReason::kReleased:
+        break;
+    }
+  }
+  if (!out.empty()) Enqueue(pair, std::move(entries));
+}
+
+// Copies `length` bytes (all the data pipe holds) into the pair's record pipe, starting a new
+// one when the tail has no room. A partial tee leaves bytes behind every queued payload in the
+// old pipe: never read, they go with it.
+bool Loop::Tee(PairRecord* r, int from, size_t length, std::shared_ptr<RecordPipe>* into) {
+  for (int attempt = 0; attempt < 2; attempt++) {
+    std::shared_ptr<RecordPipe>& tail = r->pipe;
+    if (tail && tail->teed - tail->consumed.load(std::memory_order_relaxed) + length > tail->capacity) tail.reset();
+    if (!tail) {
+      tail = RecordPipe::Create(maxPipeSize_, writer_->PipeCounter());
+      if (!tail) return false;
+    }
+    ssize_t n;
+    do {
+      n = tee(from, tail->writeFd, length, SPLICE_F_NONBLOCK);
+    } while (n < 0 && errno == EINTR);
+    if (n == static_cast<ssize_t>(length)) {
+      tail->teed += length;
+      *into = tail;
+      return true;
+    }
+    tail.reset();
+  }
+  return false;
+}
+
+void Loop::Enqueue(Pair* pair, std::vector<RecordEntry>&& entries) {
+  if (!writer_->Enqueue(pair->record->recorder.get(), std::move(entries))) DropRecording(pair);
+}
+
+// The writer is behind (or its file failed): this pair's recording ends here, its traffic goes on.
+void Loop::DropRecording(Pair* pair) {
+  PairRecord* r = pair->record.get();
+  if (!r->active) return;
+  r->dropped = true;
+  recordingsDropped_.fetch_add(1, std::memory_order_relaxed);
+  StopRecording(pair);
+}
+
+void Loop::StopRecording(Pair* pair) {
+  PairRecord* r = pair->record.get();
+  if (r == nullptr) return;
+  r->active = false;
+  r->pipe.reset();
+  if (r->recorder) {
+    writer_->ReleaseUser(r->recorder);
+    r->recorder.reset();
   }
 }
 

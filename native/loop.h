@@ -16,10 +16,27 @@
 #include <vector>
 
 #include "pipe_pool.h"
+#include "recorder.h"
 
 namespace splicer {
 
-enum class EndReason { kEof, kReset, kError, kAborted, kTimeout };
+enum class EndReason { kEof, kReset, kError, kAborted, kTimeout, kReleased };
+
+// A pair handed back to JS alive. The fds are the pair's own dups: from the moment this is
+// built they belong to whoever receives it (JS wraps them in net.Sockets; a batch that cannot
+// be delivered closes them).
+struct Released {
+  Released() = default;
+  Released(const Released&) = delete;
+  Released& operator=(const Released&) = delete;
+  // Closes the fds nobody claimed (a batch dropped at teardown); a receiver sets them to -1.
+  ~Released();
+  int fd[2] = {-1, -1};
+  std::string pending[2];   // per direction: read from the source, not yet written
+  bool ended[2] = {false, false};     // the source's EOF was read
+  bool finished[2] = {false, false};  // ... and passed on: shutdown(SHUT_WR) on the destination
+  std::vector<Conversation> recording;  // the legs, to be continued by JS; empty when not recording
+};
 
 struct Completion {
   uint64_t id = 0;
@@ -30,6 +47,8 @@ struct Completion {
   int error = 0;            // errno, for kReset and kError
   int side = -1;            // 0 = a, 1 = b: where the error was seen
   const char* syscall = nullptr;
+  bool recordingDropped = false;
+  std::shared_ptr<Released> released;  // kReleased only
 };
 
 // One direction of a pair: bytes read from fd[src] are written to fd[1 - src].
@@ -66,6 +85,7 @@ struct Pair {
   uint64_t startNs = 0;
   bool closed = false;
   bool countedReadWrite = false;
+  std::unique_ptr<PairRecord> record;  // null when the pair is not recorded
 };
 
 // A pair built on the JS thread, waiting to be adopted by a loop.
@@ -77,7 +97,8 @@ class Loop {
  public:
   using Deliver = std::function<void(std::vector<Completion>&&)>;
 
-  Loop(size_t maxPipes, size_t maxPipeSize, Deliver deliver);
+  // `writer` outlives the loop (the engine stops loops first).
+  Loop(size_t maxPipes, size_t maxPipeSize, Writer* writer, Deliver deliver);
   ~Loop();
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
@@ -87,6 +108,8 @@ class Loop {
   // From any thread. The loop takes the pair (and its fds) over.
   void Add(std::unique_ptr<Pair> pair);
   void Abort(uint64_t id);
+  // Hands the pair back to JS (a kReleased completion). Unknown or finished ids are ignored.
+  void Release(uint64_t id);
   // Aborts every pair, delivers their completions, joins the thread. Idempotent.
   void Stop();
 
@@ -96,10 +119,11 @@ class Loop {
   int64_t BytesBuffered() const { return bytesBuffered_.load(std::memory_order_relaxed); }
   size_t ReadWritePairs() const { return readWritePairs_.load(std::memory_order_relaxed); }
   uint64_t ReadWriteFallbacks() const { return readWriteFallbacks_.load(std::memory_order_relaxed); }
+  uint64_t RecordingsDropped() const { return recordingsDropped_.load(std::memory_order_relaxed); }
 
  private:
   struct Command {
-    enum Type { kAdd, kAbort } type;
+    enum Type { kAdd, kAbort, kRelease } type;
     std::unique_ptr<Pair> pair;
     uint64_t id = 0;
   };
@@ -122,12 +146,25 @@ class Loop {
   void RunTimers();
   void Fail(Pair* pair, int side, int error, const char* syscall);
   void End(Pair* pair, EndReason reason, int error, int side, const char* syscall);
+  void HandBack(Pair* pair);
+  void Forget(Pair* pair);
+  // Recording: every byte is recorded once, when it enters the pair (read from its source).
+  void RecordSpliced(Pair* pair, int di, size_t length);
+  void RecordCopy(Pair* pair, int di, const char* data, size_t length);
+  void RecordFin(Pair* pair, int di);
+  void RecordEnd(Pair* pair, EndReason reason, int side);
+  bool Tee(PairRecord* record, int from, size_t length, std::shared_ptr<RecordPipe>* into);
+  void Enqueue(Pair* pair, std::vector<RecordEntry>&& entries);
+  void DropRecording(Pair* pair);
+  void StopRecording(Pair* pair);
   void CloseFds(Pair* pair, bool resetA, bool resetB);
   void Flush();
   void Touch(Pair* pair) { pair->lastActivityMs = nowMs_; }
   int NextTimeoutMs();
 
   PipePool pipes_;
+  const size_t maxPipeSize_;
+  Writer* writer_;
   Deliver deliver_;
   int epollFd_ = -1;
   int wakeFd_ = -1;
@@ -150,6 +187,7 @@ class Loop {
   std::atomic<int64_t> bytesBuffered_{0};
   std::atomic<size_t> readWritePairs_{0};
   std::atomic<uint64_t> readWriteFallbacks_{0};  // pairs that ever fell back: counts up only
+  std::atomic<uint64_t> recordingsDropped_{0};   // pairs whose recording stopped early: counts up only
 };
 
 uint64_t MonotonicNs();

@@ -4,18 +4,77 @@ import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 
+/** Where one side of a recorded conversation stands (TCP sequence space, uint32). */
+export interface NativeHalfProgress {
+  next: number;
+  acked: number;
+  ipId: number;
+  finished: boolean;
+}
+
+/** One side of a conversation for the native recorder: its address as 4 or 16 bytes. */
+export interface NativeHalf extends NativeHalfProgress {
+  ip: Buffer;
+  port: number;
+}
+
+export interface NativeConversation {
+  ipv4: boolean;
+  client: NativeHalf;
+  server: NativeHalf;
+}
+
+/** What a pair records: into which recorder, and its 1 or 2 legs (client <-> relay, relay <-> server). */
+export interface NativeRecordSpec {
+  recorder: number;
+  legs: NativeConversation[];
+}
+
+/**
+ * A pair handed back alive. The fds are the engine's dups and now belong to JS (close them or
+ * wrap them); `pending*` were read from the source and not yet written, in order.
+ */
+export interface NativeReleased {
+  fdA: number;
+  fdB: number;
+  pendingAtoB: Buffer;
+  pendingBtoA: Buffer;
+  endedAtoB: boolean;
+  finishedAtoB: boolean;
+  endedBtoA: boolean;
+  finishedBtoA: boolean;
+  /** Per leg, where the conversation stands; absent when the pair was not recording (or it stopped). */
+  recording?: { client: NativeHalfProgress; server: NativeHalfProgress }[];
+}
+
 /** One finished pair, as the native loop reports it. */
 export interface NativeCompletion {
   id: number;
   bytesAtoB: number;
   bytesBtoA: number;
   durationMs: number;
-  reason: 'eof' | 'reset' | 'error' | 'aborted' | 'timeout';
+  reason: 'eof' | 'reset' | 'error' | 'aborted' | 'timeout' | 'released';
   /** errno name (ECONNRESET, EPIPE, ...) for reset and error. */
   code?: string;
   /** Side the error was seen on: 0 = a, 1 = b. */
   side?: number;
   syscall?: string;
+  /** The pair's recording stopped before the pair did. */
+  recordingDropped?: boolean;
+  /** reason `released` only. */
+  released?: NativeReleased;
+}
+
+/** From the writer thread: a recorder stopped by a write error, or its file closed. */
+export interface NativeRecorderEvent {
+  recorder: number;
+  event: 'failed' | 'closed';
+  /** failed: the errno name (ENOSPC, EPIPE...), its negative number and the call. */
+  code?: string;
+  errno?: number;
+  syscall?: string;
+  /** closed: every record queued for it was written. */
+  complete?: boolean;
 }
 
 export interface NativeEngineStats {
@@ -28,12 +87,22 @@ export interface NativeEngineStats {
   readWritePairs: number;
   /** Pairs that ever fell back to read/write, since the engine started. */
   readWriteFallbacks: number;
+  /** Pairs whose recording stopped early (writer behind, file failed), since the engine started. */
+  recordingsDropped: number;
+  /** Recorded bytes (headers and payload) waiting for the writer thread. */
+  recordQueuedBytes: number;
+  /** Recorders (pcap files) open. */
+  recorders: number;
+  /** Record pipes alive (2 fds each): one per recording pair, plus those the writer has yet to empty. */
+  recordPipes: number;
 }
 
 export interface NativeEngineOptions {
   threads: number;
   maxPipes: number;
   maxPipeSize: number;
+  /** Bound on recordQueuedBytes, over all recorders. */
+  recordBufferBytes?: number;
 }
 
 /** The native engine: owns loop threads, each with an epoll set. */
@@ -43,9 +112,27 @@ export interface NativeEngine {
    * The caller keeps its own fds and must close them. Heads are written first, in order.
    * Returns the pair id. Throws an Error with `code` when a dup fails.
    */
-  add(fdA: number, fdB: number, headAtoB: Buffer | null, headBtoA: Buffer | null, idleTimeoutMs: number): number;
+  add(
+    fdA: number,
+    fdB: number,
+    headAtoB: Buffer | null,
+    headBtoA: Buffer | null,
+    idleTimeoutMs: number,
+    record?: NativeRecordSpec | null,
+  ): number;
   /** Ends a pair with reason `aborted`. Unknown or finished ids are ignored. */
   abort(id: number): void;
+  /** Hands a pair back alive (reason `released`, see NativeReleased). Unknown or finished ids are ignored. */
+  release(id: number): void;
+  /**
+   * Takes a dup of `fd` (a file JS opened and wrote the pcap global header to; the caller closes
+   * its own fd) and returns a recorder id. Non-regular files are switched to O_NONBLOCK.
+   */
+  openRecorder(fd: number): number;
+  /** Queues whole records for the writer thread. False (nothing queued) when the queue is full, or the recorder failed or is closing. */
+  recordWrite(recorder: number, data: Buffer): boolean;
+  /** The file closes once its queue is written and no pair records into it; a `closed` event follows. */
+  closeRecorder(recorder: number): void;
   stats(): NativeEngineStats;
   /** Aborts every pair, delivers their completions, joins the threads. Idempotent. */
   close(): void;
@@ -55,7 +142,10 @@ export interface NativeEngine {
 }
 
 export interface NativeBinding {
-  Engine: new (options: NativeEngineOptions, onDone: (batch: NativeCompletion[]) => void) => NativeEngine;
+  Engine: new (
+    options: NativeEngineOptions,
+    onDone: (batch: NativeCompletion[], recorderEvents: NativeRecorderEvent[]) => void,
+  ) => NativeEngine;
 }
 
 export type NativeLoad = { binding: NativeBinding; reason?: undefined } | { binding: null; reason: string };

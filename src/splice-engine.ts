@@ -1,10 +1,21 @@
 // The JS side of the native engine: validates, takes sockets over from Node,
 // and turns the native completion batches into ForwardResults.
+import fs from 'node:fs';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { loadNative, type NativeCompletion, type NativeEngine } from './native.js';
+import {
+  loadNative,
+  type NativeCompletion,
+  type NativeConversation,
+  type NativeEngine,
+  type NativeRecorderEvent,
+  type NativeReleased,
+} from './native.js';
+import { addressBytes } from './relay/ip.js';
+import type { NativePcapSink } from './relay/native-pcap.js';
+import type { ConversationState, TcpConversation } from './relay/pcap.js';
 import { resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
-import { ForwardError, type ForwardResult, type Side } from './types.js';
+import { ForwardError, type ForwardResult, type ReleasedPair, type Side } from './types.js';
 
 export interface SpliceEngineOptions {
   /** Loop threads, each with its own epoll set. Default 1. */
@@ -13,6 +24,11 @@ export interface SpliceEngineOptions {
   maxPipes?: number;
   /** Largest size a pipe grows to for a streaming flow. Default 1 MiB (the kernel's pipe-max-size). */
   maxPipeSize?: number;
+  /**
+   * Recorded bytes (all pcap files of this engine) that may wait for the writer thread; past
+   * it, a pair stops recording rather than wait. Default 64 MiB.
+   */
+  recordBufferBytes?: number;
 }
 
 export interface SpliceEngineStats {
@@ -25,16 +41,78 @@ export interface SpliceEngineStats {
   readWritePairs: number;
   /** Pairs that ever fell back to read/write since the engine started (counts up only). */
   readWriteFallbacks: number;
+  /** Pairs whose recording stopped early since the engine started (counts up only). */
+  recordingsDropped: number;
+  /** Recorded bytes waiting for the writer thread. */
+  recordQueuedBytes: number;
+  /** pcap files open. */
+  recorders: number;
+  /** Record pipes alive (2 fds each). */
+  recordPipes: number;
+}
+
+/** Handed to `onStart`: what the caller may do with a running pair. */
+export interface SpliceControl {
+  /**
+   * Takes the pair back from the engine alive: forward() resolves with reason `released` and
+   * `result.released`. Ignored once the pair has ended (its own result stands).
+   */
+  release(): void;
+}
+
+/**
+ * Records the pair's traffic into a pcap file without the payload passing through JS.
+ * The legs are conversations whose handshake the caller has written to the sink already;
+ * legs[0] is client <-> relay (side a is its client), legs[1] (optional) relay <-> server
+ * (side b is its server). a -> b is the client sending on every leg. The engine records every
+ * byte when it is read, the FIN of each direction when it is passed on, and a RST on reset
+ * or abort. The TcpConversation objects are not advanced: when the pair is released, its
+ * legs' states come back in `result.released.recording`.
+ */
+export interface SpliceRecordOptions {
+  sink: NativePcapSink;
+  legs: TcpConversation[];
 }
 
 export interface SpliceForwardOptions {
   idleTimeout?: number;
   signal?: AbortSignal;
+  /** Called synchronously once the engine holds the pair (not when forward() ends before that). */
+  onStart?: (control: SpliceControl) => void;
+  record?: SpliceRecordOptions;
+}
+
+/** A pcap file the engine's writer thread appends to: see openNativePcap (src/relay/native-pcap.ts). */
+export interface NativeRecorder {
+  readonly id: number;
+  /** Queues whole records; false (dropped) when the queue is full or the recorder failed or is closing. */
+  write(records: Buffer): boolean;
+  /**
+   * Resolves once every record queued is in the file and the file is closed, which waits for
+   * the pairs recording into it to end or be released. Rejects with the write error that stopped
+   * the recorder, or ERR_PCAP_INCOMPLETE when the engine closed before the file took every record.
+   */
+  close(): Promise<void>;
+  /** The write error that stopped the recorder, if one did. */
+  readonly error: Error | undefined;
+  /** close() was called (or the engine closed). */
+  readonly closed: boolean;
+}
+
+interface RecorderState {
+  id: number;
+  onError?: (err: Error) => void;
+  error?: Error;
+  closeRequested: boolean;
+  closed: boolean;
+  waiters: { resolve: () => void; reject: (err: Error) => void }[];
 }
 
 interface Pending {
   resolve: (result: ForwardResult) => void;
   detachSignal?: () => void;
+  /** The recorded legs' states as handed to the engine: addresses for the states it gives back. */
+  legs?: ConversationState[];
 }
 
 function positiveInteger(name: string, value: unknown, fallback: number, max: number): number {
@@ -56,12 +134,77 @@ function toResult(done: NativeCompletion): ForwardResult {
     reason: done.reason,
   };
   if (done.code) result.error = new ForwardError(done.code, sideName(done.side), done.syscall);
+  if (done.recordingDropped) result.recordingDropped = true;
   return result;
+}
+
+/** A net.Socket on an fd the engine handed back; closes the fd when Node cannot take it. */
+function socketOnFd(fd: number): net.Socket {
+  try {
+    // pauseOnCreate: no read starts before the caller resumes (Node's own option, used by
+    // cluster; not in @types/node). allowHalfOpen: an EOF must not end the other direction.
+    return new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: true } as net.SocketConstructorOpts);
+  } catch (err) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already gone
+    }
+    throw err;
+  }
+}
+
+function nativeConversation(leg: TcpConversation): { state: ConversationState; native: NativeConversation } {
+  const state = leg.state();
+  if (state.phase !== 'open') throw new TypeError(`record.legs must be open conversations (handshake written, not reset), got ${state.phase}`);
+  const half = (side: 'client' | 'server') => {
+    const { address, port, next, acked, ipId, finished } = state[side];
+    return { ip: addressBytes(address), port, next, acked, ipId, finished };
+  };
+  return { state, native: { ipv4: state.ipv4, client: half('client'), server: half('server') } };
+}
+
+function releasedPair(released: NativeReleased, legs: ConversationState[] | undefined): ReleasedPair {
+  let a: net.Socket | undefined;
+  try {
+    a = socketOnFd(released.fdA);
+  } catch (err) {
+    fs.closeSync(released.fdB);
+    throw Object.assign(err as Error, { side: 'a' });
+  }
+  let b: net.Socket;
+  try {
+    b = socketOnFd(released.fdB);
+  } catch (err) {
+    a.destroy();
+    throw Object.assign(err as Error, { side: 'b' });
+  }
+  const pair: ReleasedPair = {
+    a,
+    b,
+    pendingAtoB: released.pendingAtoB,
+    pendingBtoA: released.pendingBtoA,
+    endedAtoB: released.endedAtoB,
+    finishedAtoB: released.finishedAtoB,
+    endedBtoA: released.endedBtoA,
+    finishedBtoA: released.finishedBtoA,
+  };
+  if (released.recording && legs) {
+    pair.recording = released.recording.map((progress, i) => ({
+      ...legs[i],
+      client: { ...legs[i].client, ...progress.client },
+      server: { ...legs[i].server, ...progress.server },
+    }));
+  }
+  return pair;
 }
 
 export class SpliceEngine {
   readonly #native: NativeEngine;
   readonly #pending = new Map<number, Pending>();
+  readonly #recorders = new Map<number, RecorderState>();
+  /** Recorders whose close() waits for the writer: they keep the process alive as pairs do. */
+  #closingRecorders = 0;
   #closed = false;
   #closing: Promise<void> | undefined;
   #drained: (() => void) | undefined;
@@ -70,9 +213,13 @@ export class SpliceEngine {
     const threads = positiveInteger('threads', options.threads, 1, 64);
     const maxPipes = positiveInteger('maxPipes', options.maxPipes, 256, 1 << 20);
     const maxPipeSize = positiveInteger('maxPipeSize', options.maxPipeSize, 1 << 20, 1 << 30);
+    const recordBufferBytes = positiveInteger('recordBufferBytes', options.recordBufferBytes, 64 << 20, 2 ** 40);
     const load = loadNative();
     if (!load.binding) throw Object.assign(new Error(`splice engine unavailable: ${load.reason}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
-    this.#native = new load.binding.Engine({ threads, maxPipes, maxPipeSize }, (batch) => this.#onDone(batch));
+    this.#native = new load.binding.Engine({ threads, maxPipes, maxPipeSize, recordBufferBytes }, (batch, events) => {
+      this.#onRecorderEvents(events);
+      this.#onDone(batch);
+    });
   }
 
   get closed(): boolean {
@@ -85,6 +232,15 @@ export class SpliceEngine {
    */
   async forward(a: Duplex, b: Duplex, options: SpliceForwardOptions = {}): Promise<ForwardResult> {
     const started = performance.now();
+    const record = options.record;
+    if (record !== undefined) {
+      if (record.sink?.engine !== this) throw new TypeError('record.sink must be a NativePcapSink opened on this engine');
+      if (!Array.isArray(record.legs) || record.legs.length < 1 || record.legs.length > 2) {
+        throw new RangeError(`record.legs must hold 1 or 2 conversations, got ${record.legs?.length}`);
+      }
+      record.legs.forEach(nativeConversation);
+    }
+    if (options.onStart !== undefined && typeof options.onStart !== 'function') throw new TypeError('onStart must be a function');
     for (const [side, stream] of [['a', a], ['b', b]] as const) {
       const why = whyNoFd(stream);
       if (why) throw Object.assign(new TypeError(`socket ${side} cannot be spliced: ${why}`), { code: 'ERR_SPLICE_NO_FD' });
@@ -109,11 +265,17 @@ export class SpliceEngine {
       return this.#endEarly(socketA, socketB, started, Object.assign(new Error('socket closed'), { code: 'ECONNRESET' }), fdA === null ? 'a' : 'b');
     }
 
+    // Checked here, after the wait and before anything is taken from the sockets: from this
+    // check to native.add() nothing can close the recorder.
+    if (record?.sink.closed) throw Object.assign(new Error(`the pcap sink ${record.sink.path} is closed`), { code: 'ERR_PCAP_CLOSED' });
+    // The legs' states are taken now, after every record the caller wrote before forward().
+    const legs = record?.legs.map(nativeConversation);
+    const spec = record && legs ? { recorder: record.sink.recorder.id, legs: legs.map((leg) => leg.native) } : null;
     // From here to native.add() everything is synchronous: no read can slip in between.
     const headAtoB = takeReadable(socketA);
     const headBtoA = takeReadable(socketB);
-    const id = this.#native.add(fdA, fdB, headAtoB, headBtoA, options.idleTimeout ?? 0);
-    if (this.#pending.size === 0) this.#native.ref();
+    const id = this.#native.add(fdA, fdB, headAtoB, headBtoA, options.idleTimeout ?? 0, spec);
+    this.#hold();
     // Destroying inside this libuv callback after a dup makes libuv < 1.49 with io_uring
     // spin on the dead fd (libuv#4323); a later tick avoids it. No FIN is sent: our dup holds the socket.
     setImmediate(() => {
@@ -121,8 +283,8 @@ export class SpliceEngine {
       socketB.destroy();
     });
 
-    return new Promise<ForwardResult>((resolve) => {
-      const pending: Pending = { resolve };
+    const result = new Promise<ForwardResult>((resolve) => {
+      const pending: Pending = { resolve, legs: legs?.map((leg) => leg.state) };
       if (signal) {
         const onAbort = () => this.#native.abort(id);
         signal.addEventListener('abort', onAbort, { once: true });
@@ -130,6 +292,56 @@ export class SpliceEngine {
       }
       this.#pending.set(id, pending);
     });
+    if (options.onStart) {
+      const control: SpliceControl = {
+        release: () => {
+          if (this.#pending.has(id)) this.#native.release(id);
+        },
+      };
+      try {
+        options.onStart(control);
+      } catch (err) {
+        // The caller cannot know what became of the pair: it ends, and forward() rejects.
+        this.#native.abort(id);
+        throw err;
+      }
+    }
+    return result;
+  }
+
+  /**
+   * Opens a recorder on a dup of `fd` (the caller closes its own fd). Used by openNativePcap,
+   * which opens the file and writes its global header first. `onError` hears of the write
+   * error that stops the recorder (ENOSPC, EPIPE...), as soon as it happens.
+   */
+  openRecorder(fd: number, onError?: (err: Error) => void): NativeRecorder {
+    if (this.#closed) throw Object.assign(new Error('splice engine is closed'), { code: 'ERR_SPLICE_CLOSED' });
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be an integer >= 0, got ${String(fd)}`);
+    const id = this.#native.openRecorder(fd);
+    const state: RecorderState = { id, onError, closeRequested: false, closed: false, waiters: [] };
+    this.#recorders.set(id, state);
+    const native = this.#native;
+    return {
+      id,
+      write: (records: Buffer) => !state.closeRequested && !state.closed && native.recordWrite(id, records),
+      close: () => {
+        if (state.closed) return state.error ? Promise.reject(state.error) : Promise.resolve();
+        const done = new Promise<void>((resolve, reject) => state.waiters.push({ resolve, reject }));
+        if (!state.closeRequested) {
+          state.closeRequested = true;
+          this.#hold();
+          this.#closingRecorders++;
+          native.closeRecorder(id);
+        }
+        return done;
+      },
+      get error() {
+        return state.error;
+      },
+      get closed() {
+        return state.closeRequested || state.closed;
+      },
+    };
   }
 
   stats(): SpliceEngineStats {
@@ -137,27 +349,87 @@ export class SpliceEngine {
   }
 
   /** Ends every pair (reason `aborted`, both sides reset) and stops the loop threads. */
+  /** Ends every pair (reason `aborted`, both sides reset), closes every recorder's file, and stops the threads. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
     this.#closed = true;
     this.#native.close();
-    this.#closing = this.#pending.size === 0
+    this.#closing = this.#idle()
       ? Promise.resolve()
       : new Promise<void>((resolve) => { this.#drained = resolve; });
     return this.#closing;
   }
 
+  // Every pair out and every recorder whose close() waits keeps the process alive.
+  #hold(): void {
+    if (this.#pending.size + this.#closingRecorders === 0) this.#native.ref();
+  }
+
+  #idle(): boolean {
+    // At engine close every recorder reports `closed`, asked to or not.
+    return this.#pending.size === 0 && (this.#closed ? this.#recorders.size === 0 : this.#closingRecorders === 0);
+  }
+
+  #settled(): void {
+    if (this.#pending.size + this.#closingRecorders === 0 && !this.#closed) this.#native.unref();
+    if (this.#closed && this.#idle()) this.#drained?.();
+  }
+
   #onDone(batch: NativeCompletion[]): void {
     for (const done of batch) {
       const pending = this.#pending.get(done.id);
-      if (!pending) continue;
+      if (!pending) {
+        // Nobody waits for this pair (cannot happen: ids are registered before any completion can
+        // arrive); its fds must not leak all the same.
+        if (done.released) for (const fd of [done.released.fdA, done.released.fdB]) fs.closeSync(fd);
+        continue;
+      }
       this.#pending.delete(done.id);
       pending.detachSignal?.();
-      pending.resolve(toResult(done));
+      const result = toResult(done);
+      if (done.released) {
+        try {
+          result.released = releasedPair(done.released, pending.legs);
+        } catch (err) {
+          // Node could not take an fd back (both are closed by now): the pair is lost.
+          const e = err as NodeJS.ErrnoException & { side?: Side };
+          result.reason = 'error';
+          result.error = new ForwardError(e.code ?? 'EBADF', e.side ?? 'a', 'open');
+        }
+      }
+      pending.resolve(result);
     }
-    if (this.#pending.size === 0) {
-      if (!this.#closed) this.#native.unref();
-      this.#drained?.();
+    this.#settled();
+  }
+
+  #onRecorderEvents(events: NativeRecorderEvent[]): void {
+    for (const event of events) {
+      const state = this.#recorders.get(event.recorder);
+      if (!state) continue;
+      if (event.event === 'failed') {
+        state.error = Object.assign(new Error(`pcap recording stopped: ${event.syscall ?? 'write'} failed with ${event.code}`), {
+          code: event.code,
+          errno: event.errno,
+          syscall: event.syscall,
+        });
+        try {
+          state.onError?.(state.error);
+        } catch (err) {
+          // A throwing handler must not keep the other events from their waiters.
+          queueMicrotask(() => { throw err; });
+        }
+        continue;
+      }
+      this.#recorders.delete(event.recorder);
+      state.closed = true;
+      if (state.closeRequested) this.#closingRecorders--;
+      const failure = state.error ??
+        (event.complete ? undefined : Object.assign(new Error('the engine closed before every record was written to the file'), { code: 'ERR_PCAP_INCOMPLETE' }));
+      if (failure && !state.error) state.error = failure;
+      for (const waiter of state.waiters.splice(0)) {
+        if (failure) waiter.reject(failure);
+        else waiter.resolve();
+      }
     }
   }
 

@@ -1,4 +1,6 @@
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { ConversationState } from './relay/pcap.js';
 import type { SpliceEngine } from './splice-engine.js';
 
 /** The engines that can carry a pair. */
@@ -14,8 +16,10 @@ export type EngineChoice = 'auto' | EngineName;
  * - `error`: another socket error on one side (see `error.code`); the other side was reset.
  * - `aborted`: the caller aborted (signal, engine close); both sides were reset.
  * - `timeout`: nothing moved either way for `idleTimeout` ms; both sides were closed.
+ * - `released`: only when the caller released the pair (splice engine, `onStart`): both
+ *   connections are still open and were handed back in `ForwardResult.released`.
  */
-export type EndReason = 'eof' | 'reset' | 'error' | 'aborted' | 'timeout';
+export type EndReason = 'eof' | 'reset' | 'error' | 'aborted' | 'timeout' | 'released';
 
 /** Which of the two sockets given to `forward(a, b)`. */
 export type Side = 'a' | 'b';
@@ -41,6 +45,36 @@ export interface ForwardResult {
   reason: EndReason;
   /** Set when reason is `reset` or `error`: the errno name in `code`, and the side it happened on. */
   error?: ForwardError;
+  /** The pair was being recorded and the recording stopped before the pair did (the writer fell behind, or the file failed). */
+  recordingDropped?: boolean;
+  /** Reason `released` only: the live pair, for the caller to carry on. */
+  released?: ReleasedPair;
+}
+
+/**
+ * A pair handed back by the splice engine without losing a byte. To carry on: write
+ * `pendingAtoB` to b and `pendingBtoA` to a first, then forward the sockets (e.g. forwardJs).
+ * A source whose EOF was read keeps reporting it, so the sockets' own 'end' events still come.
+ */
+export interface ReleasedPair {
+  /** New sockets on the pair's connections: paused (nothing is read before resume()), allowHalfOpen. */
+  a: net.Socket;
+  b: net.Socket;
+  /** Read from a, not yet written to b, in order. Already in the recording, if the pair was recorded. */
+  pendingAtoB: Buffer;
+  /** Read from b, not yet written to a. */
+  pendingBtoA: Buffer;
+  /** a's EOF was read. */
+  endedAtoB: boolean;
+  /** ...and passed on: b was shut down for writing (so pendingAtoB is empty). */
+  finishedAtoB: boolean;
+  endedBtoA: boolean;
+  finishedBtoA: boolean;
+  /**
+   * When the pair was recorded and its recording had not stopped: the legs' states, to go on
+   * with `TcpConversation.fromState()` (the FINs of finished directions are recorded already).
+   */
+  recording?: ConversationState[];
 }
 
 /** A socket error that ended a pair. Carries the errno name, never socket contents. */

@@ -1,0 +1,407 @@
+#include "recorder.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <system_error>
+
+namespace splicer {
+
+namespace {
+
+// Bytes one recorder may write per round before the others get their turn.
+constexpr size_t kBytesPerRound = 4 * 1024 * 1024;
+constexpr size_t kCopyBufferSize = 64 * 1024;
+
+}  // namespace
+
+RecordPipe::RecordPipe(int readFd, int writeFd, size_t capacity, std::atomic<size_t>* live)
+    : readFd(readFd), writeFd(writeFd), capacity(capacity), live_(live) {
+  live_->fetch_add(1, std::memory_order_relaxed);
+}
+
+RecordPipe::~RecordPipe() {
+  close(readFd);
+  close(writeFd);
+  live_->fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::shared_ptr<RecordPipe> RecordPipe::Create(size_t size, std::atomic<size_t>* live) {
+  int fds[2];
+  if (pipe2(fds, O_NONBLOCK | O_CLOEXEC) != 0) return nullptr;
+  // EPERM (over pipe-max-size or the user's pipe budget) keeps the default size; a fill too
+  // big for it then drops the recording, never the traffic.
+  fcntl(fds[1], F_SETPIPE_SZ, static_cast<int>(size));
+  int got = fcntl(fds[1], F_GETPIPE_SZ);
+  return std::make_shared<RecordPipe>(fds[0], fds[1], got > 0 ? static_cast<size_t>(got) : 4096, live);
+}
+
+Writer::Writer(size_t maxQueuedBytes, Deliver deliver)
+    : maxQueuedBytes_(maxQueuedBytes), deliver_(std::move(deliver)) {}
+
+Writer::~Writer() {
+  Stop();
+  if (wakeFd_ >= 0) close(wakeFd_);
+}
+
+uint64_t Writer::Open(int fd, int* error) {
+  int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (own < 0) {
+    *error = errno;
+    return 0;
+  }
+  struct stat st;
+  if (fstat(own, &st) == 0 && !S_ISREG(st.st_mode)) {
+    // A FIFO, socket or device may block forever; the writer waits for it in poll() instead.
+    int flags = fcntl(own, F_GETFL);
+    if (flags >= 0 && !(flags & O_NONBLOCK)) fcntl(own, F_SETFL, flags | O_NONBLOCK);
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stopping_) {
+    close(own);
+    *error = EBADF;
+    return 0;
+  }
+  if (!started_) {
+    try {
+      StartLocked();
+    } catch (const std::system_error& err) {
+      close(own);
+      *error = err.code().value() != 0 ? err.code().value() : EAGAIN;
+      return 0;
+    }
+  }
+  uint64_t id = nextId_.fetch_add(1);
+  recorders_.emplace(id, std::make_shared<Recorder>(id, own));
+  recorderCount_.fetch_add(1, std::memory_order_relaxed);
+  return id;
+}
+
+void Writer::StartLocked() {
+  if (wakeFd_ < 0) wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (wakeFd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  thread_ = std::thread([this] {
+    // Signals belong to Node's main thread. SIGPIPE from a FIFO whose reader left is ignored
+    // process-wide by Node; the write still fails with EPIPE and stops that recorder.
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, nullptr);
+    Run();
+  });
+  started_ = true;
+}
+
+bool Writer::Write(uint64_t id, const char* data, size_t length) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = recorders_.find(id);
+  if (it == recorders_.end() || stopping_) return false;
+  Recorder* r = it->second.get();
+  if (r->failed_ || r->closeRequested_) return false;
+  if (length == 0) return true;
+  if (queued_.load(std::memory_order_relaxed) + length > maxQueuedBytes_) return false;
+  RecordEntry entry;
+  entry.bytes.assign(data, length);
+  r->queue_.push_back(std::move(entry));
+  queued_.fetch_add(length, std::memory_order_relaxed);
+  WakeLocked();
+  return true;
+}
+
+void Writer::Close(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = recorders_.find(id);
+  if (it == recorders_.end() || it->second->closeRequested_) return;
+  it->second->closeRequested_ = true;
+  WakeLocked();
+}
+
+std::shared_ptr<Recorder> Writer::Acquire(uint64_t id) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto it = recorders_.find(id);
+  if (it == recorders_.end() || it->second->closeRequested_ || stopping_) return nullptr;
+  it->second->users_++;
+  return it->second;
+}
+
+void Writer::ReleaseUser(const std::shared_ptr<Recorder>& recorder) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (--recorder->users_ == 0 && recorder->closeRequested_) WakeLocked();
+}
+
+bool Writer::HasRoom(size_t bytes) const {
+  return queued_.load(std::memory_order_relaxed) + bytes <= maxQueuedBytes_;
+}
+
+bool Writer::Enqueue(Recorder* recorder, std::vector<RecordEntry>&& entries) {
+  size_t total = 0;
+  for (const RecordEntry& entry : entries) total += entry.Size();
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (recorder->failed_ || stopping_) return false;
+  if (queued_.load(std::memory_order_relaxed) + total > maxQueuedBytes_) return false;
+  for (RecordEntry& entry : entries) recorder->queue_.push_back(std::move(entry));
+  queued_.fetch_add(total, std::memory_order_relaxed);
+  WakeLocked();
+  return true;
+}
+
+// Only a thread that sleeps needs the eventfd: one write per wake, not per entry.
+void Writer::WakeLocked() {
+  if (!started_ || !sleeping_) return;
+  sleeping_ = false;
+  uint64_t one = 1;
+  ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+  (void)ignored;
+}
+
+void Writer::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopped_) return;
+    stopped_ = true;
+    stopping_ = true;
+    if (started_) {
+      uint64_t one = 1;
+      ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+      (void)ignored;
+    }
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+void Writer::Run() {
+  std::vector<std::shared_ptr<Recorder>> work;
+  std::vector<std::shared_ptr<Recorder>> closing;
+  std::vector<struct pollfd> fds;
+  std::vector<Recorder*> polled;
+  for (;;) {
+    work.clear();
+    closing.clear();
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) break;
+      for (auto it = recorders_.begin(); it != recorders_.end();) {
+        Recorder* r = it->second.get();
+        if (r->closeRequested_ && r->users_ == 0 && (r->queue_.empty() || r->failed_)) {
+          closing.push_back(it->second);
+          it = recorders_.erase(it);
+          continue;
+        }
+        if (!r->queue_.empty() && !r->failed_) work.push_back(it->second);
+        ++it;
+      }
+    }
+    for (auto& r : closing) CloseFile(r.get(), !r->failed_);
+
+    bool ready = false;
+    fds.clear();
+    polled.clear();
+    fds.push_back({wakeFd_, POLLIN, 0});
+    for (auto& r : work) {
+      Progress progress = Drain(r.get(), kBytesPerRound);
+      if (progress == Progress::kBudget) {
+        ready = true;
+      } else if (progress == Progress::kBlocked) {
+        fds.push_back({r->fd_, POLLOUT, 0});
+        polled.push_back(r.get());
+      }
+    }
+    Flush();
+    {
+      // Decided under the lock that Enqueue takes: an entry queued after this look finds
+      // sleeping_ set and wakes the poll below.
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (stopping_) break;
+      for (auto& entry : recorders_) {
+        Recorder* r = entry.second.get();
+        if ((!r->queue_.empty() && !r->failed_ && !r->blocked_) ||
+            (r->closeRequested_ && r->users_ == 0 && (r->queue_.empty() || r->failed_))) {
+          ready = true;
+        }
+      }
+      sleeping_ = !ready;
+    }
+    int n;
+    do {
+      n = poll(fds.data(), fds.size(), ready ? 0 : -1);
+    } while (n < 0 && errno == EINTR);
+    if (fds[0].revents & POLLIN) {
+      uint64_t count;
+      ssize_t ignored = read(wakeFd_, &count, sizeof(count));
+      (void)ignored;
+    }
+    for (size_t i = 1; i < fds.size(); i++) {
+      if (fds[i].revents != 0) polled[i - 1]->blocked_ = false;
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    sleeping_ = false;
+  }
+
+  // Engine close: write what the files take without blocking (all of it, for a regular file),
+  // then close them. A file that blocks forever cannot hold the engine up.
+  std::vector<std::shared_ptr<Recorder>> all;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto& entry : recorders_) all.push_back(entry.second);
+    recorders_.clear();
+  }
+  for (auto& r : all) {
+    r->blocked_ = false;
+    Progress progress = r->failed_ ? Progress::kFailed : Drain(r.get(), SIZE_MAX);
+    std::deque<RecordEntry> dropped;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      for (const RecordEntry& entry : r->queue_) queued_.fetch_sub(entry.Size(), std::memory_order_relaxed);
+      dropped.swap(r->queue_);
+    }
+    CloseFile(r.get(), progress == Progress::kEmpty && !r->failed_);
+  }
+  Flush();
+}
+
+Writer::Progress Writer::Drain(Recorder* r, size_t budget) {
+  size_t written = 0;
+  for (;;) {
+    RecordEntry* entry;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (r->failed_) return Progress::kFailed;
+      if (r->queue_.empty()) return Progress::kEmpty;
+      entry = &r->queue_.front();
+    }
+    if (!WriteEntry(r, *entry)) return r->failed_ ? Progress::kFailed : Progress::kBlocked;
+    RecordEntry done;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      done = std::move(r->queue_.front());
+      r->queue_.pop_front();
+      queued_.fetch_sub(done.Size(), std::memory_order_relaxed);
+    }
+    r->bytesDone_ = r->payloadDone_ = 0;
+    written += done.Size();
+    if (written >= budget) return Progress::kBudget;
+    // `done` (and maybe the last reference to its pipe) goes here, outside the lock.
+  }
+}
+
+// False when the entry could not be written whole: blocked (EAGAIN) or failed.
+bool Writer::WriteEntry(Recorder* r, RecordEntry& entry) {
+  while (r->bytesDone_ < entry.bytes.size()) {
+    ssize_t n = write(r->fd_, entry.bytes.data() + r->bytesDone_, entry.bytes.size() - r->bytesDone_);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {
+        r->blocked_ = true;
+      } else {
+        Fail(r, errno, "write");
+      }
+      return false;
+    }
+    r->bytesDone_ += static_cast<size_t>(n);
+  }
+  while (!r->noSplice_ && r->payloadDone_ < entry.payload) {
+    ssize_t n = splice(entry.pipe->readFd, nullptr, r->fd_, nullptr, entry.payload - r->payloadDone_,
+                       SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      // The payload was teed in before its entry was queued, so EAGAIN is the file, never the pipe.
+      if (errno == EAGAIN) {
+        r->blocked_ = true;
+        return false;
+      }
+      // A file opened with O_APPEND, or a file system without splice_write: copy instead.
+      if (errno == EINVAL) {
+        r->noSplice_ = true;
+        break;
+      }
+      Fail(r, errno, "splice");
+      return false;
+    }
+    if (n == 0) {
+      Fail(r, EIO, "splice");
+      return false;
+    }
+    r->payloadDone_ += static_cast<size_t>(n);
+    entry.pipe->consumed.fetch_add(static_cast<size_t>(n), std::memory_order_relaxed);
+  }
+  if (r->noSplice_) return CopyPayload(r, entry);
+  return true;
+}
+
+bool Writer::CopyPayload(Recorder* r, RecordEntry& entry) {
+  if (r->scratch_.size() < kCopyBufferSize) r->scratch_.resize(kCopyBufferSize);
+  for (;;) {
+    while (r->scratchStart_ < r->scratchEnd_) {
+      ssize_t n = write(r->fd_, r->scratch_.data() + r->scratchStart_, r->scratchEnd_ - r->scratchStart_);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) {
+          r->blocked_ = true;
+        } else {
+          Fail(r, errno, "write");
+        }
+        return false;
+      }
+      r->scratchStart_ += static_cast<size_t>(n);
+    }
+    r->scratchStart_ = r->scratchEnd_ = 0;
+    if (r->payloadDone_ >= entry.payload) return true;
+    size_t want = std::min(r->scratch_.size(), entry.payload - r->payloadDone_);
+    ssize_t n = read(entry.pipe->readFd, r->scratch_.data(), want);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      Fail(r, n < 0 ? errno : EIO, "read");
+      return false;
+    }
+    r->scratchEnd_ = static_cast<size_t>(n);
+    r->payloadDone_ += static_cast<size_t>(n);
+    entry.pipe->consumed.fetch_add(static_cast<size_t>(n), std::memory_order_relaxed);
+  }
+}
+
+// A write error stops the recorder: what is queued is dropped, pairs recording into it stop
+// (their next Enqueue fails), and JS hears of it at once. The file stays open until JS closes it.
+void Writer::Fail(Recorder* r, int error, const char* syscall) {
+  std::deque<RecordEntry> dropped;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    r->failed_ = true;
+    for (const RecordEntry& entry : r->queue_) queued_.fetch_sub(entry.Size(), std::memory_order_relaxed);
+    dropped.swap(r->queue_);
+  }
+  r->bytesDone_ = r->payloadDone_ = 0;
+  r->scratchStart_ = r->scratchEnd_ = 0;
+  RecorderEvent event;
+  event.type = RecorderEvent::kFailed;
+  event.recorder = r->id;
+  event.error = error;
+  event.syscall = syscall;
+  events_.push_back(event);
+}
+
+void Writer::CloseFile(Recorder* r, bool complete) {
+  if (r->fd_ >= 0) {
+    close(r->fd_);
+    r->fd_ = -1;
+  }
+  recorderCount_.fetch_sub(1, std::memory_order_relaxed);
+  RecorderEvent event;
+  event.type = RecorderEvent::kClosed;
+  event.recorder = r->id;
+  event.complete = complete;
+  events_.push_back(event);
+}
+
+void Writer::Flush() {
+  if (events_.empty()) return;
+  std::vector<RecorderEvent> batch;
+  batch.swap(events_);
+  deliver_(std::move(batch));
+}
+
+}  // namespace splicer
