@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Recorder } from '../src/relay/recording.js';
+import { openNativePcap } from '../src/relay/native-pcap.js';
 import { relayDataPath, type RelayConnectionRecord } from '../src/relay/relay.js';
 import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
-import { Arrivals, collectUntilEnd, onCleanup, patternBytes, startServer, within, writeBuffer } from './helpers.js';
+import { Arrivals, collectUntilEnd, onCleanup, patternBytes, startServer, waitFor, within, writeBuffer } from './helpers.js';
 import { canListenOnV6Loopback } from './proxy-helpers.js';
 import { hasTshark, parseFollow, tshark } from './relay-pcap-helpers.js';
-import { modes, spliceEngineFor } from './relay-path-helpers.js';
+import { modes, spliceAvailable, spliceEngineFor } from './relay-path-helpers.js';
 import net from 'node:net';
 
 const dir = mkdtempSync(join(tmpdir(), 'splicer-record-'));
@@ -40,11 +41,13 @@ async function exchange(port: number, host: string, up: Buffer, down: Buffer, se
 async function recordingRelay(host: string, record: string, toxics: ToxicInput[], engine: 'auto' | 'js') {
   const server = await startServer((s) => s.resume(), host);
   const records = new Arrivals<RelayConnectionRecord>();
-  const recorder = new Recorder({ path: record });
-  const open = relayDataPath({ seed: 7, engine, spliceEngine: spliceEngineFor(engine), recorder, onConnection: (r) => records.push(r) });
+  const spliceEngine = spliceEngineFor(engine);
+  // As createRelay does: with a splice engine, its writer thread writes the files.
+  const recorder = new Recorder({ path: record }, spliceEngine ? (file) => openNativePcap(spliceEngine, file) : undefined);
+  const open = relayDataPath({ seed: 7, engine, spliceEngine, recorder, onConnection: (r) => records.push(r) });
   const listener = await open({ name: 'rec', listen: { host, port: 0 }, upstream: { host, port: server.port } }, toxics.map(parseToxic));
   onCleanup(() => void listener.close());
-  return { server, listener, records, recorder };
+  return { server, listener, records, recorder, spliceEngine };
 }
 
 function follow(file: string, streams: number): ReturnType<typeof parseFollow> {
@@ -62,6 +65,8 @@ describe.skipIf(skip)('relay recording read back by tshark', () => {
       exchanges.push(await exchange(relay.listener.address.port, '127.0.0.1', patternBytes(10 + i, 300_000), patternBytes(20 + i, 200_000), relay.server, i));
     }
     await within(relay.records.nth(1), 10_000, 'records');
+    // Spliced connections are recorded natively (tee), the payload never entering JS.
+    for (const r of relay.records.items) expect(r.engine).toBe(engine === 'auto' && spliceAvailable ? 'splice' : 'js');
     await relay.listener.close();
     await relay.recorder.close();
     const streams = follow(file, 4);
@@ -109,6 +114,40 @@ describe.skipIf(skip)('relay recording read back by tshark', () => {
       expect(leg.node0).toContain('::1');
       expect(leg.client.equals(ex.up)).toBe(true);
       expect(leg.server.equals(ex.down)).toBe(true);
+    }
+  });
+
+  it.skipIf(!spliceAvailable)('a spliced, recorded connection that a toxic moves to user space reads back byte-exact on both legs', async () => {
+    const file = join(dir, 'released.pcap');
+    const relay = await recordingRelay('127.0.0.1', file, [], 'auto');
+    const client = net.connect({ host: '127.0.0.1', port: relay.listener.address.port, allowHalfOpen: true });
+    await new Promise<void>((r, j) => client.once('connect', r).once('error', j));
+    onCleanup(() => client.destroy());
+    const clientGot = collectUntilEnd(client);
+    const upstream = await relay.server.conns.nth(0);
+    const serverGot = collectUntilEnd(upstream);
+    const first = patternBytes(30, 400_000);
+    const second = patternBytes(31, 300_000);
+    const back = patternBytes(32, 500_000);
+    await waitFor(() => relay.spliceEngine!.stats().pairs === 1, 5000);
+    await writeBuffer(client, first, { end: false });
+    await writeBuffer(upstream, back.subarray(0, 200_000), { end: false });
+    // Mid-stream: a toxic arrives, so the pair leaves the splice engine with bytes possibly in flight.
+    relay.listener.setToxics([parseToxic({ type: 'latency', stream: 'downstream', attributes: { latency: 5 } })]);
+    await writeBuffer(client, second, { end: true });
+    await writeBuffer(upstream, back.subarray(200_000), { end: true });
+    expect((await within(serverGot, 10_000, 'server end')).equals(Buffer.concat([first, second]))).toBe(true);
+    expect((await within(clientGot, 10_000, 'client end')).equals(back)).toBe(true);
+    const record = await within(relay.records.nth(0), 10_000, 'record');
+    expect(record.engine).toBe('splice+js');
+    expect(record.recordingDropped).toBeUndefined();
+    await relay.listener.close();
+    await relay.recorder.close();
+    const streams = follow(file, 2);
+    expect(streams).toHaveLength(2);
+    for (const leg of streams) {
+      expect(leg.client.equals(Buffer.concat([first, second]))).toBe(true);
+      expect(leg.server.equals(back)).toBe(true);
     }
   });
 });

@@ -9,6 +9,7 @@ import type { EngineChoice } from '../types.js';
 import { startRelayApi, type RelayApi } from './api.js';
 import type { RelayChangeInput, RelayInput, ToxicChangeInput } from './control-input.js';
 import { randomSeed } from './random.js';
+import { openNativePcap } from './native-pcap.js';
 import { Recorder, type RecordOptions } from './recording.js';
 import { RelayRegistry, type RelayView } from './registry.js';
 import { relayDataPath, type RelayConnectionRecord } from './relay.js';
@@ -56,7 +57,12 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
     const wantsSplice = options.engine !== 'js' && engines().splice.available;
     this.#ownEngine = wantsSplice && !options.spliceEngine ? new SpliceEngine() : undefined;
     const spliceEngine = options.spliceEngine ?? this.#ownEngine;
-    this.recorder = options.record ? new Recorder(options.record, undefined, options.logger) : undefined;
+    // With a splice engine, files are written by its writer thread, so spliced connections are
+    // recorded by tee() without their bytes entering JS, in the same files as the others.
+    const openSink = spliceEngine
+      ? (path: string) => openNativePcap(spliceEngine, path, { onError: (err) => options.logger?.warn({ err: err.message, file: path }, 'recording stopped') })
+      : undefined;
+    this.recorder = options.record ? new Recorder(options.record, openSink, options.logger) : undefined;
     this.registry = new RelayRegistry({
       open: options.open,
       logger: options.logger,

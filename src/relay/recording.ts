@@ -11,7 +11,7 @@
 import { createWriteStream, mkdirSync, statSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
-import { PCAP_GLOBAL_HEADER, TcpConversation, timestampNow, type Endpoint } from './pcap.js';
+import { PCAP_GLOBAL_HEADER, TcpConversation, timestampNow, type ConversationState, type Endpoint } from './pcap.js';
 import type { Direction } from './toxics.js';
 
 /** Where a pcap file's records go. write() returns false when its queue is full: the caller stops recording. */
@@ -64,8 +64,8 @@ export class FilePcapSink implements PcapSink {
   }
 }
 
-/** Opens a sink for a path; the default writes from JS. */
-export type OpenPcapSink = (path: string) => PcapSink;
+/** Opens a sink for a path; the default writes from JS, a splice engine's writes through its writer thread. */
+export type OpenPcapSink = (path: string) => PcapSink | Promise<PcapSink>;
 
 /** The four endpoints of a relayed connection. */
 export interface RelayedEndpoints {
@@ -77,8 +77,8 @@ export interface RelayedEndpoints {
 
 /** Both TCP conversations of one relayed connection, written to one sink. */
 export class ConnectionRecording {
-  readonly clientLeg: TcpConversation | undefined;
-  readonly serverLeg: TcpConversation | undefined;
+  clientLeg: TcpConversation | undefined;
+  serverLeg: TcpConversation | undefined;
   #dropped = false;
   #closed = false;
 
@@ -102,6 +102,13 @@ export class ConnectionRecording {
   /** Conversations still being recorded, for a path that records on its own (the splice engine). */
   get legs(): TcpConversation[] {
     return [this.clientLeg, this.serverLeg].filter((leg) => leg !== undefined);
+  }
+
+  /** The splice engine recorded a while and hands the conversations back (same order as `legs`). */
+  resume(states: readonly ConversationState[]): void {
+    let i = 0;
+    if (this.clientLeg) this.clientLeg = TcpConversation.fromState(states[i++]!);
+    if (this.serverLeg) this.serverLeg = TcpConversation.fromState(states[i++]!);
   }
 
   /** Bytes read from the source of `direction` (the client for upstream, the server for downstream). */
@@ -195,10 +202,11 @@ export class Recorder {
   readonly #path: string;
   readonly #open: OpenPcapSink;
   readonly #logger: Logger | undefined;
-  #shared: PcapSink | undefined;
+  #shared: Promise<PcapSink> | undefined;
   readonly #active = new Set<ConnectionRecording>();
   #droppedCount = 0;
 
+  /** `open` makes the sinks; by default files written from JS (FilePcapSink). */
   constructor(options: RecordOptions, open?: OpenPcapSink, logger?: Logger) {
     this.#path = options.path;
     this.legs = options.legs ?? 'both';
@@ -221,11 +229,11 @@ export class Recorder {
     return join(this.#path, `${relay.replace(/[^\w.-]/g, '_')}-${String(id).padStart(6, '0')}-${host}_${client.port}.pcap`);
   }
 
-  begin(relay: string, id: number, endpoints: RelayedEndpoints): ConnectionRecording {
+  async begin(relay: string, id: number, endpoints: RelayedEndpoints): Promise<ConnectionRecording> {
     const file = this.fileFor(relay, id, endpoints.client);
     let sink: PcapSink;
-    if (this.perConnection) sink = this.#open(file);
-    else sink = this.#shared ??= this.#open(this.#path);
+    if (this.perConnection) sink = await this.#open(file);
+    else sink = await (this.#shared ??= Promise.resolve(this.#open(this.#path)));
     const recording = new ConnectionRecording(
       sink,
       endpoints,
@@ -242,13 +250,13 @@ export class Recorder {
 
   async end(recording: ConnectionRecording): Promise<void> {
     this.#active.delete(recording);
-    await recording.close();
+    await recording.close().catch((err: Error) => this.#logger?.warn({ err: err.message }, 'recording: the file was not completed'));
   }
 
   /** Closes every file once what was written to it is on disk. */
   async close(): Promise<void> {
-    await Promise.all([...this.#active].map((recording) => recording.close()));
-    this.#active.clear();
-    await this.#shared?.close();
+    await Promise.all([...this.#active].map((recording) => this.end(recording)));
+    const shared = await this.#shared?.catch(() => undefined);
+    await shared?.close().catch((err: Error) => this.#logger?.warn({ err: err.message, file: this.#path }, 'recording: the file was not completed'));
   }
 }

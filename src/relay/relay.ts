@@ -12,6 +12,7 @@ import { DEFAULT_CONNECT_TIMEOUT_MS } from '../forwarder.js';
 import { Listeners } from '../listeners.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../splice-engine.js';
+import { NativePcapSink } from './native-pcap.js';
 import type { EngineChoice, EngineName, EndReason, ForwardResult } from '../types.js';
 import { Lane } from './lane.js';
 import { createRng, type Rng } from './random.js';
@@ -198,7 +199,7 @@ class RelayConnection {
     client.on('error', () => {}); // a reset before the pair starts is reported by the path
     try {
       const upstream = await connectTcp(this.upstream, options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS, this.#controller.signal);
-      this.#recording = this.#beginRecording(client, upstream, record);
+      this.#recording = await this.#beginRecording(client, upstream, record);
       const result = await this.#forward(client, upstream, toxics);
       Object.assign(record, { engine: this.#engine, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA, reason: result.reason, code: result.error?.code });
     } catch (err) {
@@ -216,7 +217,7 @@ class RelayConnection {
     }
   }
 
-  #beginRecording(client: net.Socket, upstream: net.Socket, record: RelayConnectionRecord): ConnectionRecording | undefined {
+  async #beginRecording(client: net.Socket, upstream: net.Socket, record: RelayConnectionRecord): Promise<ConnectionRecording | undefined> {
     const recorder = this.options.recorder;
     if (!recorder) return undefined;
     const endpoint = (address: string | undefined, port: number | undefined) => ({ address: address ?? '0.0.0.0', port: port ?? 0 });
@@ -232,23 +233,32 @@ class RelayConnection {
 
   async #forward(client: net.Socket, upstream: net.Socket, toxics: () => readonly Toxic[]): Promise<ForwardResult> {
     const { options } = this;
+    const engine = options.spliceEngine ?? defaultSpliceEngine();
+    const recording = this.#recording;
+    // A recording can stay spliced only when its file is written by this engine (tee into the file).
+    const recordable = !recording || (recording.sink instanceof NativePcapSink && recording.sink.engine === engine && !recording.dropped);
     const spliced =
       toxics().length === 0 &&
-      chooseEngine(client, upstream, { engine: options.engine, spliceEngine: options.spliceEngine }).engine === 'splice' &&
-      !this.#recording; // recording on the splice engine comes with the native recorder
+      recordable &&
+      chooseEngine(client, upstream, { engine: options.engine, spliceEngine: options.spliceEngine }).engine === 'splice';
     if (!spliced) return this.#runUser(client, upstream, toxics(), 'js');
-    const engine = options.spliceEngine ?? defaultSpliceEngine();
     this.#engine = 'splice';
     const result = await engine.forward(client, upstream, {
       idleTimeout: options.idleTimeout,
       signal: this.#controller.signal,
-      onStart: (control: { release(): void }) => {
+      onStart: (control) => {
         this.#release = () => control.release();
       },
-    } as Parameters<SpliceEngine['forward']>[2]);
+      record: recording ? { sink: recording.sink as NativePcapSink, legs: recording.legs } : undefined,
+    });
     this.#release = undefined;
-    const released = (result as ForwardResult & { released?: ReleasedPair }).released;
-    if (result.reason !== ('released' as EndReason) || !released) return result;
+    if (result.recordingDropped) recording?.drop();
+    const released = result.released;
+    if (result.reason !== 'released' || !released) return result;
+    if (recording && !recording.dropped) {
+      if (released.recording) recording.resume(released.recording);
+      else recording.drop();
+    }
     const rest = await this.#runUser(released.a, released.b, toxics(), 'splice+js', [
       { pending: released.pendingAtoB, ended: released.endedAtoB, finished: released.finishedAtoB },
       { pending: released.pendingBtoA, ended: released.endedBtoA, finished: released.finishedBtoA },
@@ -281,16 +291,4 @@ class RelayConnection {
     });
     return this.#userPath.done;
   }
-}
-
-/** What SpliceEngine hands back when a pair is released to user space. */
-interface ReleasedPair {
-  a: net.Socket;
-  b: net.Socket;
-  pendingAtoB: Buffer;
-  pendingBtoA: Buffer;
-  endedAtoB: boolean;
-  finishedAtoB: boolean;
-  endedBtoA: boolean;
-  finishedBtoA: boolean;
 }
