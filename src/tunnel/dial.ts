@@ -67,6 +67,9 @@ export class ServerDialer {
     return new Promise((resolve, reject) => {
       let socket: net.Socket;
       const options = this.#tls;
+      // Only a session from a connection that passed the checks below is kept for resumption.
+      let verified = false;
+      let ticket: Buffer | undefined;
       if (options) {
         const pinned = this.#pin !== undefined;
         // allowHalfOpen is passed on to the TLSSocket (lib/_tls_wrap.js), though @types/node omits it.
@@ -83,7 +86,10 @@ export class ServerDialer {
         if (options.servername && !pinned) connectOptions.checkServerIdentity = (_name, cert) => tls.checkServerIdentity(options.servername!, cert);
         socket = tls.connect(connectOptions);
         socket.setNoDelay(true);
-        socket.on('session', (session: Buffer) => (this.#session = session));
+        socket.on('session', (session: Buffer) => {
+          if (verified) this.#session = session;
+          else ticket = session;
+        });
       } else {
         socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
       }
@@ -108,7 +114,10 @@ export class ServerDialer {
       };
       socket.once('error', onError);
       socket.once(options ? 'secureConnect' : 'connect', () => {
-        if (this.#pin) {
+        // A resumed session was set up by a connection that passed the pin check (only such sessions
+        // are kept), and only the server holding that session's secret can resume it (RFC 8446 2.2):
+        // as good as seeing the pinned certificate again, which a resumed handshake does not carry.
+        if (this.#pin && !(socket as tls.TLSSocket).isSessionReused()) {
           const cert = (socket as tls.TLSSocket).getPeerCertificate();
           const seen = cert?.fingerprint256 ? Buffer.from(cert.fingerprint256.replace(/:/g, ''), 'hex') : Buffer.alloc(0);
           if (!safeEqual(seen, this.#pin)) {
@@ -117,6 +126,8 @@ export class ServerDialer {
             return;
           }
         }
+        verified = true;
+        if (ticket) this.#session = ticket;
         cleanup();
         socket.on('error', () => {});
         resolve(socket);

@@ -173,6 +173,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   /** The port a client's tunnel had last: a tunnel asking for port 0 gets it back when it is free. */
   readonly #lastPort = new Map<string, number>();
   readonly #unauthenticated = new Set<net.Socket>();
+  /** Every TCP connection to the listen address, TLS handshakes included (net.Server.close waits for them all). */
+  readonly #connections = new Set<net.Socket>();
   readonly #streams = new Set<Promise<void>>();
   readonly #shutdown = new AbortController();
   #nextStream = 1;
@@ -201,6 +203,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) =>
       this.#reject({ remote: remoteOf(socket), kind: 'unknown', code: err.code ?? 'ERR_TLS', message: err.message }),
     );
+    server.on('connection', (raw: net.Socket) => {
+      this.#connections.add(raw);
+      raw.once('close', () => this.#connections.delete(raw));
+    });
     await listenOn(server, this.#o.listen.host, this.#o.listen.port);
     server.on('error', (err) => this.#o.logger?.warn({ err: err.message }, 'accept failed'));
     this.#server = server;
@@ -237,6 +243,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     while (this.#streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     this.#shutdown.abort();
     await Promise.all(this.#streams);
+    // A peer that half-closed during a TLS handshake leaves a socket that only the handshake timeout would end.
+    for (const raw of this.#connections) raw.destroy();
     await closed;
   }
 
