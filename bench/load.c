@@ -3,7 +3,7 @@
 //
 // Protocol (one JSON object per line):
 //   stdout  {"type":"ready","port":R,"threads":2}    receiver listening on 127.0.0.1:R
-//   stdin   {"cmd":"run","port":P,"streams":S,"bytes":B}
+//   stdin   {"cmd":"run","port":P,"streams":S,"bytes":B[,"rate":R]}   R: bytes/s over all streams (paced)
 //           the sender opens S connections to 127.0.0.1:P and writes B bytes in total, split
 //           across them, from a preallocated random 1 MiB buffer, then shutdown(SHUT_WR)s each one
 //   stdout  {"type":"result","ok":bool,"bytes":n,"expected":B,"seconds":s,"error"?:string}
@@ -39,7 +39,7 @@
 // epoll data: the run a connection belongs to in the high half, its fd in the low half.
 #define TAG(run, fd) (((uint64_t)(run) << 32) | (uint32_t)(fd))
 
-struct cmd { uint32_t run, port, streams; uint64_t bytes; };
+struct cmd { uint32_t run, port, streams; uint64_t bytes, rate; };
 struct err { uint32_t run; char msg[96]; };
 struct out { uint64_t left, sent; }; // sender: per fd
 
@@ -68,6 +68,9 @@ static void *sender(void *arg) {
   struct out *outs = NULL;
   size_t nouts = 0;
   struct epoll_event evs[MAX_EVENTS];
+  // Pacing (a run's optional "rate", bytes per second over all its streams): what may be sent by now.
+  uint64_t rate = 0, run_sent = 0;
+  struct timespec run_start = {0};
   for (;;) {
     int n = epoll_wait(ep, evs, MAX_EVENTS, -1);
     if (n < 0 && errno != EINTR) die("epoll_wait");
@@ -77,6 +80,9 @@ static void *sender(void *arg) {
       if (fd == cmd_pipe[0]) { // a run: open every connection, sends start on EPOLLOUT
         struct cmd c;
         if (read(fd, &c, sizeof c) != (ssize_t)sizeof c) die("read cmd pipe");
+        rate = c.rate;
+        run_sent = 0;
+        clock_gettime(CLOCK_MONOTONIC, &run_start);
         struct sockaddr_in to = { .sin_family = AF_INET, .sin_port = htons((uint16_t)c.port),
                                   .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
         uint64_t base = c.bytes / c.streams;
@@ -109,6 +115,18 @@ static void *sender(void *arg) {
         while (o->left > 0) {
           size_t off = o->sent % BUF_SIZE, chunk = BUF_SIZE - off;
           if (chunk > o->left) chunk = (size_t)o->left;
+          if (rate > 0) {
+            struct timespec now;
+            clock_gettime(CLOCK_MONOTONIC, &now);
+            double elapsed = (double)(now.tv_sec - run_start.tv_sec) + (double)(now.tv_nsec - run_start.tv_nsec) / 1e9;
+            double allowed = (double)rate * elapsed - (double)run_sent;
+            if (allowed < 1) { // ahead of the rate: wait a little; EPOLLOUT is level-triggered
+              struct timespec pause = { 0, 200000 };
+              nanosleep(&pause, NULL);
+              break;
+            }
+            if ((double)chunk > allowed) chunk = (size_t)allowed;
+          }
           ssize_t w = send(fd, sendbuf + off, chunk, MSG_NOSIGNAL);
           if (w < 0) {
             if (errno == EINTR) continue;
@@ -117,6 +135,7 @@ static void *sender(void *arg) {
           }
           o->left -= (uint64_t)w;
           o->sent += (uint64_t)w;
+          run_sent += (uint64_t)w;
         }
         if (o->left == 0) { // done: FIN, then wait for the peer's end (nothing else comes back)
           if (shutdown(fd, SHUT_WR) < 0) { sender_error(run, "shutdown", errno); close(fd); continue; }
@@ -171,7 +190,7 @@ static int number(const char *line, const char *key, unsigned long long *v) {
 
 // One stdin line; ignores anything but a run command, as load.js does.
 static void command(const char *line) {
-  unsigned long long port, streams, bytes;
+  unsigned long long port, streams, bytes, rate = 0;
   if (!strstr(line, "\"cmd\":\"run\"")) return;
   t = (struct run){ .run = t.run + 1, .active = 1 };
   if (!number(line, "\"port\":", &port) || !number(line, "\"streams\":", &streams)
@@ -182,7 +201,8 @@ static void command(const char *line) {
   t.streams = (uint32_t)streams;
   t.expected = bytes;
   t.t0 = now();
-  struct cmd c = { .run = t.run, .port = (uint32_t)port, .streams = (uint32_t)streams, .bytes = bytes };
+  number(line, "\"rate\":", &rate); // optional
+  struct cmd c = { .run = t.run, .port = (uint32_t)port, .streams = (uint32_t)streams, .bytes = bytes, .rate = rate };
   if (write(cmd_pipe[1], &c, sizeof c) != (ssize_t)sizeof c) die("write cmd pipe");
 }
 
@@ -216,6 +236,9 @@ int main(void) {
   static char line[65536];
   size_t have = 0;
   struct epoll_event evs[MAX_EVENTS];
+  // Pacing (a run's optional "rate", bytes per second over all its streams): what may be sent by now.
+  uint64_t rate = 0, run_sent = 0;
+  struct timespec run_start = {0};
   for (;;) {
     // Commands wait in the line buffer while a run is in progress: one run at a time.
     char *nl;

@@ -19,8 +19,11 @@
 //   relay          node dist/cli.js relay --listen P --to R: no fault, no recording (spliced)
 //   relay-js       the same on the user-space path (--engine js): the path faults and JS recording use
 //   relay-record   the same with --record FILE.pcap (both legs; the file is deleted after each run)
+//   relay-record-1leg  the same with --record-legs client (the client's connection only)
 //   relay-latency  the same with --toxic latency@upstream:latency=1 (user-space path, 1 ms per chunk)
 // --baseline NAME picks the row the ratio columns compare with (default js).
+// --rate-mb R paces the sender at R MB/s (10^6 bytes) over all streams (C load generator only), to
+// compare CPU per GiB at a rate every forwarder sustains (recording to disk, say).
 // The sender and the receiver live in their own child process, so the CPU time read from
 // /proc/<forwarder pid>/stat (utime+stime+cutime+cstime) is the forwarder's alone:
 //   --load c     bench/load.c (the default when `cc` is on PATH): compiled at startup with
@@ -31,7 +34,7 @@
 //                --load-threads 1, which applies to it only).
 // GB/s is 10^9 bytes per second; CPU is forwarder CPU seconds per GiB moved.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, statSync } from 'node:fs';
 import { tmpdir, release, cpus } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -45,7 +48,7 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat', 'relay', 'relay-js', 'relay-record', 'relay-latency'];
+const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat', 'relay', 'relay-js', 'relay-record', 'relay-record-1leg', 'relay-latency'];
 const isHaproxy = (f) => f === 'haproxy' || f === 'haproxy-forced';
 const isRelay = (f) => f.startsWith('relay');
 /** What each relay row adds to `splicer relay --listen P --to R`. */
@@ -53,6 +56,7 @@ const RELAY_ARGS = {
   relay: () => [],
   'relay-js': () => ['--engine', 'js'],
   'relay-record': (dir) => ['--record', path.join(dir, 'bench.pcap')],
+  'relay-record-1leg': (dir) => ['--record', path.join(dir, 'bench.pcap'), '--record-legs', 'client'],
   'relay-latency': () => ['--toxic', 'latency@upstream:latency=1'],
 };
 
@@ -71,6 +75,7 @@ const { values: opt } = parseArgs({
     load: { type: 'string' },
     'load-threads': { type: 'string', default: '2' },
     baseline: { type: 'string', default: 'js' },
+    'rate-mb': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -98,6 +103,11 @@ if (opt.load !== undefined && opt.load !== 'c' && opt.load !== 'node') {
 }
 const only = opt.only ? opt.only.split(',').map((s) => s.trim()).filter(Boolean) : ALL;
 const baseline = opt.baseline;
+const rateBytes = opt['rate-mb'] ? Math.round(Number(opt['rate-mb']) * 1e6) : 0;
+if (opt['rate-mb'] && !(rateBytes > 0)) {
+  process.stderr.write('bad option: --rate-mb must be a number > 0\n');
+  process.exit(2);
+}
 for (const f of [...only, baseline]) {
   if (!ALL.includes(f)) {
     process.stderr.write(`unknown forwarder in --only: ${f} (known: ${ALL.join(', ')})\n`);
@@ -252,6 +262,9 @@ async function startForwarder(name, receiverPort) {
 async function stopForwarder(fwd) {
   if (!fwd) return;
   await stopChild(fwd.cp);
+  if (fwd.name.startsWith('relay-record')) {
+    try { fwd.recordedBytes = statSync(path.join(fwd.dir, 'bench.pcap')).size; } catch { fwd.recordedBytes = 0; }
+  }
   if (fwd.dir) rmSync(fwd.dir, { recursive: true, force: true });
 }
 
@@ -332,7 +345,7 @@ async function transfer(load, fwd, streams, bytes) {
   const loadCpu0 = cpuSeconds(load.pid);
   const machine0 = machineBusySeconds();
   const resultLine = waitLine(load, (l) => l.startsWith('{"type":"result"'), timeoutMs, 'transfer result');
-  load.stdin.write(JSON.stringify({ cmd: 'run', port: fwd.port, streams, bytes }) + '\n');
+  load.stdin.write(JSON.stringify({ cmd: 'run', port: fwd.port, streams, bytes, ...(rateBytes ? { rate: rateBytes } : {}) }) + '\n');
   const res = JSON.parse(await resultLine);
   const { pairs } = await withTimeout(settle(fwd, streams, linesBefore), 15000, 'settle');
   const cpu1 = pid ? cpuSeconds(pid) : null;
@@ -410,6 +423,11 @@ async function measure(name, streams, bytes) {
       if (!w.ok) throw new Error(`warm-up failed: ${w.error}`);
     }
     const r = await transfer(load, fwd, streams, bytes);
+    if (fwd.name.startsWith('relay-record')) {
+      await stopForwarder(fwd); // closes the recording: its size is final
+      r.recordedBytes = fwd.recordedBytes;
+      fwd = null;
+    }
     const gbps = r.ok ? r.bytes / r.seconds / 1e9 : null;
     const cpuPerGiB = r.ok && r.cpuSec !== null ? r.cpuSec / (r.bytes / GiB) : null;
     return { forwarder: name, streams, ...r, gbps, cpuPerGiB, loadCpuPerGiB: r.ok ? r.loadCpuSec / (r.bytes / GiB) : null,
@@ -525,7 +543,11 @@ async function main() {
     log('no forwarder to run');
     process.exit(2);
   }
-  log(`throughput: ${gib} GiB, streams ${streamCounts.join(',')}, runs ${runs}, forwarders ${forwarders.join(',')}, timeout ${timeoutMs / 1000} s, load ${loadDesc}`);
+  if (rateBytes && loadKind !== 'c') {
+    log('--rate-mb needs the C load generator (--load c)');
+    process.exit(2);
+  }
+  log(`throughput: ${rateBytes ? `paced at ${rateBytes / 1e6} MB/s, ` : ''}${gib} GiB, streams ${streamCounts.join(',')}, runs ${runs}, forwarders ${forwarders.join(',')}, timeout ${timeoutMs / 1000} s, load ${loadDesc}`);
   const all = [];
   for (let run = 1; run <= runs; run++) {
     for (const s of streamCounts) {
@@ -534,7 +556,7 @@ async function main() {
         r.run = run;
         all.push(r);
         log(r.ok
-          ? `run ${run} ${f} ×${s}: ${fmt(r.gbps)} GB/s, ${fmt(r.seconds, 3)} s, forwarder CPU ${fmt(r.cpuSec, 2)} s = ${fmt(r.cpuPerGiB)} s/GiB (load ${fmt(r.loadCpuPerGiB)}, machine ${fmt(r.machineCpuPerGiB)} s/GiB)${r.engines ? `, engine ${r.engines.join('+')}` : ''}`
+          ? `run ${run} ${f} ×${s}: ${fmt(r.gbps)} GB/s, ${fmt(r.seconds, 3)} s, forwarder CPU ${fmt(r.cpuSec, 2)} s = ${fmt(r.cpuPerGiB)} s/GiB (load ${fmt(r.loadCpuPerGiB)}, machine ${fmt(r.machineCpuPerGiB)} s/GiB)${r.engines ? `, engine ${r.engines.join('+')}` : ''}${r.recordingDropped ? `, RECORDING DROPPED on ${r.recordingDropped} connection(s)` : ''}${r.recordedBytes ? `, recorded ${fmt(r.recordedBytes / 2 ** 20, 0)} MiB` : ''}`
           : `run ${run} ${f} ×${s}: FAILED: ${r.error}`);
       }
     }
