@@ -284,6 +284,25 @@ describe('recovery', () => {
     expect(second.server.sessions()).toHaveLength(1);
   });
 
+  it('frees a session\'s ports at once, while its streams go on', async () => {
+    const service = await h.startEchoServer();
+    // The JS engine keeps Node's sockets for the whole stream: the case where a listener's close lingers.
+    const { address, server } = await t.startServer({ engine: 'js' });
+    const a = t.startClient(address, { clientId: 'box-2', service: [service.port], engine: 'js', reconnect: { ...t.QUICK_RECONNECT, maxDelay: 60_000 } });
+    const port = await t.publicPort(a.client);
+    const stream = await h.connectTo(port);
+    stream.write('one ');
+    await h.readBytes(stream, 4);
+    // The same client id logs in again elsewhere: the old session goes, its stream stays.
+    const b = t.startClient(address, { clientId: 'box-2', service: [service.port] });
+    const started = performance.now();
+    expect(await t.publicPort(b.client)).toBe(port);
+    expect(performance.now() - started).toBeLessThan(2000);
+    expect(server.sessions()).toHaveLength(1);
+    stream.end('two');
+    expect((await h.collectUntilEnd(stream)).toString()).toBe('two');
+  });
+
   it('a restarted client replaces its stale session and gets its port back', async () => {
     const service = await h.startEchoServer();
     const { address, server } = await t.startServer({ heartbeatTimeout: 10_000, heartbeatInterval: 1000 });

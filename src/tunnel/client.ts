@@ -191,8 +191,10 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       try {
         end = await this.#runSession();
       } catch (err) {
-        if (err instanceof DialError || err instanceof LoginError || err instanceof ChannelClosed) failure = { code: err.code, message: err.message };
-        else throw err;
+        // Anything else is a bug, but a client that stays up and says so beats one that exits.
+        const known = err instanceof DialError || err instanceof LoginError || err instanceof ChannelClosed;
+        if (!known) this.#o.logger?.error({ err: (err as Error).message }, 'session failed');
+        failure = { code: known ? err.code : ((err as NodeJS.ErrnoException).code ?? 'internal-error'), message: (err as Error).message };
       }
       if (this.#closing) break;
       if (end && end.durationMs >= stableAfter) attempt = 0;
@@ -291,7 +293,8 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       case 'registered':
         return this.#onRegistered(session, message);
       case 'connect':
-        return void this.#openData(session, message.id);
+        this.#openData(session, message.id).catch((err: Error) => this.#o.logger?.error({ request: message.id, err: err.message }, 'data connection failed'));
+        return;
       default:
         session.channel.fail('unexpected-message', `a server does not send ${message.type} after welcome`);
     }

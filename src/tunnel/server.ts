@@ -162,6 +162,16 @@ function closeServer(server: net.Server): Promise<void> {
   return new Promise((resolve) => server.close(() => resolve()));
 }
 
+/**
+ * Stops a tunnel's listener. The port is free once close() returns (libuv closes a listening fd at
+ * once); its 'close' is not awaited, as net.Server delays it until every public connection it
+ * accepted has ended, and streams outlive their session.
+ */
+async function releasePort(server: net.Server): Promise<void> {
+  if (server.listening) server.close();
+  await new Promise((resolve) => setImmediate(resolve));
+}
+
 export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   readonly #o: ResolvedServerOptions;
   readonly #token: string | Buffer;
@@ -196,7 +206,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
   /** Binds the control/data address. */
   async listen(): Promise<HostPort> {
     if (this.#server) throw new Error('already listening');
-    const onSocket = (socket: net.Socket) => void this.#accept(socket);
+    // Whatever goes wrong with one connection is that connection's end, logged, never the process's.
+    const onSocket = (socket: net.Socket) =>
+      this.#accept(socket).catch((err: Error) => {
+        socket.destroy();
+        this.#o.logger?.error({ remote: remoteOf(socket), err: err.message }, 'connection failed');
+      });
     const server = this.#o.tls
       ? tls.createServer({ cert: this.#o.tls.cert, key: this.#o.tls.key, allowHalfOpen: true, handshakeTimeout: this.#o.handshakeTimeout }, onSocket)
       : net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
@@ -367,7 +382,9 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     switch (message.type) {
       case 'register': {
         const tunnels = message.tunnels;
-        session.registering = session.registering.then(() => this.#register(session, tunnels));
+        session.registering = session.registering
+          .then(() => this.#register(session, tunnels))
+          .catch((err: Error) => session.channel.fail('internal-error', `registration failed: ${err.message}`));
         return;
       }
       case 'connect-failed':
@@ -386,7 +403,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       const result = await this.#openTunnel(session, name, port);
       if (!result.ok) {
         const refusal = { name, clientId: session.clientId, port, code: result.code, message: result.message };
-        this.#o.logger?.warn(refusal, 'tunnel refused');
+        this.#o.logger?.warn({ tunnel: name, clientId: session.clientId, port, code: result.code, message: result.message }, 'tunnel refused');
         this.emit('tunnelRefused', refusal);
       }
       results.push(result);
@@ -449,14 +466,14 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       server.on('error', (err) => this.#o.logger?.warn({ tunnel: name, err: err.message }, 'accept failed'));
       if (session.closed) {
         tunnel.closed = true;
-        await closeServer(server);
+        await releasePort(server);
         this.#ports.delete(candidate);
         return refuse('session-closed', 'the session ended');
       }
       session.tunnels.set(name, tunnel);
       this.#lastPort.set(key, candidate);
       const info = this.#tunnelInfo(tunnel);
-      this.#o.logger?.info({ ...info, public: formatHostPort({ host, port: candidate }) }, 'tunnel up');
+      this.#o.logger?.info(this.#tunnelLog(tunnel), 'tunnel up');
       this.emit('tunnelUp', info);
       return { name, ok: true, host, port: candidate };
     }
@@ -475,7 +492,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     const idle = session.idle.shift();
     if (idle) {
       idle.release();
-      this.#startStream(session, waiting, idle.socket);
+      this.#startStream(waiting, idle.socket);
     } else {
       if (session.waiting.length >= this.#o.maxWaiting) return this.#dropPublic(waiting, 'limit');
       waiting.timer = setTimeout(() => {
@@ -539,7 +556,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     // The client sends nothing after its hello until START has told it where the stream goes.
     if (socket.readableLength > 0) return refuse(DATA_ERROR.PROTOCOL, 'bytes after the data hello, before START', session.clientId);
     const waiting = session.waiting.shift();
-    if (waiting) this.#startStream(session, waiting, socket);
+    if (waiting) this.#startStream(waiting, socket);
     else if (session.idle.length < Math.max(session.pool, 8)) this.#park(session, socket);
     else refuse(DATA_ERROR.SURPLUS, 'no stream needs this data connection', session.clientId);
     this.#want(session);
@@ -575,7 +592,7 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     session.idle.push(entry);
   }
 
-  #startStream(session: Session, waiting: Waiting, data: net.Socket): void {
+  #startStream(waiting: Waiting, data: net.Socket): void {
     clearTimeout(waiting.timer);
     const streamId = this.#nextStream++;
     const started = performance.now();
@@ -619,7 +636,6 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       )
       .finally(() => this.#streams.delete(done));
     this.#streams.add(done);
-    void session;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -647,11 +663,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       await Promise.all(
         [...session.tunnels.values()].map(async (tunnel) => {
           tunnel.closed = true;
-          await closeServer(tunnel.server);
+          await releasePort(tunnel.server);
           if (this.#ports.get(tunnel.port) === tunnel) this.#ports.delete(tunnel.port);
-          const info = { ...this.#tunnelInfo(tunnel), reason };
-          this.#o.logger?.info({ ...info, public: formatHostPort({ host: tunnel.host, port: tunnel.port }) }, 'tunnel down');
-          this.emit('tunnelDown', info);
+          this.#o.logger?.info({ ...this.#tunnelLog(tunnel), reason }, 'tunnel down');
+          this.emit('tunnelDown', { ...this.#tunnelInfo(tunnel), reason });
         }),
       );
       session.tunnels.clear();
@@ -670,6 +685,11 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
 
   #tunnelInfo(t: PublicTunnel): ServerTunnelInfo {
     return { name: t.name, clientId: t.session.clientId, sessionId: t.session.idText, host: t.host, port: t.port };
+  }
+
+  /** A tunnel as log lines name it: `tunnel` like the connection records, and where it is published. */
+  #tunnelLog(t: PublicTunnel) {
+    return { tunnel: t.name, clientId: t.session.clientId, sessionId: t.session.idText, public: formatHostPort({ host: t.host, port: t.port }) };
   }
 
   #recordBase(w: Waiting) {
