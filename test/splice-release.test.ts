@@ -1,4 +1,6 @@
 // release(): a live pair leaves the splice engine without losing a byte, and user space carries it on.
+import { createHash } from 'node:crypto';
+import type net from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import { SpliceEngine, forwardJs, type ForwardResult } from '../src/index.js';
 import type { ReleasedPair } from '../src/types.js';
@@ -26,6 +28,25 @@ function carryOn(released: ReleasedPair): Promise<ForwardResult> {
   return forwardJs(released.a, released.b);
 }
 
+/** Writes `first` pattern bytes, waits for `between`, writes `rest`, ends; what was sent, hashed. */
+async function writeInTwo(socket: net.Socket, seed: number, first: number, rest: number, between: Promise<void>): Promise<h.Sent> {
+  const source = new h.PatternSource(seed, first + rest);
+  const hash = createHash('sha256');
+  const write = async (n: number) => {
+    for (let left = n; left > 0; ) {
+      const chunk = source.next(Math.min(left, 100_000))!;
+      hash.update(chunk);
+      left -= chunk.length;
+      if (!socket.write(chunk)) await new Promise((resolve) => socket.once('drain', resolve));
+    }
+  };
+  await write(first);
+  await between;
+  await write(rest);
+  socket.end();
+  return { bytes: first + rest, sha: hash.digest('hex') };
+}
+
 /** Waits until the engine holds bytes (a destination is full) and it has stayed so a moment. */
 async function holdsBytes(engine: SpliceEngine): Promise<void> {
   expect(await h.waitFor(() => engine.stats().bytesBuffered > 0, 20_000), 'bytes held in the engine').toBe(true);
@@ -41,9 +62,11 @@ describe.runIf(LINUX)('SpliceEngine release()', () => {
     const srv = await hashServer(HOST, () => SIZE, 'connect');
     const relay = await startSpliceRelay(engine, srv.port, { host: HOST });
     const client = await connect(HOST, relay.port);
-    // A client that does not read yet: the server's bytes back up into the engine's pipe.
+    // A client that does not read yet: the server's bytes back up into the engine's pipe. It
+    // sends half its bytes before the release and half after, so both directions are mid-stream.
     client.pause();
-    const sent = h.writeRandom(client, 1, SIZE);
+    let releasedNow!: () => void;
+    const sent = writeInTwo(client, 1, SIZE / 2, SIZE / 2, new Promise<void>((resolve) => (releasedNow = resolve)));
     const pair = await relay.pairs.nth(0);
     const control = await pair.control;
     await holdsBytes(engine);
@@ -51,6 +74,7 @@ describe.runIf(LINUX)('SpliceEngine release()', () => {
     control.release();
     control.release(); // a second release of the same pair is ignored
     const spliced = await h.within(pair.result, 20_000, 'the released result');
+    releasedNow();
     expect(spliced).toMatchObject({ engine: 'splice', reason: 'released' });
     const released = spliced.released!;
     expect(released.pendingBtoA.length, 'bytes held for the paused client').toBeGreaterThan(0);
