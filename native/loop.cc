@@ -52,7 +52,7 @@ uint64_t MonotonicNs() {
 }
 
 Loop::Loop(size_t maxPipes, size_t maxPipeSize, Writer* writer, Deliver deliver)
-    : pipes_(maxPipes, maxPipeSize), maxPipeSize_(maxPipeSize), writer_(writer), deliver_(std::move(deliver)) {}
+    : pipes_(maxPipes, maxPipeSize), writer_(writer), deliver_(std::move(deliver)) {}
 
 Loop::~Loop() {
   Stop();
@@ -550,7 +550,7 @@ void Loop::RecordSpliced(Pair* pair, int di, size_t length) {
   if (!writer_->HasRoom(length * r->legs.size())) return DropRecording(pair);
   std::shared_ptr<RecordPipe> pipes[2];
   for (size_t leg = 0; leg < r->legs.size(); leg++) {
-    if (!Tee(r, pair->dir[di].pipe->readFd, length, &pipes[leg])) return DropRecording(pair);
+    if (!Tee(r, *pair->dir[di].pipe, length, &pipes[leg])) return DropRecording(pair);
   }
   // Sequence numbers move only once every leg holds its copy: a recording stops at the same
   // byte on every leg.
@@ -635,19 +635,21 @@ void Loop::RecordEnd(Pair* pair, EndReason reason, int side) {
 }
 
 // Copies `length` bytes (all the data pipe holds) into the pair's record pipe, starting a new
-// one when the tail has no room. A partial tee leaves bytes behind every queued payload in the
-// old pipe: never read, they go with it.
-bool Loop::Tee(PairRecord* r, int from, size_t length, std::shared_ptr<RecordPipe>* into) {
+// one when the tail has no room. A new pipe is as big as the data pipe: a quiet pair holds a
+// small one (pipe pages count against the user's budget, fs.pipe-user-pages-soft), a streaming
+// one as much as a fill can bring. A partial tee leaves bytes behind every queued payload in
+// the old pipe: never read, they go with it.
+bool Loop::Tee(PairRecord* r, const Pipe& from, size_t length, std::shared_ptr<RecordPipe>* into) {
   for (int attempt = 0; attempt < 2; attempt++) {
     std::shared_ptr<RecordPipe>& tail = r->pipe;
     if (tail && tail->teed - tail->consumed.load(std::memory_order_relaxed) + length > tail->capacity) tail.reset();
     if (!tail) {
-      tail = RecordPipe::Create(maxPipeSize_, writer_->PipeCounter());
+      tail = RecordPipe::Create(from.capacity, writer_->PipeCounter());
       if (!tail) return false;
     }
     ssize_t n;
     do {
-      n = tee(from, tail->writeFd, length, SPLICE_F_NONBLOCK);
+      n = tee(from.readFd, tail->writeFd, length, SPLICE_F_NONBLOCK);
     } while (n < 0 && errno == EINTR);
     if (n == static_cast<ssize_t>(length)) {
       tail->teed += length;

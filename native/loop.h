@@ -153,7 +153,7 @@ class Loop {
   void RecordCopy(Pair* pair, int di, const char* data, size_t length);
   void RecordFin(Pair* pair, int di);
   void RecordEnd(Pair* pair, EndReason reason, int side);
-  bool Tee(PairRecord* record, int from, size_t length, std::shared_ptr<RecordPipe>* into);
+  bool Tee(PairRecord* record, const Pipe& from, size_t length, std::shared_ptr<RecordPipe>* into);
   void Enqueue(Pair* pair, std::vector<RecordEntry>&& entries);
   void DropRecording(Pair* pair);
   void StopRecording(Pair* pair);
@@ -163,7 +163,6 @@ class Loop {
   int NextTimeoutMs();
 
   PipePool pipes_;
-  const size_t maxPipeSize_;
   Writer* writer_;
   Deliver deliver_;
   int epollFd_ = -1;

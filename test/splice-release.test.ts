@@ -79,8 +79,12 @@ describe.runIf(LINUX)('SpliceEngine release()', () => {
     const released = spliced.released!;
     expect(released.pendingBtoA.length, 'bytes held for the paused client').toBeGreaterThan(0);
     expect(released).toMatchObject({ endedAtoB: false, finishedAtoB: false, endedBtoA: false, finishedBtoA: false });
+    // TCP handles on the returned fds, paused: nothing is read before the caller resumes.
     expect(released.a.remotePort).toBe(client.localPort);
     expect(released.b.remotePort).toBe(srv.port);
+    expect(released.b.readableFlowing).toBe(false);
+    await h.sleep(50);
+    expect(released.b.readableLength).toBe(0);
     expect(engine.stats()).toMatchObject({ pairs: 0, pipesInUse: 0, bytesBuffered: 0 });
 
     const user = carryOn(released);
