@@ -25,3 +25,7 @@ export type { RelayConnectionRecord } from './relay/relay.js';
 export { parseToxic, ToxicError, type Toxic, type ToxicInput, type ToxicType, type Direction } from './relay/toxics.js';
 export type { RecordOptions, RecordLegs } from './relay/recording.js';
 export * from './tunnel/index.js';
+export { openNativePcap, NativePcapSink, type NativePcapOptions } from './relay/native-pcap.js';
+export type { SpliceControl, SpliceForwardOptions, SpliceRecordOptions } from './splice-engine.js';
+export type { ReleasedPair } from './types.js';
+export { TcpConversation, PCAP_GLOBAL_HEADER, type ConversationState, type Endpoint as PcapEndpoint } from './relay/pcap.js';
