@@ -213,7 +213,8 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         this.#o.logger?.error({ remote: remoteOf(socket), err: err.message }, 'connection failed');
       });
     const server = this.#o.tls
-      ? tls.createServer({ cert: this.#o.tls.cert, key: this.#o.tls.key, allowHalfOpen: true, handshakeTimeout: this.#o.handshakeTimeout }, onSocket)
+      ? // noDelay reaches the raw TCP sockets through net.Server (the TLS types omit it): without it a START and a small reply wait for a delayed ACK.
+        tls.createServer({ cert: this.#o.tls.cert, key: this.#o.tls.key, allowHalfOpen: true, handshakeTimeout: this.#o.handshakeTimeout, noDelay: true } as tls.TlsOptions, onSocket)
       : net.createServer({ allowHalfOpen: true, noDelay: true }, onSocket);
     server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: tls.TLSSocket) =>
       this.#reject({ remote: remoteOf(socket), kind: 'unknown', code: err.code ?? 'ERR_TLS', message: err.message }),
