@@ -5,6 +5,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   clientProof,
+  ControlMessageSchema,
   DATA_ERROR,
   dataMac,
   decodeMessage,
@@ -178,6 +179,21 @@ describe('control frames', () => {
       expect(decoded, text).toMatchObject({ status: 'error', code: 'bad-message' });
       if (decoded.status === 'error') expect(decoded.message).not.toContain(secret);
     }
+  });
+
+  it('decodes the hot messages (connect, ping, pong) exactly as the schema does', () => {
+    const ids = fc.oneof(fc.integer(), fc.double(), fc.constant(Number.MAX_SAFE_INTEGER + 1), fc.string(), fc.constant(null), fc.constant(undefined));
+    fc.assert(
+      fc.property(fc.constantFrom('connect', 'ping', 'pong'), ids, fc.boolean(), (type, id, extra) => {
+        const value = { type, id, ...(extra ? { other: 1 } : {}) };
+        const body = Buffer.from(JSON.stringify(value));
+        const decoded = decodeMessage(body);
+        const schema = ControlMessageSchema.safeParse(JSON.parse(body.toString()));
+        expect(decoded.status).toBe(schema.success ? 'ok' : 'error');
+        if (schema.success && decoded.status === 'ok') expect(decoded.message).toEqual(schema.data);
+      }),
+      { numRuns: 1000 },
+    );
   });
 
   it('never throws on random frames or bodies', () => {
