@@ -19,6 +19,8 @@ interface Running {
   lines: Record<string, unknown>[];
   stderr: string[];
   waitFor(msg: string, pred?: (line: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  /** Resolves once stderr has a line containing `text` (stderr and stdout are separate pipes: no order between them). */
+  waitForStderr(text: string, timeoutMs?: number): Promise<string>;
   exited: Promise<number | null>;
 }
 
@@ -64,7 +66,19 @@ function run(args: string[], env: Record<string, string> = {}): Running {
       });
     }
   };
-  return { child, lines, stderr, waitFor, exited };
+  const waitForStderr = async (text: string, timeoutMs = 15_000) => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = stderr.find((line) => line.includes(text));
+      if (found) return found;
+      if (child.exitCode !== null || Date.now() > deadline) throw new Error(`no "${text}" on stderr: ${stderr.join('\n')}`);
+      await new Promise<void>((resolve) => {
+        waiters.push(resolve);
+        setTimeout(resolve, 200);
+      });
+    }
+  };
+  return { child, lines, stderr, waitFor, waitForStderr, exited };
 }
 
 function curl(url: string): Promise<{ status: number; stdout: Buffer }> {
@@ -161,8 +175,7 @@ describe('splicer tunnel (CLI)', () => {
       const up = await client.waitFor('tunnel up');
       const port = portOf(up.remote);
       expect(up).toMatchObject({ tunnel: 'web', local: `127.0.0.1:${originPort}` });
-      await client.waitFor('tunnel client starting');
-      expect(client.stderr.join('\n')).toContain(`splicer tunnel: web 127.0.0.1:${port} -> 127.0.0.1:${originPort}`);
+      await client.waitForStderr(`splicer tunnel: web 127.0.0.1:${port} -> 127.0.0.1:${originPort}`);
 
       const first = await curl(`http://127.0.0.1:${port}/`);
       expect(first.status).toBe(0);
