@@ -142,6 +142,8 @@ type Granted = { name: string; ok: true; host: string; port: number };
 const MAX_OUTSTANDING = 4096;
 /** Bind attempts when looking for a free port for a tunnel that asked for port 0. */
 const MAX_BIND_ATTEMPTS = 512;
+/** Tunnels whose last port is remembered (for a tunnel asking for port 0 again). */
+const MAX_REMEMBERED_PORTS = 10_000;
 /** A peer told of an error gets this long to read it before its connection is destroyed. */
 const LINGER_MS = 1000;
 
@@ -472,7 +474,10 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         return refuse('session-closed', 'the session ended');
       }
       session.tunnels.set(name, tunnel);
+      this.#lastPort.delete(key);
       this.#lastPort.set(key, candidate);
+      // Remembered for the clients seen most recently only: churning client ids cannot grow it without bound.
+      if (this.#lastPort.size > MAX_REMEMBERED_PORTS) this.#lastPort.delete(this.#lastPort.keys().next().value!);
       const info = this.#tunnelInfo(tunnel);
       this.#o.logger?.info(this.#tunnelLog(tunnel), 'tunnel up');
       this.emit('tunnelUp', info);
