@@ -2,7 +2,7 @@
 // clients connecting to the published port.
 import net from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { defaultSpliceEngine, engines } from '../src/index.js';
+import { defaultSpliceEngine, engines, SpliceEngine } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB } from './helpers.js';
 import * as t from './tunnel-helpers.js';
@@ -419,21 +419,40 @@ describe('bad input', () => {
 });
 
 describe('resources', () => {
-  it.runIf(LINUX)('returns to the fd baseline after streams, restarts and closes', async () => {
+  it.runIf(LINUX)('returns to the fd baseline after streams, client restarts, a server restart and closes', async () => {
     const service = await h.startEchoServer();
     const baseline = h.fdTable();
-    const { address } = await t.startServer();
-    const { client } = t.startClient(address, { service: [service.port], pool: 2 });
-    const port = await t.publicPort(client);
-    await Promise.all(
-      Array.from({ length: 30 }, async (_, i) => {
-        const socket = await h.connectTo(port);
-        socket.end(h.patternBytes(i, 20 * KiB));
-        expect((await h.collectUntilEnd(socket)).length).toBe(20 * KiB);
-      }),
-    );
+    // An engine of its own, closed at the end: the shared one keeps idle pipes pooled for the next pair.
+    const spliceEngine = new SpliceEngine();
+    const first = await t.startServer({ spliceEngine });
+    const traffic = async (port: number, n: number) =>
+      Promise.all(
+        Array.from({ length: n }, async (_, i) => {
+          const socket = await h.connectTo(port);
+          socket.end(h.patternBytes(i, 20 * KiB));
+          expect((await h.collectUntilEnd(socket)).length).toBe(20 * KiB);
+        }),
+      );
+    // Clients come and go under one id (each replacing or succeeding the last), with a pool each.
+    for (let round = 0; round < 5; round++) {
+      const { client } = t.startClient(first.address, { clientId: 'churn', service: [service.port], pool: 2, spliceEngine });
+      await traffic(await t.publicPort(client), 10);
+      if (round % 2 === 0) {
+        await client.close();
+        t.forget(client);
+      }
+    }
+    // And the server restarts under a client that stays.
+    await first.server.close();
+    const second = await t.startServer({ listen: first.address, spliceEngine });
+    const { client } = t.startClient(second.address, { clientId: 'stays', service: [service.port], spliceEngine });
+    await traffic(await t.publicPort(client), 10);
+    // The replaced 'churn' clients still run: one of them logs in to the new server too.
+    expect(await h.waitFor(() => second.server.sessions().some((s) => s.clientId === 'churn'), 5000)).toBe(true);
     await t.closeTunnels();
     await h.closeAll();
+    if (LINUX) expect(spliceEngine.stats()).toMatchObject({ pairs: 0, pipesInUse: 0 });
+    await spliceEngine.close();
     const settled = await h.waitFor(() => Object.keys(h.fdDiff(baseline, h.fdTable())).length === 0, 5000);
     expect(settled, `fds left: ${JSON.stringify(h.fdDiff(baseline, h.fdTable()))}`).toBe(true);
   });
