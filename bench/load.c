@@ -121,7 +121,7 @@ static void *sender(void *arg) {
             double elapsed = (double)(now.tv_sec - run_start.tv_sec) + (double)(now.tv_nsec - run_start.tv_nsec) / 1e9;
             double allowed = (double)rate * elapsed - (double)run_sent;
             if (allowed < 1) { // ahead of the rate: wait a little; EPOLLOUT is level-triggered
-              struct timespec pause = { 0, 200000 };
+              struct timespec pause = { 0, 1000000 };
               nanosleep(&pause, NULL);
               break;
             }

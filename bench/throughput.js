@@ -22,6 +22,7 @@
 //   relay-record-1leg  the same with --record-legs client (the client's connection only)
 //   relay-latency  the same with --toxic latency@upstream:latency=1 (user-space path, 1 ms per chunk)
 // --baseline NAME picks the row the ratio columns compare with (default js).
+// --record-dir DIR puts the relay-record files there (default the system temp dir), e.g. /dev/shm.
 // --rate-mb R paces the sender at R MB/s (10^6 bytes) over all streams (C load generator only), to
 // compare CPU per GiB at a rate every forwarder sustains (recording to disk, say).
 // The sender and the receiver live in their own child process, so the CPU time read from
@@ -76,6 +77,7 @@ const { values: opt } = parseArgs({
     'load-threads': { type: 'string', default: '2' },
     baseline: { type: 'string', default: 'js' },
     'rate-mb': { type: 'string' },
+    'record-dir': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -238,7 +240,7 @@ async function startForwarder(name, receiverPort) {
     return { name, port, cp, dir, statsSocket };
   }
   if (isRelay(name)) {
-    const dir = mkdtempSync(path.join(tmpdir(), 'splicer-bench-'));
+    const dir = mkdtempSync(path.join(opt['record-dir'] ?? tmpdir(), 'splicer-bench-'));
     const cli = path.join(root, 'dist', 'cli.js');
     const cp = spawnChild(process.execPath, [cli, 'relay', '--listen', `${HOST}:${port}`, '--to', `${HOST}:${receiverPort}`, ...RELAY_ARGS[name](dir)]);
     try {

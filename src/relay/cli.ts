@@ -21,6 +21,7 @@ interface RelayCliOptions {
   toxic?: Toxic[];
   record?: string;
   recordLegs: RecordLegs;
+  recordBuffer: number;
   seed?: number;
   api?: HostPort | true;
   open?: boolean;
@@ -93,11 +94,14 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     throw new Error('nothing to relay: give --listen HOST:PORT --to HOST:PORT, --config FILE, or --api to create relays over HTTP');
   }
   const api = options.api === true ? { host: '127.0.0.1', port: DEFAULT_API_PORT } : options.api;
-  const spliceEngine = available.splice.available && options.engine !== 'js' ? new SpliceEngine({ threads: options.threads }) : undefined;
+  const spliceEngine =
+    available.splice.available && options.engine !== 'js'
+      ? new SpliceEngine({ threads: options.threads, recordBufferBytes: options.recordBuffer * 2 ** 20 })
+      : undefined;
   const relay = await createRelay({
     relays,
     api,
-    record: options.record ? { path: options.record, legs: options.recordLegs } : undefined,
+    record: options.record ? { path: options.record, legs: options.recordLegs, maxQueuedBytes: options.recordBuffer * 2 ** 20 } : undefined,
     seed: options.seed,
     engine: options.engine,
     spliceEngine,
@@ -135,6 +139,7 @@ export function relayCommand(): Command {
     )
     .option('--record <path>', 'record every connection as pcap: a FILE.pcap for all, or a DIR/ for one file per connection')
     .addOption(new Option('--record-legs <legs>', 'which TCP connections to record: client (client to relay), server (relay to upstream) or both').choices(['both', 'client', 'server']).default('both'))
+    .option('--record-buffer <MiB>', 'recorded bytes that may wait for the disk; past that a connection stops being recorded (its traffic never waits)', integerArg('--record-buffer', 1, 1 << 20), 64)
     .option('--seed <n>', 'seed of every random decision (toxicity rolls, jitter, bit flips): the same seed and traffic give the same faults; logged when not given', seedArg)
     .option('--api [host:port]', `serve Toxiproxy's HTTP API (default 127.0.0.1:${DEFAULT_API_PORT} when given without a value)`, hostPortArg('127.0.0.1'))
     .option('--open', 'allow --listen, --config and --api addresses beyond loopback')
