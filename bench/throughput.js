@@ -18,7 +18,7 @@
 //   socat    socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:R
 //   relay          node dist/cli.js relay --listen P --to R: no fault, no recording (spliced)
 //   relay-js       the same on the user-space path (--engine js): the path faults and JS recording use
-//   relay-record   the same with --record FILE.pcap (both legs; the file is deleted after each run)
+//   relay-record   the same with --record FILE.pcap --record-buffer 256 (both legs; the file is deleted after each run)
 //   relay-record-1leg  the same with --record-legs client (the client's connection only)
 //   relay-latency  the same with --toxic latency@upstream:latency=1 (user-space path, 1 ms per chunk)
 // --baseline NAME picks the row the ratio columns compare with (default js).
@@ -56,7 +56,7 @@ const isRelay = (f) => f.startsWith('relay');
 const RELAY_ARGS = {
   relay: () => [],
   'relay-js': () => ['--engine', 'js'],
-  'relay-record': (dir) => ['--record', path.join(dir, 'bench.pcap')],
+  'relay-record': (dir) => ['--record', path.join(dir, 'bench.pcap'), '--record-buffer', '256'],
   'relay-record-1leg': (dir) => ['--record', path.join(dir, 'bench.pcap'), '--record-legs', 'client'],
   'relay-latency': () => ['--toxic', 'latency@upstream:latency=1'],
 };
