@@ -1,5 +1,6 @@
 // Connecting to an upstream for a client that is already accepted.
 import net from 'node:net';
+import { onAbort } from './abort.js';
 import type { HostPort } from './address.js';
 
 /**
@@ -10,11 +11,10 @@ export function connectTcp(to: HostPort, timeoutMs: number, signal?: AbortSignal
   return new Promise((resolve, reject) => {
     const upstream = net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true });
     const timer = setTimeout(() => fail(Object.assign(new Error('connect timed out'), { code: 'ETIMEDOUT' })), timeoutMs);
-    const onAbort = () => fail(Object.assign(new Error('aborted'), { code: 'ABORT_ERR' }));
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const detach = signal ? onAbort(signal, () => fail(Object.assign(new Error('aborted'), { code: 'ABORT_ERR' }))) : undefined;
     const done = () => {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+      detach?.();
       upstream.off('error', fail);
     };
     function fail(err: Error) {

@@ -3,6 +3,7 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
+import { onAbort as listenAbort } from './abort.js';
 import { ForwardError, type EndReason, type ForwardResult, type Side } from './types.js';
 
 export interface JsForwardOptions {
@@ -71,6 +72,7 @@ export function forwardJs(a: Duplex, b: Duplex, options: JsForwardOptions = {}):
     const lifeListeners: Array<[Duplex, string, Listener]> = [];
     let lastActivity = startedAt;
     let timer: NodeJS.Timeout | undefined;
+    let detachSignal: (() => void) | undefined;
     let result: ForwardResult | undefined;
     let resolved = false;
 
@@ -103,7 +105,7 @@ export function forwardJs(a: Duplex, b: Duplex, options: JsForwardOptions = {}):
         ...(error ? { error } : {}),
       };
       clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+      detachSignal?.();
       unlisten(flowListeners);
       for (const i of [0, 1] as const) {
         const s = sockets[i];
@@ -171,7 +173,7 @@ export function forwardJs(a: Duplex, b: Duplex, options: JsForwardOptions = {}):
         if (finished[1 - i]) end('eof');
       });
     }
-    signal?.addEventListener('abort', onAbort, { once: true });
+    detachSignal = signal ? listenAbort(signal, onAbort) : undefined;
     if (idleTimeout > 0) timer = setTimeout(onIdle, Math.min(idleTimeout, MAX_TIMER_MS));
 
     // States reached before we were called; their events will not fire again.

@@ -11,6 +11,7 @@ import {
   type NativeRecorderEvent,
   type NativeReleased,
 } from './native.js';
+import { onAbort } from './abort.js';
 import { addressBytes } from './relay/ip.js';
 import type { NativePcapSink } from './relay/native-pcap.js';
 import type { ConversationState, TcpConversation } from './relay/pcap.js';
@@ -286,9 +287,7 @@ export class SpliceEngine {
     const result = new Promise<ForwardResult>((resolve) => {
       const pending: Pending = { resolve, legs: legs?.map((leg) => leg.state) };
       if (signal) {
-        const onAbort = () => this.#native.abort(id);
-        signal.addEventListener('abort', onAbort, { once: true });
-        pending.detachSignal = () => signal.removeEventListener('abort', onAbort);
+        pending.detachSignal = onAbort(signal, () => this.#native.abort(id));
       }
       this.#pending.set(id, pending);
     });

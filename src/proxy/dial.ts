@@ -3,6 +3,7 @@
 // unroutable family or one dead address does not fail the connect.
 import dns from 'node:dns';
 import net from 'node:net';
+import { onAbort as listenAbort } from '../abort.js';
 
 export type LookupAll = (hostname: string) => Promise<Array<{ address: string; family: number }>>;
 
@@ -73,11 +74,10 @@ export async function dial(host: string, port: number, options: DialOptions): Pr
 function withDeadline<T>(promise: Promise<T>, deadline: number, signal?: AbortSignal): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const timer = setTimeout(() => reject(new DialError('ETIMEDOUT', 'lookup timed out')), Math.max(0, deadline - Date.now()));
-    const onAbort = () => reject(new DialError('ABORT_ERR', 'aborted'));
-    signal?.addEventListener('abort', onAbort, { once: true });
+    const detach = signal ? listenAbort(signal, () => reject(new DialError('ABORT_ERR', 'aborted'))) : undefined;
     promise.then(resolve, reject).finally(() => {
       clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
+      detach?.();
     });
   });
 }
@@ -89,13 +89,14 @@ function race(addresses: string[], port: number, deadline: number, attemptDelay:
     let next = 0;
     let settled = false;
     let stagger: NodeJS.Timeout | undefined;
+    let detach: (() => void) | undefined;
 
     const finish = (winner: net.Socket | null, error?: DialError) => {
       if (settled) return;
       settled = true;
       clearTimeout(stagger);
       clearTimeout(overall);
-      signal?.removeEventListener('abort', onAbort);
+      detach?.();
       for (const socket of pending) if (socket !== winner) socket.destroy();
       pending.clear();
       if (winner) resolve(winner);
@@ -103,8 +104,8 @@ function race(addresses: string[], port: number, deadline: number, attemptDelay:
     };
     const onAbort = () => finish(null, new DialError('ABORT_ERR', 'aborted'));
     const overall = setTimeout(() => finish(null, new DialError('ETIMEDOUT', `connect to port ${port} timed out`)), Math.max(0, deadline - Date.now()));
-    signal?.addEventListener('abort', onAbort, { once: true });
     if (signal?.aborted) return onAbort();
+    if (signal) detach = listenAbort(signal, onAbort);
 
     const attempt = () => {
       clearTimeout(stagger);

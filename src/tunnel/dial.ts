@@ -3,6 +3,7 @@
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
+import { onAbort as listenAbort } from '../abort.js';
 import type { HostPort } from '../address.js';
 import { safeEqual } from './protocol.js';
 
@@ -94,11 +95,10 @@ export class ServerDialer {
         socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
       }
       const timer = setTimeout(() => fail(new DialError('ETIMEDOUT', `connecting to the tunnel server timed out after ${timeoutMs} ms`)), timeoutMs);
-      const onAbort = () => fail(new DialError('ABORT_ERR', 'aborted'));
-      signal?.addEventListener('abort', onAbort, { once: true });
+      const detach = signal ? listenAbort(signal, () => fail(new DialError('ABORT_ERR', 'aborted'))) : undefined;
       const cleanup = () => {
         clearTimeout(timer);
-        signal?.removeEventListener('abort', onAbort);
+        detach?.();
         socket.off('error', onError);
       };
       function fail(err: Error) {

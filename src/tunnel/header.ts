@@ -1,6 +1,7 @@
 // Reads one header off a socket through a pure incremental parser, and leaves every byte after
 // it in the socket's read buffer (unshifted, socket paused), so forward() sends them first.
 import type net from 'node:net';
+import { onAbort as listenAbort } from '../abort.js';
 import type { ProtocolError } from '../protocol/reader.js';
 
 /** The socket ended, failed, timed out or was aborted before a whole header arrived. */
@@ -35,13 +36,14 @@ export function readHeader<R extends { status: 'ok'; consumed: number } | Protoc
   return new Promise((resolve, reject) => {
     let buffered: Buffer = Buffer.alloc(0);
     let timer: NodeJS.Timeout | undefined;
+    let detach: (() => void) | undefined;
     const done = () => {
       clearTimeout(timer);
       socket.off('data', onData);
       socket.off('end', onEnd);
       socket.off('close', onEnd);
       socket.off('error', onError);
-      options.signal?.removeEventListener('abort', onAbort);
+      detach?.();
       socket.on('error', () => {});
       socket.pause();
     };
@@ -68,7 +70,7 @@ export function readHeader<R extends { status: 'ok'; consumed: number } | Protoc
     socket.on('end', onEnd);
     socket.on('close', onEnd);
     socket.on('error', onError);
-    options.signal?.addEventListener('abort', onAbort, { once: true });
+    detach = options.signal ? listenAbort(options.signal, onAbort) : undefined;
     if (options.timeoutMs) timer = setTimeout(() => fail(new HeaderError('ETIMEDOUT', `no header within ${options.timeoutMs} ms`)), options.timeoutMs);
     socket.resume();
   });
