@@ -3,7 +3,7 @@
 // and Dante, in the same run, on 127.0.0.1 only.
 //
 //   node bench/proxy.js [--only direct,splice,js,microsocks,dante] [--tests conn,bulk]
-//                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 1000]
+//                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 1000] [--open 0]
 //                       [--gib 1] [--streams 1,8] [--warmup-mib 64] [--runs 3] [--timeout 120]
 //                       [--json FILE]
 //   npm run bench:proxy -- [options]
@@ -24,6 +24,9 @@
 //          bytes back from the target (which reads the request, then answers), closes. Reported:
 //          connections/s (first connect to last connection done), latency p50/p99 (connect() start to
 //          the last response byte), handshake p50 (connect() start to the SOCKS5 reply), proxy CPU µs per connection.
+//          --open N keeps N more connections open through the proxy meanwhile (SOCKS5 CONNECT to an idle
+//          target in this process, opened after the warm-up), the cost of a connection on a busy proxy;
+//          splicer then runs with --max-connections and --max-per-client raised to fit them.
 //   bulk   --gib GiB one direction (client → target) through SOCKS5 CONNECT, split across --streams
 //          connections: GB/s (10^9 bytes/s, first connect to the last byte at the target) and proxy CPU
 //          seconds per GiB.
@@ -41,6 +44,7 @@
 import { parseArgs } from 'node:util';
 import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
 import { tmpdir, release, cpus, loadavg } from 'node:os';
+import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
@@ -67,6 +71,7 @@ const { values: opt } = parseArgs({
     'max-seconds': { type: 'string', default: '20' },
     size: { type: 'string', default: '1024' },
     warmup: { type: 'string', default: '1000' },
+    open: { type: 'string', default: '0' },
     gib: { type: 'string', default: '1' },
     streams: { type: 'string', default: '1,8' },
     'warmup-mib': { type: 'string', default: '64' },
@@ -89,6 +94,7 @@ const clientLevels = ints(opt.clients);
 const maxSeconds = Number(opt['max-seconds']);
 const size = Number(opt.size);
 const warmup = Number(opt.warmup);
+const openCount = Number(opt.open);
 const gib = Number(opt.gib);
 const totalBytes = Math.round(gib * GiB);
 const streamLevels = ints(opt.streams);
@@ -102,6 +108,7 @@ if (clientLevels.length === 0 || clientLevels.some((c) => !Number.isInteger(c) |
 if (!(maxSeconds > 0)) bad.push('--max-seconds > 0');
 if (!Number.isInteger(size) || size < 1 || size > 2 ** 20) bad.push('--size: bytes, 1..1048576');
 if (!Number.isInteger(warmup) || warmup < 0) bad.push('--warmup: an integer >= 0');
+if (!Number.isInteger(openCount) || openCount < 0 || openCount > 8000) bad.push('--open: an integer, 0..8000');
 if (!(gib > 0)) bad.push('--gib > 0');
 if (streamLevels.length === 0 || streamLevels.some((s) => !Number.isInteger(s) || s < 1 || s > 4096)) bad.push('--streams: integers 1..4096');
 if (!(warmupBytes >= 0)) bad.push('--warmup-mib >= 0');
@@ -194,8 +201,9 @@ async function startServer(name, driver, verbose) {
   if (name === 'direct') return { name, port: driver.rrPort, cp: null };
   const port = await freePort();
   if (name === 'splice' || name === 'js') {
+    const limits = openCount > 0 ? ['--max-connections', String(openCount + 10000), '--max-per-client', String(openCount + 5000)] : [];
     const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, '--engine', name,
-      '--log-level', verbose ? 'info' : 'silent', '--grace', '0']);
+      '--log-level', verbose ? 'info' : 'silent', '--grace', '0', ...limits]);
     await waitListening(port, cp, 15000);
     return { name, port, cp };
   }
@@ -286,9 +294,48 @@ function closedRecords(srv, from) {
 // ---------------------------------------------------------------------------------------------
 // Measurements
 
+/** Opens `n` SOCKS5 CONNECTs through the proxy to an idle target of our own; close() ends them all. */
+async function holdOpen(port, n) {
+  const held = new Set();
+  const target = net.createServer((s) => { held.add(s); s.on('error', () => {}); });
+  await new Promise((resolve, reject) => target.once('error', reject).listen(0, HOST, resolve));
+  const tp = target.address().port;
+  const request = Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, tp >> 8, tp & 255]);
+  const one = () => new Promise((resolve, reject) => {
+    const s = net.connect({ host: HOST, port });
+    held.add(s);
+    const timer = setTimeout(() => reject(new Error('an idle connection got no SOCKS5 reply within 10 s')), 10000);
+    s.once('error', (err) => { clearTimeout(timer); reject(err); });
+    let got = 0;
+    s.on('data', function onData(d) {
+      got += d.length;
+      if (got === 2) s.write(request);
+      else if (got >= 12) {
+        s.off('data', onData);
+        clearTimeout(timer);
+        s.on('error', () => {});
+        resolve();
+      }
+    });
+    s.once('connect', () => s.write(Buffer.from([5, 1, 0])));
+  });
+  const close = () => {
+    for (const s of held) s.destroy();
+    target.close();
+  };
+  try {
+    for (let i = 0; i < n; i += 100) await Promise.all(Array.from({ length: Math.min(100, n - i) }, one));
+  } catch (err) {
+    close();
+    throw err;
+  }
+  return { close };
+}
+
 async function measureConn(name, clients) {
   let driver;
   let srv;
+  let open;
   const started = Date.now();
   try {
     driver = await startDriver();
@@ -299,6 +346,7 @@ async function measureConn(name, clients) {
       const w = await driverCommand(driver, { cmd: 'rate', port: srv.port, socks, clients, count: Math.max(warmup, clients), seconds: maxSeconds, size, timeout: CONN_TIMEOUT_S }, 'rate', perRunMs);
       if (w.done === 0) throw new Error(`warm-up failed: ${w.firstError ?? w.error ?? 'no connection done'}`);
     }
+    if (openCount > 0 && socks) open = await holdOpen(srv.port, openCount);
     await sleep(100);
     const pid = srv.cp?.pid;
     const cpu0 = pid ? treeCpuSeconds(pid) : null;
@@ -337,6 +385,7 @@ async function measureConn(name, clients) {
   } catch (err) {
     return { test: 'conn', server: name, clients, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
   } finally {
+    open?.close();
     await stopServer(srv).catch(() => {});
     await stopChild(driver?.cp).catch(() => {});
   }
@@ -489,7 +538,7 @@ function printTables({ conn, bulk }) {
   for (const c of Object.keys(conn).map(Number)) {
     const rows = conn[c];
     out.push('');
-    out.push(`### Connections: ${c} client${c === 1 ? '' : 's'} (${count} connections${c > 1 ? ` split across ${c} clients` : ' in a loop'}, ${size} B request + ${size} B response${med})`);
+    out.push(`### Connections: ${c} client${c === 1 ? '' : 's'} (${count} connections${c > 1 ? ` split across ${c} clients` : ' in a loop'}, ${size} B request + ${size} B response${openCount ? `, ${openCount} more connections held open` : ''}${med})`);
     out.push('');
     out.push('| server | conn/s | latency p50 ms | p99 ms | SOCKS handshake p50 ms | proxy CPU µs/conn | conn/s vs microsocks | conn/s vs dante | p99 vs microsocks | p99 vs dante |');
     out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
@@ -551,7 +600,7 @@ async function main() {
     process.exit(2);
   }
   const load0 = loadavg();
-  log(`proxy bench: servers ${servers.join(',')}; tests ${tests.join(',')}; conn: ${count} per level, clients ${clientLevels.join(',')}, ≤ ${maxSeconds} s, ${size} B; bulk: ${gib} GiB, streams ${streamLevels.join(',')}; runs ${runs}; load average ${load0.map((v) => v.toFixed(2)).join(' ')}`);
+  log(`proxy bench: servers ${servers.join(',')}; tests ${tests.join(',')}; conn: ${count} per level, clients ${clientLevels.join(',')}, ≤ ${maxSeconds} s, ${size} B${openCount ? `, ${openCount} more held open` : ''}; bulk: ${gib} GiB, streams ${streamLevels.join(',')}; runs ${runs}; load average ${load0.map((v) => v.toFixed(2)).join(' ')}`);
   const all = [];
   const t0 = Date.now();
   for (let run = 1; run <= runs; run++) {
