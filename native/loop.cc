@@ -1,4 +1,5 @@
 #include "loop.h"
+#include "worker_thread.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -69,13 +70,7 @@ void Loop::Start() {
   ev.events = EPOLLIN;
   ev.data.ptr = &wakeToken;
   if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, wakeFd_, &ev) != 0) throw std::runtime_error("epoll_ctl failed");
-  thread_ = std::thread([this] {
-    // Signals belong to Node's main thread.
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    Run();
-  });
+  thread_ = StartWorkerThread([this] { Run(); });
   started_ = true;
 }
 

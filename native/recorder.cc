@@ -1,4 +1,5 @@
 #include "recorder.h"
+#include "worker_thread.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -86,14 +87,8 @@ uint64_t Writer::Open(int fd, int* error) {
 void Writer::StartLocked() {
   if (wakeFd_ < 0) wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (wakeFd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
-  thread_ = std::thread([this] {
-    // Signals belong to Node's main thread. SIGPIPE from a FIFO whose reader left is ignored
-    // process-wide by Node; the write still fails with EPIPE and stops that recorder.
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    Run();
-  });
+  // A FIFO whose reader left fails the write with EPIPE, which stops that recorder.
+  thread_ = StartWorkerThread([this] { Run(); });
   started_ = true;
 }
 
@@ -289,10 +284,11 @@ Writer::Progress Writer::Drain(Recorder* r, size_t budget) {
   }
 }
 
-// False when the entry could not be written whole: blocked (EAGAIN) or failed.
-bool Writer::WriteEntry(Recorder* r, RecordEntry& entry) {
-  while (r->bytesDone_ < entry.bytes.size()) {
-    ssize_t n = write(r->fd_, entry.bytes.data() + r->bytesDone_, entry.bytes.size() - r->bytesDone_);
+// Writes data[*done .. length) to the file, advancing *done; false when blocked (EAGAIN, the
+// recorder waits for POLLOUT) or failed (the recorder stops).
+bool Writer::WriteAll(Recorder* r, const char* data, size_t length, size_t* done) {
+  while (*done < length) {
+    ssize_t n = write(r->fd_, data + *done, length - *done);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) {
@@ -302,8 +298,14 @@ bool Writer::WriteEntry(Recorder* r, RecordEntry& entry) {
       }
       return false;
     }
-    r->bytesDone_ += static_cast<size_t>(n);
+    *done += static_cast<size_t>(n);
   }
+  return true;
+}
+
+// False when the entry could not be written whole: blocked (EAGAIN) or failed.
+bool Writer::WriteEntry(Recorder* r, RecordEntry& entry) {
+  if (!WriteAll(r, entry.bytes.data(), entry.bytes.size(), &r->bytesDone_)) return false;
   while (!r->noSplice_ && r->payloadDone_ < entry.payload) {
     ssize_t n = splice(entry.pipe->readFd, nullptr, r->fd_, nullptr, entry.payload - r->payloadDone_,
                        SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -336,19 +338,7 @@ bool Writer::WriteEntry(Recorder* r, RecordEntry& entry) {
 bool Writer::CopyPayload(Recorder* r, RecordEntry& entry) {
   if (r->scratch_.size() < kCopyBufferSize) r->scratch_.resize(kCopyBufferSize);
   for (;;) {
-    while (r->scratchStart_ < r->scratchEnd_) {
-      ssize_t n = write(r->fd_, r->scratch_.data() + r->scratchStart_, r->scratchEnd_ - r->scratchStart_);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        if (errno == EAGAIN) {
-          r->blocked_ = true;
-        } else {
-          Fail(r, errno, "write");
-        }
-        return false;
-      }
-      r->scratchStart_ += static_cast<size_t>(n);
-    }
+    if (!WriteAll(r, r->scratch_.data(), r->scratchEnd_, &r->scratchStart_)) return false;
     r->scratchStart_ = r->scratchEnd_ = 0;
     if (r->payloadDone_ >= entry.payload) return true;
     size_t want = std::min(r->scratch_.size(), entry.payload - r->payloadDone_);

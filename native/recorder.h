@@ -134,6 +134,7 @@ class Writer {
   void Run();
   void WakeLocked();
   Progress Drain(Recorder* recorder, size_t budget);
+  bool WriteAll(Recorder* recorder, const char* data, size_t length, size_t* done);
   bool WriteEntry(Recorder* recorder, RecordEntry& entry);
   bool CopyPayload(Recorder* recorder, RecordEntry& entry);
   void Fail(Recorder* recorder, int error, const char* syscall);
