@@ -1,7 +1,10 @@
 // Argument parsers and options shared by the `splicer` subcommands.
 import { InvalidArgumentError, Option } from 'commander';
 import { AddressError, parseHostPort, type HostPort } from './address.js';
+import { engines } from './forward.js';
 import { LOG_LEVELS, type Logger } from './logger.js';
+import { SpliceEngine, type SpliceEngineOptions } from './splice-engine.js';
+import type { EngineChoice, EngineName } from './types.js';
 
 export function hostPortArg(defaultHost?: string, allowZero = false) {
   return (value: string): HostPort => {
@@ -40,6 +43,30 @@ export function secondsArg(name: string) {
 
 export const engineOption = () =>
   new Option('--engine <engine>', 'auto: splice where the addon and the sockets allow it, else js').choices(['auto', 'splice', 'js']).default('auto');
+/** The engine a command runs on, decided once at startup. */
+export interface CommandEngine {
+  /** What its connections get: `splice` where the addon loaded (and the sockets allow it), else `js`. */
+  engine: EngineName;
+  /** The engine's own splice engine, to close at exit; none on the JS engine. */
+  spliceEngine?: SpliceEngine;
+  /** Why splice is off, when it is. */
+  spliceOff?: string;
+}
+
+/**
+ * `--engine` resolved at startup: `splice` where it cannot be had is an error here, with the reason,
+ * never a failure per connection; `auto` without the addon runs on the JS engine and says why.
+ * `jsOnly` names a reason this command's connections can only be carried in JS (TLS).
+ */
+export function commandEngine(choice: EngineChoice, options: SpliceEngineOptions = {}, jsOnly?: string): CommandEngine {
+  const unavailable = engines().splice.reason;
+  if (choice === 'splice' && unavailable) throw new Error(`--engine splice: the splice engine is not available here (${unavailable}); use --engine auto or js`);
+  if (choice === 'splice' && jsOnly) throw new Error(`--engine splice: ${jsOnly}; use --engine auto`);
+  const spliceOff = choice === 'js' ? '--engine js' : (unavailable ?? jsOnly);
+  if (spliceOff) return { engine: 'js', spliceOff };
+  return { engine: 'splice', spliceEngine: new SpliceEngine(options) };
+}
+
 export const logLevelOption = () => new Option('--log-level <level>', 'log level of the JSON lines on stdout').choices(LOG_LEVELS).default('info');
 
 

@@ -1,13 +1,12 @@
 #!/usr/bin/env node
 // The `splicer` command line.
 import { Command, InvalidArgumentError } from 'commander';
-import { collect, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from './cli-args.js';
+import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from './cli-args.js';
 import { createRequire } from 'node:module';
 import { formatHostPort, isLoopback, type HostPort } from './address.js';
 import { engines } from './forward.js';
 import { Forwarder } from './forwarder.js';
 import { createLogger, type LOG_LEVELS } from './logger.js';
-import { SpliceEngine } from './splice-engine.js';
 import type { EngineChoice } from './types.js';
 import { Credentials, CredentialsError } from './proxy/auth.js';
 import { parseRule, RuleError, type Rule } from './proxy/rules.js';
@@ -32,11 +31,7 @@ interface ForwardCliOptions {
 async function runForward(options: ForwardCliOptions): Promise<void> {
   const logger = createLogger(options.logLevel);
   const listen = options.listen ?? [{ host: '127.0.0.1', port: 9000 }];
-  const available = engines();
-  if (options.engine === 'splice' && !available.splice.available) {
-    throw new Error(`--engine splice: ${available.splice.reason}`);
-  }
-  const spliceEngine = available.splice.available && options.engine !== 'js' ? new SpliceEngine({ threads: options.threads }) : undefined;
+  const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const forwarder = new Forwarder({
     listen,
     to: options.to,
@@ -51,8 +46,8 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     {
       listen: bound.map(formatHostPort),
       to: formatHostPort(options.to),
-      engine: options.engine,
-      splice: available.splice.available ? 'available' : available.splice.reason,
+      engine,
+      spliceOff,
       exposed: listen.some((address) => !isLoopback(address.host)) || undefined,
     },
     'forwarding',
@@ -101,8 +96,6 @@ function credentialsFrom(options: ProxyCliOptions): Credentials | undefined {
 
 async function runProxy(options: ProxyCliOptions): Promise<void> {
   const logger = createLogger(options.logLevel);
-  const available = engines();
-  if (options.engine === 'splice' && !available.splice.available) throw new Error(`--engine splice: ${available.splice.reason}`);
   const credentials = credentialsFrom(options);
   const rules = options.rule ?? [];
   const proxyOptions = {
@@ -119,7 +112,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
   };
   const risk = openProxyRisk(proxyOptions);
   if (risk) throw new Error(`refusing to start: ${risk}`);
-  const spliceEngine = available.splice.available && options.engine !== 'js' ? new SpliceEngine({ threads: options.threads }) : undefined;
+  const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const server = createProxyServer({ ...proxyOptions, spliceEngine });
   const bound = await server.listen();
   logger.info(
@@ -128,8 +121,8 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
       protocols: ['socks4', 'socks4a', 'socks5', 'http'],
       auth: credentials?.required ? `${credentials.size} user(s)` : 'none',
       rules: rules.map((rule) => rule.source),
-      engine: options.engine,
-      splice: available.splice.available ? 'available' : available.splice.reason,
+      engine,
+      spliceOff,
     },
     'proxy listening',
   );

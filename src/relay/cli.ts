@@ -2,10 +2,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { formatHostPort, type HostPort } from '../address.js';
-import { collect, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
-import { engines } from '../forward.js';
+import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
-import { SpliceEngine } from '../splice-engine.js';
 import type { EngineChoice } from '../types.js';
 import { DEFAULT_API_PORT } from './api.js';
 import { createRelay, type RelayConfig } from './create.js';
@@ -87,17 +85,12 @@ function relaysFrom(options: RelayCliOptions): RelayConfig[] {
 
 async function runRelay(options: RelayCliOptions): Promise<void> {
   const logger = createLogger(options.logLevel);
-  const available = engines();
-  if (options.engine === 'splice' && !available.splice.available) throw new Error(`--engine splice: ${available.splice.reason}`);
   const relays = relaysFrom(options);
   if (relays.length === 0 && !options.api) {
     throw new Error('nothing to relay: give --listen HOST:PORT --to HOST:PORT, --config FILE, or --api to create relays over HTTP');
   }
   const api = options.api === true ? { host: '127.0.0.1', port: DEFAULT_API_PORT } : options.api;
-  const spliceEngine =
-    available.splice.available && options.engine !== 'js'
-      ? new SpliceEngine({ threads: options.threads, recordBufferBytes: options.recordBuffer * 2 ** 20 })
-      : undefined;
+  const { spliceEngine } = commandEngine(options.engine, { threads: options.threads, recordBufferBytes: options.recordBuffer * 2 ** 20 });
   const relay = await createRelay({
     relays,
     api,

@@ -5,7 +5,7 @@ import { formatHostPort, type HostPort } from '../address.js';
 import { engines } from '../forward.js';
 import type { Logger } from '../logger.js';
 import { SpliceEngine } from '../splice-engine.js';
-import type { EngineChoice } from '../types.js';
+import type { EngineChoice, EngineName } from '../types.js';
 import { startRelayApi, type RelayApi } from './api.js';
 import type { RelayChangeInput, RelayInput, ToxicChangeInput } from './control-input.js';
 import { randomSeed } from './random.js';
@@ -46,6 +46,8 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
   readonly registry: RelayRegistry;
   readonly recorder: Recorder | undefined;
   api: RelayApi | undefined;
+  /** What unfaulted connections run on: `splice`, or `js` where the addon is off or `engine: 'js'`. */
+  readonly engine: EngineName;
   readonly #ownEngine: SpliceEngine | undefined;
   #active = 0;
   #closing: Promise<void> | undefined;
@@ -54,9 +56,14 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
   constructor(options: RelayOptions) {
     super();
     this.seed = options.seed ?? randomSeed();
-    const wantsSplice = options.engine !== 'js' && engines().splice.available;
+    const spliceOff = engines().splice.reason;
+    if (options.engine === 'splice' && spliceOff && !options.spliceEngine) {
+      throw Object.assign(new Error(`engine 'splice': the splice engine is not available here (${spliceOff})`), { code: 'ERR_SPLICE_UNAVAILABLE' });
+    }
+    const wantsSplice = options.engine !== 'js' && (options.spliceEngine !== undefined || !spliceOff);
     this.#ownEngine = wantsSplice && !options.spliceEngine ? new SpliceEngine() : undefined;
-    const spliceEngine = options.spliceEngine ?? this.#ownEngine;
+    const spliceEngine = wantsSplice ? (options.spliceEngine ?? this.#ownEngine) : undefined;
+    this.engine = spliceEngine ? 'splice' : 'js';
     // With a splice engine, files are written by its writer thread, so spliced connections are
     // recorded by tee() without their bytes entering JS, in the same files as the others.
     const openSink = spliceEngine
@@ -161,6 +168,8 @@ export async function createRelay(options: RelayOptions = {}): Promise<Relay> {
       api: relay.api ? formatHostPort(relay.api.address) : undefined,
       record: options.record?.path,
       seed: relay.seed,
+      engine: relay.engine,
+      spliceOff: relay.engine === 'js' ? (options.engine === 'js' ? 'engine js' : engines().splice.reason) : undefined,
     },
     'relay listening',
   );

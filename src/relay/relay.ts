@@ -233,15 +233,14 @@ class RelayConnection {
 
   async #forward(client: net.Socket, upstream: net.Socket, toxics: () => readonly Toxic[]): Promise<ForwardResult> {
     const { options } = this;
-    const engine = options.spliceEngine ?? defaultSpliceEngine();
     const recording = this.#recording;
+    const spliced =
+      toxics().length === 0 && chooseEngine(client, upstream, { engine: options.engine, spliceEngine: options.spliceEngine }).engine === 'splice';
+    // Only now is there an engine to ask for: without the addon there is none to make.
+    const engine = spliced ? (options.spliceEngine ?? defaultSpliceEngine()) : undefined;
     // A recording can stay spliced only when its file is written by this engine (tee into the file).
     const recordable = !recording || (recording.sink instanceof NativePcapSink && recording.sink.engine === engine && !recording.dropped);
-    const spliced =
-      toxics().length === 0 &&
-      recordable &&
-      chooseEngine(client, upstream, { engine: options.engine, spliceEngine: options.spliceEngine }).engine === 'splice';
-    if (!spliced) return this.#runUser(client, upstream, toxics(), 'js');
+    if (!engine || !recordable) return this.#runUser(client, upstream, toxics(), 'js');
     this.#engine = 'splice';
     const result = await engine.forward(client, upstream, {
       idleTimeout: options.idleTimeout,

@@ -4,10 +4,8 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { formatHostPort, isLoopback, type HostPort } from '../address.js';
-import { engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
-import { engines } from '../forward.js';
+import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
 import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
-import { SpliceEngine } from '../splice-engine.js';
 import type { EngineChoice } from '../types.js';
 import { createTunnelClient } from './client.js';
 import { parseFingerprint } from './dial.js';
@@ -75,12 +73,7 @@ const fingerprintArg = (value: string): string => {
   }
 };
 
-function spliceEngineFor(engine: EngineChoice, threads: number, tls: boolean): SpliceEngine | undefined {
-  const available = engines();
-  if (engine === 'splice' && !available.splice.available) throw new Error(`--engine splice: ${available.splice.reason}`);
-  if (engine === 'splice' && tls) throw new Error('--engine splice: TLS data connections are carried by the JS engine; use --engine auto');
-  return available.splice.available && engine !== 'js' && !tls ? new SpliceEngine({ threads }) : undefined;
-}
+const TLS_IS_JS = 'TLS data connections are carried by the JS engine';
 
 // ---------------------------------------------------------------------------------------------
 
@@ -116,7 +109,7 @@ async function runServer(options: ServerCliOptions): Promise<void> {
   if (options.heartbeatTimeout <= options.heartbeat) throw new Error('--heartbeat-timeout must be longer than --heartbeat');
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
   const tls = options.tlsCert ? { cert: readPem('--tls-cert', options.tlsCert), key: readPem('--tls-key', options.tlsKey!) } : undefined;
-  const spliceEngine = spliceEngineFor(options.engine, options.threads, tls !== undefined);
+  const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, tls ? TLS_IS_JS : undefined);
   warnAboutToken(logger, token, source);
   const server = createTunnelServer({
     listen: options.listen,
@@ -142,8 +135,8 @@ async function runServer(options: ServerCliOptions): Promise<void> {
       exposed: !isLoopback(options.publicHost) || undefined,
       ports: (options.ports ?? [{ from: 1024, to: 65535 }]).map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)).join(','),
       tls: tls ? { fingerprint: server.fingerprint } : false,
-      engine: tls ? 'js (TLS)' : options.engine,
-      splice: engines().splice.available ? 'available' : engines().splice.reason,
+      engine,
+      spliceOff,
     },
     'tunnel server listening',
   );
@@ -186,7 +179,7 @@ async function runClient(options: ClientCliOptions): Promise<void> {
   if (expose.length === 0) throw new Error('give at least one --expose NAME=HOST:PORT@REMOTEPORT');
   const wantsTls = options.tls || options.tlsCa !== undefined || options.tlsFingerprint !== undefined;
   if (options.tlsCa !== undefined && options.tlsFingerprint !== undefined) throw new Error('give --tls-ca or --tls-fingerprint, not both');
-  const spliceEngine = spliceEngineFor(options.engine, options.threads, wantsTls);
+  const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, wantsTls ? TLS_IS_JS : undefined);
   warnAboutToken(logger, token, source);
   const client = createTunnelClient({
     server: options.server,
@@ -214,7 +207,8 @@ async function runClient(options: ClientCliOptions): Promise<void> {
       tunnels: expose.map((e) => `${e.name}=${formatHostPort(e.local)}@${e.remotePort}`),
       pool: options.pool,
       tls: wantsTls ? (options.tlsFingerprint ? 'pinned' : 'ca') : false,
-      engine: wantsTls ? 'js (TLS)' : options.engine,
+      engine,
+      spliceOff,
     },
     'tunnel client starting',
   );
