@@ -1,63 +1,23 @@
 // `splicer relay` run as a user would: a child process, its log lines, SIGTERM, and its errors.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { performance } from 'node:perf_hooks';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
+import { portOf, runCli, startCli } from './cli-harness.js';
+import { needsTool } from './policy.js';
 import { collectUntilEnd, connectTo, patternBytes, startEchoServer, within } from './helpers.js';
-import { hasTshark, parseFollow, tshark } from './relay-pcap-helpers.js';
+import { parseFollow, tshark } from './relay-pcap-helpers.js';
 
-const cli = path.join(import.meta.dirname, '..', 'dist', 'cli.js');
 const dir = mkdtempSync(path.join(tmpdir(), 'splicer-relay-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-interface Running {
-  child: ChildProcess;
-  lines: Record<string, unknown>[];
-  waitFor(msg: string): Promise<Record<string, unknown>>;
-  exited: Promise<number | null>;
-}
-
-const children: ChildProcess[] = [];
-afterEach(() => {
-  for (const child of children.splice(0)) if (child.exitCode === null) child.kill('SIGKILL');
-});
-
-function start(args: string[]): Running {
-  const child = spawn(process.execPath, [cli, 'relay', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
-  const lines: Record<string, unknown>[] = [];
-  const waiters: Array<() => void> = [];
-  readline.createInterface({ input: child.stdout! }).on('line', (line) => {
-    lines.push(JSON.parse(line));
-    waiters.splice(0).forEach((wake) => wake());
-  });
-  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => {
-    resolve(code);
-    waiters.splice(0).forEach((wake) => wake());
-  }));
-  const waitFor = async (msg: string) => {
-    for (;;) {
-      const found = lines.find((line) => line.msg === msg);
-      if (found) return found;
-      if (child.exitCode !== null) throw new Error(`splicer exited (${child.exitCode}) before "${msg}"`);
-      await new Promise<void>((resolve) => waiters.push(resolve));
-    }
-  };
-  return { child, lines, waitFor, exited };
-}
-
-function runToEnd(args: string[]): { status: number | null; stderr: string } {
-  const result = spawnSync(process.execPath, [cli, 'relay', ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: result.status, stderr: result.stderr };
-}
-
-const portOf = (listen: string) => Number(listen.split(':').pop());
+const start = (args: string[]) => startCli(['relay', ...args]);
+const runToEnd = (args: string[]) => runCli(['relay', ...args]);
 
 describe('splicer relay (CLI)', () => {
-  it('relays with a latency toxic, records both legs, logs the seed, and stops cleanly on SIGTERM', async () => {
+  it('relays with a latency toxic, records both legs, logs the seed, and stops cleanly on SIGTERM', async (ctx) => {
+    needsTool(ctx, 'tshark');
     const echo = await startEchoServer();
     const file = path.join(dir, 'cli.pcap');
     const relay = start(['--listen', '127.0.0.1:0', '--to', `127.0.0.1:${echo.port}`, '--toxic', 'latency@upstream:latency=120', '--record', file]);
@@ -77,13 +37,11 @@ describe('splicer relay (CLI)', () => {
     expect(closed).toMatchObject({ relay: 'relay1', bytesUp: data.length, bytesDown: data.length, reason: 'eof', engine: 'js' });
     relay.child.kill('SIGTERM');
     expect(await within(relay.exited, 10_000, 'exit')).toBe(0);
-    if (hasTshark) {
-      const streams = parseFollow(tshark(['-r', file, '-q', '-z', 'follow,tcp,raw,0', '-z', 'follow,tcp,raw,1']));
-      expect(streams).toHaveLength(2);
-      for (const leg of streams) {
-        expect(leg.client.equals(data)).toBe(true);
-        expect(leg.server.equals(data)).toBe(true);
-      }
+    const streams = parseFollow(tshark(['-r', file, '-q', '-z', 'follow,tcp,raw,0', '-z', 'follow,tcp,raw,1']));
+    expect(streams).toHaveLength(2);
+    for (const leg of streams) {
+      expect(leg.client.equals(data)).toBe(true);
+      expect(leg.server.equals(data)).toBe(true);
     }
   });
 
