@@ -3,6 +3,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { blockListCovers, HOST_RANGES, hostAddressTest, hostBlockList } from '../src/proxy/host-guard.js';
 import { evaluateAccess, evaluateRules, hasClientAllowRule, namesAddress, parseIp, parseRule, RuleError, type Rule, type RuleSubject } from '../src/proxy/rules.js';
+import { protectsHost } from '../src/proxy/server.js';
 
 const base: RuleSubject = { client: '192.0.2.10', destHost: 'example.com', destPort: 443, command: 'connect' };
 const subject = (over: Partial<RuleSubject> = {}): RuleSubject => ({ ...base, ...over });
@@ -418,5 +419,23 @@ describe('evaluateAccess: the host guard behind the rules', () => {
     expect(namesAddress(allow('to=0.0.0.0/0'), '127.0.0.1')).toBe(false);
     expect(namesAddress(allow('to=localhost'), '127.0.0.1')).toBe(false);
     expect(namesAddress(allow(''), '127.0.0.1')).toBe(false);
+  });
+});
+
+describe('protectsHost', () => {
+  const at = (...hosts: string[]) => hosts.map((host) => ({ host, port: 1080 }));
+  it("'auto' (the default) protects when any listener is beyond loopback", () => {
+    expect(protectsHost({ listen: at('127.0.0.1') })).toBe(false);
+    expect(protectsHost({ listen: at('127.0.0.1', '::1', 'localhost', '127.1.2.3') })).toBe(false);
+    expect(protectsHost({ listen: at('0.0.0.0') })).toBe(true);
+    expect(protectsHost({ listen: at('::') })).toBe(true);
+    expect(protectsHost({ listen: at('127.0.0.1', '192.0.2.2') })).toBe(true);
+    expect(protectsHost({ listen: at('proxy.example') })).toBe(true);
+    expect(protectsHost({ listen: at('0.0.0.0'), protectHost: 'auto' })).toBe(true);
+  });
+
+  it('true and false override it', () => {
+    expect(protectsHost({ listen: at('127.0.0.1'), protectHost: true })).toBe(true);
+    expect(protectsHost({ listen: at('0.0.0.0'), protectHost: false })).toBe(false);
   });
 });
