@@ -3,10 +3,13 @@
 // FIN, no connection at the destination, no fd left behind. Lifted by an allow rule that names the
 // address: the bytes flow. No test traffic leaves loopback (link-local and metadata ranges are
 // covered by the pure tests in proxy-rules.test.ts).
+import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import http from 'node:http';
 import type net from 'node:net';
+import path from 'node:path';
+import readline from 'node:readline';
 import { SocksClient } from 'socks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Credentials } from '../src/proxy/auth.js';
@@ -377,3 +380,67 @@ async function associate(proxyPort: number) {
   client.connect();
   return h.within(established, 5000, 'associate reply');
 }
+
+const cli = path.join(import.meta.dirname, '..', 'dist', 'cli.js');
+
+/** `splicer proxy ARGS` from dist/; resolves with its port once it logs "proxy listening". */
+async function startCli(args: string[]): Promise<{ port: number; started: Record<string, unknown>; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, [cli, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const started = await h.within(
+    new Promise<Record<string, unknown>>((resolve, reject) => {
+      readline.createInterface({ input: child.stdout }).on('line', (line) => {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        if (entry.msg === 'proxy listening') resolve(entry);
+      });
+      void exited.then(() => reject(new Error(`splicer proxy exited before listening: ${stderr}`)));
+    }),
+    20_000,
+    'splicer proxy to listen',
+  );
+  const port = Number(String((started.listen as string[])[0]).split(':').pop());
+  return {
+    port,
+    started,
+    stop: async () => {
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+describe('splicer proxy (CLI)', () => {
+  it('--listen 0.0.0.0 --auth a:b: localhost is denied; the --help example lifts it for one port', async () => {
+    const auth = Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth('a', 'b')]);
+    const authOk = Buffer.of(0x05, 0x02, 0x01, 0x00);
+    const exposed = await startCli(['--listen', '0.0.0.0:0', '--auth', 'a:b']);
+    try {
+      expect(exposed.started.protectHost).toBe(true);
+      await expectReplyThenEnd(exposed.port, Buffer.concat([auth, p.socks5Connect('localhost', echo.port)]), Buffer.concat([authOk, p.socks5Failure(0x02)]));
+    } finally {
+      await exposed.stop();
+    }
+
+    const liftedCli = await startCli(['--listen', '0.0.0.0:0', '--auth', 'a:b', '--allow', `to=127.0.0.1 port=${echo.port}`, '--allow', '*']);
+    try {
+      const client = await p.rawConnect(liftedCli.port);
+      client.socket.write(Buffer.concat([auth, p.socks5Connect('localhost', echo.port)]));
+      expect((await client.waitBytes(6)).toString('hex')).toBe('050201000500');
+      await client.waitBytes(4 + 10);
+      await echoThrough(client, 4 + 10, 100 * h.KiB);
+    } finally {
+      await liftedCli.stop();
+    }
+  });
+
+  it('--help says what is denied, how to lift it, and shows a --deny for the private ranges', () => {
+    const help = spawnSync(process.execPath, [cli, 'proxy', '--help'], { encoding: 'utf8' });
+    expect(help.status).toBe(0);
+    const text = help.stdout.replace(/\s+/g, ' ');
+    for (const range of ['127.0.0.0/8', '::1', '0.0.0.0/8', '169.254.0.0/16', 'fe80::/10', 'every interface address']) expect(text).toContain(range);
+    expect(text).toContain("--allow 'to=127.0.0.1 port=8080'");
+    expect(text).toContain("--deny 'to=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7'");
+  });
+});
