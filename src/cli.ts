@@ -121,6 +121,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
       protocols: ['socks4', 'socks4a', 'socks5', 'http'],
       auth: credentials?.required ? `${credentials.size} user(s)` : 'none',
       rules: rules.map((rule) => rule.source),
+      protectHost: server.protectsHost,
       engine,
       spliceOff,
     },
@@ -187,6 +188,23 @@ export function buildProgram(): Command {
     .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open connections before they are ended', secondsArg('--grace'), 5)
     .addOption(logLevelOption())
+    .addHelpText(
+      'after',
+      `
+The proxy's own host: when any --listen address is beyond loopback, destinations on this host are
+denied, checked on every address a name resolves to: 127.0.0.0/8, ::1, 0.0.0.0/8, ::,
+169.254.0.0/16 (cloud metadata), fe80::/10 and every interface address, IPv4-mapped forms included
+(SOCKS5 reply 02, SOCKS4 5B, HTTP 403, outcome "denied"). An --allow lifts this for an address when
+it is the first rule to match and its to= names the address by IP or CIDR; a from=, port= or user=
+allow alone does not, nor to=0.0.0.0/0, ::/0 or a host name.
+
+Examples:
+  # reach this host's 127.0.0.1:8080 too; the second rule keeps every other destination allowed
+  # (with any --allow given, what no rule matches is denied)
+  splicer proxy --listen 0.0.0.0:1080 --auth alice:s3cret --allow 'to=127.0.0.1 port=8080' --allow '*'
+  # keep clients off the private networks as well
+  splicer proxy --listen 0.0.0.0:1080 --auth alice:s3cret --deny 'to=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7'`,
+    )
     .action((options: ProxyCliOptions & { allow?: Rule[]; deny?: Rule[] }) => runProxy({ ...options, rule: sharedRules }));
 
   program.addCommand(relayCommand());

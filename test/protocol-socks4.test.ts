@@ -32,6 +32,13 @@ describe('parseSocks4Request', () => {
     expect(ok255.request.isSocks4a).toBe(true);
   });
 
+  it('parses BIND to 0.0.0.0 ("any peer", as the npm socks client sends it), whole, byte by byte and coalesced', () => {
+    const ok = expectMessage(parseSocks4Request, hex('04 02 0000 00000000 00'));
+    expect(ok.request).toEqual({ command: 'bind', port: 0, host: '0.0.0.0', isSocks4a: false, userId: '' });
+    const withUser = expectMessage(parseSocks4Request, request(2, 21, [0, 0, 0, 0], 'ftp'));
+    expect(withUser.request).toEqual({ command: 'bind', port: 21, host: '0.0.0.0', isSocks4a: false, userId: 'ftp' });
+  });
+
   it('treats 0.x.y.z with a non-zero middle byte as plain SOCKS4', () => {
     const ok = expectMessage(parseSocks4Request, request(1, 1, [0, 0, 1, 1], 'u'));
     expect(ok.request).toMatchObject({ host: '0.0.1.1', isSocks4a: false });
@@ -64,6 +71,7 @@ describe('parseSocks4Request', () => {
     // 0.0.0.0 is neither an address to connect to (Linux: the local host) nor SOCKS4a.
     const zero = expectError(parseSocks4Request, request(1, 80, [0, 0, 0, 0], 'x'), 'ERR_ZERO_ADDRESS', 0x5b);
     expect(parseSocks4Request(hex('04 01 0050 00000000'))).toEqual(zero);
+    expect(parseSocks4Request(hex('04 01 0000 00000000 00'))).toEqual(zero);
     expectError(parseSocks4Request, request(1, 80, [0, 0, 0, 1], 'x', ''), 'ERR_EMPTY_HOSTNAME', 0x5b);
     expectError(parseSocks4Request, Buffer.concat([request(1, 80, [0, 0, 0, 1], 'x'), hex('ff fe 00')]), 'ERR_BAD_HOSTNAME', 0x5b);
   });
@@ -92,7 +100,7 @@ describe('parseSocks4Request', () => {
     const text = fc.string({ maxLength: 40 }).filter((s) => !s.includes('\0'));
     fc.assert(
       fc.property(fc.constantFrom(1, 2), fc.integer({ min: 0, max: 65535 }), fc.ipV4(), text, (cd, port, ip, userId) => {
-        fc.pre(ip !== '0.0.0.0' && !ip.startsWith('0.0.0.'));
+        fc.pre(!ip.startsWith('0.0.0.') || (ip === '0.0.0.0' && cd === 2));
         const result = parseSocks4Request(request(cd, port, ip.split('.').map(Number), userId));
         expect(result).toMatchObject({ status: 'ok', request: { command: cd === 1 ? 'connect' : 'bind', port, host: ip, userId } });
       }),

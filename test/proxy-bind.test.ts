@@ -113,6 +113,55 @@ describe.each(['splice', 'js'] as const)('BIND with engine %s', (engine) => {
   });
 });
 
+describe('BIND to 0.0.0.0: any peer, the rules still applied to it', () => {
+  // The rule names the address a refused peer comes from; any other peer is let in.
+  const rules = [parseRule('deny', 'to=127.0.0.2 cmd=bind')];
+
+  it.each([4, 5] as const)('SOCKS%i: the npm socks client binds to 0.0.0.0:0, a peer connects, bytes flow both ways', async (type) => {
+    const proxy = await startProxy({ rules });
+    const { bound, established } = socksBind(proxy.port, type, { host: '0.0.0.0', port: 0 });
+    const first = await within(bound, 5000, 'first reply');
+    expect(first.remoteHost.host).toBe(HOST);
+    const peer = await connectPeer(first.remoteHost.port);
+    const peerPort = peer.localPort;
+    const second = await within(established, 5000, 'second reply');
+    expect(second.remoteHost).toEqual({ host: HOST, port: peerPort });
+
+    const up = patternBytes(3, 2 * MiB);
+    const down = patternBytes(4, 1 * MiB);
+    const atPeer = hashUntilEnd(peer);
+    const atClient = hashUntilEnd(second.socket);
+    await Promise.all([writeBuffer(second.socket, up), writeBuffer(peer, down)]);
+    expect(await within(atPeer, 20_000, 'peer receives')).toEqual({ bytes: up.length, sha: sha256(up) });
+    expect(await within(atClient, 20_000, 'client receives')).toEqual({ bytes: down.length, sha: sha256(down) });
+    expect(await proxy.records.find((r) => r.command === 'bind', 'record')).toMatchObject({
+      protocol: type === 4 ? 'socks4' : 'socks5',
+      outcome: 'eof',
+      reply: type === 4 ? 0x5a : 0,
+      destination: `${HOST}:${peerPort}`,
+      bytesUp: up.length,
+      bytesDown: down.length,
+    });
+  });
+
+  it.each([4, 5] as const)('SOCKS%i: a peer a deny rule names is refused with the failure reply and closed', async (type) => {
+    const proxy = await startProxy({ rules });
+    const { bound, established } = socksBind(proxy.port, type, { host: '0.0.0.0', port: 0 });
+    const { remoteHost } = await within(bound, 5000, 'first reply');
+    const peer = await connectPeer(remoteHost.port, '127.0.0.2');
+    const peerPort = peer.localPort;
+    const closed = new Promise((resolve) => (peer.once('end', resolve), peer.once('close', resolve)));
+    await expect(within(established, 5000, 'second reply')).rejects.toThrow(/rejected|NotAllowed/i);
+    await within(closed, 5000, 'peer closed');
+    expect(await proxy.records.find((r) => r.command === 'bind', 'record')).toMatchObject({
+      outcome: 'denied',
+      reply: type === 4 ? 0x5b : 2,
+      destination: `127.0.0.2:${peerPort}`,
+    });
+    expect(await probe(remoteHost.port)).toBe('ECONNREFUSED');
+  });
+});
+
 describe('BIND peer filter, failures and cleanup', () => {
   it.each([4, 5] as const)('SOCKS%i: a peer from another IP than DST is refused and both are closed', async (type) => {
     const proxy = await startProxy();

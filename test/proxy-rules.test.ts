@@ -1,7 +1,9 @@
 import net from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { evaluateRules, hasClientAllowRule, parseIp, parseRule, RuleError, type Rule, type RuleSubject } from '../src/proxy/rules.js';
+import { blockListCovers, HOST_RANGES, hostAddressTest, hostBlockList } from '../src/proxy/host-guard.js';
+import { evaluateAccess, evaluateRules, hasClientAllowRule, namesAddress, parseIp, parseRule, RuleError, type Rule, type RuleSubject } from '../src/proxy/rules.js';
+import { protectsHost } from '../src/proxy/server.js';
 
 const base: RuleSubject = { client: '192.0.2.10', destHost: 'example.com', destPort: 443, command: 'connect' };
 const subject = (over: Partial<RuleSubject> = {}): RuleSubject => ({ ...base, ...over });
@@ -262,5 +264,178 @@ describe('evaluateRules against a reference (deny rules of random CIDRs)', () =>
       }),
       { numRuns: 2000 },
     );
+  });
+});
+
+describe('the host guard: which destinations are the proxy host', () => {
+  // An interface list as a cloud VM might have: a private IPv4, a global IPv6, a docker bridge.
+  const own = ['10.0.3.15', '2001:db8:1::15', '172.17.0.1', 'fe80::1'];
+  const list = hostBlockList(own);
+  const covers = (ip: string) => blockListCovers(list, ip);
+
+  it('covers loopback, 0.0.0.0/8, link-local (metadata), ::1, :: and fe80::/10, in every spelling', () => {
+    for (const ip of [
+      '127.0.0.1', '127.255.255.254', '::1', '0:0:0:0:0:0:0:1',
+      '0.0.0.0', '0.1.2.3', '::', '::0.0.0.0',
+      '169.254.169.254', '169.254.0.1', 'fe80::1', 'fe80::a:b%eth0', 'febf:ffff::1',
+      // IPv4-mapped IPv6, dotted and hex: a BlockList checks them against its IPv4 entries.
+      '::ffff:127.0.0.1', '::FFFF:7f00:1', '::ffff:169.254.169.254', '::ffff:a9fe:a9fe', '::ffff:0.0.0.0',
+    ]) {
+      expect(covers(ip), ip).toBe(true);
+    }
+  });
+
+  it('covers the interface addresses, mapped or not, and only those', () => {
+    for (const ip of ['10.0.3.15', '::ffff:10.0.3.15', '2001:db8:1::15', '172.17.0.1']) expect(covers(ip), ip).toBe(true);
+    for (const ip of ['10.0.3.16', '2001:db8:1::16', '172.17.0.2']) expect(covers(ip), ip).toBe(false);
+  });
+
+  it('does not cover the neighbours of the ranges, other addresses or names', () => {
+    for (const ip of [
+      '128.0.0.1', '126.255.255.255', '1.0.0.0', '169.253.255.255', '169.255.0.0', '::2', '::ffff:128.0.0.1',
+      'fec0::1', 'fe7f:ffff::1', '8.8.8.8', '2606:4700::1111', '10.0.0.1', 'localhost', 'example.com', '',
+    ]) {
+      expect(covers(ip), ip).toBe(false);
+    }
+  });
+
+  it('matches a BlockList built from the stated CIDRs on random addresses (mapped included)', () => {
+    const reference = new net.BlockList();
+    for (const [network, prefix, family] of HOST_RANGES) reference.addSubnet(network, prefix, family);
+    const empty = hostBlockList([]);
+    const v6 = (n: bigint) => Array.from({ length: 8 }, (_, i) => ((n >> BigInt(112 - 16 * i)) & 0xffffn).toString(16)).join(':');
+    fc.assert(
+      fc.property(fc.oneof(fc.ipV4(), fc.ipV6(), fc.ipV4().map((ip) => `::ffff:${ip}`), fc.bigInt({ min: 0n, max: 2n ** 10n }).map((n) => v6((0xfe80n << 112n) | n))), (ip) => {
+        const family = net.isIPv4(ip) ? 'ipv4' : 'ipv6';
+        expect(blockListCovers(empty, ip)).toBe(reference.check(ip, family));
+      }),
+      { numRuns: 3000 },
+    );
+  });
+
+  it('reads the interfaces once per refresh period and keeps the last reading when they cannot be read', () => {
+    let now = 0;
+    let reads = 0;
+    let addresses: string[] | Error = ['192.0.2.7'];
+    const isHost = hostAddressTest({
+      addresses: () => {
+        reads++;
+        if (addresses instanceof Error) throw addresses;
+        return addresses;
+      },
+      refreshMs: 1000,
+      now: () => now,
+    });
+    expect(isHost('192.0.2.7')).toBe(true);
+    addresses = ['192.0.2.8'];
+    expect(isHost('192.0.2.8')).toBe(false);
+    expect(reads).toBe(1);
+    now = 1000;
+    expect(isHost('192.0.2.8')).toBe(true);
+    expect(isHost('192.0.2.7')).toBe(false);
+    addresses = new Error('uv_interface_addresses');
+    now = 2000;
+    expect(isHost('192.0.2.8')).toBe(true);
+    expect(isHost('127.0.0.1')).toBe(true);
+    expect(reads).toBe(3);
+  });
+});
+
+describe('evaluateAccess: the host guard behind the rules', () => {
+  const isHost = (ip: string) => blockListCovers(hostBlockList(['192.0.2.2']), ip);
+  const access = (rules: Rule[], over: Partial<RuleSubject>) => evaluateAccess(rules, subject(over), isHost);
+
+  it('denies every host destination by default, after resolution and as a literal, and says why', () => {
+    for (const destAddress of ['127.0.0.1', '::1', '::ffff:127.0.0.1', '169.254.169.254', 'fe80::1', '0.0.0.0', '::', '192.0.2.2']) {
+      expect(access([], { destHost: 'rebind.example', destAddress }), destAddress).toEqual({ allowed: false, hostProtected: true });
+      expect(access([], { destHost: destAddress }), destAddress).toEqual({ allowed: false, hostProtected: true });
+    }
+    expect(access([], { destHost: 'example.com', destAddress: '93.184.216.34' })).toEqual({ allowed: true });
+    // Before resolution a name is no address yet: each address is checked once known.
+    expect(access([], { destHost: 'localhost' })).toEqual({ allowed: true });
+    for (const command of ['connect', 'bind', 'udp'] as const) {
+      expect(access([], { command, destHost: '127.0.0.1' }).allowed, command).toBe(false);
+    }
+  });
+
+  it('without a guard, or for other destinations, answers as evaluateRules', () => {
+    const rules = [deny('port=25')];
+    expect(evaluateAccess(rules, subject({ destHost: '127.0.0.1' }))).toEqual(evaluateRules(rules, subject({ destHost: '127.0.0.1' })));
+    expect(access(rules, { destHost: '127.0.0.1', destPort: 25 })).toEqual({ allowed: false, rule: rules[0] });
+    expect(access(rules, { destHost: '8.8.8.8' })).toEqual({ allowed: true });
+  });
+
+  it('is lifted for an address by the deciding allow rule that names it in to= (IP or CIDR)', () => {
+    const rules = [allow('to=127.0.0.1 port=8080'), allow('from=192.0.2.0/24')];
+    expect(access(rules, { destHost: '127.0.0.1', destPort: 8080 })).toEqual({ allowed: true, rule: rules[0] });
+    expect(access(rules, { destHost: '::ffff:127.0.0.1', destPort: 8080 })).toEqual({ allowed: true, rule: rules[0] });
+    expect(access(rules, { destHost: 'localhost', destAddress: '127.0.0.1', destPort: 8080 })).toEqual({ allowed: true, rule: rules[0] });
+    // Another port, another loopback address, or ::1 (which the rule does not name): the default holds.
+    expect(access(rules, { destHost: '127.0.0.1', destPort: 8081 })).toEqual({ allowed: false, hostProtected: true });
+    expect(access(rules, { destHost: '127.0.0.2', destPort: 8080 })).toEqual({ allowed: false, hostProtected: true });
+    expect(access(rules, { destHost: 'localhost', destAddress: '::1', destPort: 8080 })).toEqual({ allowed: false, hostProtected: true });
+    const metadata = [allow('to=169.254.169.254/32 port=80')];
+    expect(access(metadata, { destHost: '169.254.169.254', destPort: 80 }).allowed).toBe(true);
+    expect(access(metadata, { destHost: '169.254.169.253', destPort: 80 }).allowed).toBe(false);
+    expect(access([allow('to=fe80::/10')], { destHost: 'fe80::1%eth0' }).allowed).toBe(true);
+    expect(access([allow('to=::1')], { destHost: '::1' }).allowed).toBe(true);
+    expect(access([allow('to=192.0.2.0/24')], { destHost: '192.0.2.2' }).allowed).toBe(true);
+  });
+
+  it('is not lifted by an allow rule that does not name the address: from=, port=, *, /0, a host name', () => {
+    for (const text of ['from=192.0.2.0/24', 'port=8080', '*', 'cmd=connect', 'to=0.0.0.0/0', 'to=::/0,0.0.0.0/0', 'to=localhost', 'to=*.example']) {
+      // The name resolved to loopback is one each rule matches: only the guard can deny it.
+      const destHost = text === 'to=*.example' ? 'rebind.example' : 'localhost';
+      expect(access([allow(text)], { destHost, destAddress: '127.0.0.1', destPort: 8080 }), text).toEqual({ allowed: false, hostProtected: true });
+      expect(access([allow(text)], { destHost: '169.254.169.254', destPort: 8080 }).allowed, text).toBe(false);
+    }
+  });
+
+  it('asks the first matching rule: a broader allow before the naming one keeps the default', () => {
+    const naming = allow('to=127.0.0.1');
+    const broad = allow('from=192.0.2.0/24');
+    expect(access([naming, broad], { destHost: '127.0.0.1' }).allowed).toBe(true);
+    expect(access([broad, naming], { destHost: '127.0.0.1' })).toEqual({ allowed: false, hostProtected: true });
+    // A deny that matches first still denies, and says which rule.
+    const no = deny('port=22');
+    expect(access([no, naming], { destHost: '127.0.0.1', destPort: 22 })).toEqual({ allowed: false, rule: no });
+  });
+
+  it('checks a BIND peer, not a BIND to 0.0.0.0 or :: (any peer)', () => {
+    for (const destHost of ['0.0.0.0', '::', '::ffff:0.0.0.0']) {
+      expect(access([], { command: 'bind', destHost }), destHost).toEqual({ allowed: true });
+      expect(access([], { command: 'bind', destHost, destAddress: '127.0.0.1' }), destHost).toEqual({ allowed: false, hostProtected: true });
+      expect(access([], { command: 'connect', destHost }), destHost).toEqual({ allowed: false, hostProtected: true });
+    }
+    expect(access([], { command: 'bind', destHost: '127.0.0.1' })).toEqual({ allowed: false, hostProtected: true });
+    expect(access([allow('to=127.0.0.1 cmd=bind')], { command: 'bind', destHost: '0.0.0.0', destAddress: '127.0.0.1' }).allowed).toBe(true);
+  });
+
+  it('namesAddress: IP and CIDR entries, mapped spellings, never /0 or names', () => {
+    expect(namesAddress(allow('to=127.0.0.0/8'), '127.9.9.9')).toBe(true);
+    expect(namesAddress(allow('to=::ffff:127.0.0.1'), '127.0.0.1')).toBe(true);
+    expect(namesAddress(allow('to=127.0.0.1'), '::ffff:7f00:1')).toBe(true);
+    expect(namesAddress(allow('to=127.0.0.1'), '127.0.0.2')).toBe(false);
+    expect(namesAddress(allow('to=0.0.0.0/0'), '127.0.0.1')).toBe(false);
+    expect(namesAddress(allow('to=localhost'), '127.0.0.1')).toBe(false);
+    expect(namesAddress(allow(''), '127.0.0.1')).toBe(false);
+  });
+});
+
+describe('protectsHost', () => {
+  const at = (...hosts: string[]) => hosts.map((host) => ({ host, port: 1080 }));
+  it("'auto' (the default) protects when any listener is beyond loopback", () => {
+    expect(protectsHost({ listen: at('127.0.0.1') })).toBe(false);
+    expect(protectsHost({ listen: at('127.0.0.1', '::1', 'localhost', '127.1.2.3') })).toBe(false);
+    expect(protectsHost({ listen: at('0.0.0.0') })).toBe(true);
+    expect(protectsHost({ listen: at('::') })).toBe(true);
+    expect(protectsHost({ listen: at('127.0.0.1', '192.0.2.2') })).toBe(true);
+    expect(protectsHost({ listen: at('proxy.example') })).toBe(true);
+    expect(protectsHost({ listen: at('0.0.0.0'), protectHost: 'auto' })).toBe(true);
+  });
+
+  it('true and false override it', () => {
+    expect(protectsHost({ listen: at('127.0.0.1'), protectHost: true })).toBe(true);
+    expect(protectsHost({ listen: at('0.0.0.0'), protectHost: false })).toBe(false);
   });
 });

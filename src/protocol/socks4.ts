@@ -86,7 +86,10 @@ export function parseSocks4Request(buf: Buffer, limits: Socks4Limits = {}): Sock
   if (ip === undefined) return INCOMPLETE;
   const isSocks4a = ip[0] === 0 && ip[1] === 0 && ip[2] === 0 && ip[3] !== 0;
   // Linux connects 0.0.0.0 to the local host: accepting it would reach services bound to loopback.
-  if (ip.readUInt32BE(0) === 0) return protocolError('ERR_ZERO_ADDRESS', REJECTED, 'destination 0.0.0.0 is refused');
+  // BIND connects nowhere: there it names the peer, and 0.0.0.0 is "any peer" (the npm socks client sends it).
+  if (ip.readUInt32BE(0) === 0 && command === 'connect') {
+    return protocolError('ERR_ZERO_ADDRESS', REJECTED, 'CONNECT to 0.0.0.0 is refused');
+  }
 
   const userId = r.cstring(maxUserId);
   if (userId === 'incomplete') return INCOMPLETE;

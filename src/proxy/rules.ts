@@ -207,6 +207,36 @@ export function evaluateRules(rules: readonly Rule[], subject: RuleSubject): { a
   return { allowed: !rules.some((r) => r.action === 'allow') };
 }
 
+/** Whether `rule` names `address` in its `to=` by IP or CIDR. A /0 names no address in particular, and a host name is not a promise about where it points. */
+export function namesAddress(rule: Rule, address: string): boolean {
+  const ip = parseIp(address);
+  return rule.to?.some((entry) => entry.kind === 'cidr' && entry.prefix > 0 && cidrContains(entry, ip)) ?? false;
+}
+
+export interface AccessVerdict {
+  allowed: boolean;
+  rule?: Rule;
+  /** Denied because the destination is the proxy's own host, which no rule named. */
+  hostProtected?: boolean;
+}
+
+/**
+ * evaluateRules, then the host guard: when `isHost` is given, an address it covers is denied unless
+ * the rule that allowed it (the first match) names that address in `to=`, so a bare `from=` or
+ * `port=` allow does not open the host. The address is the resolved one, else destHost when it is an
+ * IP. A BIND to 0.0.0.0 or :: names no peer; the peer is checked when it connects.
+ */
+export function evaluateAccess(rules: readonly Rule[], subject: RuleSubject, isHost?: (ip: string) => boolean): AccessVerdict {
+  const verdict = evaluateRules(rules, subject);
+  if (!verdict.allowed || !isHost) return verdict;
+  const hostIp = parseIp(subject.destHost);
+  const anyPeer = subject.command === 'bind' && hostIp?.value === 0n;
+  const address = subject.destAddress ?? (hostIp && !anyPeer ? subject.destHost : undefined);
+  if (address === undefined || !isHost(address)) return verdict;
+  if (verdict.rule && namesAddress(verdict.rule, address)) return verdict;
+  return { allowed: false, hostProtected: true };
+}
+
 /** True when some allow rule limits which clients it admits; a rule naming a /0 network admits a whole family, so it does not count. */
 export function hasClientAllowRule(rules: readonly Rule[]): boolean {
   return rules.some((r) => r.action === 'allow' && r.from !== undefined && r.from.every((cidr) => cidr.prefix > 0));

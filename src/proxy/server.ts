@@ -5,6 +5,7 @@ import net from 'node:net';
 import { formatHostPort, isLoopback, type HostPort } from '../address.js';
 import { Listeners } from '../listeners.js';
 import { detectProtocol } from '../protocol/detect.js';
+import { hostAddressTest } from './host-guard.js';
 import { hasClientAllowRule } from './rules.js';
 import { HttpProxy } from './http-proxy.js';
 import { ClientSession, SessionClosed } from './session.js';
@@ -33,6 +34,13 @@ export function openProxyRisk(options: ProxyOptions): string | null {
   );
 }
 
+/** Whether these options protect the host (ProxyOptions.protectHost): 'auto' means any listener beyond loopback. */
+export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'protectHost'>): boolean {
+  const setting = options.protectHost ?? 'auto';
+  if (setting !== 'auto') return setting;
+  return options.listen.some((address) => !isLoopback(address.host));
+}
+
 export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionRecord] }> {
   readonly #options: ProxyOptions;
   readonly #timeouts: ProxyTimeouts;
@@ -50,6 +58,9 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
     const risk = openProxyRisk(options);
     if (risk) throw new ExposureError(risk);
+    if (![undefined, true, false, 'auto'].includes(options.protectHost)) {
+      throw new TypeError(`protectHost must be true, false or 'auto', not ${JSON.stringify(options.protectHost)}`);
+    }
     this.#options = options;
     // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
@@ -63,6 +74,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       engine: options.engine,
       spliceEngine: options.spliceEngine,
       lookup: options.lookup,
+      isHostAddress: protectsHost(options) ? hostAddressTest() : undefined,
       signal: this.#shutdown.signal,
     };
     const auth = { credentials: options.credentials, allowEmptyCredentials: options.allowEmptyCredentials ?? false };
@@ -79,6 +91,11 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
   listen(): Promise<HostPort[]> {
     return this.#listeners.listen(this.#options.listen);
+  }
+
+  /** Whether destinations on this host are refused unless a rule names them (ProxyOptions.protectHost). */
+  get protectsHost(): boolean {
+    return this.#socks.isHostAddress !== undefined;
   }
 
   addresses(): HostPort[] {

@@ -7,7 +7,7 @@ import { forward } from '../forward.js';
 import type { SpliceEngine } from '../splice-engine.js';
 import type { EngineChoice } from '../types.js';
 import { dial, DialError, type LookupAll } from './dial.js';
-import { evaluateRules, type ProxyCommand, type Rule } from './rules.js';
+import { evaluateAccess, type ProxyCommand, type Rule } from './rules.js';
 import type { ClientSession } from './session.js';
 import type { ProxyConnectionRecord } from './types.js';
 
@@ -26,6 +26,8 @@ export interface TunnelContext {
   engine?: EngineChoice;
   spliceEngine?: SpliceEngine;
   lookup?: LookupAll;
+  /** Whether an IP is the proxy's own host, refused unless a rule names it; absent when the host is not protected. */
+  isHostAddress?: (ip: string) => boolean;
   /** Aborted when the server shuts down. */
   signal: AbortSignal;
 }
@@ -38,17 +40,18 @@ export interface Destination {
 }
 
 function check(ctx: TunnelContext, client: net.Socket, dest: Destination, destAddress?: string) {
-  return evaluateRules(ctx.rules, {
+  const subject = {
     client: client.remoteAddress ?? '',
     destHost: dest.host,
     destAddress,
     destPort: dest.port,
     command: dest.command,
     user: dest.user,
-  });
+  };
+  return evaluateAccess(ctx.rules, subject, ctx.isHostAddress);
 }
 
-/** Whether the rules let this client reach `dest` at `destAddress` (the resolved address, when it is known). */
+/** Whether the rules (and the host guard) let this client reach `dest` at `destAddress` (the resolved address, when it is known). */
 export function allowed(ctx: TunnelContext, client: net.Socket, dest: Destination, destAddress?: string): boolean {
   return check(ctx, client, dest, destAddress).allowed;
 }

@@ -33,6 +33,12 @@ export interface ProxyOptions {
   rules?: Rule[];
   /** Allow listening on a non-loopback address with no auth and no client allow rule. */
   open?: boolean;
+  /**
+   * Refuse destinations on the proxy's own host (127.0.0.0/8, ::1, 0.0.0.0/8, ::, 169.254.0.0/16,
+   * fe80::/10, every interface address) unless an allow rule names them in `to=` by IP or CIDR.
+   * 'auto' (the default): when any listen address is beyond loopback.
+   */
+  protectHost?: boolean | 'auto';
   timeouts?: Partial<ProxyTimeouts>;
   limits?: Partial<ProxyLimits>;
   engine?: EngineChoice;
