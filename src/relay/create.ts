@@ -34,6 +34,11 @@ export interface RelayOptions {
   spliceEngine?: SpliceEngine;
   /** Allow listen and API addresses beyond loopback. */
   open?: boolean;
+  /**
+   * Refuse what Toxiproxy's API lets through: unknown fields and attributes, toxicity outside 0..1,
+   * a stream not in lower case, renames, and partial populates. Default false.
+   */
+  strictApi?: boolean;
   /** ms to wait for an upstream; the client is reset after that. Default 10 s. */
   connectTimeout?: number;
   /** ms with no byte either way before a connection is closed; 0 = never (default). */
@@ -65,6 +70,7 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
     this.recorder = options.record ? new Recorder(options.record, openSink, options.logger) : undefined;
     this.registry = new RelayRegistry({
       open: options.open,
+      strictApi: options.strictApi,
       logger: options.logger,
       openListener: relayDataPath({
         seed: this.seed,
