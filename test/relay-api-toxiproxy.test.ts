@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterEach, describe, expect, it } from 'vitest';
+import { Toxiproxy, type Latency } from 'toxiproxy-node-client';
 import { createRelay, type Relay } from '../src/relay/create.js';
 import { closeAll, HOST } from './helpers.js';
 import { busyPort, request, type RawReply } from './relay-api-helpers.js';
@@ -157,6 +158,60 @@ describe.skipIf(!server.path)(`relay API against Toxiproxy itself${server.path ?
     const template = (r: RawReply) => [r.status, r.headers['content-type'], r.text.replace(/"version": "[^"]*"/, '"version": "V"')];
     expect(template(ours)).toEqual(template(theirs));
     expect(template(ours)).toEqual([200, 'application/json;charset=utf-8', '{"version": "V"}\n']);
+  });
+});
+
+/** toxiproxy-node-client through the ordinary paths and two failures, as lines to compare. */
+async function nodeClientTranscript(base: string, busy: number): Promise<string[]> {
+  const lines: string[] = [];
+  const attempt = async (what: string, fn: () => Promise<string>) => {
+    try {
+      lines.push(`${what}: ${await fn()}`);
+    } catch (err) {
+      lines.push(`${what}: error ${(err as Error).message}`);
+    }
+  };
+  const client = new Toxiproxy(base);
+  const proxy = await client.createProxy({ name: 'n', listen: '127.0.0.1:0', upstream: '127.0.0.1:9' });
+  lines.push(`create: enabled=${proxy.enabled} upstream=${proxy.upstream}`);
+  const toxic = await proxy.addToxic<Latency>({ name: 'lag', type: 'latency', stream: 'upstream', toxicity: 1, attributes: { latency: 5, jitter: 0 } });
+  lines.push(`add toxic: ${JSON.stringify(toxic.attributes)} ${toxic.stream} ${toxic.toxicity}`);
+  const updated = await toxic.update({ ...toxic, toxicity: 0.5, attributes: { latency: 7, jitter: 1 } });
+  lines.push(`update toxic: ${JSON.stringify(updated.attributes)} ${updated.toxicity}`);
+  await attempt('refresh', async () => {
+    const fresh = await client.get('n');
+    return `${fresh.toJson().toxics.map((t) => t.name).join(',')} enabled=${fresh.enabled}`;
+  });
+  await attempt('disable', async () => `${(await proxy.update({ enabled: false, listen: proxy.listen, upstream: proxy.upstream })).enabled}`);
+  await attempt('create twice', async () => (await client.createProxy({ name: 'n', listen: '127.0.0.1:0', upstream: '127.0.0.1:9' })).name);
+  await attempt('populate', async () =>
+    Object.keys(
+      await client.populate([
+        { name: 'p1', listen: '127.0.0.1:0', upstream: '127.0.0.1:9' },
+        { name: 'p2', listen: `127.0.0.1:${busy}`, upstream: '127.0.0.1:9' },
+      ]),
+    ).join(','),
+  );
+  await attempt('all', async () => Object.keys(await client.getAll()).sort().join(','));
+  await attempt('get unknown', async () => (await client.get('nope')).name);
+  await attempt('reset', async () => (await client.reset(), 'done'));
+  await attempt('after reset', async () => {
+    const fresh = await client.get('n');
+    return `${fresh.toJson().toxics.length} toxics, enabled=${fresh.enabled}`;
+  });
+  await attempt('remove', async () => (await proxy.remove(), 'done'));
+  return lines;
+}
+
+describe.skipIf(!server.path)(`relay API with toxiproxy-node-client, against Toxiproxy itself${server.path ? '' : ` (skipped: ${server.reason})`}`, () => {
+  it('gives the client the same answers as Toxiproxy', async () => {
+    const busy = await busyPort();
+    const toxiproxy = await startToxiproxy(server.path!);
+    const theirs = await nodeClientTranscript(toxiproxy.base, busy);
+    const ours = await nodeClientTranscript(await splicerApi(), busy);
+    expect(ours).toEqual(theirs);
+    expect(ours).toContain('populate: error Request failed with status code 500');
+    expect(ours).toContain('all: n,p1');
   });
 });
 
