@@ -275,6 +275,9 @@ describe('RelayRegistry', () => {
     expect(err).toBeInstanceOf(PopulateError);
     expect((err as PopulateError).proxies.map((p) => p.name)).toEqual(['b']);
     expect(Object.keys(registry.list())).toEqual(['a', 'b']);
+    // A replacement that cannot listen leaves the proxy it replaces there, stopped.
+    await failure(registry.populate([{ name: 'a', listen: '127.0.0.1:7001', upstream: '127.0.0.1:9' }]));
+    expect(registry.get('a')).toMatchObject({ listen: '127.0.0.1:7000', enabled: false });
     // A name given twice is applied twice, the later entry winning, as Toxiproxy does.
     const twice = await registry.populate([
       { name: 'e', upstream: '127.0.0.1:9' },

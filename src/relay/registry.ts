@@ -178,10 +178,11 @@ export class RelayRegistry {
           applied.push(view(this.relay(spec.name)));
         }
       } catch (err) {
+        if (this.strict) {
+          for (const step of undo.reverse()) await step().catch((e: unknown) => this.logger?.warn({ err: e }, 'relay: populate rollback step failed'));
+        }
         if (!(err instanceof RelayError)) throw err;
-        if (!this.strict) throw new PopulateError(err, applied);
-        for (const step of undo.reverse()) await step().catch((e: unknown) => this.logger?.warn({ err: e }, 'relay: populate rollback step failed'));
-        throw new PopulateError(err, []);
+        throw new PopulateError(err, this.strict ? [] : applied);
       }
       return applied;
     });
@@ -338,8 +339,9 @@ export class RelayRegistry {
     }
     if (existing) {
       const wasEnabled = existing.listener !== undefined;
+      // It stays under its name, stopped, until the new one listens: a replacement that cannot
+      // listen leaves it there disabled, as Toxiproxy does.
       await this.stop(existing);
-      this.relays.delete(spec.name);
       undo.push(async () => {
         this.relays.set(existing.name, existing);
         if (wasEnabled) await this.start(existing);
