@@ -103,10 +103,12 @@ describe('relay API, as Toxiproxy answers', () => {
   });
 
   it('reports listen as given until the proxy has listened, then the bound address', async () => {
-    const { base } = await api();
+    const { base, relay } = await api();
     const given = await post(base, '/proxies', { name: 'a', listen: 'localhost:3310', upstream: '127.0.0.1:9', enabled: false });
     expect((given.json() as { listen: string }).listen).toBe('localhost:3310');
     expect(((await request(base, 'GET', '/proxies/a')).json() as { listen: string }).listen).toBe('localhost:3310');
+    // The library still says where it will listen.
+    expect(relay.address('a')).toEqual({ host: '127.0.0.1', port: 3310 });
     await post(base, '/proxies', { name: 'b', listen: '127.0.0.1:0', upstream: '127.0.0.1:9', enabled: false });
     expect(((await request(base, 'PATCH', '/proxies/b', '{"listen":"localhost:0"}')).json() as { listen: string }).listen).toBe('localhost:0');
     const enabled = (await request(base, 'PATCH', '/proxies/b', '{"enabled":true}')).json() as { listen: string };

@@ -130,9 +130,7 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
 
   /** The bound address of a relay, e.g. to connect a client to it. */
   address(name: string): HostPort {
-    const listen = this.registry.get(name).listen;
-    const colon = listen.lastIndexOf(':');
-    return { host: listen.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(listen.slice(colon + 1)) };
+    return this.registry.address(name);
   }
 
   /** Stops the API and every relay (their connections are ended), then closes the recordings. */

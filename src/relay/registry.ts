@@ -100,6 +100,11 @@ export class RelayRegistry {
     return view(this.relay(name));
   }
 
+  /** Where the relay listens, or will when enabled: the bound address once it has listened. */
+  address(name: string): HostPort {
+    return { ...this.relay(name).listen };
+  }
+
   toxics(name: string): Toxic[] {
     return view(this.relay(name)).toxics;
   }
