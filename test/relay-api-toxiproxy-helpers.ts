@@ -32,6 +32,14 @@ export function findToxiproxyServer(): { path?: string; reason: string } {
   return found ? { path: found, reason: '' } : { reason: 'toxiproxy-server is not installed (set TOXIPROXY_SERVER or put it on PATH; scripts/build-toxiproxy.sh builds it)' };
 }
 
+/** toxiproxy-cli: $TOXIPROXY_CLI, else on PATH. */
+export function findToxiproxyCli(): { path?: string; reason: string } {
+  const fromEnv = process.env.TOXIPROXY_CLI;
+  if (fromEnv) return executable(fromEnv) ? { path: fromEnv, reason: '' } : { reason: `TOXIPROXY_CLI=${fromEnv} is not an executable file` };
+  const found = onPath('toxiproxy-cli');
+  return found ? { path: found, reason: '' } : { reason: 'toxiproxy-cli is not installed (set TOXIPROXY_CLI or put it on PATH; scripts/build-toxiproxy.sh builds it)' };
+}
+
 /** Toxiproxy's source tree ($TOXIPROXY_SRC) and `go`, to build its Go client. */
 export function findToxiproxyGoClient(): { src?: string; go?: string; reason: string } {
   const go = onPath('go');

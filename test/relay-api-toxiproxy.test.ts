@@ -12,11 +12,12 @@ import { Toxiproxy, type Latency } from 'toxiproxy-node-client';
 import { createRelay, type Relay } from '../src/relay/create.js';
 import { closeAll, HOST } from './helpers.js';
 import { busyPort, request, type RawReply } from './relay-api-helpers.js';
-import { findToxiproxyGoClient, findToxiproxyServer, startToxiproxy } from './relay-api-toxiproxy-helpers.js';
+import { findToxiproxyCli, findToxiproxyGoClient, findToxiproxyServer, startToxiproxy } from './relay-api-toxiproxy-helpers.js';
 
 const run = promisify(execFile);
 const server = findToxiproxyServer();
 const goClient = findToxiproxyGoClient();
+const cli = findToxiproxyCli();
 
 let relays: Relay[] = [];
 afterEach(async () => {
@@ -257,6 +258,46 @@ describe.skipIf(!goClient.src)(`relay API with Toxiproxy's Go client${goClient.s
       }
     } finally {
       rmSync(gopath, { recursive: true, force: true });
+    }
+  });
+});
+
+describe.skipIf(!cli.path)(`relay API with toxiproxy-cli${cli.path ? '' : ` (skipped: ${cli.reason})`}`, () => {
+  /** Each command's output (or its failure), with bound ports masked. */
+  async function cliTranscript(base: string): Promise<string[]> {
+    const commands = [
+      ['create', '-l', '127.0.0.1:0', '-u', '127.0.0.1:9', 'web'],
+      ['toxic', 'add', '-t', 'latency', '-a', 'latency=100', 'web'],
+      ['toxic', 'add', '-t', 'noop', '-u', 'web'],
+      ['toxic', 'add', '-t', 'slicer', '-a', 'average_size=8', '-a', 'size_variation=8', '-tox', '0.5', 'web'],
+      ['toxic', 'update', '-n', 'latency_downstream', '-a', 'jitter=5', 'web'],
+      ['inspect', 'web'],
+      ['toggle', 'web'],
+      ['list'],
+      ['toxic', 'remove', '-n', 'latency_downstream', 'web'],
+      ['toxic', 'remove', '-n', 'latency_downstream', 'web'],
+      ['delete', 'web'],
+      ['inspect', 'web'],
+    ];
+    const lines: string[] = [];
+    for (const args of commands) {
+      const out = await run(cli.path!, ['--host', base, ...args]).then(
+        ({ stdout, stderr }) => stdout + stderr,
+        (err: { stdout?: string; stderr?: string }) => `failed: ${err.stdout ?? ''}${err.stderr ?? ''}`,
+      );
+      lines.push(`${args.join(' ')} => ${out.replaceAll(/127\.0\.0\.1:(?!0\b|9\b)\d+/g, '127.0.0.1:BOUND').replaceAll(base, 'API')}`);
+    }
+    return lines;
+  }
+
+  it('creates, adds noop and a slicer with variation equal to its average, updates, toggles and deletes, as with Toxiproxy', async () => {
+    const ours = await cliTranscript(await splicerApi());
+    expect(ours.join('\n')).toMatch(/Added upstream noop toxic 'noop_upstream' on proxy 'web'/);
+    expect(ours.join('\n')).toMatch(/latency_downstream\ttype=latency\tstream=downstream\ttoxicity=1.00\tattributes=\[\tjitter=5\tlatency=100\t\]/);
+    expect(ours.join('\n')).toMatch(/slicer_downstream\ttype=slicer\tstream=downstream\ttoxicity=0.50/);
+    if (server.path) {
+      const toxiproxy = await startToxiproxy(server.path);
+      expect(ours).toEqual(await cliTranscript(toxiproxy.base));
     }
   });
 });
