@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Toxiproxy, type ICreateToxicBody, type Latency } from 'toxiproxy-node-client';
 import { startRelayApi } from '../src/relay/api.js';
-import { RelayError } from '../src/relay/control-errors.js';
+import { PopulateError, RelayError } from '../src/relay/control-errors.js';
 import { RelayRegistry } from '../src/relay/registry.js';
 import { relayDataPath } from '../src/relay/relay.js';
 import { closeAll, HOST, onCleanup, watch } from './helpers.js';
@@ -74,9 +74,9 @@ describe('RelayRegistry', () => {
       [{ name: 'x', upstream: '127.0.0.1:9', listen: '::1:80' }, 'in brackets'],
       [{ name: 'x', upstream: '127.0.0.1:9', enabled: 'yes' }, 'enabled: expected true or false'],
       [{ name: 7, upstream: '127.0.0.1:9' }, 'name: expected a string'],
-      [{ name: 'x', upstream: '127.0.0.1:9', upsteam: 'typo' }, 'unknown field "upsteam"'],
+      [{ name: null, upstream: '127.0.0.1:9' }, 'missing required field: name'],
       [[], 'expected a JSON object'],
-      [null, 'expected a JSON object'],
+      [null, 'missing required field: name'],
     ];
     for (const [input, message] of cases) {
       const err = await failure(registry.create(input as never));
@@ -96,13 +96,14 @@ describe('RelayRegistry', () => {
     data.busy.add(7000);
     const err = await failure(registry.create({ name: 'busy', listen: '127.0.0.1:7000', upstream: '127.0.0.1:9' }));
     expect([err.status, err.code]).toEqual([500, 'ERR_RELAY_LISTEN']);
-    expect(err.message).toContain('EADDRINUSE');
+    expect(err.message).toBe('listen tcp 127.0.0.1:7000: bind: address already in use');
     expect(Object.keys(registry.list())).toEqual(['db']);
   });
 
   it('opens on enable and closes on disable, re-listening on the port it had', async () => {
     const created = await registry.create({ name: 'db', upstream: '127.0.0.1:9', enabled: false });
-    expect(created).toMatchObject({ enabled: false, listen: '127.0.0.1:0' });
+    // Until it has listened, listen is reported as given (here not at all), as Toxiproxy does.
+    expect(created).toMatchObject({ enabled: false, listen: '' });
     expect(data.calls).toEqual([]);
     expect(await registry.update('db', { enabled: true })).toMatchObject({ enabled: true, listen: '127.0.0.1:41000' });
     expect(await registry.update('db', { enabled: false })).toMatchObject({ enabled: false, listen: '127.0.0.1:41000' });
@@ -122,7 +123,11 @@ describe('RelayRegistry', () => {
       'close db',
       'open db 127.0.0.1:7001 -> 127.0.0.1:10 []',
     ]);
-    expect((await failure(registry.update('db', { name: 'other' }))).message).toContain('cannot be renamed');
+    // Toxiproxy ignores a new name; strict refuses it.
+    expect((await registry.update('db', { name: 'other' })).name).toBe('db');
+    const strict = new RelayRegistry({ openListener: data.open, strictApi: true });
+    await strict.create({ name: 'db', listen: '127.0.0.1:7010', upstream: '127.0.0.1:9' });
+    expect((await failure(strict.update('db', { name: 'other' }))).message).toContain('cannot be renamed');
   });
 
   it('goes back to the old address when a move cannot listen', async () => {
@@ -172,7 +177,7 @@ describe('RelayRegistry', () => {
       [{ type: 'latency', attributes: { latency: -1 } }, 'attributes.latency'],
       [{ type: 'latency', name: 'x', stream: 'sideways' }, 'stream'],
       [{ type: 'teleport' }, 'unknown toxic type'],
-      [{ type: 'latency', name: 'x', toxicity: 2 }, 'toxicity'],
+      [{ type: 'latency', name: 'x', toxicity: '1' }, 'toxicity'],
     ];
     for (const [input, field] of bad) {
       const err = await failure(registry.addToxic('db', input));
@@ -184,9 +189,37 @@ describe('RelayRegistry', () => {
     expect((await failure(registry.removeToxic('db', 'nope'))).status).toBe(404);
     expect(() => registry.toxic('db', 'nope')).toThrow('toxic not found');
     expect((await failure(registry.updateToxic('db', 'latency_downstream', { attributes: { latency: 'x' } }))).message).toContain('attributes.latency');
-    expect((await failure(registry.updateToxic('db', 'latency_downstream', { type: 'bandwidth' }))).message).toContain('type: cannot be changed');
-    expect((await failure(registry.updateToxic('db', 'latency_downstream', { attributes: { latncy: 1 } }))).status).toBe(400);
-    expect(registry.toxics('db')).toHaveLength(1);
+    // A changed name, type or stream is ignored, as Toxiproxy does; so is an unknown attribute.
+    expect(await registry.updateToxic('db', 'latency_downstream', { type: 'bandwidth', name: 'x', stream: 'upstream', attributes: { latncy: 1 } })).toEqual(
+      registry.toxic('db', 'latency_downstream'),
+    );
+    expect(registry.toxics('db')).toEqual([{ attributes: { latency: 0, jitter: 0 }, name: 'latency_downstream', type: 'latency', stream: 'downstream', toxicity: 1 }]);
+  });
+
+  it('with strictApi, refuses what Toxiproxy lets through', async () => {
+    const strict = new RelayRegistry({ openListener: data.open, strictApi: true });
+    await strict.create({ name: 'db', upstream: '127.0.0.1:9' });
+    await strict.addToxic('db', { type: 'latency' });
+    const bad: [() => Promise<unknown>, string][] = [
+      [() => strict.create({ name: 'x', upstream: '127.0.0.1:9', upsteam: 'typo' } as never), 'unknown field "upsteam"'],
+      [() => strict.addToxic('db', { type: 'latency', name: 'x', toxicity: 2 }), 'toxicity: must be between 0 and 1'],
+      [() => strict.addToxic('db', { type: 'latency', name: 'x', stream: 'UpStream' as never }), 'stream'],
+      [() => strict.addToxic('db', { type: 'latency', name: 'x', attributes: { latncy: 1 } as never }), 'latncy'],
+      [() => strict.addToxic('db', { type: 'slicer', name: 'x', attributes: { average_size: 8, size_variation: 8 } }), 'size_variation'],
+      [() => strict.addToxic('db', { type: 'latency', name: 'x', extra: true } as never), 'extra'],
+      [() => strict.updateToxic('db', 'latency_downstream', { type: 'bandwidth' }), 'type: cannot be changed'],
+      [() => strict.updateToxic('db', 'latency_downstream', { attributes: { latncy: 1 } }), 'latncy'],
+      [() => strict.populate([{ name: 'n', upstream: '127.0.0.1:9' }, { name: 'n', upstream: '127.0.0.1:9' }]), 'duplicate proxy name "n" at proxy 2'],
+    ];
+    for (const [call, message] of bad) {
+      const err = await failure(call());
+      expect(err.status, message).toBe(400);
+      expect(err.message).toContain(message);
+    }
+    // null is absent in strict mode too: it is how Toxiproxy's clients say "not set".
+    expect(await strict.create({ name: 'n', upstream: '127.0.0.1:9', enabled: null } as never)).toMatchObject({ enabled: true });
+    expect(Object.keys(strict.list())).toEqual(['db', 'n']);
+    expect(strict.toxics('db').map((t) => t.name)).toEqual(['latency_downstream']);
   });
 
   it('resets: every relay enabled again, every toxic removed', async () => {
@@ -225,7 +258,38 @@ describe('RelayRegistry', () => {
     expect(registry.get('same').toxics).toHaveLength(1);
   });
 
-  it('populate checks every entry before changing anything, and undoes itself when one cannot listen', async () => {
+  it('populate applies entries in order and stops at one that cannot listen, keeping those before it', async () => {
+    await registry.create({ name: 'a', listen: '127.0.0.1:7000', upstream: '127.0.0.1:9' });
+    const missing = await failure(registry.populate([{ name: 'n', upstream: '127.0.0.1:9' }, { name: 'm' } as never]));
+    expect(missing.message).toBe('missing required field: upstream at proxy 2');
+    expect(data.calls).toEqual(['open a 127.0.0.1:7000 -> 127.0.0.1:9 []']);
+    data.busy.add(7001);
+    const err = await failure(
+      registry.populate([
+        { name: 'b', listen: '127.0.0.1:7002', upstream: '127.0.0.1:9' },
+        { name: 'c', listen: '127.0.0.1:7001', upstream: '127.0.0.1:9' },
+        { name: 'd', listen: '127.0.0.1:7003', upstream: '127.0.0.1:9' },
+      ]),
+    );
+    expect([err.status, err.message]).toEqual([500, 'listen tcp 127.0.0.1:7001: bind: address already in use']);
+    expect(err).toBeInstanceOf(PopulateError);
+    expect((err as PopulateError).proxies.map((p) => p.name)).toEqual(['b']);
+    expect(Object.keys(registry.list())).toEqual(['a', 'b']);
+    // A replacement that cannot listen leaves the proxy it replaces there, stopped.
+    await failure(registry.populate([{ name: 'a', listen: '127.0.0.1:7001', upstream: '127.0.0.1:9' }]));
+    expect(registry.get('a')).toMatchObject({ listen: '127.0.0.1:7000', enabled: false });
+    // A name given twice is applied twice, the later entry winning, as Toxiproxy does.
+    const twice = await registry.populate([
+      { name: 'e', upstream: '127.0.0.1:9' },
+      { name: 'e', upstream: '127.0.0.1:10' },
+    ]);
+    expect(twice.map((p) => p.upstream)).toEqual(['127.0.0.1:9', '127.0.0.1:10']);
+    expect(registry.get('e').upstream).toBe('127.0.0.1:10');
+    expect((await registry.populate(null as never))).toEqual([]);
+  });
+
+  it('with strictApi, populate checks every entry before changing anything, and undoes itself when one cannot listen', async () => {
+    registry = new RelayRegistry({ openListener: data.open, strictApi: true });
     await registry.create({ name: 'a', listen: '127.0.0.1:7000', upstream: '127.0.0.1:9' });
     const dup = await failure(registry.populate([{ name: 'n', upstream: '127.0.0.1:9' }, { name: 'n', upstream: '127.0.0.1:9' }]));
     expect(dup.message).toContain('duplicate proxy name "n" at proxy 2');
@@ -243,6 +307,7 @@ describe('RelayRegistry', () => {
       ]),
     );
     expect(err.status).toBe(500);
+    expect((err as PopulateError).proxies).toEqual([]);
     expect(registry.list()).toEqual({ a: { name: 'a', listen: '127.0.0.1:7000', upstream: '127.0.0.1:9', enabled: true, toxics: [] } });
     expect([...data.live.keys()]).toEqual(['a']);
   });
@@ -413,7 +478,7 @@ describe('HTTP API, raw requests', () => {
       ['POST', '/proxies', '{"upstream":"127.0.0.1:9"}', 400, 'missing required field: name'],
       ['POST', '/proxies', '{"name":"x","upstream":"127.0.0.1:9","listen":"0.0.0.0:0"}', 403, '--open'],
       ['POST', '/proxies', '{"name":"db","upstream":"127.0.0.1:9"}', 409, 'proxy already exists'],
-      ['POST', '/proxies', `{"name":"x","upstream":"127.0.0.1:9","listen":"127.0.0.1:${busy}"}`, 500, 'EADDRINUSE'],
+      ['POST', '/proxies', `{"name":"x","upstream":"127.0.0.1:9","listen":"127.0.0.1:${busy}"}`, 500, `listen tcp 127.0.0.1:${busy}: bind: address already in use`],
       ['GET', '/proxies/nope', undefined, 404, 'proxy not found'],
       ['GET', '/proxies/db/toxics/nope', undefined, 404, 'toxic not found'],
       ['POST', '/proxies/db/toxics', '{"type":"latency","attributes":{"latency":-5}}', 400, 'attributes.latency'],

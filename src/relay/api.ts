@@ -2,11 +2,12 @@
 // clients (toxiproxy-node-client, toxiproxy-cli, the Go and Ruby clients) drive it unchanged.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
 import { formatHostPort, isLoopback, type HostPort } from '../address.js';
 import type { Logger } from '../logger.js';
-import { RelayError } from './control-errors.js';
+import { PopulateError, RelayError } from './control-errors.js';
 import type { RelayChangeInput, RelayInput, ToxicChangeInput } from './control-input.js';
 import { readJsonBody } from './json-body.js';
 import type { RelayRegistry } from './registry.js';
@@ -52,6 +53,7 @@ interface Reply {
   body?: unknown;
   /** Sent as is: /version is JSON that Toxiproxy writes by hand, with a newline. */
   raw?: string;
+  contentType?: string;
   headers?: Record<string, string>;
 }
 
@@ -71,10 +73,22 @@ const noContent: Reply = { status: 204 };
 function routes(registry: RelayRegistry, version: string): Route[] {
   const updateProxy: Handler = async ({ params: [name], json }) => ok(await registry.update(name, (await json()) as RelayChangeInput));
   const updateToxic: Handler = async ({ params: [name, toxic], json }) => ok(await registry.updateToxic(name, toxic, (await json()) as ToxicChangeInput));
+  // Toxiproxy answers a failed populate with the proxies it did apply (null for none) beside the
+  // error, and a client re-running a config file reads them to see how far it got.
+  const populate: Handler = async ({ json }) => {
+    try {
+      return created({ proxies: await registry.populate((await json()) as RelayInput[]) });
+    } catch (err) {
+      if (!(err instanceof RelayError)) throw err;
+      const proxies = err instanceof PopulateError && err.proxies.length > 0 ? err.proxies : null;
+      return { status: err.status, body: { error: err.message, status: err.status, proxies } };
+    }
+  };
   return [
-    { path: /^\/version$/, methods: { GET: () => ({ status: 200, raw: `${JSON.stringify({ version })}\n` }) } },
+    // Byte for byte what Toxiproxy writes, space and newline included, as clients print it.
+    { path: /^\/version$/, methods: { GET: () => ({ status: 200, raw: `{"version": ${JSON.stringify(version)}}\n`, contentType: 'application/json;charset=utf-8' }) } },
     { path: /^\/reset$/, methods: { POST: async () => (await registry.reset(), noContent) } },
-    { path: /^\/populate$/, methods: { POST: async ({ json }) => created({ proxies: await registry.populate((await json()) as RelayInput[]) }) } },
+    { path: /^\/populate$/, methods: { POST: populate } },
     {
       path: /^\/proxies$/,
       methods: {
@@ -113,16 +127,37 @@ function routes(registry: RelayRegistry, version: string): Route[] {
   ];
 }
 
-function send(res: http.ServerResponse, reply: Reply): void {
+// Toxiproxy tags every answer with an xid (12 bytes as 20 base32hex digits) that its log lines
+// carry too; some clients log it with failures.
+const BASE32HEX = '0123456789abcdefghijklmnopqrstuv';
+function requestId(): string {
+  const bytes = randomBytes(12);
+  let bits = 0;
+  let value = 0;
+  let id = '';
+  for (const byte of bytes) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      bits -= 5;
+      id += BASE32HEX[(value >> bits) & 31];
+    }
+  }
+  return bits > 0 ? id + BASE32HEX[(value << (5 - bits)) & 31] : id;
+}
+
+function send(res: http.ServerResponse, reply: Reply, id: string): void {
+  const headers = { ...reply.headers, 'X-Toxiproxy-Request-Id': id };
   if (reply.body === undefined && reply.raw === undefined) {
-    res.writeHead(reply.status, reply.headers).end();
+    res.writeHead(reply.status, headers).end();
     return;
   }
   const text = reply.raw ?? JSON.stringify(reply.body);
-  res.writeHead(reply.status, { ...reply.headers, 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) }).end(text);
+  res.writeHead(reply.status, { ...headers, 'Content-Type': reply.contentType ?? 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) }).end(text);
 }
 
-const errorReply = (status: number, message: string): Reply => ({ status, body: { error: message, status } });
+// Toxiproxy writes its errors with Go's http.Error, which ends the body with a newline.
+const errorReply = (status: number, message: string): Reply => ({ status, raw: `${JSON.stringify({ error: message, status })}\n` });
 
 function decodeSegments(match: RegExpExecArray): string[] | undefined {
   try {
@@ -162,9 +197,10 @@ export async function startRelayApi(registry: RelayRegistry, options: RelayApiOp
 
   const server = http.createServer({ requestTimeout: REQUEST_TIMEOUT_MS }, (req, res) => {
     const started = performance.now();
+    const id = requestId();
     res.on('finish', () =>
       logger?.debug(
-        { method: req.method, url: req.url, status: res.statusCode, ms: Math.round(performance.now() - started), client: req.socket.remoteAddress },
+        { method: req.method, url: req.url, status: res.statusCode, ms: Math.round(performance.now() - started), client: req.socket.remoteAddress, requestId: id },
         'relay api request',
       ),
     );
@@ -177,7 +213,7 @@ export async function startRelayApi(registry: RelayRegistry, options: RelayApiOp
       .then((reply) => {
         // A client that went away mid-request has nothing left to answer.
         if (res.headersSent || res.destroyed) return;
-        send(res, reply);
+        send(res, reply, id);
       });
   });
 

@@ -23,6 +23,7 @@ interface RelayCliOptions {
   seed?: number;
   api?: HostPort | true;
   open?: boolean;
+  strictApi?: boolean;
   engine: EngineChoice;
   threads: number;
   connectTimeout: number;
@@ -99,6 +100,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     engine: options.engine,
     spliceEngine,
     open: options.open,
+    strictApi: options.strictApi,
     connectTimeout: options.connectTimeout * 1000,
     idleTimeout: options.idleTimeout * 1000,
     logger,
@@ -136,6 +138,11 @@ export function relayCommand(): Command {
     .option('--seed <n>', 'seed of every random decision (toxicity rolls, jitter, bit flips): the same seed and traffic give the same faults; logged when not given', seedArg)
     .option('--api [host:port]', `serve Toxiproxy's HTTP API (default 127.0.0.1:${DEFAULT_API_PORT} when given without a value)`, hostPortArg('127.0.0.1'))
     .option('--open', 'allow --listen, --config and --api addresses beyond loopback')
+    .option(
+      '--strict-api',
+      "refuse what Toxiproxy's API lets through: unknown fields and attributes, toxicity outside 0..1, a stream not in lower case, " +
+        'renaming a proxy or retyping a toxic, a name twice in one populate; and undo a populate that fails part way',
+    )
     .addOption(engineOption())
     .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)

@@ -1,3 +1,6 @@
+import { formatHostPort, type HostPort } from '../address.js';
+import type { RelayView } from './registry.js';
+
 // The control layer's errors carry the HTTP status Toxiproxy answers with, so the API is a thin
 // translation and library callers can branch on `code` without matching messages.
 
@@ -31,3 +34,34 @@ export const toxicNotFound = () => new RelayError('ERR_RELAY_NOT_FOUND', 'toxic 
 export const proxyExists = () => new RelayError('ERR_RELAY_CONFLICT', 'proxy already exists');
 export const toxicExists = () => new RelayError('ERR_RELAY_CONFLICT', 'toxic already exists');
 export const badRequest = (detail: string) => new RelayError('ERR_RELAY_BAD_REQUEST', `bad request body: ${detail}`);
+
+// The text of Go's syscall errors, for the errors listening can meet.
+const GO_ERRNO_TEXT: Record<string, string> = {
+  EADDRINUSE: 'address already in use',
+  EADDRNOTAVAIL: 'cannot assign requested address',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EAFNOSUPPORT: 'address family not supported by protocol',
+};
+
+/**
+ * A failure to listen, worded as Go's net.Listen words it ("listen tcp 127.0.0.1:3310: bind:
+ * address already in use"): clients and scripts written against Toxiproxy match on that prefix.
+ */
+export function listenFailed(listen: HostPort, err: unknown): RelayError {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  const text = typeof code === 'string' ? GO_ERRNO_TEXT[code] : undefined;
+  const detail = text ? `bind: ${text}` : err instanceof Error ? err.message : String(err);
+  return new RelayError('ERR_RELAY_LISTEN', `listen tcp ${formatHostPort(listen)}: ${detail}`);
+}
+
+/** POST /populate stopped at `cause`; `proxies` were applied before it and stay (empty when undone). */
+export class PopulateError extends RelayError {
+  constructor(
+    readonly cause: RelayError,
+    readonly proxies: readonly RelayView[],
+  ) {
+    super(cause.code, cause.message);
+    this.name = 'PopulateError';
+  }
+}

@@ -1,14 +1,20 @@
 // What the control layer accepts, in Toxiproxy's JSON shape, checked field by field. Every input
 // is untrusted JSON (the HTTP API passes bodies through as they arrived), so each failure becomes a
 // 400 or 403 RelayError whose message names the field.
+//
+// By default it takes what Toxiproxy takes, because Toxiproxy's clients rely on it: Go's decoder
+// reads JSON null as "absent" and skips fields it does not know, and an update ignores a changed
+// name, type or stream. `strict` (--strict-api) refuses unknown fields, renames and type changes.
 import { AddressError, isLoopback, parseHostPort, type HostPort } from '../address.js';
 import { badRequest, RelayError } from './control-errors.js';
-import { parseToxic, ToxicError, type Toxic } from './toxics.js';
+import { parseStrictToxic, parseToxic, ToxicError, type Toxic } from './toxics.js';
 
 /** A relay as created or populated: addresses parsed, defaults filled. */
 export interface RelaySpec {
   name: string;
   listen: HostPort;
+  /** `listen` as given: reported until the relay has listened, as Toxiproxy does. */
+  listenText: string;
   upstream: HostPort;
   enabled: boolean;
 }
@@ -16,6 +22,7 @@ export interface RelaySpec {
 /** The fields POST /proxies/{name} may change; absent ones stay as they are. */
 export interface RelayChange {
   listen?: HostPort;
+  listenText?: string;
   upstream?: HostPort;
   enabled?: boolean;
 }
@@ -49,12 +56,19 @@ const TOXIC_CHANGE_FIELDS = ['name', 'type', 'stream', 'toxicity', 'attributes',
 
 type Fields = Record<string, unknown>;
 
-function objectWith(input: unknown, allowed: readonly string[], at: string): Fields {
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw badRequest(`expected a JSON object${at}`);
-  for (const key of Object.keys(input)) {
-    if (!allowed.includes(key)) throw badRequest(`unknown field "${key}"${at}; expected ${allowed.join(', ')}`);
+/** The known, non-null fields of a JSON object; a null body is an empty one, as Go decodes it. */
+function objectWith(input: unknown, allowed: readonly string[], at: string, strict: boolean): Fields {
+  if (input === null) return {};
+  if (typeof input !== 'object' || Array.isArray(input)) throw badRequest(`expected a JSON object${at}`);
+  const fields: Fields = {};
+  for (const [key, value] of Object.entries(input)) {
+    if (!allowed.includes(key)) {
+      if (strict) throw badRequest(`unknown field "${key}"${at}; expected ${allowed.join(', ')}`);
+      continue;
+    }
+    if (value !== null) fields[key] = value;
   }
-  return input as Fields;
+  return fields;
 }
 
 function stringField(fields: Fields, key: string, at: string): string | undefined {
@@ -108,45 +122,50 @@ export function parseUpstream(text: string, at = ''): HostPort {
 }
 
 /** One proxy of POST /proxies or /populate; `at` names its place in a populate list. */
-export function parseRelaySpec(input: unknown, open: boolean, at = ''): RelaySpec {
-  const fields = objectWith(input, RELAY_FIELDS, at);
+export function parseRelaySpec(input: unknown, open: boolean, strict = false, at = ''): RelaySpec {
+  const fields = objectWith(input, RELAY_FIELDS, at, strict);
   const name = required(stringField(fields, 'name', at), 'name', at);
   const upstreamText = required(stringField(fields, 'upstream', at), 'upstream', at);
   const listenText = stringField(fields, 'listen', at) ?? '';
   const enabled = booleanField(fields, 'enabled', at) ?? true;
-  return { name, listen: parseListen(listenText, open, at), upstream: parseUpstream(upstreamText, at), enabled };
+  return { name, listen: parseListen(listenText, open, at), listenText, upstream: parseUpstream(upstreamText, at), enabled };
 }
 
-/** The body of POST /populate: an array of proxies, names unique within it. */
-export function parsePopulate(input: unknown, open: boolean): RelaySpec[] {
+/**
+ * The body of POST /populate: an array of proxies (null is an empty one). Toxiproxy applies a name
+ * given twice twice, the later entry winning; strict refuses it.
+ */
+export function parsePopulate(input: unknown, open: boolean, strict = false): RelaySpec[] {
+  if (input === null) return [];
   if (!Array.isArray(input)) throw badRequest('expected a JSON array of proxies');
   const seen = new Set<string>();
   return input.map((item, i) => {
-    const spec = parseRelaySpec(item, open, ` at proxy ${i + 1}`);
-    if (seen.has(spec.name)) throw badRequest(`duplicate proxy name "${spec.name}" at proxy ${i + 1}`);
+    const spec = parseRelaySpec(item, open, strict, ` at proxy ${i + 1}`);
+    if (strict && seen.has(spec.name)) throw badRequest(`duplicate proxy name "${spec.name}" at proxy ${i + 1}`);
     seen.add(spec.name);
     return spec;
   });
 }
 
-/** The body of POST/PATCH /proxies/{name}. A proxy cannot be renamed. */
-export function parseRelayChange(input: unknown, name: string, open: boolean): RelayChange {
-  const fields = objectWith(input, RELAY_FIELDS, '');
+/** The body of POST/PATCH /proxies/{name}. A proxy cannot be renamed: Toxiproxy ignores a new name, strict refuses it. */
+export function parseRelayChange(input: unknown, name: string, open: boolean, strict = false): RelayChange {
+  const fields = objectWith(input, RELAY_FIELDS, '', strict);
   const newName = stringField(fields, 'name', '');
-  if (newName !== undefined && newName !== name) throw badRequest(`name: a proxy cannot be renamed (from "${name}" to "${newName}")`);
+  if (strict && newName !== undefined && newName !== name) throw badRequest(`name: a proxy cannot be renamed (from "${name}" to "${newName}")`);
   const listen = stringField(fields, 'listen', '');
   const upstream = stringField(fields, 'upstream', '');
   return {
     listen: listen === undefined ? undefined : parseListen(listen, open),
+    listenText: listen,
     upstream: upstream === undefined ? undefined : parseUpstream(required(upstream, 'upstream', '')),
     enabled: booleanField(fields, 'enabled', ''),
   };
 }
 
 /** The body of POST /proxies/{name}/toxics. */
-export function parseNewToxic(input: unknown): Toxic {
+export function parseNewToxic(input: unknown, strict = false): Toxic {
   try {
-    return parseToxic(input);
+    return strict ? parseStrictToxic(input) : parseToxic(input);
   } catch (err) {
     if (err instanceof ToxicError) throw badRequest(err.message);
     throw err;
@@ -156,22 +175,29 @@ export function parseNewToxic(input: unknown): Toxic {
 /**
  * The body of POST/PATCH /proxies/{name}/toxics/{toxic}, applied to `current`: attributes merge
  * (an omitted one keeps its value, as Toxiproxy decodes into a copy of the toxic), toxicity and
- * perChunk replace. name, type and stream are accepted when unchanged, since clients send the
- * whole toxic back; changing them is refused rather than silently ignored as Toxiproxy does.
+ * perChunk replace; a null one keeps its value, as Go's decoder leaves the field alone. Clients
+ * send the whole toxic back, so name, type and stream may come along: a change to them is ignored
+ * as Toxiproxy does, or refused when strict.
  */
-export function applyToxicChange(current: Toxic, input: unknown): Toxic {
-  const fields = objectWith(input, TOXIC_CHANGE_FIELDS, '');
-  for (const key of ['name', 'type', 'stream'] as const) {
-    if (fields[key] !== undefined && fields[key] !== current[key]) {
-      throw badRequest(`${key}: cannot be changed by an update (remove the toxic and add a new one)`);
+export function applyToxicChange(current: Toxic, input: unknown, strict = false): Toxic {
+  const fields = objectWith(input, TOXIC_CHANGE_FIELDS, '', strict);
+  if (strict) {
+    for (const key of ['name', 'type', 'stream'] as const) {
+      if (fields[key] !== undefined && fields[key] !== current[key]) {
+        throw badRequest(`${key}: cannot be changed by an update (remove the toxic and add a new one)`);
+      }
     }
   }
   const attributes = fields.attributes ?? {};
   if (typeof attributes !== 'object' || attributes === null || Array.isArray(attributes)) throw badRequest('attributes: expected an object');
-  return parseNewToxic({
-    ...current,
-    attributes: { ...current.attributes, ...attributes },
-    toxicity: fields.toxicity ?? current.toxicity,
-    perChunk: fields.perChunk ?? current.perChunk,
-  });
+  const given = Object.fromEntries(Object.entries(attributes).filter(([, value]) => value !== null));
+  return parseNewToxic(
+    {
+      ...current,
+      attributes: { ...current.attributes, ...given },
+      toxicity: fields.toxicity ?? current.toxicity,
+      perChunk: fields.perChunk ?? current.perChunk,
+    },
+    strict,
+  );
 }

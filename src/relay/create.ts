@@ -34,6 +34,11 @@ export interface RelayOptions {
   spliceEngine?: SpliceEngine;
   /** Allow listen and API addresses beyond loopback. */
   open?: boolean;
+  /**
+   * Refuse what Toxiproxy's API lets through: unknown fields and attributes, toxicity outside 0..1,
+   * a stream not in lower case, renames, and partial populates. Default false.
+   */
+  strictApi?: boolean;
   /** ms to wait for an upstream; the client is reset after that. Default 10 s. */
   connectTimeout?: number;
   /** ms with no byte either way before a connection is closed; 0 = never (default). */
@@ -72,6 +77,7 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
     this.recorder = options.record ? new Recorder(options.record, openSink, options.logger) : undefined;
     this.registry = new RelayRegistry({
       open: options.open,
+      strictApi: options.strictApi,
       logger: options.logger,
       openListener: relayDataPath({
         seed: this.seed,
@@ -131,9 +137,7 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
 
   /** The bound address of a relay, e.g. to connect a client to it. */
   address(name: string): HostPort {
-    const listen = this.registry.get(name).listen;
-    const colon = listen.lastIndexOf(':');
-    return { host: listen.slice(0, colon).replace(/^\[|\]$/g, ''), port: Number(listen.slice(colon + 1)) };
+    return this.registry.address(name);
   }
 
   /** Stops the API and every relay (their connections are ended), then closes the recordings. */

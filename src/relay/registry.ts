@@ -4,7 +4,7 @@
 // interleave their awaits (a create racing a delete of the same name, a toxic added mid-move).
 import { formatHostPort, type HostPort } from '../address.js';
 import type { Logger } from '../logger.js';
-import { proxyExists, proxyNotFound, RelayError, toxicExists, toxicNotFound } from './control-errors.js';
+import { listenFailed, PopulateError, proxyExists, proxyNotFound, RelayError, toxicExists, toxicNotFound } from './control-errors.js';
 import {
   applyToxicChange,
   parseNewToxic,
@@ -16,7 +16,7 @@ import {
   type RelaySpec,
   type ToxicChangeInput,
 } from './control-input.js';
-import type { Toxic } from './toxics.js';
+import { toxicJson, type Toxic } from './toxics.js';
 import type { OpenRelayListener, RelayListener } from './types.js';
 
 export interface RelayRegistryOptions {
@@ -24,10 +24,15 @@ export interface RelayRegistryOptions {
   openListener: OpenRelayListener;
   /** Allow listen addresses beyond loopback. Default false. */
   open?: boolean;
+  /**
+   * Refuse what Toxiproxy lets through (unknown fields, renames, toxicity outside 0..1, ...) and
+   * make populate all or nothing. Default false: Toxiproxy's clients rely on its leniency.
+   */
+  strictApi?: boolean;
   logger?: Logger;
 }
 
-/** A proxy in Toxiproxy's JSON shape. `listen` is the bound address once it has listened. */
+/** A proxy in Toxiproxy's JSON shape. `listen` is as given until it has listened, then the bound address. */
 export interface RelayView {
   name: string;
   listen: string;
@@ -42,6 +47,8 @@ interface Relay {
   listen: HostPort;
   /** The listen address as last asked for (port 0 stays 0), for populate's "same config" test. */
   requestedListen: HostPort;
+  /** What `listen` reports: the text given, until a listener replaces it with the bound address. */
+  shownListen: string;
   upstream: HostPort;
   /** Insertion order; Toxiproxy keeps one chain per direction in the order toxics were added. */
   toxics: Toxic[];
@@ -60,15 +67,16 @@ const ordered = (toxics: readonly Toxic[]): Toxic[] => [
 function view(relay: Relay): RelayView {
   return {
     name: relay.name,
-    listen: formatHostPort(relay.listen),
+    listen: relay.shownListen,
     upstream: formatHostPort(relay.upstream),
     enabled: relay.listener !== undefined,
-    toxics: structuredClone(ordered(relay.toxics)),
+    toxics: ordered(relay.toxics).map(toxicJson),
   };
 }
 
 export class RelayRegistry {
   readonly open: boolean;
+  readonly strict: boolean;
   private readonly openListener: OpenRelayListener;
   private readonly logger?: Logger;
   private readonly relays = new Map<string, Relay>();
@@ -79,6 +87,7 @@ export class RelayRegistry {
   constructor(options: RelayRegistryOptions) {
     this.openListener = options.openListener;
     this.open = options.open ?? false;
+    this.strict = options.strictApi ?? false;
     this.logger = options.logger;
   }
 
@@ -91,17 +100,22 @@ export class RelayRegistry {
     return view(this.relay(name));
   }
 
+  /** Where the relay listens, or will when enabled: the bound address once it has listened. */
+  address(name: string): HostPort {
+    return { ...this.relay(name).listen };
+  }
+
   toxics(name: string): Toxic[] {
     return view(this.relay(name)).toxics;
   }
 
   toxic(name: string, toxicName: string): Toxic {
-    return structuredClone(this.toxicOf(this.relay(name), toxicName));
+    return toxicJson(this.toxicOf(this.relay(name), toxicName));
   }
 
   /** POST /proxies. Enabled unless `enabled: false`; listens before it is added. */
   async create(input: RelayInput): Promise<RelayView> {
-    const spec = parseRelaySpec(input, this.open);
+    const spec = parseRelaySpec(input, this.open, this.strict);
     return this.serial(async () => {
       if (this.relays.has(spec.name)) throw proxyExists();
       const relay = await this.build(spec);
@@ -118,7 +132,7 @@ export class RelayRegistry {
   update(name: string, input: RelayChangeInput): Promise<RelayView> {
     return this.serial(async () => {
       const relay = this.relay(name);
-      const change = parseRelayChange(input, name, this.open);
+      const change = parseRelayChange(input, name, this.open, this.strict);
       const upstream = change.upstream ?? relay.upstream;
       const enabled = change.enabled ?? relay.listener !== undefined;
       const moved = change.listen !== undefined && !sameAddress(change.listen, relay.listen);
@@ -132,7 +146,10 @@ export class RelayRegistry {
       relay.upstream = upstream;
       if (change.listen) {
         relay.requestedListen = change.listen;
-        if (!relay.listener) relay.listen = change.listen;
+        if (!relay.listener) {
+          relay.listen = change.listen;
+          relay.shownListen = change.listenText ?? formatHostPort(change.listen);
+        }
       }
       return view(relay);
     });
@@ -151,19 +168,28 @@ export class RelayRegistry {
    * POST /populate. A proxy whose listen and upstream match an existing one of the same name is
    * kept as it is (toxics and connections too; only `enabled` is brought to what was asked); one
    * that differs replaces it; new names are added; proxies not named are left alone. All inputs are
-   * checked before anything changes, and if one cannot listen, what this call did is undone.
+   * checked before anything changes. If one cannot listen, the call stops there and rejects with a
+   * PopulateError listing the proxies it did apply, which stay, as Toxiproxy does; when strict,
+   * what the call did is undone and the list is empty.
    */
   async populate(input: RelayInput[]): Promise<RelayView[]> {
-    const specs = parsePopulate(input, this.open);
+    const specs = parsePopulate(input, this.open, this.strict);
     return this.serial(async () => {
       const undo: (() => Promise<void>)[] = [];
+      const applied: RelayView[] = [];
       try {
-        for (const spec of specs) await this.apply(spec, undo);
+        for (const spec of specs) {
+          await this.apply(spec, undo);
+          applied.push(view(this.relay(spec.name)));
+        }
       } catch (err) {
-        for (const step of undo.reverse()) await step().catch((e: unknown) => this.logger?.warn({ err: e }, 'relay: populate rollback step failed'));
-        throw err;
+        if (this.strict) {
+          for (const step of undo.reverse()) await step().catch((e: unknown) => this.logger?.warn({ err: e }, 'relay: populate rollback step failed'));
+        }
+        if (!(err instanceof RelayError)) throw err;
+        throw new PopulateError(err, this.strict ? [] : applied);
       }
-      return specs.map((spec) => view(this.relay(spec.name)));
+      return applied;
     });
   }
 
@@ -192,10 +218,10 @@ export class RelayRegistry {
   addToxic(name: string, input: unknown): Promise<Toxic> {
     return this.serial(async () => {
       const relay = this.relay(name);
-      const toxic = parseNewToxic(input);
+      const toxic = parseNewToxic(input, this.strict);
       if (relay.toxics.some((t) => t.name === toxic.name)) throw toxicExists();
       this.setToxics(relay, [...relay.toxics, toxic]);
-      return structuredClone(toxic);
+      return toxicJson(toxic);
     });
   }
 
@@ -203,12 +229,12 @@ export class RelayRegistry {
   updateToxic(name: string, toxicName: string, input: ToxicChangeInput): Promise<Toxic> {
     return this.serial(async () => {
       const relay = this.relay(name);
-      const updated = applyToxicChange(this.toxicOf(relay, toxicName), input);
+      const updated = applyToxicChange(this.toxicOf(relay, toxicName), input, this.strict);
       this.setToxics(
         relay,
         relay.toxics.map((t) => (t.name === toxicName ? updated : t)),
       );
-      return structuredClone(updated);
+      return toxicJson(updated);
     });
   }
 
@@ -261,7 +287,7 @@ export class RelayRegistry {
   }
 
   private async build(spec: RelaySpec): Promise<Relay> {
-    const relay: Relay = { name: spec.name, listen: spec.listen, requestedListen: spec.listen, upstream: spec.upstream, toxics: [] };
+    const relay: Relay = { name: spec.name, listen: spec.listen, requestedListen: spec.listen, shownListen: spec.listenText, upstream: spec.upstream, toxics: [] };
     if (spec.enabled) await this.start(relay);
     return relay;
   }
@@ -271,10 +297,12 @@ export class RelayRegistry {
     try {
       listener = await this.openListener({ name: relay.name, listen, upstream }, ordered(relay.toxics));
     } catch (err) {
-      throw new RelayError('ERR_RELAY_LISTEN', `proxy "${relay.name}" cannot listen on ${formatHostPort(listen)}: ${err instanceof Error ? err.message : String(err)}`);
+      this.logger?.warn({ relay: relay.name, listen: formatHostPort(listen), err }, 'relay: cannot listen');
+      throw listenFailed(listen, err);
     }
     relay.listener = listener;
     relay.listen = listener.address;
+    relay.shownListen = formatHostPort(listener.address);
     this.logger?.info({ relay: relay.name, listen: formatHostPort(relay.listen), upstream: formatHostPort(upstream) }, 'relay: listening');
   }
 
@@ -316,8 +344,9 @@ export class RelayRegistry {
     }
     if (existing) {
       const wasEnabled = existing.listener !== undefined;
+      // It stays under its name, stopped, until the new one listens: a replacement that cannot
+      // listen leaves it there disabled, as Toxiproxy does.
       await this.stop(existing);
-      this.relays.delete(spec.name);
       undo.push(async () => {
         this.relays.set(existing.name, existing);
         if (wasEnabled) await this.start(existing);

@@ -225,5 +225,7 @@ export function createToxicStage(toxic: Toxic, rng: Rng, link: Link, options?: S
       return new BitflipStage(ctx, toxic.attributes);
     case 'stall':
       return new StallStage(ctx, toxic.attributes);
+    case 'noop':
+      return new PassThrough();
   }
 }

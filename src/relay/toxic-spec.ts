@@ -5,7 +5,7 @@
 //
 // KEY is an attribute of the type, or one of the envelope fields name, toxicity and perChunk.
 // A value that starts with `{` is taken as Toxiproxy's JSON instead.
-import { parseToxic, ToxicError, type Toxic } from './toxics.js';
+import { parseStrictToxic, ToxicError, type Toxic } from './toxics.js';
 
 const ENVELOPE = new Set(['name', 'toxicity', 'perChunk']);
 
@@ -18,7 +18,7 @@ export function parseToxicSpec(text: string): Toxic {
     } catch (err) {
       throw new ToxicError([`not valid JSON: ${(err as Error).message}`]);
     }
-    return parseToxic(json);
+    return parseStrictToxic(json);
   }
   const match = /^([a-z_]+)(?:@([a-z]+))?(?::(.*))?$/.exec(spec);
   if (!match) throw new ToxicError([`"${text}": expected TYPE[@STREAM][:KEY=VALUE,...], e.g. latency@downstream:latency=100`]);
@@ -35,5 +35,5 @@ export function parseToxicSpec(text: string): Toxic {
     else attributes[key] = value;
   }
   toxic.attributes = attributes;
-  return parseToxic(toxic);
+  return parseStrictToxic(toxic);
 }

@@ -9,6 +9,7 @@
 //   timeout     timeout ms                    drop data, close after timeout; 0 = never
 //   reset_peer  timeout ms                    T after the first data, reset (RST)
 //   slow_close  delay ms                      hold the FIN back by delay
+//   noop        (none)                        passes everything on unchanged
 // Not in Toxiproxy:
 //   bitflip     rate (0..1, required)         each byte, with probability `rate`, gets one
 //                                             uniformly chosen bit flipped; expected flipped
@@ -20,7 +21,7 @@
 //                                             With perChunk, every chunk past `after` whose roll
 //                                             succeeds stalls, which models random loss.
 //
-// Envelope: { name?, type, stream = 'downstream', toxicity = 1, perChunk?, attributes }.
+// Envelope: { name?, type, stream = 'downstream', toxicity = 1, perChunk?, attributes }; null is absent.
 // name defaults to `${type}_${stream}` as Toxiproxy. toxicity is rolled once per
 // connection and direction, as Toxiproxy; `perChunk: true` rolls it for every chunk.
 import { z } from 'zod';
@@ -34,71 +35,93 @@ const ms = whole('milliseconds');
 const bytes = whole('bytes');
 const probability = z.number({ error: 'expected a probability' }).min(0, 'must be between 0 and 1').max(1, 'must be between 0 and 1');
 
-// prefault (not default) so an omitted `attributes` still gets each inner default;
-// strict so a misspelt attribute is an error rather than a silent 0.
-export const LatencyAttributes = z.strictObject({ latency: ms.default(0), jitter: ms.default(0) }).prefault({});
-export const BandwidthAttributes = z.strictObject({ rate: whole('KB/s').default(0) }).prefault({});
-export const SlicerAttributes = z
-  .strictObject({
+/**
+ * Toxiproxy decodes into Go structs, so it ignores fields it does not know, and a toxicity outside
+ * 0..1 is only a roll that always (above 1) or never (below 0) succeeds. The lenient schema takes
+ * what Toxiproxy takes, so its clients and config files work; the strict one (--strict-api, the
+ * command line's own --toxic) refuses those, to catch a misspelt attribute rather than ignore it.
+ */
+function makeToxicSchema(strict: boolean) {
+  const object = <S extends z.core.$ZodLooseShape>(shape: S, params?: { error: string }) => (strict ? z.strictObject(shape, params) : z.object(shape, params));
+  const slicer = object({
     average_size: bytes.default(0),
     size_variation: bytes.default(0),
     delay: whole('microseconds').default(0),
-  })
-  .prefault({})
-  // Toxiproxy loops forever on average_size 0 and documents variation < average.
-  .refine((a) => a.average_size >= 1, { message: 'must be at least 1 byte', path: ['average_size'] })
-  .refine((a) => a.size_variation === 0 || a.size_variation < a.average_size, {
-    message: 'must be less than average_size',
-    path: ['size_variation'],
-  });
-export const LimitDataAttributes = z.strictObject({ bytes: bytes.default(0) }).prefault({});
-export const TimeoutAttributes = z.strictObject({ timeout: ms.default(0) }).prefault({});
-export const ResetPeerAttributes = z.strictObject({ timeout: ms.default(0) }).prefault({});
-export const SlowCloseAttributes = z.strictObject({ delay: ms.default(0) }).prefault({});
-export const BitflipAttributes = z.strictObject({ rate: probability }, { error: 'expected an object with rate' });
-export const StallAttributes = z.strictObject({ after: bytes.default(0), duration: ms }, { error: 'expected an object with duration' });
-
-const envelope = {
-  name: z.string().optional(),
-  stream: z.enum(DIRECTIONS, { error: "expected 'upstream' or 'downstream'" }).default('downstream'),
-  toxicity: probability.default(1),
-  perChunk: z.boolean().optional(),
-};
-
-const variant = <T extends string, A extends z.ZodType>(type: T, attributes: A) =>
-  z.object({ ...envelope, type: z.literal(type), attributes });
+  }).prefault({});
+  const attributes = {
+    latency: object({ latency: ms.default(0), jitter: ms.default(0) }).prefault({}),
+    bandwidth: object({ rate: whole('KB/s').default(0) }).prefault({}),
+    // The slicer stage cuts pieces of at least one byte whatever the sizes, so Toxiproxy's
+    // documented "variation below average" is enforced only when strict.
+    slicer: strict
+      ? slicer
+          .refine((a) => a.average_size >= 1, { message: 'must be at least 1 byte', path: ['average_size'] })
+          .refine((a) => a.size_variation === 0 || a.size_variation < a.average_size, {
+            message: 'must be less than average_size',
+            path: ['size_variation'],
+          })
+      : slicer,
+    limit_data: object({ bytes: bytes.default(0) }).prefault({}),
+    timeout: object({ timeout: ms.default(0) }).prefault({}),
+    reset_peer: object({ timeout: ms.default(0) }).prefault({}),
+    slow_close: object({ delay: ms.default(0) }).prefault({}),
+    noop: object({}).prefault({}),
+    bitflip: object({ rate: probability }, { error: 'expected an object with rate' }),
+    stall: object({ after: bytes.default(0), duration: ms }, { error: 'expected an object with duration' }),
+  };
+  const direction = z.enum(DIRECTIONS, { error: "expected 'upstream' or 'downstream'" });
+  const envelope = {
+    name: z.string().optional(),
+    // Toxiproxy compares the stream case-insensitively (and echoes it as sent); here it is kept
+    // lower case, so the default name is latency_upstream whatever the case sent.
+    stream: (strict ? direction : z.preprocess((v) => (typeof v === 'string' ? v.toLowerCase() : v), direction)).default('downstream'),
+    toxicity: (strict ? probability : z.number({ error: 'expected a number' })).default(1),
+    perChunk: z.boolean().optional(),
+  };
+  const variant = <T extends string, A extends z.ZodType>(type: T, attrs: A) => object({ ...envelope, type: z.literal(type), attributes: attrs });
+  return z
+    .discriminatedUnion(
+      'type',
+      [
+        variant('latency', attributes.latency),
+        variant('bandwidth', attributes.bandwidth),
+        variant('slicer', attributes.slicer),
+        variant('limit_data', attributes.limit_data),
+        variant('timeout', attributes.timeout),
+        variant('reset_peer', attributes.reset_peer),
+        variant('slow_close', attributes.slow_close),
+        variant('noop', attributes.noop),
+        variant('bitflip', attributes.bitflip),
+        variant('stall', attributes.stall),
+      ],
+      { error: 'unknown toxic type' },
+    )
+    .superRefine((t, ctx) => {
+      if (t.perChunk && WHOLE_STREAM_ONLY.has(t.type)) {
+        ctx.addIssue({ code: 'custom', path: ['perChunk'], message: `${t.type} acts on the whole stream; it cannot be rolled per chunk` });
+      }
+    })
+    .transform((t) => ({ ...t, name: t.name || `${t.type}_${t.stream}` }));
+}
 
 // These two act on the stream as a whole (a byte budget, the end), so a per-chunk
 // roll has no meaning; rejecting it beats silently ignoring it.
 const WHOLE_STREAM_ONLY = new Set(['limit_data', 'slow_close']);
 
-export const ToxicSchema = z
-  .discriminatedUnion(
-    'type',
-    [
-      variant('latency', LatencyAttributes),
-      variant('bandwidth', BandwidthAttributes),
-      variant('slicer', SlicerAttributes),
-      variant('limit_data', LimitDataAttributes),
-      variant('timeout', TimeoutAttributes),
-      variant('reset_peer', ResetPeerAttributes),
-      variant('slow_close', SlowCloseAttributes),
-      variant('bitflip', BitflipAttributes),
-      variant('stall', StallAttributes),
-    ],
-    { error: 'unknown toxic type' },
-  )
-  .superRefine((t, ctx) => {
-    if (t.perChunk && WHOLE_STREAM_ONLY.has(t.type)) {
-      ctx.addIssue({ code: 'custom', path: ['perChunk'], message: `${t.type} acts on the whole stream; it cannot be rolled per chunk` });
-    }
-  })
-  .transform((t) => ({ ...t, name: t.name || `${t.type}_${t.stream}` }));
+export const ToxicSchema = makeToxicSchema(false);
+export const StrictToxicSchema = makeToxicSchema(true);
 
-export type ToxicInput = z.input<typeof ToxicSchema>;
+// The input type is the strict one: what a library caller should write.
+export type ToxicInput = z.input<typeof StrictToxicSchema>;
 export type Toxic = z.output<typeof ToxicSchema>;
 export type ToxicType = Toxic['type'];
 export type ToxicOf<T extends ToxicType> = Extract<Toxic, { type: T }>;
+
+/** A copy with the keys in Toxiproxy's order (attributes first), for clients that compare JSON text. */
+export function toxicJson(toxic: Toxic): Toxic {
+  const { attributes, name, type, stream, toxicity, perChunk } = toxic;
+  return { attributes: structuredClone(attributes), name, type, stream, toxicity, ...(perChunk === undefined ? {} : { perChunk }) } as Toxic;
+}
 
 export class ToxicError extends Error {
   constructor(readonly issues: readonly string[]) {
@@ -107,9 +130,28 @@ export class ToxicError extends Error {
   }
 }
 
-/** Parse one toxic; errors name the field, e.g. "attributes.latency: milliseconds cannot be negative". */
+/** JSON `null` is "absent", as Go's decoder (and so Toxiproxy) reads it: clients send it for unset fields. */
+function withoutNulls(input: unknown): unknown {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
+  const fields = Object.fromEntries(Object.entries(input).filter(([, value]) => value !== null));
+  if (typeof fields.attributes === 'object' && fields.attributes !== null && !Array.isArray(fields.attributes)) {
+    fields.attributes = Object.fromEntries(Object.entries(fields.attributes).filter(([, value]) => value !== null));
+  }
+  return fields;
+}
+
+/** Parse one toxic as Toxiproxy would take it; errors name the field, e.g. "attributes.latency: milliseconds cannot be negative". */
 export function parseToxic(input: unknown): Toxic {
-  const result = ToxicSchema.safeParse(input);
+  return parseWith(ToxicSchema, input);
+}
+
+/** Parse one toxic, refusing what Toxiproxy lets through: unknown fields and attributes, toxicity outside 0..1, any case of stream. */
+export function parseStrictToxic(input: unknown): Toxic {
+  return parseWith(StrictToxicSchema, input);
+}
+
+function parseWith(schema: typeof ToxicSchema | typeof StrictToxicSchema, input: unknown): Toxic {
+  const result = schema.safeParse(withoutNulls(input));
   if (result.success) return result.data;
   throw new ToxicError(
     result.error.issues.map((issue) => {
