@@ -2,6 +2,7 @@
 // its JSON log lines on stdout read as they come. Every wait fails fast, naming what was missing,
 // when the child exits first or the wait runs out, so a crashed child never hangs a test.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import { afterEach } from 'vitest';
@@ -102,3 +103,14 @@ export function runCli(args: string[], options: { env?: Record<string, string>; 
 
 /** The port of a logged `HOST:PORT`. */
 export const portOf = (listen: unknown): number => Number(String(listen).split(':').pop());
+
+/** A port on 127.0.0.1 that was free a moment ago, for a flag that does not take port 0. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+    probe.on('error', reject);
+  });
+}

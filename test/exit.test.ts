@@ -1,6 +1,7 @@
 // Process exit with pairs in flight: the native loop threads must not hang or crash the exit.
 // The child runs the built package (dist/), as a user's program would.
-import { describe, it, expect } from 'vitest';
+import { beforeEach, describe, it, expect } from 'vitest';
+import { needsSplice } from './policy.js';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -41,7 +42,8 @@ function runChild(args: string[], script = child): Promise<Exit> {
   });
 }
 
-describe.runIf(process.platform === 'linux')('process.exit() with splice pairs in flight', () => {
+describe('process.exit() with splice pairs in flight', () => {
+  beforeEach(needsSplice);
   it.each(['shared', 'dedicated'])('exits with code 0, promptly, using the %s engine', async (mode) => {
     if (!fs.existsSync(dist)) throw new Error(`${path.relative(root, dist)} is missing: run npm run build:ts first`);
     const exit = await runChild([mode]);
@@ -53,7 +55,8 @@ describe.runIf(process.platform === 'linux')('process.exit() with splice pairs i
   }, HANG_MS + 30_000);
 });
 
-describe.runIf(process.platform === 'linux')('worker thread ending with splice pairs in flight', () => {
+describe('worker thread ending with splice pairs in flight', () => {
+  beforeEach(needsSplice);
   it('stops the engine, closes every fd it held, and the process carries on', async () => {
     if (!fs.existsSync(dist)) throw new Error(`${path.relative(root, dist)} is missing: run npm run build:ts first`);
     const exit = await runChild([], workerParent);

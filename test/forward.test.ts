@@ -10,15 +10,16 @@ import { execFileSync } from 'node:child_process';
 import { forward, engines, SpliceEngine, type EngineName, type ForwardOptions, type ForwardResult } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB, MiB } from './helpers.js';
+import { hasTool, nativeDisabled, needsSplice, needsTool, spliceSkipReason, testEngines } from './policy.js';
 
-const LINUX = process.platform === 'linux';
 // On Linux the splice suite always runs: a missing addon fails it (and the availability test below).
-const ENGINES: EngineName[] = LINUX ? ['splice', 'js'] : ['js'];
+const ENGINES: readonly EngineName[] = testEngines;
 
 afterEach(h.closeAll);
 
 describe('engines()', () => {
-  it.runIf(LINUX)('reports the splice engine available on Linux', () => {
+  it('reports the splice engine available on Linux', (ctx) => {
+    needsSplice(ctx);
     const report = engines();
     if (!report.splice.available) console.error(`splice engine NOT available: ${report.splice.reason}`);
     expect(report.splice.available, `splice engine not available: ${report.splice.reason}`).toBe(true);
@@ -27,10 +28,10 @@ describe('engines()', () => {
   it('reports the js engine available', () => {
     expect(engines().js.available).toBe(true);
   });
-});
 
-describe.skipIf(LINUX)('splice engine', () => {
-  it.skip('splice() is Linux only', () => {});
+  it.runIf(nativeDisabled)('says splice is off, and why, when the addon is disabled', () => {
+    expect(engines().splice).toEqual({ available: false, reason: 'disabled by SPLICER_DISABLE_NATIVE=1' });
+  });
 });
 
 describe.each(ENGINES)('forward() with engine %s', (engine) => {
@@ -510,17 +511,14 @@ describe("engine 'auto'", () => {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'splicer-tls-'));
   afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
   const cert = (() => {
-    try {
-      const [key, crt] = [path.join(tmp, 'k'), path.join(tmp, 'c')];
-      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', key, '-out', crt], { stdio: 'pipe' });
-      return { key: fs.readFileSync(key), cert: fs.readFileSync(crt) };
-    } catch (err) {
-      console.warn(`SKIPPING the TLS test: could not make a self-signed cert with openssl: ${(err as Error).message}`);
-      return undefined;
-    }
+    if (!hasTool('openssl')) return undefined;
+    const [key, crt] = [path.join(tmp, 'k'), path.join(tmp, 'c')];
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=localhost', '-days', '1', '-keyout', key, '-out', crt], { stdio: 'pipe' });
+    return { key: fs.readFileSync(key), cert: fs.readFileSync(crt) };
   })();
 
-  it.runIf(LINUX)('takes the splice engine for two plain sockets on Linux', async () => {
+  const plainEngine = spliceSkipReason ? 'js' : 'splice';
+  it(`takes the ${plainEngine} engine for two plain sockets`, async () => {
     const echo = await h.startEchoServer();
     const fwd = await h.startForwarder(echo, { engine: 'auto' });
     const client = await h.connectTo(fwd.port);
@@ -528,10 +526,11 @@ describe("engine 'auto'", () => {
     const got = h.hashUntilEnd(client);
     await h.writeBuffer(client, data);
     expect((await got).sha).toBe(h.sha256(data));
-    expect(await fwd.result(0)).toMatchObject({ engine: 'splice', reason: 'eof', bytesAtoB: data.length, bytesBtoA: data.length });
+    expect(await fwd.result(0)).toMatchObject({ engine: plainEngine, reason: 'eof', bytesAtoB: data.length, bytesBtoA: data.length });
   });
 
-  it.skipIf(!cert)('gives a TLSSocket to the js engine, data intact', async () => {
+  it('gives a TLSSocket to the js engine, data intact', async (ctx) => {
+    needsTool(ctx, 'openssl');
     const echo = await h.startEchoServer();
     const fwd = await h.startForwarder(echo, { engine: 'auto' }, { tls: cert! });
     // allowHalfOpen is passed on to the TLSSocket by tls.connect, though @types/node does not list it.

@@ -2,7 +2,8 @@
 // addon (where a missing splice engine on Linux is a failure, never a skip) and once with
 // SPLICER_DISABLE_NATIVE=1, the path every macOS and Windows user takes, where tests that can
 // only hold with splice skip, saying why.
-import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { TestContext } from 'vitest';
 import { engines } from '../src/forward.js';
 
@@ -34,11 +35,18 @@ export function needsSplice(ctx: TestContext): void {
 
 const present = new Map<string, boolean>();
 
-/** Whether `tool` runs here (its --version exits 0). */
+/** Whether `tool` is an executable on PATH. */
 export function hasTool(tool: string): boolean {
   let found = present.get(tool);
   if (found === undefined) {
-    found = spawnSync(tool, ['--version'], { stdio: 'ignore' }).status === 0;
+    found = (process.env.PATH ?? '').split(path.delimiter).some((dir) => {
+      try {
+        fs.accessSync(path.join(dir, tool), fs.constants.X_OK);
+        return true;
+      } catch {
+        return false;
+      }
+    });
     present.set(tool, found);
   }
   return found;

@@ -20,6 +20,7 @@ import {
   writeBuffer,
 } from './helpers.js';
 import { closeProxies, startProxy } from './proxy-helpers.js';
+import { testEngines } from './policy.js';
 
 // Sockets first, then the proxies: a proxy closed under open client sockets resets them.
 afterEach(async () => {
@@ -74,7 +75,7 @@ function probe(port: number): Promise<string> {
   });
 }
 
-describe.each(['splice', 'js'] as const)('BIND with engine %s', (engine) => {
+describe.each(testEngines)('BIND with engine %s', (engine) => {
   it.each([4, 5] as const)('SOCKS%i: both replies, then a byte stream both ways', async (type) => {
     const proxy = await startProxy({ engine });
     const { bound, established } = socksBind(proxy.port, type, { host: HOST, port: 0 });
@@ -243,7 +244,7 @@ describe('BIND peer filter, failures and cleanup', () => {
   });
 
   it('leaves no fd open after success, refusal, timeout and a vanished client', async () => {
-    const proxy = await startProxy({ engine: 'splice', timeouts: { connect: 300 } });
+    const proxy = await startProxy({ engine: testEngines[0], timeouts: { connect: 300 } });
     const once = async (dst: string, peerFrom?: string) => {
       const { bound, established } = socksBind(proxy.port, 5, { host: dst, port: 0 });
       const { remoteHost, socket } = await within(bound, 5000, 'first reply');

@@ -4,19 +4,15 @@
 import net from 'node:net';
 import { SocksClient } from 'socks';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { engines } from '../src/forward.js';
 import { Credentials } from '../src/proxy/auth.js';
 import type { ProxyConnectionRecord } from '../src/proxy/types.js';
 import { SpliceEngine } from '../src/splice-engine.js';
 import * as h from './helpers.js';
 import * as p from './proxy-helpers.js';
+import { needsTool, testEngines } from './policy.js';
 
 const { HOST, MiB, KiB } = h;
 
-const curl = p.needsTool('curl', 'curl');
-const ncat = p.needsTool('ncat', 'ncat');
-const itCurl = curl.run ? it : it.skip;
-const itNcat = ncat.run ? it : it.skip;
 
 let fdBaseline = 0;
 let fdTable = new Map<string, string>();
@@ -25,9 +21,7 @@ beforeAll(() => {
   fdTable = h.fdTable();
 });
 
-const spliceAvailable = engines().splice.available;
-
-describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clients', (engine) => {
+describe.each(testEngines)('proxy with the %s engine and real clients', (engine) => {
   let origin: p.Origin;
   let echo: h.TestServer;
   let spliceEngine: SpliceEngine | undefined;
@@ -35,7 +29,7 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
   beforeAll(async () => {
     origin = await p.startOrigin(4 * MiB);
     echo = await h.startEchoServer();
-    if (engine === 'splice' && spliceAvailable) spliceEngine = new SpliceEngine();
+    if (engine === 'splice') spliceEngine = new SpliceEngine();
   });
   afterEach(async () => {
     await p.closeProxies();
@@ -48,7 +42,6 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
   });
 
   const start = (extra: Parameters<typeof p.startProxy>[0] = {}) => {
-    if (engine === 'splice' && !spliceAvailable) throw new Error(`splice engine unavailable: ${engines().splice.reason}`);
     return p.startProxy({ engine, spliceEngine, ...extra });
   };
   const withAuth = () => start({ credentials: Credentials.fromEntries(['alice:s3cret']) });
@@ -77,8 +70,8 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
     ];
 
     for (const c of cases) {
-      itCurl(`${c.name}: 4 MiB body, SHA-256 identical`, async () => {
-        curl.check();
+      it(`${c.name}: 4 MiB body, SHA-256 identical`, async (ctx) => {
+        needsTool(ctx, 'curl');
         const proxy = await start();
         const res = await runCurl([...c.args(proxy.port), '-o', '-', `http://${c.host}:${origin.port}/body`]);
         expect(res.code, res.stderr).toBe(0);
@@ -105,8 +98,8 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
         { name: 'HTTP CONNECT with --proxy-user', args: (port) => ['-p', '--proxy', `http://${HOST}:${port}`, '--proxy-user', 'alice:s3cret'], protocol: 'http' },
       ];
       for (const c of okCases) {
-        itCurl(`${c.name}: authenticated, body intact`, async () => {
-          curl.check();
+        it(`${c.name}: authenticated, body intact`, async (ctx) => {
+          needsTool(ctx, 'curl');
           const proxy = await withAuth();
           const res = await runCurl([...c.args(proxy.port), '-o', '-', `http://${HOST}:${origin.port}/`]);
           expect(res.code, res.stderr).toBe(0);
@@ -116,8 +109,8 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
         });
       }
 
-      itCurl('SOCKS5 with a wrong password: curl fails, record auth-failed', async () => {
-        curl.check();
+      it('SOCKS5 with a wrong password: curl fails, record auth-failed', async (ctx) => {
+        needsTool(ctx, 'curl');
         const proxy = await withAuth();
         const res = await runCurl(['--socks5', `${HOST}:${proxy.port}`, '--proxy-user', 'alice:wrong', '-o', '-', `http://${HOST}:${origin.port}/`]);
         // curl >= 7.73 exits 97 (CURLE_PROXY) on a SOCKS5 authentication failure; older ones 7.
@@ -126,16 +119,16 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
         expect(await onlyRecord(proxy)).toMatchObject({ protocol: 'socks5', outcome: 'auth-failed', user: 'alice' });
       });
 
-      itCurl('SOCKS5 with no credentials: curl fails (no acceptable method), record auth-failed', async () => {
-        curl.check();
+      it('SOCKS5 with no credentials: curl fails (no acceptable method), record auth-failed', async (ctx) => {
+        needsTool(ctx, 'curl');
         const proxy = await withAuth();
         const res = await runCurl(['--socks5', `${HOST}:${proxy.port}`, '-o', '-', `http://${HOST}:${origin.port}/`]);
         expect(res.code, res.stderr).not.toBe(0);
         expect(await onlyRecord(proxy)).toMatchObject({ protocol: 'socks5', outcome: 'auth-failed' });
       });
 
-      itCurl('HTTP forward with a wrong password: 407, record auth-failed', async () => {
-        curl.check();
+      it('HTTP forward with a wrong password: 407, record auth-failed', async (ctx) => {
+        needsTool(ctx, 'curl');
         const proxy = await withAuth();
         const res = await runCurl(['--proxy', `http://${HOST}:${proxy.port}`, '--proxy-user', 'alice:wrong', '-o', '/dev/null', '-w', '%{http_code}', `http://${HOST}:${origin.port}/`]);
         expect(res.code, res.stderr).toBe(0);
@@ -143,8 +136,8 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
         expect(await onlyRecord(proxy)).toMatchObject({ protocol: 'http', outcome: 'auth-failed', reply: 407, user: 'alice' });
       });
 
-      itCurl('HTTP CONNECT with a wrong password: curl fails, CONNECT got 407, record auth-failed', async () => {
-        curl.check();
+      it('HTTP CONNECT with a wrong password: curl fails, CONNECT got 407, record auth-failed', async (ctx) => {
+        needsTool(ctx, 'curl');
         const proxy = await withAuth();
         const res = await runCurl(['-p', '--proxy', `http://${HOST}:${proxy.port}`, '--proxy-user', 'alice:wrong', '-o', '/dev/null', '-w', '%{http_connect}', `http://${HOST}:${origin.port}/`]);
         expect(res.code, res.stderr).not.toBe(0);
@@ -226,8 +219,8 @@ describe.each(['splice', 'js'] as const)('proxy with the %s engine and real clie
 
   describe('ncat (half-closes after its input)', () => {
     for (const type of ['socks5', 'socks4', 'http'] as const) {
-      itNcat(`--proxy-type ${type}: the whole echo arrives after ncat's FIN`, async () => {
-        ncat.check();
+      it(`--proxy-type ${type}: the whole echo arrives after ncat's FIN`, async (ctx) => {
+        needsTool(ctx, 'ncat');
         const proxy = await start();
         const input = h.patternBytes(60 + type.length, 1 * MiB);
         const res = await p.runTool('ncat', ['--proxy', `${HOST}:${proxy.port}`, '--proxy-type', type, HOST, String(echo.port)], { input, timeoutMs: 60_000 });

@@ -1,6 +1,6 @@
 // Helpers for the proxy integration tests: a running ProxyServer with its records, an HTTP origin,
 // external clients (curl, ncat) run as child processes, and raw-socket utilities. Loopback only.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
@@ -108,25 +108,6 @@ export async function canListenOnV6Loopback(): Promise<boolean> {
 
 // ---------------------------------------------------------------------------
 // External clients
-
-/** Whether `tool` runs here. */
-export function hasTool(tool: string): boolean {
-  return spawnSync(tool, ['--version'], { stdio: 'ignore' }).status === 0;
-}
-
-/**
- * The `it` to use for tests that need `tool`: runs them when the tool is there; when it is not,
- * they fail under CI (which must install it) and are skipped elsewhere.
- */
-export function needsTool(tool: string, apt: string): { run: boolean; check: () => void } {
-  const present = hasTool(tool);
-  return {
-    run: present || Boolean(process.env.CI),
-    check: () => {
-      if (!present) throw new Error(`${tool} is not installed: CI must install it (apt-get install -y ${apt})`);
-    },
-  };
-}
 
 export interface ToolResult {
   code: number | null;

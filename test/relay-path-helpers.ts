@@ -6,9 +6,13 @@ import type { RelayListener } from '../src/relay/types.js';
 import { engines } from '../src/forward.js';
 import { SpliceEngine } from '../src/splice-engine.js';
 import { Arrivals, closeAll, HOST, onCleanup } from './helpers.js';
+import { spliceSkipReason } from './policy.js';
 
-export const spliceAvailable = engines().splice.available;
-export const modes = spliceAvailable ? (['auto', 'js'] as const) : (['js'] as const);
+const spliceAvailable = engines().splice.available;
+/** `auto` runs in every leg: where splice is off it must fall back to the JS engine. */
+export const modes = ['auto', 'js'] as const;
+/** What `auto` carries an unfaulted connection on in this run. */
+export const autoEngine = spliceSkipReason ? 'js' : 'splice';
 
 let engines_: SpliceEngine[] = [];
 

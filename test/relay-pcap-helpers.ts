@@ -1,6 +1,6 @@
 // Reading pcap recordings back: a minimal parser (with its own checksum arithmetic, so it does
 // not trust src/relay/checksum.ts), scenario recording, and tshark runners.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { MAX_SEGMENT, PCAP_GLOBAL_HEADER, TcpConversation, type Side } from '../src/relay/pcap.js';
 
 export interface ParsedRecord {
@@ -122,8 +122,6 @@ export function record(convs: TcpConversation[], steps: Step[], seed: number, he
   });
   return { file: Buffer.concat(parts), sent: sent.map((s) => ({ client: Buffer.concat(s.client), server: Buffer.concat(s.server) })) };
 }
-
-export const hasTshark = spawnSync('tshark', ['--version'], { stdio: 'ignore' }).status === 0;
 
 /** tshark's stdout; its stderr (e.g. the running-as-root notice) is dropped unless it fails. */
 export function tshark(args: string[]): string {

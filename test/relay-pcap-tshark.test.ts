@@ -3,14 +3,12 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { MAX_SEGMENT, TcpConversation, type Endpoint } from '../src/relay/pcap.js';
-import { hasTshark, parseFollow, parsePcap, record, tshark, type Recording, type Step } from './relay-pcap-helpers.js';
+import { needsTool } from './policy.js';
+import { parseFollow, parsePcap, record, tshark, type Recording, type Step } from './relay-pcap-helpers.js';
 
-const skip = !hasTshark && !process.env.CI;
-const title = skip ? 'read back with tshark — SKIPPED: tshark is not installed (apt-get install -y tshark)' : 'read back with tshark';
-if (skip) console.warn(`relay-pcap-tshark: ${title}`);
 
 const ENDPOINTS: [Endpoint, Endpoint][] = [
   [{ address: '::ffff:10.1.2.3', port: 40001 }, { address: '192.0.2.10', port: 9001 }], // written as IPv4
@@ -21,11 +19,11 @@ const shown = ({ address, port }: Endpoint, brackets: boolean) => {
   return brackets && host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 };
 
-describe.skipIf(skip)(title, () => {
+describe('read back with tshark', () => {
   let dir: string;
   let count = 0;
+  beforeEach((ctx) => needsTool(ctx, 'tshark'));
   beforeAll(() => {
-    if (!hasTshark) throw new Error('tshark is required when CI is set: apt-get install -y tshark');
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splicer-pcap-'));
   });
   afterAll(() => {

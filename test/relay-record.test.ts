@@ -3,20 +3,20 @@
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { Recorder } from '../src/relay/recording.js';
 import { openNativePcap } from '../src/relay/native-pcap.js';
 import { relayDataPath, type RelayConnectionRecord } from '../src/relay/relay.js';
 import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
 import { Arrivals, collectUntilEnd, onCleanup, patternBytes, startServer, waitFor, within, writeBuffer } from './helpers.js';
 import { canListenOnV6Loopback } from './proxy-helpers.js';
-import { hasTshark, parseFollow, tshark } from './relay-pcap-helpers.js';
-import { modes, spliceAvailable, spliceEngineFor } from './relay-path-helpers.js';
+import { parseFollow, tshark } from './relay-pcap-helpers.js';
+import { autoEngine, modes, spliceEngineFor } from './relay-path-helpers.js';
+import { needsSplice, needsTool } from './policy.js';
 import net from 'node:net';
 
 const dir = mkdtempSync(join(tmpdir(), 'splicer-record-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-const skip = !hasTshark && !process.env.CI;
 
 interface Exchange {
   up: Buffer;
@@ -56,7 +56,8 @@ function follow(file: string, streams: number): ReturnType<typeof parseFollow> {
   return parseFollow(tshark(args));
 }
 
-describe.skipIf(skip)('relay recording read back by tshark', () => {
+describe('relay recording read back by tshark', () => {
+  beforeEach((ctx) => needsTool(ctx, 'tshark'));
   it.each(modes)('one file, two connections, both legs byte-exact (engine %s)', async (engine) => {
     const file = join(dir, `shared-${engine}.pcap`);
     const relay = await recordingRelay('127.0.0.1', file, [], engine);
@@ -66,7 +67,7 @@ describe.skipIf(skip)('relay recording read back by tshark', () => {
     }
     await within(relay.records.nth(1), 10_000, 'records');
     // Spliced connections are recorded natively (tee), the payload never entering JS.
-    for (const r of relay.records.items) expect(r.engine).toBe(engine === 'auto' && spliceAvailable ? 'splice' : 'js');
+    for (const r of relay.records.items) expect(r.engine).toBe(engine === 'auto' ? autoEngine : 'js');
     await relay.listener.close();
     await relay.recorder.close();
     const streams = follow(file, 4);
@@ -117,7 +118,8 @@ describe.skipIf(skip)('relay recording read back by tshark', () => {
     }
   });
 
-  it.skipIf(!spliceAvailable)('a spliced, recorded connection that a toxic moves to user space reads back byte-exact on both legs', async () => {
+  it('a spliced, recorded connection that a toxic moves to user space reads back byte-exact on both legs', async (ctx) => {
+    needsSplice(ctx);
     const file = join(dir, 'released.pcap');
     const relay = await recordingRelay('127.0.0.1', file, [], 'auto');
     const client = net.connect({ host: '127.0.0.1', port: relay.listener.address.port, allowHalfOpen: true });

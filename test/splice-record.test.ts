@@ -4,19 +4,17 @@ import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { SpliceEngine, forwardJs, type ForwardResult } from '../src/index.js';
 import { openNativePcap, type NativePcapSink } from '../src/relay/native-pcap.js';
 import { MAX_SEGMENT, TcpConversation, timestampNow, type Side } from '../src/relay/pcap.js';
 import type { ReleasedPair } from '../src/types.js';
 import * as h from './helpers.js';
 import { KiB, MiB } from './helpers.js';
-import { hasTshark, parseFollow, parsePcap, tshark } from './relay-pcap-helpers.js';
+import { parseFollow, parsePcap, tshark } from './relay-pcap-helpers.js';
+import { needsSplice, needsTool } from './policy.js';
 import { connect, expectFdsBack, fdCount, hashServer, startSpliceRelay, type Host, type RelayPair } from './splice-relay-helpers.js';
 
-const LINUX = process.platform === 'linux';
-const skip = !LINUX || (!hasTshark && !process.env.CI);
-if (LINUX && !hasTshark) console.warn('splice-record: SKIPPED: tshark is not installed (apt-get install -y tshark)');
 
 afterEach(h.closeAll);
 
@@ -145,7 +143,11 @@ function expectSameAsJs(file: Buffer, leg: TcpConversation): void {
   expect(actual.equals(Buffer.concat(expected))).toBe(true);
 }
 
-describe.skipIf(skip)('recording spliced pairs to pcap', () => {
+describe('recording spliced pairs to pcap', () => {
+  beforeEach((ctx) => {
+    needsSplice(ctx);
+    needsTool(ctx, 'tshark');
+  });
   it.each(['127.0.0.1', '::1'] as const)('one pair over %s, 6 MiB each way, both legs: tshark reads back every byte', async (host) => {
     const engine = newEngine();
     const file = newFile();

@@ -1,14 +1,14 @@
 // release(): a live pair leaves the splice engine without losing a byte, and user space carries it on.
 import { createHash } from 'node:crypto';
 import type net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { needsSplice } from './policy.js';
 import { SpliceEngine, forwardJs, type ForwardResult } from '../src/index.js';
 import type { ReleasedPair } from '../src/types.js';
 import * as h from './helpers.js';
 import { MiB } from './helpers.js';
 import { connect, expectFdsBack, fdCount, hashServer, startSpliceRelay } from './splice-relay-helpers.js';
 
-const LINUX = process.platform === 'linux';
 const HOST = '127.0.0.1';
 
 afterEach(h.closeAll);
@@ -53,7 +53,8 @@ async function holdsBytes(engine: SpliceEngine): Promise<void> {
   await h.sleep(100);
 }
 
-describe.runIf(LINUX)('SpliceEngine release()', () => {
+describe('SpliceEngine release()', () => {
+  beforeEach(needsSplice);
   it('mid-stream both ways: the pending bytes, then forwardJs, give SHA-256 identical streams', async () => {
     const engine = newEngine();
     const baseline = fdCount(engine);

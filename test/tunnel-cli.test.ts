@@ -8,7 +8,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { portOf, runCli, startCli } from './cli-harness.js';
+import { freePort, portOf, runCli, startCli } from './cli-harness.js';
 import { needsTool, spliceSkipReason } from './policy.js';
 
 const TOKEN = 'cli-test-token-0123456789abcdef';
@@ -24,14 +24,6 @@ function curl(url: string): Promise<{ status: number; stdout: Buffer }> {
   });
 }
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const probe = net.createServer().listen(0, '127.0.0.1', () => {
-      const { port } = probe.address() as net.AddressInfo;
-      probe.close(() => resolve(port));
-    });
-  });
-}
 
 const sha = (data: Buffer) => crypto.createHash('sha256').update(data).digest('hex');
 
