@@ -65,17 +65,18 @@ uint64_t Engine::Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLeng
     pair->record->legs = std::move(record->legs);
   }
   uint64_t id = pair->id;
-  loops_[id % loops_.size()]->Add(std::move(pair));
+  LoopOf(id).Add(std::move(pair));
   return id;
 }
 
 void Engine::Abort(uint64_t id) {
-  // Ids are not mapped to loops on the JS thread; an abort is cheap to broadcast.
-  for (auto& loop : loops_) loop->Abort(id);
+  if (id == 0) return;
+  LoopOf(id).Abort(id);
 }
 
 void Engine::Release(uint64_t id) {
-  for (auto& loop : loops_) loop->Release(id);
+  if (id == 0) return;
+  LoopOf(id).Release(id);
 }
 
 void Engine::Close() {
