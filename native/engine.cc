@@ -33,9 +33,13 @@ Engine::Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deli
   size_t pipesPerLoop = options.maxPipes / threads;
   if (pipesPerLoop < 1) pipesPerLoop = 1;
   writer_ = std::make_unique<Writer>(options.recordBufferBytes, std::move(deliverRecorderEvents));
+  loops_.reserve(threads);
   for (size_t i = 0; i < threads; i++) {
     loops_.push_back(std::make_unique<Loop>(pipesPerLoop, options.maxPipeSize, writer_.get(), deliver));
   }
+  // A Start() that throws leaves this constructor unfinished, so ~Engine does not run; the
+  // loops_ vector is destroyed all the same, and each ~Loop joins its thread (if it got one)
+  // and closes its fds. No pair exists yet, so nothing is delivered.
   for (auto& loop : loops_) loop->Start();
 }
 

@@ -41,6 +41,9 @@ struct EngineStats {
 
 class Engine {
  public:
+  // Starts options.threads loops. Throws SyscallError when a loop cannot get its epoll set,
+  // eventfd or thread; the loops already started are stopped and joined and every fd they
+  // opened is closed before the exception leaves (the members' destructors do it).
   Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents);
   ~Engine();
   Engine(const Engine&) = delete;

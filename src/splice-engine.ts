@@ -118,7 +118,8 @@ interface Pending {
 
 function positiveInteger(name: string, value: unknown, fallback: number, max: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+  if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
+  if (!Number.isInteger(value) || value < 1 || value > max) {
     throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`);
   }
   return value;
@@ -200,6 +201,25 @@ function releasedPair(released: NativeReleased, legs: ConversationState[] | unde
   return pair;
 }
 
+/**
+ * The splice engine: `threads` loop threads (each with an epoll set and an eventfd) that move
+ * the bytes of the pairs handed to `forward()`, and a pcap writer thread started with the first
+ * recorder.
+ *
+ * The constructor throws when the system refuses a resource: an Error naming the call and the
+ * errno (`epoll_create1 failed: EMFILE (Too many open files)`, with `code`, `errno` and
+ * `syscall` as on Node's own errors; `pthread_create` with EAGAIN when no thread can be had).
+ * Whatever it had started by then is stopped and closed again.
+ *
+ * An engine that is never closed: its threads and fds live until the process (or the worker
+ * thread) ends; they do not keep the process alive. What does is each pair in flight and each
+ * recorder whose `close()` is pending, as an open socket would: the engine refs its completion
+ * channel (a thread-safe function) while there is one and unrefs it when the last ends. So a
+ * program whose pairs have all ended exits as if the engine were not there, and one that calls
+ * process.exit() with pairs in flight exits at once: a cleanup hook aborts the pairs, joins the
+ * threads and closes every fd, at process exit and when a worker thread ends. `close()` does the
+ * same earlier, and delivers the aborted pairs' results.
+ */
 export class SpliceEngine {
   readonly #native: NativeEngine;
   readonly #pending = new Map<number, Pending>();
@@ -217,9 +237,11 @@ export class SpliceEngine {
     const recordBufferBytes = positiveInteger('recordBufferBytes', options.recordBufferBytes, 64 << 20, 2 ** 40);
     const load = loadNative();
     if (!load.binding) throw Object.assign(new Error(`splice engine unavailable: ${load.reason}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
-    this.#native = new load.binding.Engine({ threads, maxPipes, maxPipeSize, recordBufferBytes }, (batch, events) => {
-      this.#onRecorderEvents(events);
-      this.#onDone(batch);
+    // One call per completion or recorder event: a throw while one is handled is raised as an
+    // uncaught exception after the batch, and the others are delivered all the same.
+    this.#native = new load.binding.Engine({ threads, maxPipes, maxPipeSize, recordBufferBytes }, (done, event) => {
+      if (event) this.#onRecorderEvent(event);
+      if (done) this.#onDone(done);
     });
   }
 
@@ -374,16 +396,16 @@ export class SpliceEngine {
     if (this.#closed && this.#idle()) this.#drained?.();
   }
 
-  #onDone(batch: NativeCompletion[]): void {
-    for (const done of batch) {
-      const pending = this.#pending.get(done.id);
-      if (!pending) {
-        // Nobody waits for this pair (cannot happen: ids are registered before any completion can
-        // arrive); its fds must not leak all the same.
-        if (done.released) for (const fd of [done.released.fdA, done.released.fdB]) fs.closeSync(fd);
-        continue;
-      }
-      this.#pending.delete(done.id);
+  #onDone(done: NativeCompletion): void {
+    const pending = this.#pending.get(done.id);
+    if (!pending) {
+      // Nobody waits for this pair (cannot happen: ids are registered before any completion can
+      // arrive); its fds must not leak all the same.
+      if (done.released) for (const fd of [done.released.fdA, done.released.fdB]) fs.closeSync(fd);
+      return;
+    }
+    this.#pending.delete(done.id);
+    try {
       pending.detachSignal?.();
       const result = toResult(done);
       if (done.released) {
@@ -397,39 +419,35 @@ export class SpliceEngine {
         }
       }
       pending.resolve(result);
+    } finally {
+      this.#settled();
     }
-    this.#settled();
   }
 
-  #onRecorderEvents(events: NativeRecorderEvent[]): void {
-    for (const event of events) {
-      const state = this.#recorders.get(event.recorder);
-      if (!state) continue;
-      if (event.event === 'failed') {
-        state.error = Object.assign(new Error(`pcap recording stopped: ${event.syscall ?? 'write'} failed with ${event.code}`), {
-          code: event.code,
-          errno: event.errno,
-          syscall: event.syscall,
-        });
-        try {
-          state.onError?.(state.error);
-        } catch (err) {
-          // A throwing handler must not keep the other events from their waiters.
-          queueMicrotask(() => { throw err; });
-        }
-        continue;
-      }
-      this.#recorders.delete(event.recorder);
-      state.closed = true;
-      if (state.closeRequested) this.#closingRecorders--;
-      const failure = state.error ??
-        (event.complete ? undefined : Object.assign(new Error('the engine closed before every record was written to the file'), { code: 'ERR_PCAP_INCOMPLETE' }));
-      if (failure && !state.error) state.error = failure;
-      for (const waiter of state.waiters.splice(0)) {
-        if (failure) waiter.reject(failure);
-        else waiter.resolve();
-      }
+  #onRecorderEvent(event: NativeRecorderEvent): void {
+    const state = this.#recorders.get(event.recorder);
+    if (!state) return;
+    if (event.event === 'failed') {
+      state.error = Object.assign(new Error(`pcap recording stopped: ${event.syscall ?? 'write'} failed with ${event.code}`), {
+        code: event.code,
+        errno: event.errno,
+        syscall: event.syscall,
+      });
+      // A throwing handler is raised as uncaught by the addon, after the other events.
+      state.onError?.(state.error);
+      return;
     }
+    this.#recorders.delete(event.recorder);
+    state.closed = true;
+    if (state.closeRequested) this.#closingRecorders--;
+    const failure = state.error ??
+      (event.complete ? undefined : Object.assign(new Error('the engine closed before every record was written to the file'), { code: 'ERR_PCAP_INCOMPLETE' }));
+    if (failure && !state.error) state.error = failure;
+    for (const waiter of state.waiters.splice(0)) {
+      if (failure) waiter.reject(failure);
+      else waiter.resolve();
+    }
+    this.#settled();
   }
 
   // A socket failed before the takeover: the pair ends as the JS engine would end it.
