@@ -16,18 +16,22 @@ import { addressBytes } from './relay/ip.js';
 import type { NativePcapSink } from './relay/native-pcap.js';
 import type { ConversationState, TcpConversation } from './relay/pcap.js';
 import { resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
-import { ForwardError, type ForwardResult, type ReleasedPair, type Side } from './types.js';
+import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from './types.js';
 
+/**
+ * Every option is an integer in its range; a non-number is a TypeError, anything else outside
+ * the range (NaN, Infinity, fractions, 0) a RangeError naming the option.
+ */
 export interface SpliceEngineOptions {
-  /** Loop threads, each with its own epoll set. Default 1. */
+  /** Loop threads, each with its own epoll set: 1 to 64. Default 1. */
   threads?: number;
-  /** Pipes the engine may hold at once; past that, pairs use read/write. Default 256. */
+  /** Pipes the engine may hold at once, 1 to 2^20; past that, pairs use read/write. Default 256. */
   maxPipes?: number;
-  /** Largest size a pipe grows to for a streaming flow. Default 1 MiB (the kernel's pipe-max-size). */
+  /** Largest size in bytes a pipe grows to for a streaming flow, 1 to 2^30. Default 1 MiB (the kernel's pipe-max-size). */
   maxPipeSize?: number;
   /**
-   * Recorded bytes (all pcap files of this engine) that may wait for the writer thread; past
-   * it, a pair stops recording rather than wait. Default 64 MiB.
+   * Recorded bytes (all pcap files of this engine) that may wait for the writer thread, 1 to
+   * 2^40; past it, a pair stops recording rather than wait. Default 64 MiB.
    */
   recordBufferBytes?: number;
 }
@@ -76,6 +80,7 @@ export interface SpliceRecordOptions {
 }
 
 export interface SpliceForwardOptions {
+  /** As ForwardOptions.idleTimeout: an integer number of ms from 0 (never) to 2^31 - 1, else a RangeError. */
   idleTimeout?: number;
   signal?: AbortSignal;
   /** Called synchronously once the engine holds the pair (not when forward() ends before that). */
@@ -255,6 +260,7 @@ export class SpliceEngine {
    */
   async forward(a: Duplex, b: Duplex, options: SpliceForwardOptions = {}): Promise<ForwardResult> {
     const started = performance.now();
+    const idleTimeout = checkIdleTimeout(options.idleTimeout);
     const record = options.record;
     if (record !== undefined) {
       if (record.sink?.engine !== this) throw new TypeError('record.sink must be a NativePcapSink opened on this engine');
@@ -297,7 +303,7 @@ export class SpliceEngine {
     // From here to native.add() everything is synchronous: no read can slip in between.
     const headAtoB = takeReadable(socketA);
     const headBtoA = takeReadable(socketB);
-    const id = this.#native.add(fdA, fdB, headAtoB, headBtoA, options.idleTimeout ?? 0, spec);
+    const id = this.#native.add(fdA, fdB, headAtoB, headBtoA, idleTimeout, spec);
     this.#hold();
     // Destroying inside this libuv callback after a dup makes libuv < 1.49 with io_uring
     // spin on the dead fd (libuv#4323); a later tick avoids it. No FIN is sent: our dup holds the socket.
