@@ -130,6 +130,48 @@ describe.runIf(NATIVE)('new SpliceEngine() when the system refuses a resource (c
   }, 90_000);
 });
 
+describe.runIf(NATIVE)('new SpliceEngine() when no thread can be had (child with RLIMIT_AS just above what it maps)', () => {
+  // The child leaves room for STACKS thread stacks: thread STACKS + 1 cannot get its stack.
+  const run = (threads: number, stacks: number) =>
+    runChild([], path.join(root, 'test', 'fixtures', 'engine-threads-child.mjs'), [String(threads), String(stacks)]);
+  const EAGAIN = -os.constants.errno.EAGAIN;
+  // The child sizes the room in stacks of RLIMIT_STACK bytes (its own, inherited from here).
+  const stackLimited = LINUX && !/^Max stack size\s+unlimited/m.test(fs.readFileSync('/proc/self/limits', 'utf8'));
+  if (NATIVE && !stackLimited) console.warn('native-boundary: thread tests SKIPPED: the stack size limit is unlimited (ulimit -s)');
+  const canRun = hasPrlimit && stackLimited;
+
+  it.skipIf(!canRun).each([
+    { threads: 1, stacks: 0, what: 'the only loop gets no thread: its epoll set and eventfd are closed again' },
+    { threads: 2, stacks: 1, what: "the second loop gets no thread: the first loop's thread is joined" },
+  ])('pthread_create fails with EAGAIN ($what): an Error with code and syscall; fds and threads back', async ({ threads, stacks }) => {
+    requireDist();
+    const exit = await run(threads, stacks);
+    const detail = `stdout: ${exit.stdout.trim()}\nstderr: ${exit.stderr.trim()}`;
+    expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 0, signal: null });
+    const report = JSON.parse(exit.stdout.trim().split('\n').pop()!);
+    expect(report.outcome, detail).toEqual({
+      threw: true,
+      name: 'Error',
+      message: 'pthread_create failed: EAGAIN (Resource temporarily unavailable)',
+      code: 'EAGAIN',
+      errno: EAGAIN,
+      syscall: 'pthread_create',
+    });
+    expect(report.fdsAfter, `fds: ${detail}`).toBe(report.fdsBefore);
+    expect(report.threadsAfter, `threads: ${detail}`).toBe(report.threadsBefore);
+  }, 90_000);
+
+  it.skipIf(!canRun)('with room for one stack, one loop starts: the room is what failed above', async () => {
+    requireDist();
+    const exit = await run(1, 1);
+    const detail = `stdout: ${exit.stdout.trim()}\nstderr: ${exit.stderr.trim()}`;
+    expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 0, signal: null });
+    const report = JSON.parse(exit.stdout.trim().split('\n').pop()!);
+    expect(report.outcome, detail).toEqual({ threw: false, threadsRunning: 1 });
+    expect(report.threadsAfter, detail).toBe(report.threadsBefore);
+  }, 90_000);
+});
+
 describe('SpliceEngine options', () => {
   // Checked before the addon is loaded: the same errors with or without it.
   const limits = { threads: 64, maxPipes: 2 ** 20, maxPipeSize: 2 ** 30, recordBufferBytes: 2 ** 40 } as const;
