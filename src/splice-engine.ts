@@ -15,7 +15,7 @@ import { onAbort } from './abort.js';
 import { addressBytes } from './relay/ip.js';
 import type { NativePcapSink } from './relay/native-pcap.js';
 import type { ConversationState, TcpConversation } from './relay/pcap.js';
-import { resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
+import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
 import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from './types.js';
 
 /**
@@ -256,7 +256,10 @@ export class SpliceEngine {
 
   /**
    * Hands a pair of connected net.Sockets to the native loop. Node's own
-   * sockets are destroyed once the engine holds dups of their fds.
+   * sockets are destroyed once the engine holds dups of their fds. When the engine cannot
+   * take them (a dup fails: `dup failed: EMFILE (Too many open files)`), forward() rejects with
+   * that error and the sockets are the caller's again, whole: what Node had read is put back
+   * and they read again, so forwardJs() can carry them.
    */
   async forward(a: Duplex, b: Duplex, options: SpliceForwardOptions = {}): Promise<ForwardResult> {
     const started = performance.now();
@@ -303,7 +306,16 @@ export class SpliceEngine {
     // From here to native.add() everything is synchronous: no read can slip in between.
     const headAtoB = takeReadable(socketA);
     const headBtoA = takeReadable(socketB);
-    const id = this.#native.add(fdA, fdB, headAtoB, headBtoA, idleTimeout, spec);
+    let id: number;
+    try {
+      id = this.#native.add(fdA, fdB, headAtoB, headBtoA, idleTimeout, spec);
+    } catch (err) {
+      // Nothing was handed over (a dup failed: EMFILE...). What Node had read goes back, so the
+      // caller still holds two whole sockets, which another engine can carry, and hears why.
+      giveBack(socketA, headAtoB);
+      giveBack(socketB, headBtoA);
+      throw err;
+    }
     this.#hold();
     // Destroying inside this libuv callback after a dup makes libuv < 1.49 with io_uring
     // spin on the dead fd (libuv#4323); a later tick avoids it. No FIN is sent: our dup holds the socket.

@@ -130,6 +130,23 @@ describe.runIf(NATIVE)('new SpliceEngine() when the system refuses a resource (c
   }, 90_000);
 });
 
+describe.runIf(NATIVE)('SpliceEngine.forward() when the engine cannot dup the fds (child under prlimit --nofile)', () => {
+  it.skipIf(!hasPrlimit)("rejects with dup's EMFILE and gives the sockets back whole: the JS engine then carries them, head bytes first", async () => {
+    requireDist();
+    const exit = await runChild(['prlimit', '--nofile=256:256'], path.join(root, 'test', 'fixtures', 'add-emfile-child.mjs'), []);
+    const detail = `stdout: ${exit.stdout.trim()}\nstderr: ${exit.stderr.trim()}`;
+    expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 0, signal: null });
+    const report = JSON.parse(exit.stdout.trim().split('\n').pop()!);
+    expect(report.head, 'Node had read bytes before forward()').toBeGreaterThan(0);
+    expect(report, detail).toMatchObject({
+      error: { name: 'Error', message: 'dup failed: EMFILE (Too many open files)', code: 'EMFILE', syscall: 'dup' },
+      echoed: 'bytes Node had read; and the rest',
+      reason: 'eof',
+      pairs: 0,
+    });
+  }, 90_000);
+});
+
 describe.runIf(NATIVE)('new SpliceEngine() when no thread can be had (child with RLIMIT_AS just above what it maps)', () => {
   // The child leaves room for STACKS thread stacks: thread STACKS + 1 cannot get its stack.
   const run = (threads: number, stacks: number) =>
