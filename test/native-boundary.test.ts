@@ -406,6 +406,14 @@ describe.runIf(NATIVE)('completions', () => {
     expect([...result.delivered].sort((x, y) => x - y), detail).toEqual([1, 2, 3, 4]);
     expect(result.uncaught, detail).toEqual([`handler threw on pair ${result.delivered[1]}`]);
   }, 90_000);
+
+  it('with no uncaughtException listener the throw ends the process as any uncaught exception does (code 1, the error on stderr)', async () => {
+    requireDist();
+    const exit = await runChild([], path.join(root, 'test', 'fixtures', 'completion-throw-child.mjs'), ['no-handler']);
+    const detail = `stdout: ${exit.stdout.trim()}\nstderr: ${exit.stderr.trim()}`;
+    expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 1, signal: null });
+    expect(exit.stderr, detail).toMatch(/Error: handler threw on pair \d+/);
+  }, 90_000);
 });
 
 describe.runIf(NATIVE)('abort and release with threads: 2', () => {
