@@ -100,12 +100,16 @@ Napi::Object ObjectArg(Napi::Env env, Napi::Value value, const std::string& name
   return value.As<Napi::Object>();
 }
 
-// A Buffer (or any Uint8Array), or null/undefined for none.
+// A Buffer or another typed array. napi_is_buffer says yes to a DataView too, whose bytes
+// napi_get_buffer_info then refuses.
+bool IsBytes(Napi::Value value) { return value.IsBuffer() && value.IsTypedArray(); }
+
+// A Buffer (or another typed array), or null/undefined for none.
 bool OptionalBufferArg(Napi::Env env, Napi::Value value, const std::string& name, const char** data, size_t* length) {
   *data = nullptr;
   *length = 0;
   if (value.IsUndefined() || value.IsNull()) return false;
-  if (!value.IsBuffer()) throw Napi::TypeError::New(env, name + " must be a Buffer or null, got " + Describe(value));
+  if (!IsBytes(value)) throw Napi::TypeError::New(env, name + " must be a Buffer or null, got " + Describe(value));
   auto buffer = value.As<Napi::Buffer<char>>();
   *data = buffer.Data();
   *length = buffer.Length();
@@ -377,7 +381,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
         Napi::Object half = ObjectArg(env, leg.Get(kSides[side]), name);
         Napi::Value ip = half.Get("ip");
         size_t want = c.ipv4 ? 4 : 16;
-        if (!ip.IsBuffer() || ip.As<Napi::Buffer<uint8_t>>().Length() != want) {
+        if (!IsBytes(ip) || ip.As<Napi::Buffer<uint8_t>>().Length() != want) {
           throw Napi::TypeError::New(env, "leg address does not match its IP family");
         }
         std::memcpy(c.half[side].ip, ip.As<Napi::Buffer<uint8_t>>().Data(), want);
@@ -427,7 +431,7 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   Napi::Value RecordWrite(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     uint64_t id = IdArg(env, info[0], "recorder");
-    if (!info[1].IsBuffer()) throw Napi::TypeError::New(env, "data must be a Buffer, got " + Describe(info[1]));
+    if (!IsBytes(info[1])) throw Napi::TypeError::New(env, "data must be a Buffer, got " + Describe(info[1]));
     if (!engine_ || engine_->Closed()) return Napi::Boolean::New(env, false);
     auto data = info[1].As<Napi::Buffer<char>>();
     return Napi::Boolean::New(env, engine_->Recorders().Write(id, data.Data(), data.Length()));

@@ -326,6 +326,8 @@ describe.runIf(NATIVE)('the addon checks every argument (called directly, as a b
     try {
       expect(() => engine.add(fd, fd, 'abc' as never, null, 0)).toThrow(/headAtoB must be a Buffer or null, got a string/);
       expect(() => engine.add(fd, fd, null, [1, 2] as never, 0)).toThrow(/headBtoA must be a Buffer or null, got an array/);
+      // napi_is_buffer says yes to a DataView, whose bytes napi_get_buffer_info then refuses.
+      expect(() => engine.add(fd, fd, new DataView(new ArrayBuffer(4)) as never, null, 0)).toThrow(TypeError);
       for (const bad of [NaN, Infinity, -1, 1.5, MAX_IDLE_TIMEOUT_MS + 1]) {
         expect(() => engine.add(fd, fd, null, null, bad), `idleTimeout ${bad}`).toThrow(RangeError);
       }
@@ -368,6 +370,7 @@ describe.runIf(NATIVE)('the addon checks every argument (called directly, as a b
     }
     expect(() => engine.recordWrite(0, Buffer.alloc(1))).toThrow(RangeError);
     expect(() => engine.recordWrite(1, 'records' as never)).toThrow(/data must be a Buffer/);
+    expect(() => engine.recordWrite(1, new DataView(new ArrayBuffer(4)) as never)).toThrow(TypeError);
     expect(engine.recordWrite(12345, Buffer.alloc(1))).toBe(false);
   });
 
