@@ -387,7 +387,6 @@ export class SpliceEngine {
     return this.#native.stats();
   }
 
-  /** Ends every pair (reason `aborted`, both sides reset) and stops the loop threads. */
   /** Ends every pair (reason `aborted`, both sides reset), closes every recorder's file, and stops the threads. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
