@@ -5,11 +5,15 @@
 #include <uv.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <memory>
+#include <new>
+#include <string>
 #include <vector>
 
 #include "engine.h"
+#include "syscall_error.h"
 
 namespace splicer {
 
@@ -27,16 +31,99 @@ const char* ReasonName(EndReason reason) {
   return "error";
 }
 
+// "epoll_create1 failed: EMFILE (Too many open files)", with code, errno and syscall as on
+// Node's own system errors.
 Napi::Error ErrnoError(Napi::Env env, int error, const char* syscall) {
-  Napi::Error err = Napi::Error::New(env, std::string(syscall) + " failed: " + strerror(error));
-  err.Set("code", Napi::String::New(env, uv_err_name(-error)));
+  const char* code = uv_err_name(-error);
+  Napi::Error err = Napi::Error::New(env, std::string(syscall) + " failed: " + code + " (" + strerror(error) + ")");
+  err.Set("code", Napi::String::New(env, code));
   err.Set("errno", Napi::Number::New(env, -error));
   err.Set("syscall", Napi::String::New(env, syscall));
   return err;
 }
 
+// Argument checks. The TS layer validates first; these make sure that whatever reaches the
+// addon directly (another caller, a bug) is a TypeError or RangeError naming the argument,
+// never a silent cast: a double outside its integer type's range is undefined behaviour.
+constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1: ids, as JS numbers
+constexpr double kMaxFd = 2147483647.0;
+constexpr double kMaxTimerMs = 2147483647.0;              // 2^31 - 1, as setTimeout's limit
+
+std::string Describe(Napi::Value value) {
+  switch (value.Type()) {
+    case napi_undefined: return "undefined";
+    case napi_null: return "null";
+    case napi_number:
+    case napi_boolean:
+    case napi_bigint: return value.ToString().Utf8Value();
+    case napi_string: return "a string";
+    case napi_symbol: return "a symbol";
+    case napi_function: return "a function";
+    default: return value.IsArray() ? "an array" : "an object";
+  }
+}
+
+std::string FormatNumber(double value) {
+  if (std::isnan(value)) return "NaN";
+  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
+  char text[32];
+  snprintf(text, sizeof(text), "%.17g", value);
+  return text;
+}
+
+// An integer in [min, max] (both within 2^53, so the double is exact).
+double IntegerArg(Napi::Env env, Napi::Value value, const std::string& name, double min, double max) {
+  if (!value.IsNumber()) throw Napi::TypeError::New(env, name + " must be a number, got " + Describe(value));
+  double number = value.As<Napi::Number>().DoubleValue();
+  if (!std::isfinite(number) || std::trunc(number) != number || number < min || number > max) {
+    throw Napi::RangeError::New(env, name + " must be an integer from " + FormatNumber(min) + " to " + FormatNumber(max) +
+                                         ", got " + FormatNumber(number));
+  }
+  return number;
+}
+
+// As IntegerArg; undefined gives the fallback.
+double OptionalIntegerArg(Napi::Env env, Napi::Value value, const std::string& name, double min, double max, double fallback) {
+  return value.IsUndefined() ? fallback : IntegerArg(env, value, name, min, max);
+}
+
+int FdArg(Napi::Env env, Napi::Value value, const std::string& name) {
+  return static_cast<int>(IntegerArg(env, value, name, 0, kMaxFd));
+}
+
+uint64_t IdArg(Napi::Env env, Napi::Value value, const std::string& name) {
+  return static_cast<uint64_t>(IntegerArg(env, value, name, 1, kMaxSafeInteger));
+}
+
+Napi::Object ObjectArg(Napi::Env env, Napi::Value value, const std::string& name) {
+  if (!value.IsObject()) throw Napi::TypeError::New(env, name + " must be an object, got " + Describe(value));
+  return value.As<Napi::Object>();
+}
+
+// A Buffer or another typed array. napi_is_buffer says yes to a DataView too, whose bytes
+// napi_get_buffer_info then refuses.
+bool IsBytes(Napi::Value value) { return value.IsBuffer() && value.IsTypedArray(); }
+
+// A Buffer (or another typed array), or null/undefined for none.
+bool OptionalBufferArg(Napi::Env env, Napi::Value value, const std::string& name, const char** data, size_t* length) {
+  *data = nullptr;
+  *length = 0;
+  if (value.IsUndefined() || value.IsNull()) return false;
+  if (!IsBytes(value)) throw Napi::TypeError::New(env, name + " must be a Buffer or null, got " + Describe(value));
+  auto buffer = value.As<Napi::Buffer<char>>();
+  *data = buffer.Data();
+  *length = buffer.Length();
+  return true;
+}
+
+Napi::Error ClosedError(Napi::Env env) {
+  Napi::Error err = Napi::Error::New(env, "splice engine is closed");
+  err.Set("code", Napi::String::New(env, "ERR_SPLICE_CLOSED"));
+  return err;
+}
+
 // A released pair's fds close with its Released unless JS took them: a batch dropped at
-// teardown leaks nothing.
+// teardown leaks nothing. Either list may be empty.
 struct Batch {
   std::vector<Completion> completions;
   std::vector<RecorderEvent> recorderEvents;
@@ -79,52 +166,85 @@ Napi::Object ReleasedObject(Napi::Env env, Released& released) {
   return out;
 }
 
-void DeliverBatch(Napi::Env env, Napi::Function callback, Batch& batch) {
-  Napi::Array list = Napi::Array::New(env, batch.completions.size());
-  uint32_t i = 0;
-  for (Completion& c : batch.completions) {
-    Napi::Object item = Napi::Object::New(env);
-    item.Set("id", Napi::Number::New(env, static_cast<double>(c.id)));
-    item.Set("bytesAtoB", Napi::Number::New(env, static_cast<double>(c.bytesAtoB)));
-    item.Set("bytesBtoA", Napi::Number::New(env, static_cast<double>(c.bytesBtoA)));
-    item.Set("durationMs", Napi::Number::New(env, c.durationMs));
-    item.Set("reason", Napi::String::New(env, ReasonName(c.reason)));
-    if (c.error != 0) item.Set("code", Napi::String::New(env, uv_err_name(-c.error)));
-    if (c.side >= 0) item.Set("side", Napi::Number::New(env, c.side));
-    if (c.syscall != nullptr) item.Set("syscall", Napi::String::New(env, c.syscall));
-    if (c.recordingDropped) item.Set("recordingDropped", Napi::Boolean::New(env, true));
-    if (c.released) item.Set("released", ReleasedObject(env, *c.released));
-    list.Set(i++, item);
-  }
-  Napi::Array events = Napi::Array::New(env, batch.recorderEvents.size());
-  i = 0;
-  for (const RecorderEvent& e : batch.recorderEvents) {
-    Napi::Object item = Napi::Object::New(env);
-    item.Set("recorder", Napi::Number::New(env, static_cast<double>(e.recorder)));
-    if (e.type == RecorderEvent::kFailed) {
-      item.Set("event", Napi::String::New(env, "failed"));
-      item.Set("code", Napi::String::New(env, uv_err_name(-e.error)));
-      item.Set("errno", Napi::Number::New(env, -e.error));
-      if (e.syscall != nullptr) item.Set("syscall", Napi::String::New(env, e.syscall));
-    } else {
-      item.Set("event", Napi::String::New(env, "closed"));
-      item.Set("complete", Napi::Boolean::New(env, e.complete));
-    }
-    events.Set(i++, item);
-  }
-  callback.Call({list, events});
+Napi::Object CompletionObject(Napi::Env env, Completion& c) {
+  Napi::Object item = Napi::Object::New(env);
+  item.Set("id", Napi::Number::New(env, static_cast<double>(c.id)));
+  item.Set("bytesAtoB", Napi::Number::New(env, static_cast<double>(c.bytesAtoB)));
+  item.Set("bytesBtoA", Napi::Number::New(env, static_cast<double>(c.bytesBtoA)));
+  item.Set("durationMs", Napi::Number::New(env, c.durationMs));
+  item.Set("reason", Napi::String::New(env, ReasonName(c.reason)));
+  if (c.error != 0) item.Set("code", Napi::String::New(env, uv_err_name(-c.error)));
+  if (c.side >= 0) item.Set("side", Napi::Number::New(env, c.side));
+  if (c.syscall != nullptr) item.Set("syscall", Napi::String::New(env, c.syscall));
+  if (c.recordingDropped) item.Set("recordingDropped", Napi::Boolean::New(env, true));
+  if (c.released) item.Set("released", ReleasedObject(env, *c.released));
+  return item;
 }
 
+// What JS is told when a completion could not be turned into an object: the pair is over
+// (a released pair's fds close with its Released), and its caller must not wait forever.
+Napi::Object UndeliverableObject(Napi::Env env, const Completion& c) {
+  Napi::Object item = Napi::Object::New(env);
+  item.Set("id", Napi::Number::New(env, static_cast<double>(c.id)));
+  item.Set("bytesAtoB", Napi::Number::New(env, static_cast<double>(c.bytesAtoB)));
+  item.Set("bytesBtoA", Napi::Number::New(env, static_cast<double>(c.bytesBtoA)));
+  item.Set("durationMs", Napi::Number::New(env, c.durationMs));
+  item.Set("reason", Napi::String::New(env, "error"));
+  item.Set("code", Napi::String::New(env, "ERR_SPLICE_DELIVERY"));
+  item.Set("side", Napi::Number::New(env, 0));
+  return item;
+}
+
+Napi::Object RecorderEventObject(Napi::Env env, const RecorderEvent& e) {
+  Napi::Object item = Napi::Object::New(env);
+  item.Set("recorder", Napi::Number::New(env, static_cast<double>(e.recorder)));
+  if (e.type == RecorderEvent::kFailed) {
+    item.Set("event", Napi::String::New(env, "failed"));
+    item.Set("code", Napi::String::New(env, uv_err_name(-e.error)));
+    item.Set("errno", Napi::Number::New(env, -e.error));
+    if (e.syscall != nullptr) item.Set("syscall", Napi::String::New(env, e.syscall));
+  } else {
+    item.Set("event", Napi::String::New(env, "closed"));
+    item.Set("complete", Napi::Boolean::New(env, e.complete));
+  }
+  return item;
+}
+
+// One call per completion and per recorder event, each on its own: an exception thrown while
+// one is built or handled cannot keep the others from their waiters. The exceptions are
+// raised after the whole batch, in order, as uncaught exceptions (process 'uncaughtException',
+// or the process ends as on any uncaught throw).
 void CallJs(Napi::Env env, Napi::Function callback, void* /*context*/, Batch* batch) {
   std::unique_ptr<Batch> owned(batch);
   if (env == nullptr || callback == nullptr) return;  // the TSFN is being torn down
-  try {
-    DeliverBatch(env, callback, *owned);
-  } catch (const Napi::Error& err) {
-    // A throwing handler's exception goes back to Node as uncaught. While a worker
-    // is torn down JS cannot run and the throw fails too; nothing is left to tell.
-    napi_throw(env, err.Value());
+  std::vector<Napi::Value> thrown;
+  for (const RecorderEvent& e : owned->recorderEvents) {
+    try {
+      callback.Call({env.Undefined(), RecorderEventObject(env, e)});
+    } catch (const Napi::Error& err) {
+      thrown.push_back(err.Value());
+    }
   }
+  for (Completion& c : owned->completions) {
+    Napi::Object item;
+    try {
+      item = CompletionObject(env, c);
+    } catch (const Napi::Error& err) {
+      thrown.push_back(err.Value());
+      try {
+        item = UndeliverableObject(env, c);
+      } catch (const Napi::Error&) {
+        continue;  // JS cannot run at all (worker teardown): nobody is left to tell
+      }
+    }
+    try {
+      callback.Call({item, env.Undefined()});
+    } catch (const Napi::Error& err) {
+      thrown.push_back(err.Value());
+    }
+  }
+  // While a worker is torn down JS cannot run and this fails too; nothing is left to tell.
+  for (Napi::Value err : thrown) napi_fatal_exception(env, err);
 }
 
 using CompletionTsfn = Napi::TypedThreadSafeFunction<void, Batch, CallJs>;
@@ -149,18 +269,17 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
   EngineWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<EngineWrap>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 2 || !info[0].IsObject() || !info[1].IsFunction()) {
-      throw Napi::TypeError::New(env, "Engine(options, onDone)");
-    }
-    Napi::Object options = info[0].As<Napi::Object>();
+    Napi::Object options = ObjectArg(env, info[0], "options");
+    if (!info[1].IsFunction()) throw Napi::TypeError::New(env, "onDone must be a function, got " + Describe(info[1]));
+    // The same bounds as SpliceEngine's: a thread count of 2^32 - 1 (what -1 casts to) would
+    // start threads until the process runs out of them.
     EngineOptions engineOptions;
-    engineOptions.threads = options.Get("threads").As<Napi::Number>().Uint32Value();
-    engineOptions.maxPipes = options.Get("maxPipes").As<Napi::Number>().Uint32Value();
-    engineOptions.maxPipeSize = options.Get("maxPipeSize").As<Napi::Number>().Uint32Value();
-    Napi::Value recordBuffer = options.Get("recordBufferBytes");
-    if (recordBuffer.IsNumber()) {
-      engineOptions.recordBufferBytes = static_cast<size_t>(recordBuffer.As<Napi::Number>().DoubleValue());
-    }
+    engineOptions.threads = static_cast<size_t>(OptionalIntegerArg(env, options.Get("threads"), "threads", 1, 64, 1));
+    engineOptions.maxPipes = static_cast<size_t>(OptionalIntegerArg(env, options.Get("maxPipes"), "maxPipes", 1, 1 << 20, 256));
+    engineOptions.maxPipeSize =
+        static_cast<size_t>(OptionalIntegerArg(env, options.Get("maxPipeSize"), "maxPipeSize", 1, 1 << 30, 1 << 20));
+    engineOptions.recordBufferBytes = static_cast<size_t>(
+        OptionalIntegerArg(env, options.Get("recordBufferBytes"), "recordBufferBytes", 1, 1099511627776.0, 64 << 20));
 
     tsfn_ = CompletionTsfn::New(env, info[1].As<Napi::Function>(), "splicer.completions", 0, 1);
     // Idle engines must not keep the process alive; Add() refs while pairs are out.
@@ -169,14 +288,23 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     auto send = [tsfn](Batch* heap) mutable {
       if (tsfn.NonBlockingCall(heap) != napi_ok) delete heap;  // napi_closing at teardown
     };
-    engine_ = std::make_unique<Engine>(
-        engineOptions,
-        [send](std::vector<Completion>&& completions) mutable {
-          send(new Batch{std::move(completions), {}});
-        },
-        [send](std::vector<RecorderEvent>&& events) mutable {
-          send(new Batch{{}, std::move(events)});
-        });
+    try {
+      engine_ = std::make_unique<Engine>(
+          engineOptions,
+          [send](std::vector<Completion>&& completions) mutable {
+            send(new Batch{std::move(completions), {}});
+          },
+          [send](std::vector<RecorderEvent>&& events) mutable {
+            send(new Batch{{}, std::move(events)});
+          });
+    } catch (const SyscallError& err) {
+      // The engine has joined what it started and closed what it opened; the TSFN is ours.
+      ReleaseTsfn();
+      throw ErrnoError(env, err.Errno(), err.Syscall());
+    } catch (const std::bad_alloc&) {
+      ReleaseTsfn();
+      throw Napi::Error::New(env, "out of memory starting the splice engine");
+    }
     napi_add_env_cleanup_hook(env, &EngineWrap::Teardown, this);
     cleanupHookSet_ = true;
   }
@@ -200,6 +328,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
       engine_->Close();
       engine_.reset();
     }
+    ReleaseTsfn();
+  }
+
+  void ReleaseTsfn() {
     if (!released_) {
       released_ = true;
       tsfn_.Release();
@@ -208,29 +340,23 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
 
   Napi::Value Add(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!engine_ || engine_->Closed()) throw Napi::Error::New(env, "engine is closed");
-    int fdA = info[0].As<Napi::Number>().Int32Value();
-    int fdB = info[1].As<Napi::Number>().Int32Value();
-    const char* headA = nullptr;
-    size_t headALength = 0;
-    const char* headB = nullptr;
-    size_t headBLength = 0;
-    if (info[2].IsBuffer()) {
-      auto buffer = info[2].As<Napi::Buffer<char>>();
-      headA = buffer.Data();
-      headALength = buffer.Length();
-    }
-    if (info[3].IsBuffer()) {
-      auto buffer = info[3].As<Napi::Buffer<char>>();
-      headB = buffer.Data();
-      headBLength = buffer.Length();
-    }
-    double idle = info[4].IsNumber() ? info[4].As<Napi::Number>().DoubleValue() : 0;
+    if (!engine_ || engine_->Closed()) throw ClosedError(env);
+    int fdA = FdArg(env, info[0], "fdA");
+    int fdB = FdArg(env, info[1], "fdB");
+    const char* headA;
+    size_t headALength;
+    const char* headB;
+    size_t headBLength;
+    OptionalBufferArg(env, info[2], "headAtoB", &headA, &headALength);
+    OptionalBufferArg(env, info[3], "headBtoA", &headB, &headBLength);
+    // 0: no timeout. Bounded so that a deadline (now + timeout, in ms) cannot overflow.
+    uint64_t idle = static_cast<uint64_t>(OptionalIntegerArg(env, info[4], "idleTimeout", 0, kMaxTimerMs, 0));
     std::unique_ptr<RecordSpec> record;
-    if (info.Length() > 5 && info[5].IsObject()) record = ParseRecordSpec(env, info[5].As<Napi::Object>());
+    if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) {
+      record = ParseRecordSpec(env, ObjectArg(env, info[5], "record"));
+    }
     int error = 0;
-    uint64_t id = engine_->Add(fdA, fdB, headA, headALength, headB, headBLength,
-                               idle > 0 ? static_cast<uint64_t>(idle) : 0, record.get(), &error);
+    uint64_t id = engine_->Add(fdA, fdB, headA, headALength, headB, headBLength, idle, record.get(), &error);
     if (id == 0) throw ErrnoError(env, error, "dup");
     return Napi::Number::New(env, static_cast<double>(id));
   }
@@ -240,30 +366,34 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   // is acquired last, so a throw leaves nothing to give back.
   std::unique_ptr<RecordSpec> ParseRecordSpec(Napi::Env env, Napi::Object spec) {
     auto record = std::make_unique<RecordSpec>();
-    Napi::Array legs = spec.Get("legs").As<Napi::Array>();
+    Napi::Value legsValue = spec.Get("legs");
+    if (!legsValue.IsArray()) throw Napi::TypeError::New(env, "record.legs must be an array, got " + Describe(legsValue));
+    Napi::Array legs = legsValue.As<Napi::Array>();
     if (legs.Length() < 1 || legs.Length() > 2) throw Napi::RangeError::New(env, "a recording has 1 or 2 legs");
     for (uint32_t i = 0; i < legs.Length(); i++) {
-      Napi::Object leg = legs.Get(i).As<Napi::Object>();
+      std::string legName = "record.legs[" + std::to_string(i) + "]";
+      Napi::Object leg = ObjectArg(env, legs.Get(i), legName);
       Conversation c;
       c.ipv4 = leg.Get("ipv4").ToBoolean().Value();
       static const char* const kSides[2] = {"client", "server"};
       for (int side = 0; side < 2; side++) {
-        Napi::Object half = leg.Get(kSides[side]).As<Napi::Object>();
+        std::string name = legName + "." + kSides[side];
+        Napi::Object half = ObjectArg(env, leg.Get(kSides[side]), name);
         Napi::Value ip = half.Get("ip");
         size_t want = c.ipv4 ? 4 : 16;
-        if (!ip.IsBuffer() || ip.As<Napi::Buffer<uint8_t>>().Length() != want) {
+        if (!IsBytes(ip) || ip.As<Napi::Buffer<uint8_t>>().Length() != want) {
           throw Napi::TypeError::New(env, "leg address does not match its IP family");
         }
         std::memcpy(c.half[side].ip, ip.As<Napi::Buffer<uint8_t>>().Data(), want);
-        c.half[side].port = static_cast<uint16_t>(half.Get("port").As<Napi::Number>().Uint32Value());
-        c.half[side].next = half.Get("next").As<Napi::Number>().Uint32Value();
-        c.half[side].acked = half.Get("acked").As<Napi::Number>().Uint32Value();
-        c.half[side].ipId = static_cast<uint16_t>(half.Get("ipId").As<Napi::Number>().Uint32Value());
+        c.half[side].port = static_cast<uint16_t>(IntegerArg(env, half.Get("port"), name + ".port", 0, 65535));
+        c.half[side].next = static_cast<uint32_t>(IntegerArg(env, half.Get("next"), name + ".next", 0, 4294967295.0));
+        c.half[side].acked = static_cast<uint32_t>(IntegerArg(env, half.Get("acked"), name + ".acked", 0, 4294967295.0));
+        c.half[side].ipId = static_cast<uint16_t>(IntegerArg(env, half.Get("ipId"), name + ".ipId", 0, 65535));
         c.half[side].finished = half.Get("finished").ToBoolean().Value();
       }
       record->legs.push_back(c);
     }
-    uint64_t recorder = static_cast<uint64_t>(spec.Get("recorder").As<Napi::Number>().Int64Value());
+    uint64_t recorder = IdArg(env, spec.Get("recorder"), "record.recorder");
     record->recorder = engine_->Recorders().Acquire(recorder);
     if (!record->recorder) {
       Napi::Error err = Napi::Error::New(env, "the recorder is closed");
@@ -273,38 +403,44 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     return record;
   }
 
+  // Ids are checked even on a closed engine: a bad argument is the caller's bug either way.
   void Abort(const Napi::CallbackInfo& info) {
+    uint64_t id = IdArg(info.Env(), info[0], "id");
     if (!engine_ || engine_->Closed()) return;
-    engine_->Abort(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
+    engine_->Abort(id);
   }
 
   void Release(const Napi::CallbackInfo& info) {
+    uint64_t id = IdArg(info.Env(), info[0], "id");
     if (!engine_ || engine_->Closed()) return;
-    engine_->Release(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
+    engine_->Release(id);
   }
 
   // Takes a dup of the fd; the caller closes its own.
   Napi::Value OpenRecorder(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!engine_ || engine_->Closed()) throw Napi::Error::New(env, "engine is closed");
+    int fd = FdArg(env, info[0], "fd");
+    if (!engine_ || engine_->Closed()) throw ClosedError(env);
     int error = 0;
-    uint64_t id = engine_->Recorders().Open(info[0].As<Napi::Number>().Int32Value(), &error);
-    if (id == 0) throw ErrnoError(env, error, "dup");
+    const char* syscall = "dup";
+    uint64_t id = engine_->Recorders().Open(fd, &error, &syscall);
+    if (id == 0) throw ErrnoError(env, error, syscall);
     return Napi::Number::New(env, static_cast<double>(id));
   }
 
   Napi::Value RecordWrite(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!engine_ || engine_->Closed() || !info[1].IsBuffer()) return Napi::Boolean::New(env, false);
+    uint64_t id = IdArg(env, info[0], "recorder");
+    if (!IsBytes(info[1])) throw Napi::TypeError::New(env, "data must be a Buffer, got " + Describe(info[1]));
+    if (!engine_ || engine_->Closed()) return Napi::Boolean::New(env, false);
     auto data = info[1].As<Napi::Buffer<char>>();
-    bool queued = engine_->Recorders().Write(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()),
-                                             data.Data(), data.Length());
-    return Napi::Boolean::New(env, queued);
+    return Napi::Boolean::New(env, engine_->Recorders().Write(id, data.Data(), data.Length()));
   }
 
   void CloseRecorder(const Napi::CallbackInfo& info) {
+    uint64_t id = IdArg(info.Env(), info[0], "recorder");
     if (!engine_ || engine_->Closed()) return;
-    engine_->Recorders().Close(static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value()));
+    engine_->Recorders().Close(id);
   }
 
   Napi::Value Stats(const Napi::CallbackInfo& info) {

@@ -33,9 +33,13 @@ Engine::Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deli
   size_t pipesPerLoop = options.maxPipes / threads;
   if (pipesPerLoop < 1) pipesPerLoop = 1;
   writer_ = std::make_unique<Writer>(options.recordBufferBytes, std::move(deliverRecorderEvents));
+  loops_.reserve(threads);
   for (size_t i = 0; i < threads; i++) {
     loops_.push_back(std::make_unique<Loop>(pipesPerLoop, options.maxPipeSize, writer_.get(), deliver));
   }
+  // A Start() that throws leaves this constructor unfinished, so ~Engine does not run; the
+  // loops_ vector is destroyed all the same, and each ~Loop joins its thread (if it got one)
+  // and closes its fds. No pair exists yet, so nothing is delivered.
   for (auto& loop : loops_) loop->Start();
 }
 
@@ -65,17 +69,18 @@ uint64_t Engine::Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLeng
     pair->record->legs = std::move(record->legs);
   }
   uint64_t id = pair->id;
-  loops_[id % loops_.size()]->Add(std::move(pair));
+  LoopOf(id).Add(std::move(pair));
   return id;
 }
 
 void Engine::Abort(uint64_t id) {
-  // Ids are not mapped to loops on the JS thread; an abort is cheap to broadcast.
-  for (auto& loop : loops_) loop->Abort(id);
+  if (id == 0) return;
+  LoopOf(id).Abort(id);
 }
 
 void Engine::Release(uint64_t id) {
-  for (auto& loop : loops_) loop->Release(id);
+  if (id == 0) return;
+  LoopOf(id).Release(id);
 }
 
 void Engine::Close() {

@@ -41,6 +41,9 @@ struct EngineStats {
 
 class Engine {
  public:
+  // Starts options.threads loops. Throws SyscallError when a loop cannot get its epoll set,
+  // eventfd or thread; the loops already started are stopped and joined and every fd they
+  // opened is closed before the exception leaves (the members' destructors do it).
   Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents);
   ~Engine();
   Engine(const Engine&) = delete;
@@ -51,6 +54,7 @@ class Engine {
   // nothing is left open and the recorder's use is given back.
   uint64_t Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
                size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error);
+  // Both go to the pair's own loop only; unknown or finished ids are ignored there.
   void Abort(uint64_t id);
   void Release(uint64_t id);
   Writer& Recorders() { return *writer_; }
@@ -63,6 +67,8 @@ class Engine {
   // Declared first, destroyed last: pairs hold recorders until their loop is gone.
   std::unique_ptr<Writer> writer_;
   std::vector<std::unique_ptr<Loop>> loops_;
+  // A pair lives on loops_[id % loops_.size()] for its whole life: Add, Abort and Release agree.
+  Loop& LoopOf(uint64_t id) { return *loops_[id % loops_.size()]; }
   std::atomic<uint64_t> nextId_{1};
   bool closed_ = false;
 };

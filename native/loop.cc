@@ -1,4 +1,5 @@
 #include "loop.h"
+#include "syscall_error.h"
 #include "worker_thread.h"
 
 #include <fcntl.h>
@@ -11,7 +12,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
-#include <stdexcept>
 
 namespace splicer {
 
@@ -55,21 +55,18 @@ uint64_t MonotonicNs() {
 Loop::Loop(size_t maxPipes, size_t maxPipeSize, Writer* writer, Deliver deliver)
     : pipes_(maxPipes, maxPipeSize), writer_(writer), deliver_(std::move(deliver)) {}
 
-Loop::~Loop() {
-  Stop();
-  if (epollFd_ >= 0) close(epollFd_);
-  if (wakeFd_ >= 0) close(wakeFd_);
-}
+// The thread is joined before the epoll and wake fds close (members, destroyed after this body).
+Loop::~Loop() { Stop(); }
 
 void Loop::Start() {
-  epollFd_ = epoll_create1(EPOLL_CLOEXEC);
-  if (epollFd_ < 0) throw std::runtime_error("epoll_create1 failed");
-  wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wakeFd_ < 0) throw std::runtime_error("eventfd failed");
+  epollFd_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+  if (!epollFd_.Valid()) throw SyscallError(errno, "epoll_create1");
+  wakeFd_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wakeFd_.Valid()) throw SyscallError(errno, "eventfd");
   struct epoll_event ev = {};
   ev.events = EPOLLIN;
   ev.data.ptr = &wakeToken;
-  if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, wakeFd_, &ev) != 0) throw std::runtime_error("epoll_ctl failed");
+  if (epoll_ctl(epollFd_.Get(), EPOLL_CTL_ADD, wakeFd_.Get(), &ev) != 0) throw SyscallError(errno, "epoll_ctl");
   thread_ = StartWorkerThread([this] { Run(); });
   started_ = true;
 }
@@ -108,19 +105,19 @@ void Loop::Stop() {
 
 void Loop::Wake() {
   uint64_t one = 1;
-  ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+  ssize_t ignored = write(wakeFd_.Get(), &one, sizeof(one));
   (void)ignored;
 }
 
 void Loop::Run() {
   struct epoll_event events[kMaxEvents];
   while (!stopping_.load()) {
-    int n = epoll_wait(epollFd_, events, kMaxEvents, NextTimeoutMs());
+    int n = epoll_wait(epollFd_.Get(), events, kMaxEvents, NextTimeoutMs());
     nowMs_ = NowMs();
     for (int i = 0; i < n; i++) {
       if (events[i].data.ptr == &wakeToken) {
         uint64_t count;
-        ssize_t ignored = read(wakeFd_, &count, sizeof(count));
+        ssize_t ignored = read(wakeFd_.Get(), &count, sizeof(count));
         (void)ignored;
         DrainCommands();
         continue;
@@ -184,7 +181,7 @@ void Loop::Adopt(std::unique_ptr<Pair> owned) {
     struct epoll_event ev = {};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
     ev.data.ptr = &pair->endpoint[side];
-    if (epoll_ctl(epollFd_, EPOLL_CTL_ADD, pair->fd[side], &ev) != 0) {
+    if (epoll_ctl(epollFd_.Get(), EPOLL_CTL_ADD, pair->fd[side], &ev) != 0) {
       Fail(pair, side, errno, "epoll_ctl");
       return;
     }
@@ -477,7 +474,7 @@ void Loop::HandBack(Pair* pair) {
     released->finished[di] = d.done;
   }
   for (int side = 0; side < 2; side++) {
-    epoll_ctl(epollFd_, EPOLL_CTL_DEL, pair->fd[side], nullptr);
+    epoll_ctl(epollFd_.Get(), EPOLL_CTL_DEL, pair->fd[side], nullptr);
     released->fd[side] = pair->fd[side];
     pair->fd[side] = -1;
   }
@@ -526,7 +523,7 @@ void Loop::CloseFds(Pair* pair, bool resetA, bool resetB) {
     if (fd < 0) continue;
     // Delete before close: Node may still hold its own fd for the same socket,
     // and epoll keys registrations by open file, not by fd.
-    epoll_ctl(epollFd_, EPOLL_CTL_DEL, fd, nullptr);
+    epoll_ctl(epollFd_.Get(), EPOLL_CTL_DEL, fd, nullptr);
     if (reset[side]) SetLingerZero(fd);
     close(fd);
     pair->fd[side] = -1;

@@ -17,6 +17,7 @@
 
 #include "pipe_pool.h"
 #include "recorder.h"
+#include "unique_fd.h"
 
 namespace splicer {
 
@@ -103,7 +104,9 @@ class Loop {
   Loop(const Loop&) = delete;
   Loop& operator=(const Loop&) = delete;
 
-  // Throws std::runtime_error when epoll or eventfd cannot be created.
+  // Creates the epoll set and the wake eventfd, then the thread. Throws SyscallError
+  // (epoll_create1, eventfd, epoll_ctl, pthread_create); what was created before the failure
+  // is closed by the Loop's destructor, and no thread is left running.
   void Start();
   // From any thread. The loop takes the pair (and its fds) over.
   void Add(std::unique_ptr<Pair> pair);
@@ -165,8 +168,8 @@ class Loop {
   PipePool pipes_;
   Writer* writer_;
   Deliver deliver_;
-  int epollFd_ = -1;
-  int wakeFd_ = -1;
+  UniqueFd epollFd_;
+  UniqueFd wakeFd_;
   std::thread thread_;
   std::atomic<bool> stopping_{false};
   bool started_ = false;

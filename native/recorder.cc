@@ -1,4 +1,5 @@
 #include "recorder.h"
+#include "syscall_error.h"
 #include "worker_thread.h"
 
 #include <fcntl.h>
@@ -46,12 +47,10 @@ std::shared_ptr<RecordPipe> RecordPipe::Create(size_t size, std::atomic<size_t>*
 Writer::Writer(size_t maxQueuedBytes, Deliver deliver)
     : maxQueuedBytes_(maxQueuedBytes), deliver_(std::move(deliver)) {}
 
-Writer::~Writer() {
-  Stop();
-  if (wakeFd_ >= 0) close(wakeFd_);
-}
+Writer::~Writer() { Stop(); }
 
-uint64_t Writer::Open(int fd, int* error) {
+uint64_t Writer::Open(int fd, int* error, const char** syscall) {
+  *syscall = "dup";
   int own = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (own < 0) {
     *error = errno;
@@ -67,14 +66,16 @@ uint64_t Writer::Open(int fd, int* error) {
   if (stopping_) {
     close(own);
     *error = EBADF;
+    *syscall = "openRecorder";
     return 0;
   }
   if (!started_) {
     try {
       StartLocked();
-    } catch (const std::system_error& err) {
+    } catch (const SyscallError& err) {
       close(own);
-      *error = err.code().value() != 0 ? err.code().value() : EAGAIN;
+      *error = err.Errno() != 0 ? err.Errno() : EAGAIN;
+      *syscall = err.Syscall();
       return 0;
     }
   }
@@ -85,8 +86,8 @@ uint64_t Writer::Open(int fd, int* error) {
 }
 
 void Writer::StartLocked() {
-  if (wakeFd_ < 0) wakeFd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-  if (wakeFd_ < 0) throw std::system_error(errno, std::generic_category(), "eventfd");
+  if (!wakeFd_.Valid()) wakeFd_ = UniqueFd(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
+  if (!wakeFd_.Valid()) throw SyscallError(errno, "eventfd");
   // A FIFO whose reader left fails the write with EPIPE, which stops that recorder.
   thread_ = StartWorkerThread([this] { Run(); });
   started_ = true;
@@ -150,7 +151,7 @@ void Writer::WakeLocked() {
   if (!started_ || !sleeping_) return;
   sleeping_ = false;
   uint64_t one = 1;
-  ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+  ssize_t ignored = write(wakeFd_.Get(), &one, sizeof(one));
   (void)ignored;
 }
 
@@ -162,7 +163,7 @@ void Writer::Stop() {
     stopping_ = true;
     if (started_) {
       uint64_t one = 1;
-      ssize_t ignored = write(wakeFd_, &one, sizeof(one));
+      ssize_t ignored = write(wakeFd_.Get(), &one, sizeof(one));
       (void)ignored;
     }
   }
@@ -196,7 +197,7 @@ void Writer::Run() {
     bool ready = false;
     fds.clear();
     polled.clear();
-    fds.push_back({wakeFd_, POLLIN, 0});
+    fds.push_back({wakeFd_.Get(), POLLIN, 0});
     for (auto& r : work) {
       Progress progress = Drain(r.get(), kBytesPerRound);
       if (progress == Progress::kBudget) {
@@ -227,7 +228,7 @@ void Writer::Run() {
     } while (n < 0 && errno == EINTR);
     if (fds[0].revents & POLLIN) {
       uint64_t count;
-      ssize_t ignored = read(wakeFd_, &count, sizeof(count));
+      ssize_t ignored = read(wakeFd_.Get(), &count, sizeof(count));
       (void)ignored;
     }
     for (size_t i = 1; i < fds.size(); i++) {

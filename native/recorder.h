@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "pcap_record.h"
+#include "unique_fd.h"
 
 namespace splicer {
 
@@ -98,8 +99,9 @@ class Writer {
   Writer(const Writer&) = delete;
   Writer& operator=(const Writer&) = delete;
 
-  // JS thread. Takes a dup of fd; returns the recorder id, or 0 with *error set.
-  uint64_t Open(int fd, int* error);
+  // JS thread. Takes a dup of fd; returns the recorder id, or 0 with *error and *syscall set
+  // (the dup, or the writer's eventfd or thread, started with the first recorder).
+  uint64_t Open(int fd, int* error, const char** syscall);
   // JS thread: bytes JS built (whole records). False when the queue is full, the recorder
   // failed or is closing, or the id is unknown; nothing is queued then.
   bool Write(uint64_t id, const char* data, size_t length);
@@ -144,7 +146,7 @@ class Writer {
   const size_t maxQueuedBytes_;
   Deliver deliver_;
   std::thread thread_;
-  int wakeFd_ = -1;
+  UniqueFd wakeFd_;   // closed after the thread is joined (~Writer stops it first)
   bool started_ = false;
   bool stopping_ = false;    // guarded by mutex_
   bool stopped_ = false;

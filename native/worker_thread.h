@@ -4,19 +4,29 @@
 
 #include <signal.h>
 
+#include <cerrno>
+#include <system_error>
 #include <thread>
 #include <utility>
 
+#include "syscall_error.h"
+
 namespace splicer {
 
+// Throws SyscallError("pthread_create") when no thread can be had (EAGAIN: RLIMIT_NPROC,
+// threads-max, or no memory for a stack), so the caller can report it like any failed call.
 template <typename Fn>
 std::thread StartWorkerThread(Fn&& body) {
-  return std::thread([body = std::forward<Fn>(body)]() mutable {
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, nullptr);
-    body();
-  });
+  try {
+    return std::thread([body = std::forward<Fn>(body)]() mutable {
+      sigset_t all;
+      sigfillset(&all);
+      pthread_sigmask(SIG_BLOCK, &all, nullptr);
+      body();
+    });
+  } catch (const std::system_error& err) {
+    throw SyscallError(err.code().value() != 0 ? err.code().value() : EAGAIN, "pthread_create");
+  }
 }
 
 }  // namespace splicer

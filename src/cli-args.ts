@@ -4,7 +4,7 @@ import { AddressError, parseHostPort, type HostPort } from './address.js';
 import { engines } from './forward.js';
 import { LOG_LEVELS, type Logger } from './logger.js';
 import { SpliceEngine, type SpliceEngineOptions } from './splice-engine.js';
-import type { EngineChoice, EngineName } from './types.js';
+import { MAX_IDLE_TIMEOUT_MS, type EngineChoice, type EngineName } from './types.js';
 
 export function hostPortArg(defaultHost?: string, allowZero = false) {
   return (value: string): HostPort => {
@@ -31,15 +31,20 @@ export function integerArg(name: string, min: number, max: number) {
   };
 }
 
-export function secondsArg(name: string) {
+export function secondsArg(name: string, maxSeconds = Infinity) {
   return (value: string) => {
     const number = Number(value);
     if (value.trim() === '' || !Number.isFinite(number) || number < 0) {
       throw new InvalidArgumentError(`${name} must be a number of seconds >= 0, got "${value}"`);
     }
+    if (number > maxSeconds) throw new InvalidArgumentError(`${name} must be at most ${maxSeconds} seconds, got "${value}"`);
     return number;
   };
 }
+
+/** --idle-timeout: forward() takes whole ms up to MAX_IDLE_TIMEOUT_MS; the caller rounds (idleMs). */
+export const idleSecondsArg = (name: string) => secondsArg(name, Math.floor(MAX_IDLE_TIMEOUT_MS / 1000));
+export const idleMs = (seconds: number) => Math.round(seconds * 1000);
 
 export const engineOption = () =>
   new Option('--engine <engine>', 'auto: splice where the addon and the sockets allow it, else js').choices(['auto', 'splice', 'js']).default('auto');

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The `splicer` command line.
 import { Command, InvalidArgumentError } from 'commander';
-import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from './cli-args.js';
+import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './cli-args.js';
 import { createRequire } from 'node:module';
 import { formatHostPort, isLoopback, type HostPort } from './address.js';
 import { engines } from './forward.js';
@@ -36,7 +36,7 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     listen,
     to: options.to,
     engine: options.engine,
-    idleTimeout: options.idleTimeout * 1000,
+    idleTimeout: idleMs(options.idleTimeout),
     connectTimeout: options.connectTimeout * 1000,
     spliceEngine,
     logger,
@@ -104,7 +104,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
     allowEmptyCredentials: options.allowEmptyCredentials,
     rules,
     open: options.open,
-    timeouts: { handshake: options.handshakeTimeout * 1000, connect: options.connectTimeout * 1000, idle: options.idleTimeout * 1000 },
+    timeouts: { handshake: options.handshakeTimeout * 1000, connect: options.connectTimeout * 1000, idle: idleMs(options.idleTimeout) },
     limits: { connections: options.maxConnections, perClient: options.maxPerClient },
     engine: options.engine,
     udpAdvertise: options.udpAdvertise,
@@ -161,7 +161,7 @@ export function buildProgram(): Command {
     .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
     .addOption(engineOption())
     .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
-    .option('--idle-timeout <seconds>', 'close a pair after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), 0)
+    .option('--idle-timeout <seconds>', 'close a pair after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open pairs before they are ended', secondsArg('--grace'), 5)
     .addOption(logLevelOption())
@@ -180,7 +180,7 @@ export function buildProgram(): Command {
     .option('--open', 'allow a non-loopback --listen with no auth and no from= allow rule (an open proxy)')
     .option('--handshake-timeout <seconds>', 'close a client that has not sent its request by then', secondsArg('--handshake-timeout'), DEFAULT_TIMEOUTS.handshake / 1000)
     .option('--connect-timeout <seconds>', 'give up on a destination after this long (SOCKS5 reply 06, HTTP 504)', secondsArg('--connect-timeout'), DEFAULT_TIMEOUTS.connect / 1000)
-    .option('--idle-timeout <seconds>', 'close a pair after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), DEFAULT_TIMEOUTS.idle / 1000)
+    .option('--idle-timeout <seconds>', 'close a pair after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), DEFAULT_TIMEOUTS.idle / 1000)
     .option('--max-connections <n>', 'client connections open at once; past it new ones are closed', integerArg('--max-connections', 1, 1_000_000), DEFAULT_LIMITS.connections)
     .option('--max-per-client <n>', 'client connections open at once from one IP', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
     .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')

@@ -4,7 +4,7 @@ import { forwardJs } from './js-engine.js';
 import { loadNative } from './native.js';
 import { SpliceEngine } from './splice-engine.js';
 import { whyNoFd } from './takeover.js';
-import type { EngineName, EnginesReport, ForwardOptions, ForwardResult } from './types.js';
+import { checkIdleTimeout, type EngineName, type EnginesReport, type ForwardOptions, type ForwardResult } from './types.js';
 
 let sharedEngine: SpliceEngine | undefined;
 
@@ -28,9 +28,7 @@ function validate(options: ForwardOptions): void {
   if (engine !== undefined && engine !== 'auto' && engine !== 'splice' && engine !== 'js') {
     throw new TypeError(`engine must be 'auto', 'splice' or 'js', got ${JSON.stringify(engine)}`);
   }
-  if (idleTimeout !== undefined && (typeof idleTimeout !== 'number' || !Number.isFinite(idleTimeout) || idleTimeout < 0)) {
-    throw new RangeError(`idleTimeout must be a number of ms >= 0, got ${String(idleTimeout)}`);
-  }
+  checkIdleTimeout(idleTimeout);
   if (signal !== undefined && !(signal instanceof AbortSignal)) {
     throw new TypeError('signal must be an AbortSignal');
   }

@@ -4,10 +4,10 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { onAbort as listenAbort } from './abort.js';
-import { ForwardError, type EndReason, type ForwardResult, type Side } from './types.js';
+import { checkIdleTimeout, ForwardError, type EndReason, type ForwardResult, type Side } from './types.js';
 
 export interface JsForwardOptions {
-  /** End the pair with reason `timeout` after this many ms with no byte moved either way. 0 or absent: never. */
+  /** End the pair with reason `timeout` after this many ms with no byte moved either way. 0 or absent: never. See ForwardOptions.idleTimeout. */
   idleTimeout?: number;
   /** Aborting ends the pair with reason `aborted`, resetting both sides. */
   signal?: AbortSignal;
@@ -51,10 +51,8 @@ function emitsClose(s: Duplex): boolean {
  * sockets are destroyed; never rejects for socket errors, which are reported in the result.
  */
 export function forwardJs(a: Duplex, b: Duplex, options: JsForwardOptions = {}): Promise<ForwardResult> {
-  const { idleTimeout = 0, signal } = options;
-  if (typeof idleTimeout !== 'number' || !(idleTimeout >= 0)) {
-    throw new RangeError(`idleTimeout must be a number >= 0, got ${String(idleTimeout)}`);
-  }
+  const { signal } = options;
+  const idleTimeout = checkIdleTimeout(options.idleTimeout);
   const startedAt = performance.now();
 
   return new Promise<ForwardResult>((resolve) => {

@@ -97,20 +97,26 @@ export interface NativeEngineStats {
   recordPipes: number;
 }
 
+/** Integers, checked again by the addon: threads 1..64, maxPipes 1..2^20, maxPipeSize 1..2^30, recordBufferBytes 1..2^40; absent: the defaults. */
 export interface NativeEngineOptions {
-  threads: number;
-  maxPipes: number;
-  maxPipeSize: number;
+  threads?: number;
+  maxPipes?: number;
+  maxPipeSize?: number;
   /** Bound on recordQueuedBytes, over all recorders. */
   recordBufferBytes?: number;
 }
 
-/** The native engine: owns loop threads, each with an epoll set. */
+/**
+ * The native engine: owns loop threads, each with an epoll set. Every argument is checked:
+ * a wrong type is a TypeError, a number out of range (fds 0..2^31-1, ids 1..2^53-1,
+ * idleTimeoutMs 0..2^31-1, ports 0..65535, sequence numbers uint32) a RangeError.
+ */
 export interface NativeEngine {
   /**
    * Duplicates fdA and fdB (F_DUPFD_CLOEXEC) synchronously and hands the dups to a loop thread.
-   * The caller keeps its own fds and must close them. Heads are written first, in order.
-   * Returns the pair id. Throws an Error with `code` when a dup fails.
+   * The caller keeps its own fds and must close them. Heads (Buffer or null) are written first,
+   * in order. Returns the pair id. Throws an Error with `code` when a dup fails, and one with
+   * code ERR_SPLICE_CLOSED on a closed engine.
    */
   add(
     fdA: number,
@@ -120,9 +126,9 @@ export interface NativeEngine {
     idleTimeoutMs: number,
     record?: NativeRecordSpec | null,
   ): number;
-  /** Ends a pair with reason `aborted`. Unknown or finished ids are ignored. */
+  /** Ends a pair with reason `aborted`. Goes to the pair's own loop; unknown or finished ids are ignored. */
   abort(id: number): void;
-  /** Hands a pair back alive (reason `released`, see NativeReleased). Unknown or finished ids are ignored. */
+  /** Hands a pair back alive (reason `released`, see NativeReleased). Goes to the pair's own loop; unknown or finished ids are ignored. */
   release(id: number): void;
   /**
    * Takes a dup of `fd` (a file JS opened and wrote the pcap global header to; the caller closes
@@ -142,9 +148,18 @@ export interface NativeEngine {
 }
 
 export interface NativeBinding {
+  /**
+   * Starts the loop threads. Throws a TypeError or RangeError for a bad option, and an Error
+   * with `code`, `errno` and `syscall` when epoll_create1, eventfd, epoll_ctl or pthread_create
+   * fails (nothing is left running or open then).
+   *
+   * `onDone` is called once per finished pair (`done`) and once per recorder event (`event`),
+   * the other argument undefined. A call that throws does not keep the rest of its batch from
+   * being delivered; its exception is raised as an uncaught exception after the batch.
+   */
   Engine: new (
     options: NativeEngineOptions,
-    onDone: (batch: NativeCompletion[], recorderEvents: NativeRecorderEvent[]) => void,
+    onDone: (done: NativeCompletion | undefined, event: NativeRecorderEvent | undefined) => void,
   ) => NativeEngine;
 }
 

@@ -15,19 +15,23 @@ import { onAbort } from './abort.js';
 import { addressBytes } from './relay/ip.js';
 import type { NativePcapSink } from './relay/native-pcap.js';
 import type { ConversationState, TcpConversation } from './relay/pcap.js';
-import { resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
-import { ForwardError, type ForwardResult, type ReleasedPair, type Side } from './types.js';
+import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
+import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from './types.js';
 
+/**
+ * Every option is an integer in its range; a non-number is a TypeError, anything else outside
+ * the range (NaN, Infinity, fractions, 0) a RangeError naming the option.
+ */
 export interface SpliceEngineOptions {
-  /** Loop threads, each with its own epoll set. Default 1. */
+  /** Loop threads, each with its own epoll set: 1 to 64. Default 1. */
   threads?: number;
-  /** Pipes the engine may hold at once; past that, pairs use read/write. Default 256. */
+  /** Pipes the engine may hold at once, 1 to 2^20; past that, pairs use read/write. Default 256. */
   maxPipes?: number;
-  /** Largest size a pipe grows to for a streaming flow. Default 1 MiB (the kernel's pipe-max-size). */
+  /** Largest size in bytes a pipe grows to for a streaming flow, 1 to 2^30. Default 1 MiB (the kernel's pipe-max-size). */
   maxPipeSize?: number;
   /**
-   * Recorded bytes (all pcap files of this engine) that may wait for the writer thread; past
-   * it, a pair stops recording rather than wait. Default 64 MiB.
+   * Recorded bytes (all pcap files of this engine) that may wait for the writer thread, 1 to
+   * 2^40; past it, a pair stops recording rather than wait. Default 64 MiB.
    */
   recordBufferBytes?: number;
 }
@@ -76,6 +80,7 @@ export interface SpliceRecordOptions {
 }
 
 export interface SpliceForwardOptions {
+  /** As ForwardOptions.idleTimeout: an integer number of ms from 0 (never) to 2^31 - 1, else a RangeError. */
   idleTimeout?: number;
   signal?: AbortSignal;
   /** Called synchronously once the engine holds the pair (not when forward() ends before that). */
@@ -118,7 +123,8 @@ interface Pending {
 
 function positiveInteger(name: string, value: unknown, fallback: number, max: number): number {
   if (value === undefined) return fallback;
-  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > max) {
+  if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
+  if (!Number.isInteger(value) || value < 1 || value > max) {
     throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`);
   }
   return value;
@@ -200,6 +206,25 @@ function releasedPair(released: NativeReleased, legs: ConversationState[] | unde
   return pair;
 }
 
+/**
+ * The splice engine: `threads` loop threads (each with an epoll set and an eventfd) that move
+ * the bytes of the pairs handed to `forward()`, and a pcap writer thread started with the first
+ * recorder.
+ *
+ * The constructor throws when the system refuses a resource: an Error naming the call and the
+ * errno (`epoll_create1 failed: EMFILE (Too many open files)`, with `code`, `errno` and
+ * `syscall` as on Node's own errors; `pthread_create` with EAGAIN when no thread can be had).
+ * Whatever it had started by then is stopped and closed again.
+ *
+ * An engine that is never closed: its threads and fds live until the process (or the worker
+ * thread) ends; they do not keep the process alive. What does is each pair in flight and each
+ * recorder whose `close()` is pending, as an open socket would: the engine refs its completion
+ * channel (a thread-safe function) while there is one and unrefs it when the last ends. So a
+ * program whose pairs have all ended exits as if the engine were not there, and one that calls
+ * process.exit() with pairs in flight exits at once: a cleanup hook aborts the pairs, joins the
+ * threads and closes every fd, at process exit and when a worker thread ends. `close()` does the
+ * same earlier, and delivers the aborted pairs' results.
+ */
 export class SpliceEngine {
   readonly #native: NativeEngine;
   readonly #pending = new Map<number, Pending>();
@@ -217,9 +242,11 @@ export class SpliceEngine {
     const recordBufferBytes = positiveInteger('recordBufferBytes', options.recordBufferBytes, 64 << 20, 2 ** 40);
     const load = loadNative();
     if (!load.binding) throw Object.assign(new Error(`splice engine unavailable: ${load.reason}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
-    this.#native = new load.binding.Engine({ threads, maxPipes, maxPipeSize, recordBufferBytes }, (batch, events) => {
-      this.#onRecorderEvents(events);
-      this.#onDone(batch);
+    // One call per completion or recorder event: a throw while one is handled is raised as an
+    // uncaught exception after the batch, and the others are delivered all the same.
+    this.#native = new load.binding.Engine({ threads, maxPipes, maxPipeSize, recordBufferBytes }, (done, event) => {
+      if (event) this.#onRecorderEvent(event);
+      if (done) this.#onDone(done);
     });
   }
 
@@ -229,10 +256,14 @@ export class SpliceEngine {
 
   /**
    * Hands a pair of connected net.Sockets to the native loop. Node's own
-   * sockets are destroyed once the engine holds dups of their fds.
+   * sockets are destroyed once the engine holds dups of their fds. When the engine cannot
+   * take them (a dup fails: `dup failed: EMFILE (Too many open files)`), forward() rejects with
+   * that error and the sockets are the caller's again, whole: what Node had read is put back
+   * and they read again, so forwardJs() can carry them.
    */
   async forward(a: Duplex, b: Duplex, options: SpliceForwardOptions = {}): Promise<ForwardResult> {
     const started = performance.now();
+    const idleTimeout = checkIdleTimeout(options.idleTimeout);
     const record = options.record;
     if (record !== undefined) {
       if (record.sink?.engine !== this) throw new TypeError('record.sink must be a NativePcapSink opened on this engine');
@@ -275,7 +306,16 @@ export class SpliceEngine {
     // From here to native.add() everything is synchronous: no read can slip in between.
     const headAtoB = takeReadable(socketA);
     const headBtoA = takeReadable(socketB);
-    const id = this.#native.add(fdA, fdB, headAtoB, headBtoA, options.idleTimeout ?? 0, spec);
+    let id: number;
+    try {
+      id = this.#native.add(fdA, fdB, headAtoB, headBtoA, idleTimeout, spec);
+    } catch (err) {
+      // Nothing was handed over (a dup failed: EMFILE...). What Node had read goes back, so the
+      // caller still holds two whole sockets, which another engine can carry, and hears why.
+      giveBack(socketA, headAtoB);
+      giveBack(socketB, headBtoA);
+      throw err;
+    }
     this.#hold();
     // Destroying inside this libuv callback after a dup makes libuv < 1.49 with io_uring
     // spin on the dead fd (libuv#4323); a later tick avoids it. No FIN is sent: our dup holds the socket.
@@ -347,7 +387,6 @@ export class SpliceEngine {
     return this.#native.stats();
   }
 
-  /** Ends every pair (reason `aborted`, both sides reset) and stops the loop threads. */
   /** Ends every pair (reason `aborted`, both sides reset), closes every recorder's file, and stops the threads. */
   close(): Promise<void> {
     if (this.#closing) return this.#closing;
@@ -374,16 +413,16 @@ export class SpliceEngine {
     if (this.#closed && this.#idle()) this.#drained?.();
   }
 
-  #onDone(batch: NativeCompletion[]): void {
-    for (const done of batch) {
-      const pending = this.#pending.get(done.id);
-      if (!pending) {
-        // Nobody waits for this pair (cannot happen: ids are registered before any completion can
-        // arrive); its fds must not leak all the same.
-        if (done.released) for (const fd of [done.released.fdA, done.released.fdB]) fs.closeSync(fd);
-        continue;
-      }
-      this.#pending.delete(done.id);
+  #onDone(done: NativeCompletion): void {
+    const pending = this.#pending.get(done.id);
+    if (!pending) {
+      // Nobody waits for this pair (cannot happen: ids are registered before any completion can
+      // arrive); its fds must not leak all the same.
+      if (done.released) for (const fd of [done.released.fdA, done.released.fdB]) fs.closeSync(fd);
+      return;
+    }
+    this.#pending.delete(done.id);
+    try {
       pending.detachSignal?.();
       const result = toResult(done);
       if (done.released) {
@@ -397,39 +436,35 @@ export class SpliceEngine {
         }
       }
       pending.resolve(result);
+    } finally {
+      this.#settled();
     }
-    this.#settled();
   }
 
-  #onRecorderEvents(events: NativeRecorderEvent[]): void {
-    for (const event of events) {
-      const state = this.#recorders.get(event.recorder);
-      if (!state) continue;
-      if (event.event === 'failed') {
-        state.error = Object.assign(new Error(`pcap recording stopped: ${event.syscall ?? 'write'} failed with ${event.code}`), {
-          code: event.code,
-          errno: event.errno,
-          syscall: event.syscall,
-        });
-        try {
-          state.onError?.(state.error);
-        } catch (err) {
-          // A throwing handler must not keep the other events from their waiters.
-          queueMicrotask(() => { throw err; });
-        }
-        continue;
-      }
-      this.#recorders.delete(event.recorder);
-      state.closed = true;
-      if (state.closeRequested) this.#closingRecorders--;
-      const failure = state.error ??
-        (event.complete ? undefined : Object.assign(new Error('the engine closed before every record was written to the file'), { code: 'ERR_PCAP_INCOMPLETE' }));
-      if (failure && !state.error) state.error = failure;
-      for (const waiter of state.waiters.splice(0)) {
-        if (failure) waiter.reject(failure);
-        else waiter.resolve();
-      }
+  #onRecorderEvent(event: NativeRecorderEvent): void {
+    const state = this.#recorders.get(event.recorder);
+    if (!state) return;
+    if (event.event === 'failed') {
+      state.error = Object.assign(new Error(`pcap recording stopped: ${event.syscall ?? 'write'} failed with ${event.code}`), {
+        code: event.code,
+        errno: event.errno,
+        syscall: event.syscall,
+      });
+      // A throwing handler is raised as uncaught by the addon, after the other events.
+      state.onError?.(state.error);
+      return;
     }
+    this.#recorders.delete(event.recorder);
+    state.closed = true;
+    if (state.closeRequested) this.#closingRecorders--;
+    const failure = state.error ??
+      (event.complete ? undefined : Object.assign(new Error('the engine closed before every record was written to the file'), { code: 'ERR_PCAP_INCOMPLETE' }));
+    if (failure && !state.error) state.error = failure;
+    for (const waiter of state.waiters.splice(0)) {
+      if (failure) waiter.reject(failure);
+      else waiter.resolve();
+    }
+    this.#settled();
   }
 
   // A socket failed before the takeover: the pair ends as the JS engine would end it.

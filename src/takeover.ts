@@ -8,6 +8,9 @@ import type { Duplex } from 'node:stream';
 interface StreamHandle {
   fd?: unknown;
   readStop?: () => number;
+  readStart?: () => number;
+  /** Node's own note of whether it started the handle reading (net.Socket._read looks at it). */
+  reading?: boolean;
 }
 
 function handleOf(stream: Duplex): StreamHandle | null {
@@ -66,6 +69,20 @@ export function takeReadable(socket: net.Socket): Buffer | null {
   handleOf(socket)?.readStop?.();
   if (chunks.length === 0) return null;
   return chunks.length === 1 ? chunks[0] : Buffer.concat(chunks);
+}
+
+/**
+ * Undoes takeReadable() for a socket the engine did not take after all: the bytes go back in
+ * front, and the handle reads again, as a new socket's does (Node stops it itself when its
+ * buffer is full). takeReadable() stopped it behind Node's back while Node still noted it as
+ * reading, so Node would never start it again: its read() had asked for more and waits for it.
+ */
+export function giveBack(socket: net.Socket, head: Buffer | null): void {
+  if (head) socket.unshift(head);
+  const handle = handleOf(socket);
+  if (!handle || socket.destroyed || typeof handle.readStart !== 'function') return;
+  handle.readStart();
+  handle.reading = true;
 }
 
 /** Resets a socket when Node can (RST), else destroys it. */

@@ -27,7 +27,13 @@ export type Side = 'a' | 'b';
 export interface ForwardOptions {
   /** Default `auto`: splice when the addon is loaded and both sockets have an fd, else js. */
   engine?: EngineChoice;
-  /** End the pair with reason `timeout` after this many ms with no byte moved either way. 0 or absent: never. */
+  /**
+   * End the pair with reason `timeout` after this many ms with no byte moved either way.
+   * An integer from 0 to 2^31 - 1 (about 24.8 days, setTimeout's limit); 0 or absent: never.
+   * Anything else (NaN, Infinity, a negative or fractional number, a larger one, a non-number)
+   * is refused with a RangeError (TypeError for a non-number) before the sockets are touched,
+   * on either engine.
+   */
   idleTimeout?: number;
   /** Aborting ends the pair with reason `aborted`, resetting both sides. */
   signal?: AbortSignal;
@@ -103,3 +109,19 @@ export interface EnginesReport {
 }
 
 export type ForwardableStream = Duplex;
+
+/** The largest `idleTimeout`: 2^31 - 1 ms, as for setTimeout. */
+export const MAX_IDLE_TIMEOUT_MS = 2 ** 31 - 1;
+
+/**
+ * The one check of `idleTimeout` that forward(), SpliceEngine.forward() and forwardJs() share:
+ * undefined is 0 (never); otherwise an integer number of ms from 0 to MAX_IDLE_TIMEOUT_MS.
+ */
+export function checkIdleTimeout(value: unknown): number {
+  if (value === undefined) return 0;
+  if (typeof value !== 'number') throw new TypeError(`idleTimeout must be a number of ms, got ${typeof value}`);
+  if (!Number.isInteger(value) || value < 0 || value > MAX_IDLE_TIMEOUT_MS) {
+    throw new RangeError(`idleTimeout must be an integer number of ms from 0 (no timeout) to ${MAX_IDLE_TIMEOUT_MS}, got ${String(value)}`);
+  }
+  return value;
+}

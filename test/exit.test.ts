@@ -10,6 +10,7 @@ import { fileURLToPath } from 'node:url';
 const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 const child = path.join(root, 'test', 'fixtures', 'exit-child.mjs');
 const workerParent = path.join(root, 'test', 'fixtures', 'worker-parent.mjs');
+const neverClosed = path.join(root, 'test', 'fixtures', 'never-closed-child.mjs');
 const dist = path.join(root, 'dist', 'index.js');
 /** If the child does not exit by then, it hung: it is killed and the test fails. */
 const HANG_MS = 30_000;
@@ -51,6 +52,20 @@ describe('process.exit() with splice pairs in flight', () => {
     expect(exit.hung, `the child did not exit within ${HANG_MS} ms\n${detail}`).toBe(false);
     expect(exit.stdout, detail).toContain('STREAMING');
     if (mode === 'dedicated') expect(exit.stdout, detail).toContain('pairs=8');
+    expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 0, signal: null });
+  }, HANG_MS + 30_000);
+});
+
+// The 'dedicated' case above is an engine with threads: 2 that is never closed, left by
+// process.exit() with its pairs in flight. This is the same engine left by an empty event loop.
+describe('an engine that is never closed', () => {
+  beforeEach(needsSplice);
+  it('threads: 2, its pairs have ended: the event loop empties and the process exits by itself, code 0', async () => {
+    if (!fs.existsSync(dist)) throw new Error(`${path.relative(root, dist)} is missing: run npm run build:ts first`);
+    const exit = await runChild([], neverClosed);
+    const detail = `stdout: ${exit.stdout.trim()}\nstderr: ${exit.stderr.trim()}`;
+    expect(exit.hung, `the child did not exit within ${HANG_MS} ms\n${detail}`).toBe(false);
+    expect(exit.stdout, detail).toContain('ENDED pairs=8 reasons=eof engineThreads=2 closed=false');
     expect({ code: exit.code, signal: exit.signal }, detail).toEqual({ code: 0, signal: null });
   }, HANG_MS + 30_000);
 });

@@ -2,7 +2,7 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { formatHostPort, type HostPort } from '../address.js';
-import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
+import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from '../cli-args.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
 import type { EngineChoice } from '../types.js';
 import { DEFAULT_API_PORT } from './api.js';
@@ -102,7 +102,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     open: options.open,
     strictApi: options.strictApi,
     connectTimeout: options.connectTimeout * 1000,
-    idleTimeout: options.idleTimeout * 1000,
+    idleTimeout: idleMs(options.idleTimeout),
     logger,
   });
   onStopSignal(logger, options.grace, () => relay.activeConnections, async () => {
@@ -146,7 +146,7 @@ export function relayCommand(): Command {
     .addOption(engineOption())
     .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
-    .option('--idle-timeout <seconds>', 'close a connection after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), 0)
+    .option('--idle-timeout <seconds>', 'close a connection after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open connections before they are ended', secondsArg('--grace'), 5)
     .addOption(logLevelOption())
     .addHelpText(

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { formatHostPort, isLoopback, type HostPort } from '../address.js';
-import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg } from '../cli-args.js';
+import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from '../cli-args.js';
 import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
 import type { EngineChoice } from '../types.js';
 import { createTunnelClient } from './client.js';
@@ -122,7 +122,7 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     dataTimeout: Math.round(options.dataTimeout * 1000),
     handshakeTimeout: Math.round(options.handshakeTimeout * 1000),
     maxPool: options.maxPool,
-    idleTimeout: Math.round(options.idleTimeout * 1000),
+    idleTimeout: idleMs(options.idleTimeout),
     engine: options.engine,
     spliceEngine,
     logger,
@@ -192,7 +192,7 @@ async function runClient(options: ClientCliOptions): Promise<void> {
       : false,
     connectTimeout: Math.round(options.connectTimeout * 1000),
     reconnect: { maxDelay: Math.max(1, Math.round(options.backoffMax * 1000)) },
-    idleTimeout: Math.round(options.idleTimeout * 1000),
+    idleTimeout: idleMs(options.idleTimeout),
     engine: options.engine,
     spliceEngine,
     logger,
@@ -241,7 +241,7 @@ export function tunnelCommand(): Command {
     .option('--data-timeout <seconds>', 'reset a public client when no data connection has come by then', secondsArg('--data-timeout'), 10)
     .option('--handshake-timeout <seconds>', 'close a connection that has not logged in (or sent its data header) by then', secondsArg('--handshake-timeout'), 10)
     .option('--max-pool <n>', 'most idle data connections a client may keep open (its --pool is capped to this)', integerArg('--max-pool', 0, 1024), 64)
-    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), 0)
+    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
     .addOption(engineOption())
     .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open streams before they are ended', secondsArg('--grace'), 5)
@@ -263,7 +263,7 @@ export function tunnelCommand(): Command {
     .option('--tls-servername <name>', 'name to verify the certificate for, and to send as SNI (default: the --server host)')
     .option('--connect-timeout <seconds>', 'give up a connection attempt to the server after this long', secondsArg('--connect-timeout'), 10)
     .option('--backoff-max <seconds>', 'longest wait between reconnection attempts (they start at 0.5 s and double)', secondsArg('--backoff-max'), 30)
-    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', secondsArg('--idle-timeout'), 0)
+    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
     .addOption(engineOption())
     .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
     .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open streams before they are ended', secondsArg('--grace'), 5)
