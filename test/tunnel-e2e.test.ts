@@ -252,6 +252,30 @@ describe('when the client is away', () => {
     expect(await h.waitFor(() => silent.logins() >= 2, 5000)).toBe(true);
   });
 
+  it('keeps a session whose own process stalled past the heartbeat timeout, and serves the public client that came meanwhile', async () => {
+    const service = await h.startHashServer({ replyBytes: 64 * KiB, when: 'connect' });
+    // The public client may wait for its data connection longer than the stall: only the heartbeat is under test.
+    const { server, address, records } = await t.startServer({ dataTimeout: 15_000 });
+    const { client, records: clientRecords } = t.startClient(address, { service: [service.port] });
+    const port = await t.publicPort(client);
+    const [session] = server.sessions();
+    const disconnects: { code: string }[] = [];
+    client.on('disconnected', (e) => disconnects.push(e));
+
+    const socket = await h.connectTo(port);
+    // Server, client and service share this process, as a busy one would share its loop with a burst
+    // of synchronous work: nobody reads a ping while it is blocked, though every peer is alive.
+    blockEventLoop(3 * t.QUICK_SERVER.heartbeatTimeout);
+    const [sent, got] = await Promise.all([h.writeRandom(socket, 1, 64 * KiB), h.hashUntilEnd(socket)]);
+    const rec = await service.records.nth(0);
+    expect(await rec.received).toEqual(sent);
+    expect(got).toEqual(await rec.sent);
+    expect(await records.nth(0)).toMatchObject({ reason: 'eof', engine: expectedEngine });
+    expect(await clientRecords.nth(0)).toMatchObject({ reason: 'eof', engine: expectedEngine });
+    expect(disconnects).toEqual([]);
+    expect(server.sessions()).toEqual([session]);
+  });
+
   it('gives up a login that stalls, and tries again', async () => {
     const stalled = net.createServer((socket) => {
       h.track(socket);
@@ -459,3 +483,8 @@ describe('resources', () => {
     expect(settled, `fds left: ${JSON.stringify(h.fdDiff(baseline, h.fdTable()))}`).toBe(true);
   });
 });
+
+/** Blocks this thread as a burst of synchronous work would, without spinning a core. */
+function blockEventLoop(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}

@@ -37,6 +37,8 @@ export class ControlChannel {
   #resolveClosed!: (end: ChannelEnd) => void;
   #pingTimer: NodeJS.Timeout | undefined;
   #deadTimer: NodeJS.Timeout | undefined;
+  /** Frames received so far: a dead-peer check compares it across one turn of the event loop. */
+  #heard = 0;
 
   /** `initial`: bytes already read past the preamble. */
   constructor(socket: net.Socket, initial: Buffer = Buffer.alloc(0)) {
@@ -95,7 +97,20 @@ export class ControlChannel {
    */
   startHeartbeat(interval: number, timeout: number): void {
     this.#pingTimer = setInterval(() => this.send({ type: 'ping' }), interval);
-    this.#deadTimer = setTimeout(() => this.fail('heartbeat-timeout', `nothing heard for ${timeout} ms`), timeout);
+    this.#deadTimer = setTimeout(() => this.#checkAlive(timeout), timeout);
+  }
+
+  /**
+   * Timers run before the loop reads its sockets: after this process was blocked (a burst of
+   * synchronous work, a long GC) the dead timer fires while the peer's pings of that time still
+   * sit unread in the socket. One more turn of the loop reads them; only a peer that still said
+   * nothing is dead. A frame read meanwhile has re-armed the timer (refresh() revives a fired one).
+   */
+  #checkAlive(timeout: number): void {
+    const heard = this.#heard;
+    setImmediate(() => {
+      if (this.#heard === heard) this.fail('heartbeat-timeout', `nothing heard for ${timeout} ms`);
+    });
   }
 
   /** Sends an error message, then closes (FIN, and a reset if the peer has not closed within a second). */
@@ -125,6 +140,7 @@ export class ControlChannel {
       if (frame.status === 'incomplete') return;
       if (frame.status === 'error') return this.fail(frame.code, frame.message);
       this.#buffer = this.#buffer.subarray(frame.consumed);
+      this.#heard++;
       this.#deadTimer?.refresh();
       const decoded = decodeMessage(frame.body);
       if (decoded.status === 'error') return this.fail(decoded.code, decoded.message);
