@@ -2,7 +2,7 @@
 // clients connecting to the published port.
 import net from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { defaultSpliceEngine, SpliceEngine } from '../src/index.js';
+import { defaultSpliceEngine, SpliceEngine, type TunnelClient } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB } from './helpers.js';
 import * as t from './tunnel-helpers.js';
@@ -460,12 +460,23 @@ describe('resources', () => {
         }),
       );
     // Clients come and go under one id (each replacing or succeeding the last), with a pool each.
+    // A replaced client that stayed would come back and take the session again in the middle of
+    // the next round's traffic, so it goes once its successor is up.
+    let replaced: TunnelClient | undefined;
     for (let round = 0; round < 5; round++) {
       const { client } = t.startClient(first.address, { clientId: 'churn', service: [service.port], pool: 2, spliceEngine });
-      await traffic(await t.publicPort(client), 10);
-      if (round % 2 === 0) {
+      const port = await t.publicPort(client);
+      if (replaced) {
+        await replaced.close();
+        t.forget(replaced);
+      }
+      await traffic(port, 10);
+      if (round % 2 === 1) {
         await client.close();
         t.forget(client);
+        replaced = undefined;
+      } else {
+        replaced = client;
       }
     }
     // And the server restarts under a client that stays.
