@@ -6,7 +6,7 @@
 import { defineConfig } from 'vitest/config';
 import base from './vitest.config.js';
 
-export const UNIT_TESTS = [
+const UNIT_TESTS = [
   'test/abort.test.ts',
   'test/address.test.ts',
   'test/protocol-detect.test.ts',
