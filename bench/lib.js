@@ -117,15 +117,71 @@ export async function stopChild(cp, graceMs = 2000) {
 // ---------------------------------------------------------------------------------------------
 // Ports, all on 127.0.0.1.
 
-export function freePort() {
-  return new Promise((resolve, reject) => {
+// A port from listen(0) is in the ephemeral range, where any connect() on the machine (the bench's
+// own clients, their upstream connections, other programs) may take it as its local port between
+// the probe closing and the server binding, and where TIME_WAIT sockets of earlier runs linger: the
+// next run's server then fails with EADDRINUSE. So servers get ports below that range, which no
+// connect() picks, that no socket in any state holds, and that this process has not handed out.
+
+const handedOut = new Set();
+
+function ephemeralRange() {
+  try {
+    const [lo, hi] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (lo > 0 && hi >= lo) return [lo, hi];
+  } catch { /* not Linux */ }
+  return [32768, 60999];
+}
+
+/** Local ports of every TCP socket, in any state (listening, connected, TIME_WAIT), from /proc. */
+function portsTaken() {
+  const taken = new Set();
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text;
+    try { text = readFileSync(file, 'utf8'); } catch { continue; }
+    for (const line of text.split('\n').slice(1)) {
+      const local = line.trim().split(/\s+/)[1];
+      if (local) taken.add(parseInt(local.slice(local.lastIndexOf(':') + 1), 16));
+    }
+  }
+  return taken;
+}
+
+/** Binds and closes `port` on 127.0.0.1: true when that worked. */
+function canBind(port) {
+  return new Promise((resolve) => {
     const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, HOST, () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
+    srv.once('error', () => resolve(false));
+    srv.listen(port, HOST, () => srv.close(() => resolve(true)));
   });
+}
+
+/** A port for a server to listen on: fresh in this process, free now, outside the ephemeral range. */
+export async function freePort() {
+  const [lo, hi] = ephemeralRange();
+  const ranges = [[20000, lo - 1], [hi + 1, 65535]].filter(([a, b]) => b - a >= 1000);
+  for (let attempt = 0; attempt < 100 && ranges.length > 0; attempt++) {
+    const [a, b] = ranges[attempt % ranges.length];
+    const port = a + Math.floor(Math.random() * (b - a + 1));
+    if (handedOut.has(port) || portsTaken().has(port) || !(await canBind(port))) continue;
+    handedOut.add(port);
+    return port;
+  }
+  // No room outside the ephemeral range: the kernel's pick, never the same one twice.
+  for (;;) {
+    const port = await new Promise((resolve, reject) => {
+      const srv = net.createServer();
+      srv.once('error', reject);
+      srv.listen(0, HOST, () => {
+        const { port } = srv.address();
+        srv.close(() => resolve(port));
+      });
+    });
+    if (!handedOut.has(port)) {
+      handedOut.add(port);
+      return port;
+    }
+  }
 }
 
 /**

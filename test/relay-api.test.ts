@@ -9,7 +9,7 @@ import { startRelayApi } from '../src/relay/api.js';
 import { PopulateError, RelayError } from '../src/relay/control-errors.js';
 import { RelayRegistry } from '../src/relay/registry.js';
 import { relayDataPath } from '../src/relay/relay.js';
-import { closeAll, HOST, onCleanup, watch } from './helpers.js';
+import { closeAll, HOST, onCleanup, waitFor, watch } from './helpers.js';
 import { busyPort, captureLogger, connect, fakeDataPath, request, roundTrip, startEcho } from './relay-api-helpers.js';
 
 afterEach(closeAll);
@@ -382,21 +382,22 @@ describe('HTTP API with toxiproxy-node-client', () => {
     expect((await client.get('echo')).toJson()).toEqual(proxy.toJson());
 
     // A toxic added through the client applies to the connection already open.
-    const body: ICreateToxicBody<Latency> = { name: 'lag', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 300, jitter: 0 } };
+    const body: ICreateToxicBody<Latency> = { name: 'lag', type: 'latency', stream: 'downstream', toxicity: 1, attributes: { latency: 100, jitter: 0 } };
     const toxic = await proxy.addToxic(body);
     expect(toxic.toJson()).toEqual(body);
-    expect(await timedRoundTrip(socket, 'slow')).toBeGreaterThanOrEqual(300);
+    expect(await timedRoundTrip(socket, 'slow')).toBeGreaterThanOrEqual(100);
 
-    const changed = await toxic.update({ ...toxic.toJson(), attributes: { latency: 100, jitter: 0 } });
-    expect(changed.attributes).toEqual({ latency: 100, jitter: 0 });
+    // The update is seen through a lower bound the old latency cannot reach: timers fire late on a
+    // loaded machine, never early, so no upper bound is needed to tell the two apart.
+    const changed = await toxic.update({ ...toxic.toJson(), attributes: { latency: 400, jitter: 0 } });
+    expect(changed.attributes).toEqual({ latency: 400, jitter: 0 });
     expect((await proxy.getToxic('lag')).toJson()).toEqual(changed.toJson());
-    const updatedTime = await timedRoundTrip(socket, 'less slow');
-    expect(updatedTime).toBeGreaterThanOrEqual(100);
-    expect(updatedTime).toBeLessThan(300);
+    expect(await timedRoundTrip(socket, 'slower')).toBeGreaterThanOrEqual(400);
 
-    // Removed: the same connection flows again, without the delay.
+    // Removed: the same connection flows again, without the delay (a loopback echo takes about a
+    // millisecond; the bound only has to tell it from 400 ms).
     await changed.remove();
-    expect(await timedRoundTrip(socket, 'still here')).toBeLessThan(100);
+    expect(await timedRoundTrip(socket, 'still here')).toBeLessThan(400);
 
     // Disabled as Toxiproxy does: the listener stops and open connections end.
     const ended = watch(socket).closed;
@@ -534,11 +535,13 @@ describe('HTTP API, raw requests', () => {
     await expect(startRelayApi(registry, { host: '0.0.0.0', port: 0 })).rejects.toThrow('--open');
   });
 
-  it('keeps serving after a client drops mid-body', async () => {
+  it('keeps serving after a client drops mid-body, and does not call that an error', async () => {
     const socket = await connect(stack.api.address.port);
     socket.write('POST /proxies HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"na');
     socket.destroy();
-    await new Promise((resolve) => setTimeout(resolve, 20));
+    const wentAway = () => stack.lines.some((l) => l.msg === 'relay api: client went away mid-request');
+    expect(await waitFor(wentAway, 10_000), 'the API saw the client go').toBe(true);
+    expect(stack.lines.filter((l) => (l.level as number) >= 40)).toEqual([]);
     expect((await request(base, 'GET', '/proxies')).status).toBe(200);
   });
 });

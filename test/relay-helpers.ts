@@ -17,16 +17,32 @@ export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(r
 export interface SpyLink extends Link {
   resets: number[];
   closes: number[];
+  /** When reset() was first called: await it instead of sleeping past the expected time. */
+  firstReset: Promise<number>;
+  /** When close() was first called. */
+  firstClose: Promise<number>;
 }
 
 export function spyLink(): SpyLink {
   const resets: number[] = [];
   const closes: number[] = [];
+  let onReset!: (t: number) => void;
+  let onClose!: (t: number) => void;
+  const firstReset = new Promise<number>((resolve) => (onReset = resolve));
+  const firstClose = new Promise<number>((resolve) => (onClose = resolve));
   return {
     resets,
     closes,
-    reset: () => void resets.push(performance.now()),
-    close: () => void closes.push(performance.now()),
+    firstReset,
+    firstClose,
+    reset: () => {
+      resets.push(performance.now());
+      onReset(resets[0]!);
+    },
+    close: () => {
+      closes.push(performance.now());
+      onClose(closes[0]!);
+    },
   };
 }
 

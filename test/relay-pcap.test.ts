@@ -6,7 +6,7 @@ import { addressBytes } from '../src/relay/ip.js';
 import {
   ConversationStateError, MAX_SEGMENT, PCAP_GLOBAL_HEADER, SNAPLEN, TCP_FLAGS, TcpConversation, timestampNow,
 } from '../src/relay/pcap.js';
-import { parsePcap, pseudoRandomBytes, record } from './relay-pcap-helpers.js';
+import { parsePcap, pseudoRandomBytes, record } from './relay-pcap-records.js';
 
 const { FIN, SYN, RST, PSH, ACK } = TCP_FLAGS;
 const v4 = () => new TcpConversation({ address: '10.1.2.3', port: 40001 }, { address: '192.0.2.10', port: 8080 }, { clientIsn: 1000, serverIsn: 5000 });

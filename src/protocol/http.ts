@@ -1,105 +1,17 @@
-// HTTP/1.x proxy requests (CONNECT and absolute-form forwarding): pure parsers and encoders over
-// Buffers, no I/O. Grammar from RFC 9112 (message syntax) and RFC 9110 (semantics).
+// HTTP/1.x proxy requests (CONNECT and absolute-form forwarding): pure parsers of the target and
+// the credentials, and the response encoder, no I/O. Node's own parser reads the request head.
+// Grammar from RFC 9112 (message syntax) and RFC 9110 (semantics).
 import net from 'node:net';
-import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError } from './reader.js';
-
-export interface HttpLimits {
-  /** Request line + headers + the blank line, in bytes. */
-  maxHeadBytes: number;
-  maxHeaders: number;
-}
-
-export const DEFAULT_HTTP_LIMITS: HttpLimits = Object.freeze({ maxHeadBytes: 16384, maxHeaders: 100 });
+import { type ProtocolError, protocolError } from './reader.js';
 
 export type HttpHeaders = Array<[name: string, value: string]>;
 
-export interface ProxyRequestHead {
-  method: string;
-  /** As sent: authority-form for CONNECT, absolute-form for forwarding. */
-  target: string;
-  /** e.g. 'HTTP/1.1'; always major version 1. */
-  version: string;
-  /** Original case and order; values decoded as latin1 so bytes survive a round trip. */
-  headers: HttpHeaders;
-}
-
-export type HttpErrorCode =
-  | 'ERR_MALFORMED'
-  | 'ERR_HEAD_TOO_LARGE'
-  | 'ERR_TOO_MANY_HEADERS'
-  | 'ERR_BAD_VERSION'
-  | 'ERR_BAD_TARGET'
-  | 'ERR_UNSUPPORTED_SCHEME';
+export type HttpErrorCode = 'ERR_BAD_TARGET' | 'ERR_UNSUPPORTED_SCHEME';
 
 /** `reply` is the HTTP status to answer with before closing. */
 export type HttpError = ProtocolError<HttpErrorCode>;
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
-// RFC 9110 field-value: VCHAR, obs-text, SP, HTAB. Any other control byte, in any line, is refused.
-const BAD_VALUE = /[\x00-\x08\x0a-\x1f\x7f]/;
-const VISIBLE_ASCII = /^[\x21-\x7e]+$/;
-
-const malformed = (message: string): HttpError => protocolError('ERR_MALFORMED', 400, message);
-
-/*
- * Request head (RFC 9112 section 2.1):
- *   request-line   = method SP request-target SP HTTP-version CRLF
- *   *( field-name ":" OWS field-value OWS CRLF )
- *   CRLF
- * Bare LF is accepted as a line end (RFC 9112 2.2 allows it); a CR anywhere else is not, nor is
- * obs-fold, nor whitespace before the colon (both are request-smuggling vectors, RFC 9112 5.1/5.2).
- * Leading blank lines are skipped (RFC 9112 2.2). Complete lines are checked as they arrive, so a
- * bad request line is refused without waiting for the rest of the head. `consumed` ends after the
- * blank line: later bytes are the body or, after CONNECT, the tunnel's first payload.
- */
-export function parseProxyRequestHead(buf: Buffer, options: Partial<HttpLimits> = {}): Incomplete | HttpError | { status: 'ok'; request: ProxyRequestHead; consumed: number } {
-  const limits = { ...DEFAULT_HTTP_LIMITS, ...options };
-  const window = buf.subarray(0, limits.maxHeadBytes);
-  let request: Omit<ProxyRequestHead, 'headers'> | undefined;
-  const headers: HttpHeaders = [];
-  let pos = 0;
-  for (;;) {
-    const lf = window.indexOf(0x0a, pos);
-    if (lf < 0) {
-      // Refuse binary garbage now rather than after maxHeadBytes of it.
-      const partial = window.subarray(pos).toString('latin1');
-      if (BAD_VALUE.test(partial.replace(/\r$/, ''))) return malformed('control character in request head');
-      if (buf.length >= limits.maxHeadBytes) return protocolError('ERR_HEAD_TOO_LARGE', 431, `request head exceeds ${limits.maxHeadBytes} bytes`);
-      return INCOMPLETE;
-    }
-    const line = window.subarray(pos, lf > pos && window[lf - 1] === 0x0d ? lf - 1 : lf).toString('latin1');
-    pos = lf + 1;
-    if (BAD_VALUE.test(line)) return malformed('control character in request head');
-    if (request === undefined) {
-      if (line === '') continue;
-      const parsed = parseRequestLine(line);
-      if (parsed.status === 'error') return parsed;
-      request = parsed.value;
-    } else if (line === '') {
-      return { status: 'ok', request: { ...request, headers }, consumed: pos };
-    } else {
-      if (line[0] === ' ' || line[0] === '\t') return malformed('obsolete line folding');
-      const colon = line.indexOf(':');
-      const name = line.slice(0, colon);
-      if (colon < 0 || !TOKEN.test(name)) return malformed('malformed header line');
-      const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
-      headers.push([name, value]);
-      if (headers.length > limits.maxHeaders) return protocolError('ERR_TOO_MANY_HEADERS', 431, `more than ${limits.maxHeaders} headers`);
-    }
-  }
-}
-
-function parseRequestLine(line: string): { status: 'ok'; value: Omit<ProxyRequestHead, 'headers'> } | HttpError {
-  const parts = line.split(' ');
-  if (parts.length !== 3) return malformed('request line is not METHOD SP TARGET SP VERSION');
-  const [method, target, version] = parts;
-  if (!TOKEN.test(method)) return malformed('bad method');
-  if (!VISIBLE_ASCII.test(target)) return malformed('bad request target');
-  const v = /^HTTP\/(\d)\.(\d)$/.exec(version);
-  if (!v) return malformed('bad HTTP version');
-  if (v[1] !== '1') return protocolError('ERR_BAD_VERSION', 505, `${version} not supported`);
-  return { status: 'ok', value: { method, target, version } };
-}
 
 function parsePort(text: string): number | undefined {
   if (!/^\d{1,5}$/.test(text)) return undefined;

@@ -207,6 +207,11 @@ export async function startRelayApi(registry: RelayRegistry, options: RelayApiOp
     dispatch(table, req, bodyLimit)
       .catch((err: unknown) => {
         if (err instanceof RelayError) return errorReply(err.status, err.message);
+        // A client that closes mid-request is routine, not a fault of the relay.
+        if (req.destroyed && !req.complete) {
+          logger?.debug({ method: req.method, url: req.url, requestId: id }, 'relay api: client went away mid-request');
+          return errorReply(400, 'client went away');
+        }
         logger?.warn({ err, method: req.method, url: req.url }, 'relay api: unexpected error');
         return errorReply(500, err instanceof Error ? err.message : String(err));
       })

@@ -128,7 +128,7 @@ export function relayCommand(): Command {
       'a fault on every --listen relay, repeatable, applied in order: TYPE[@upstream|@downstream][:KEY=VALUE,...] or Toxiproxy JSON. ' +
         'Types: latency (latency, jitter ms), bandwidth (rate KB/s), slicer (average_size, size_variation B, delay µs), ' +
         'limit_data (bytes), timeout (timeout ms; 0 = never), reset_peer (timeout ms), slow_close (delay ms), ' +
-        'bitflip (rate per byte), stall (after B, duration ms). Envelope keys: name, toxicity (0..1, per connection), perChunk=true (roll per chunk). ' +
+        'bitflip (rate per byte), stall (after B, duration ms), noop (passes everything). Envelope keys: name, toxicity (0..1, per connection), perChunk=true (roll per chunk). ' +
         'Default stream: downstream (server to client)',
       toxicArg,
     )
