@@ -166,7 +166,8 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
       const fwd = await h.startForwarder(srv, opts(), {
         beforeForward: async (_client, upstream) => {
           await h.waitFor(() => upstream.readableLength >= greeting.length, 10_000);
-          await h.sleep(100); // and the FIN behind it
+          // and the FIN behind it (no public flag says a paused socket has read its EOF)
+          await h.waitFor(() => (upstream as unknown as { _readableState: { ended: boolean } })._readableState.ended, 10_000);
         },
       });
       const client = await h.connectTo(fwd.port);
@@ -332,8 +333,9 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
       expect(result.durationMs).toBeGreaterThanOrEqual(IDLE);
     });
 
-    it('traffic restarts the idle timer: a byte every 100 ms keeps a 300 ms pair alive', async () => {
-      const IDLE = 300;
+    it('traffic restarts the idle timer: a byte every 100 ms keeps a 2 s pair alive', async () => {
+      // Far above the write gap: on a loaded machine a 100 ms sleep may take several times that.
+      const IDLE = 2000;
       const echo = await h.startEchoServer();
       const fwd = await h.startForwarder(echo, opts({ idleTimeout: IDLE }));
       const client = await h.connectTo(fwd.port);
@@ -483,7 +485,8 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
 
       await batch(100); // warm up: servers, engine thread, pools
       await settle();
-      await h.sleep(200);
+      let last = -1;
+      await h.waitFor(() => last === (last = fds()), 5_000); // the same count twice in a row: settled
       const baseline = fds();
       const baselineTable = h.fdTable();
 

@@ -170,7 +170,10 @@ describe('SpliceEngine release()', () => {
     const control = await pair.control;
     control.release();
     control.release();
-    await h.sleep(100);
+    await h.waitFor(() => {
+      const { pairs, pipesInUse, bytesBuffered } = engine.stats();
+      return pairs === 0 && pipesInUse === 0 && bytesBuffered === 0;
+    }, 10_000);
     expect(engine.stats()).toMatchObject({ pairs: 0, pipesInUse: 0, bytesBuffered: 0 });
     expect(await expectFdsBack(engine, baseline, table)).toBeUndefined();
   });

@@ -237,7 +237,7 @@ describe('when the client is away', () => {
     const started = performance.now();
     const closed = await new Promise<{ code: string }>((resolve) => server.once('sessionClose', resolve));
     expect(closed.code).toBe('heartbeat-timeout');
-    expect(performance.now() - started).toBeLessThan(1500);
+    expect(performance.now() - started).toBeLessThan(5000);
     await raw.peer.closed;
 
     // A server that logs the client in and then falls silent: no pings, no pongs.
@@ -247,7 +247,7 @@ describe('when the client is away', () => {
     const loggedIn = performance.now();
     const gone = await new Promise<{ code: string }>((resolve) => client.once('disconnected', resolve));
     expect(gone.code).toBe('heartbeat-timeout');
-    expect(performance.now() - loggedIn).toBeLessThan(1500);
+    expect(performance.now() - loggedIn).toBeLessThan(5000);
     // And it tries again.
     expect(await h.waitFor(() => silent.logins() >= 2, 5000)).toBe(true);
   });
@@ -323,7 +323,7 @@ describe('recovery', () => {
     const b = t.startClient(address, { clientId: 'box-2', service: [service.port] });
     const started = performance.now();
     expect(await t.publicPort(b.client)).toBe(port);
-    expect(performance.now() - started).toBeLessThan(2000);
+    expect(performance.now() - started).toBeLessThan(20_000); // not the old session's 60 s backoff
     expect(server.sessions()).toHaveLength(1);
     stream.end('two');
     expect((await h.collectUntilEnd(stream)).toString()).toBe('two');
