@@ -10,7 +10,7 @@
 //
 // Servers (each started fresh for every measurement, warmed up first; missing ones are skipped):
 //   direct      no proxy: the client talks to the target itself, no SOCKS (the load driver's ceiling)
-//   splice      node dist/cli.js proxy --engine splice --log-level silent (info in bulk runs, to check
+//   splice      node dist/cli/main.js proxy --engine splice --log-level silent (info in bulk runs, to check
 //               from its `connection closed` records that every pair used the engine and carried every byte)
 //   js          the same with --engine js
 //   microsocks  microsocks -i 127.0.0.1 -p P                  (a thread per connection)
@@ -132,11 +132,11 @@ function log(msg) {
 
 const microsocksBin = which('microsocks');
 const danteBin = which('danted');
-const cliJs = path.join(root, 'dist', 'cli.js');
+const cliJs = path.join(root, 'dist', 'cli', 'main.js');
 
 const skipped = {};
 const servers = only.filter((f) => {
-  if ((f === 'splice' || f === 'js') && !existsSync(cliJs)) skipped[f] = 'dist/cli.js missing (npx tsc -p tsconfig.build.json)';
+  if ((f === 'splice' || f === 'js') && !existsSync(cliJs)) skipped[f] = 'dist/cli/main.js missing (npx tsc -p tsconfig.build.json)';
   else if (f === 'microsocks' && !microsocksBin) skipped[f] = 'microsocks not on PATH (apt-get install microsocks)';
   else if (f === 'dante' && !danteBin) skipped[f] = 'danted not on PATH (apt-get install dante-server)';
   else return true;

@@ -16,7 +16,7 @@
 //            recv/send through 16 KiB buffers); this row shows HAProxy actually splicing.
 //            For both, the pipes HAProxy allocated are read from its stats socket (`pipes`).
 //   socat    socat TCP-LISTEN:P,bind=127.0.0.1,reuseaddr,fork,backlog=1024 TCP:127.0.0.1:R
-//   relay          node dist/cli.js relay --listen P --to R: no fault, no recording (spliced)
+//   relay          node dist/cli/main.js relay --listen P --to R: no fault, no recording (spliced)
 //   relay-js       the same on the user-space path (--engine js): the path faults and JS recording use
 //   relay-record   the same with --record FILE.pcap --record-buffer 256 (both legs; the file is deleted after each run)
 //   relay-record-1leg  the same with --record-legs client (the client's connection only)
@@ -241,7 +241,7 @@ async function startForwarder(name, receiverPort) {
   }
   if (isRelay(name)) {
     const dir = mkdtempSync(path.join(opt['record-dir'] ?? tmpdir(), 'splicer-bench-'));
-    const cli = path.join(root, 'dist', 'cli.js');
+    const cli = path.join(root, 'dist', 'cli', 'main.js');
     const cp = spawnChild(process.execPath, [cli, 'relay', '--listen', `${HOST}:${port}`, '--to', `${HOST}:${receiverPort}`, ...RELAY_ARGS[name](dir)]);
     try {
       await waitLine(cp, (l) => l.includes('"msg":"relay listening"'), 15000, `${name} ready`);

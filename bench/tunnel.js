@@ -10,7 +10,7 @@
 //
 // Setups (each started fresh for every measurement; missing ones are skipped, and said so):
 //   direct       no tunnel: the load driver talks to its own targets (the ceiling)
-//   splice       node dist/cli.js tunnel server + tunnel client, --engine splice, --pool 0 (each
+//   splice       node dist/cli/main.js tunnel server + tunnel client, --engine splice, --pool 0 (each
 //                public connection asks the client for a data connection)
 //   splice-pool  the same with --pool N (--pool, default 8): data connections dialled ahead of need
 //   js           both with --engine js, --pool 0
@@ -110,10 +110,10 @@ const log = (msg) => process.stderr.write(msg + '\n');
 // ---------------------------------------------------------------------------------------------
 // What can run here
 
-const cliJs = path.join(root, 'dist', 'cli.js');
+const cliJs = path.join(root, 'dist', 'cli', 'main.js');
 const skipped = {};
 const setups = only.filter((s) => {
-  if (s !== 'direct' && s !== 'ssh' && !existsSync(cliJs)) skipped[s] = 'dist/cli.js missing (npx tsc -p tsconfig.build.json)';
+  if (s !== 'direct' && s !== 'ssh' && !existsSync(cliJs)) skipped[s] = 'dist/cli/main.js missing (npx tsc -p tsconfig.build.json)';
   else if (s === 'tls' && !which('openssl')) skipped[s] = 'openssl not on PATH (for the throwaway certificate)';
   else if (s === 'ssh' && sshUnavailable()) skipped[s] = sshUnavailable();
   else return true;

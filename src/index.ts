@@ -1,6 +1,6 @@
-export { forward, engines, chooseEngine, defaultSpliceEngine } from './forward.js';
-export { SpliceEngine, type SpliceEngineOptions, type SpliceEngineStats } from './splice-engine.js';
-export { forwardJs, type JsForwardOptions } from './js-engine.js';
+export { forward, engines, chooseEngine, defaultSpliceEngine } from './engine/forward.js';
+export { SpliceEngine, type SpliceEngineOptions, type SpliceEngineStats } from './engine/splice/engine.js';
+export { forwardJs, type JsForwardOptions } from './engine/js-engine.js';
 export {
   ForwardError,
   type EngineName,
@@ -11,12 +11,12 @@ export {
   type EnginesReport,
   type EngineAvailability,
   type Side,
-} from './types.js';
+} from './engine/contract.js';
 export { createProxyServer, ProxyServer, openProxyRisk, ExposureError } from './proxy/server.js';
-export type { ProxyOptions, ProxyConnectionRecord, ProxyTimeouts, ProxyLimits, ProxyProtocol } from './proxy/types.js';
+export type { ProxyOptions, ProxyConnectionRecord, ProxyTimeouts, ProxyLimits, ProxyProtocol } from './proxy/options.js';
 export { Credentials, CredentialsError } from './proxy/auth.js';
 export { parseRule, evaluateRules, RuleError, type Rule, type RuleSubject, type ProxyCommand } from './proxy/rules.js';
-export { Forwarder, type ForwarderOptions, type ConnectionRecord } from './forwarder.js';
+export { Forwarder, type ForwarderOptions, type ConnectionRecord } from './forwarder/server.js';
 export { createRelay, Relay, type RelayOptions, type RelayConfig } from './relay/create.js';
 export { RelayRegistry, type RelayRegistryOptions, type RelayView } from './relay/registry.js';
 export type { RelayInput, RelayChangeInput, ToxicChangeInput } from './relay/control-input.js';
@@ -26,7 +26,7 @@ export type { RelayConnectionRecord } from './relay/relay.js';
 export { parseToxic, ToxicError, type Toxic, type ToxicInput, type ToxicType, type Direction } from './relay/toxics.js';
 export type { RecordOptions, RecordLegs } from './relay/recording.js';
 export * from './tunnel/index.js';
-export { openNativePcap, NativePcapSink, type NativePcapOptions } from './relay/native-pcap.js';
-export type { SpliceControl, SpliceForwardOptions, SpliceRecordOptions } from './splice-engine.js';
-export type { ReleasedPair } from './types.js';
-export { TcpConversation, PCAP_GLOBAL_HEADER, type ConversationState, type Endpoint as PcapEndpoint } from './relay/pcap.js';
+export { openNativePcap, NativePcapSink, type NativePcapOptions } from './engine/splice/pcap-sink.js';
+export type { SpliceControl, SpliceForwardOptions, SpliceRecordOptions } from './engine/splice/engine.js';
+export type { ReleasedPair } from './engine/contract.js';
+export { TcpConversation, PCAP_GLOBAL_HEADER, type ConversationState, type Endpoint as PcapEndpoint } from './pcap/tcp-conversation.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { onAbort } from '../src/abort.js';
+import { onAbort } from '../src/net/abort.js';
 
 describe('onAbort', () => {
   it('calls each callback once, in the order added, and not those removed', () => {

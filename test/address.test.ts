@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatHostPort, isLoopback, parseHostPort } from '../src/address.js';
+import { formatHostPort, isLoopback, parseHostPort } from '../src/net/host-port.js';
 
 describe('parseHostPort', () => {
   it('reads IPv4, names and bracketed IPv6', () => {

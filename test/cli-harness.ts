@@ -1,4 +1,4 @@
-// The `splicer` command run as a user runs it: the built package (dist/cli.js) in a child process,
+// The `splicer` command run as a user runs it: the built package (dist/cli/main.js) in a child process,
 // its JSON log lines on stdout read as they come. Every wait fails fast, naming what was missing,
 // when the child exits first or the wait runs out, so a crashed child never hangs a test.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -7,7 +7,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { afterEach } from 'vitest';
 
-export const CLI = path.join(import.meta.dirname, '..', 'dist', 'cli.js');
+export const CLI = path.join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
 export type LogLine = Record<string, unknown>;
 

@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { TestContext } from 'vitest';
-import { engines } from '../src/forward.js';
+import { engines } from '../src/engine/forward.js';
 
 /** Set by .ci/run: a tool the tests need and CI installs is a failure when missing, not a skip. */
 export const underCi = Boolean(process.env.CI);

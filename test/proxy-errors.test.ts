@@ -6,12 +6,12 @@ import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Credentials } from '../src/proxy/auth.js';
-import type { LookupAll } from '../src/proxy/dial.js';
+import type { LookupAll } from '../src/net/dial.js';
 import { parseRule } from '../src/proxy/rules.js';
 import { createProxyServer, ExposureError, openProxyRisk } from '../src/proxy/server.js';
-import type { ProxyOptions } from '../src/proxy/types.js';
-import { SpliceEngine } from '../src/splice-engine.js';
-import { engines } from '../src/forward.js';
+import type { ProxyOptions } from '../src/proxy/options.js';
+import { SpliceEngine } from '../src/engine/splice/engine.js';
+import { engines } from '../src/engine/forward.js';
 import * as h from './helpers.js';
 import * as p from './proxy-helpers.js';
 

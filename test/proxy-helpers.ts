@@ -5,7 +5,7 @@ import http from 'node:http';
 import net from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createProxyServer, type ProxyServer } from '../src/proxy/server.js';
-import type { ProxyConnectionRecord, ProxyOptions } from '../src/proxy/types.js';
+import type { ProxyConnectionRecord, ProxyOptions } from '../src/proxy/options.js';
 import { Arrivals, HOST, sha256, sleep, track, within } from './helpers.js';
 
 // ---------------------------------------------------------------------------

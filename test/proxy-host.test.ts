@@ -391,7 +391,7 @@ async function associate(proxyPort: number) {
   return h.within(established, 5000, 'associate reply');
 }
 
-const cli = path.join(import.meta.dirname, '..', 'dist', 'cli.js');
+const cli = path.join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
 
 /** `splicer proxy ARGS` from dist/; resolves with its port once it logs "proxy listening". */
 async function startCli(args: string[]): Promise<{ port: number; started: Record<string, unknown>; stop: () => Promise<void> }> {

@@ -5,10 +5,10 @@ import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { formatHostPort } from '../src/address.js';
+import { formatHostPort } from '../src/net/host-port.js';
 import type { Logger } from '../src/logger.js';
 import type { Toxic } from '../src/relay/toxics.js';
-import type { OpenRelayListener, RelayListener } from '../src/relay/types.js';
+import type { OpenRelayListener, RelayListener } from '../src/relay/listener.js';
 import { HOST, track } from './helpers.js';
 
 const names = (toxics: readonly Toxic[]) => toxics.map((t) => t.name).join(',');

@@ -2,9 +2,9 @@
 import { afterEach } from 'vitest';
 import { relayDataPath, type RelayConnectionRecord, type RelayDataOptions } from '../src/relay/relay.js';
 import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
-import type { RelayListener } from '../src/relay/types.js';
-import { engines } from '../src/forward.js';
-import { SpliceEngine } from '../src/splice-engine.js';
+import type { RelayListener } from '../src/relay/listener.js';
+import { engines } from '../src/engine/forward.js';
+import { SpliceEngine } from '../src/engine/splice/engine.js';
 import { Arrivals, closeAll, HOST, onCleanup } from './helpers.js';
 import { spliceSkipReason } from './policy.js';
 

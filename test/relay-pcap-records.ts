@@ -1,6 +1,6 @@
 // pcap recordings in memory: a minimal reader (with its own checksum arithmetic, so it does
 // not trust src/relay/checksum.ts) and scenario recording. No process, no socket: the unit tests use it.
-import { MAX_SEGMENT, PCAP_GLOBAL_HEADER, TcpConversation, type Side } from '../src/relay/pcap.js';
+import { MAX_SEGMENT, PCAP_GLOBAL_HEADER, TcpConversation, type Side } from '../src/pcap/tcp-conversation.js';
 
 export interface ParsedRecord {
   tsSec: number;

@@ -1,7 +1,7 @@
 // TcpConversation.state() / fromState(): a conversation crosses to the native recorder and back
 // as plain data, and goes on exactly where it was.
 import { describe, expect, it } from 'vitest';
-import { ConversationStateError, MAX_SEGMENT, TcpConversation, type ConversationState } from '../src/relay/pcap.js';
+import { ConversationStateError, MAX_SEGMENT, TcpConversation, type ConversationState } from '../src/pcap/tcp-conversation.js';
 
 const CLIENT = { address: '::ffff:10.1.2.3', port: 40001 };
 const SERVER = { address: '192.0.2.10', port: 9001 };

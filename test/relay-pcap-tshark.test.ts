@@ -5,7 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { MAX_SEGMENT, TcpConversation, type Endpoint } from '../src/relay/pcap.js';
+import { MAX_SEGMENT, TcpConversation, type Endpoint } from '../src/pcap/tcp-conversation.js';
 import { needsTool } from './policy.js';
 import { parseFollow, parsePcap, record, tshark, type Recording, type Step } from './relay-pcap-helpers.js';
 

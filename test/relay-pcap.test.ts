@@ -1,11 +1,11 @@
 // The pcap writer without tshark: checksum vectors, header layout, splitting, sequence numbers.
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { fold, internetChecksum, onesSum } from '../src/relay/checksum.js';
-import { addressBytes } from '../src/relay/ip.js';
+import { fold, internetChecksum, onesSum } from '../src/pcap/checksum.js';
+import { addressBytes } from '../src/net/ip.js';
 import {
   ConversationStateError, MAX_SEGMENT, PCAP_GLOBAL_HEADER, SNAPLEN, TCP_FLAGS, TcpConversation, timestampNow,
-} from '../src/relay/pcap.js';
+} from '../src/pcap/tcp-conversation.js';
 import { parsePcap, pseudoRandomBytes, record } from './relay-pcap-records.js';
 
 const { FIN, SYN, RST, PSH, ACK } = TCP_FLAGS;

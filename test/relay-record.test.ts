@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
 import { Recorder } from '../src/relay/recording.js';
-import { openNativePcap } from '../src/relay/native-pcap.js';
+import { openNativePcap } from '../src/engine/splice/pcap-sink.js';
 import { relayDataPath, type RelayConnectionRecord } from '../src/relay/relay.js';
 import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
 import { Arrivals, collectUntilEnd, onCleanup, patternBytes, startServer, waitFor, within, writeBuffer } from './helpers.js';

@@ -2,9 +2,9 @@
 // or ::1, a hash server behind it, and every pair's control, legs and result at hand.
 import net from 'node:net';
 import type { ForwardResult } from '../src/index.js';
-import type { SpliceControl, SpliceEngine } from '../src/splice-engine.js';
-import type { NativePcapSink } from '../src/relay/native-pcap.js';
-import { TcpConversation, timestampNow } from '../src/relay/pcap.js';
+import type { SpliceControl, SpliceEngine } from '../src/engine/splice/engine.js';
+import type { NativePcapSink } from '../src/engine/splice/pcap-sink.js';
+import { TcpConversation, timestampNow } from '../src/pcap/tcp-conversation.js';
 import * as h from './helpers.js';
 
 export type Host = '127.0.0.1' | '::1';

@@ -4,7 +4,7 @@ import type net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { needsSplice } from './policy.js';
 import { SpliceEngine, forwardJs, type ForwardResult } from '../src/index.js';
-import type { ReleasedPair } from '../src/types.js';
+import type { ReleasedPair } from '../src/engine/contract.js';
 import * as h from './helpers.js';
 import { MiB } from './helpers.js';
 import { connect, expectFdsBack, fdCount, hashServer, startSpliceRelay } from './splice-relay-helpers.js';

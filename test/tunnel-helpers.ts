@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import type { HostPort } from '../src/address.js';
+import type { HostPort } from '../src/net/host-port.js';
 import {
   createTunnelClient,
   createTunnelServer,

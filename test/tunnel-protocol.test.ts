@@ -24,7 +24,7 @@ import {
   type ControlMessage,
 } from '../src/tunnel/protocol.js';
 import { parseExpose, parsePortRanges, TunnelOptionsError } from '../src/tunnel/options.js';
-import { parseFingerprint } from '../src/tunnel/dial.js';
+import { parseFingerprint } from '../src/tunnel/server-dialer.js';
 import { ipv6ToBytes, unmapIPv4 } from '../src/protocol/address.js';
 import { expectError, expectMessage, hex } from './protocol-helpers.js';
 

@@ -2,14 +2,14 @@
 // client's behalf (the FTP active-mode data connection is the classic user),
 // tell the client where, then who connected, and forward the pair.
 import net from 'node:net';
-import { formatHostPort } from '../address.js';
+import { formatHostPort } from '../net/host-port.js';
 import { unmapIPv4 } from '../protocol/address.js';
-import { systemLookup } from './dial.js';
+import { systemLookup } from '../net/dial.js';
 import { parseIp } from './rules.js';
 import type { ClientSession } from './session.js';
 import type { BindReplies } from './socks.js';
-import { allowed, refuse, refusedBeforeLookup, replyAndForward, type Destination, type TunnelContext } from './tunnel.js';
-import type { ProxyConnectionRecord } from './types.js';
+import { allowed, refuse, refusedBeforeLookup, replyAndForward, type Destination, type TunnelContext } from './connect-step.js';
+import type { ProxyConnectionRecord } from './options.js';
 
 /** Bytes the client may send before the peer connects that are held for it; past this, TCP backpressure. */
 const MAX_EARLY = 64 * 1024;

@@ -3,13 +3,13 @@
 // on with http.request, keep-alive to the client kept, hop-by-hop headers dropped.
 import http from 'node:http';
 import type net from 'node:net';
-import { formatHostPort } from '../address.js';
+import { formatHostPort } from '../net/host-port.js';
 import { encodeHttpResponse, httpStatusForErrno, parseAbsoluteUri, parseBasicAuth, parseConnectTarget, stripHopByHop, type HttpHeaders } from '../protocol/http.js';
 import type { Credentials } from './auth.js';
-import { dial, DialError } from './dial.js';
+import { dial, DialError } from '../net/dial.js';
 import { ClientSession } from './session.js';
-import { allowed, connectAndForward, refusedBeforeLookup, type Replies, type TunnelContext } from './tunnel.js';
-import type { ProxyConnectionRecord } from './types.js';
+import { allowed, connectAndForward, refusedBeforeLookup, type Replies, type TunnelContext } from './connect-step.js';
+import type { ProxyConnectionRecord } from './options.js';
 
 export interface HttpProxyContext extends TunnelContext {
   credentials?: Credentials;

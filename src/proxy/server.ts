@@ -2,8 +2,8 @@
 // byte of a connection says which protocol it speaks.
 import { EventEmitter, setMaxListeners } from 'node:events';
 import net from 'node:net';
-import { formatHostPort, isLoopback, type HostPort } from '../address.js';
-import { Listeners } from '../listeners.js';
+import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
+import { Listeners } from '../net/listeners.js';
 import { detectProtocol } from '../protocol/detect.js';
 import { hostAddressTest } from './host-guard.js';
 import { hasClientAllowRule } from './rules.js';
@@ -12,7 +12,7 @@ import { ClientSession, SessionClosed } from './session.js';
 import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
 import { bindAndForward } from './bind.js';
 import { udpAssociate } from './udp.js';
-import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './types.js';
+import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
 
 export class ExposureError extends Error {
   readonly code = 'ERR_OPEN_PROXY';

@@ -15,8 +15,8 @@ import {
 } from '../protocol/socks5.js';
 import type { Credentials } from './auth.js';
 import type { ClientSession } from './session.js';
-import { connectAndForward, type Replies, type TunnelContext } from './tunnel.js';
-import type { ProxyConnectionRecord } from './types.js';
+import { connectAndForward, type Replies, type TunnelContext } from './connect-step.js';
+import type { ProxyConnectionRecord } from './options.js';
 import { isIPv4 } from 'node:net';
 
 export interface SocksContext extends TunnelContext {

@@ -9,8 +9,8 @@ import { encodeSocks5Reply, encodeUdpDatagram, parseUdpDatagram, SOCKS5_REPLY, s
 import type { Logger } from '../logger.js';
 import { isUnspecified, resolveHost, sameIp } from './bind.js';
 import type { ClientSession } from './session.js';
-import { allowed, refusedBeforeLookup, type Destination, type TunnelContext } from './tunnel.js';
-import type { ProxyConnectionRecord } from './types.js';
+import { allowed, refusedBeforeLookup, type Destination, type TunnelContext } from './connect-step.js';
+import type { ProxyConnectionRecord } from './options.js';
 
 export interface UdpContext extends TunnelContext {
   /** BND.ADDR given to clients instead of the local address (behind NAT: the public one). */

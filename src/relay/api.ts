@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
 import { performance } from 'node:perf_hooks';
-import { formatHostPort, isLoopback, type HostPort } from '../address.js';
+import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import type { Logger } from '../logger.js';
 import { PopulateError, RelayError } from './control-errors.js';
 import type { RelayChangeInput, RelayInput, ToxicChangeInput } from './control-input.js';

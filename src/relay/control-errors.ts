@@ -1,4 +1,4 @@
-import { formatHostPort, type HostPort } from '../address.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { RelayView } from './registry.js';
 
 // The control layer's errors carry the HTTP status Toxiproxy answers with, so the API is a thin

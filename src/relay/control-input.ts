@@ -5,7 +5,7 @@
 // By default it takes what Toxiproxy takes, because Toxiproxy's clients rely on it: Go's decoder
 // reads JSON null as "absent" and skips fields it does not know, and an update ignores a changed
 // name, type or stream. `strict` (--strict-api) refuses unknown fields, renames and type changes.
-import { AddressError, isLoopback, parseHostPort, type HostPort } from '../address.js';
+import { AddressError, isLoopback, parseHostPort, type HostPort } from '../net/host-port.js';
 import { badRequest, RelayError } from './control-errors.js';
 import { parseStrictToxic, parseToxic, ToxicError, type Toxic } from './toxics.js';
 

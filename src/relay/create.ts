@@ -1,15 +1,15 @@
 // createRelay(): the library face of `splicer relay`. It wires the data path (relay.ts), the named
 // relays with Toxiproxy's semantics (registry.ts), optional recording and the optional HTTP API.
 import { EventEmitter } from 'node:events';
-import { formatHostPort, type HostPort } from '../address.js';
-import { engines } from '../forward.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { engines } from '../engine/forward.js';
 import type { Logger } from '../logger.js';
-import { SpliceEngine } from '../splice-engine.js';
-import type { EngineChoice, EngineName } from '../types.js';
+import { SpliceEngine } from '../engine/splice/engine.js';
+import type { EngineChoice, EngineName } from '../engine/contract.js';
 import { startRelayApi, type RelayApi } from './api.js';
 import type { RelayChangeInput, RelayInput, ToxicChangeInput } from './control-input.js';
 import { randomSeed } from './random.js';
-import { openNativePcap } from './native-pcap.js';
+import { openNativePcap } from '../engine/splice/pcap-sink.js';
 import { Recorder, type RecordOptions } from './recording.js';
 import { RelayRegistry, type RelayView } from './registry.js';
 import { relayDataPath, type RelayConnectionRecord } from './relay.js';

@@ -11,7 +11,7 @@
 import { createWriteStream, mkdirSync, statSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from '../logger.js';
-import { PCAP_GLOBAL_HEADER, TcpConversation, timestampNow, type ConversationState, type Endpoint } from './pcap.js';
+import { PCAP_GLOBAL_HEADER, TcpConversation, timestampNow, type ConversationState, type Endpoint } from '../pcap/tcp-conversation.js';
 import type { Direction } from './toxics.js';
 
 /** Where a pcap file's records go. write() returns false when its queue is full: the caller stops recording. */

@@ -2,7 +2,7 @@
 // be listening and with which toxics; the data path, reached only through the injected
 // OpenRelayListener, does the listening. Every change runs in one queue, so two requests never
 // interleave their awaits (a create racing a delete of the same name, a toxic added mid-move).
-import { formatHostPort, type HostPort } from '../address.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { Logger } from '../logger.js';
 import { listenFailed, PopulateError, proxyExists, proxyNotFound, RelayError, toxicExists, toxicNotFound } from './control-errors.js';
 import {
@@ -17,7 +17,7 @@ import {
   type ToxicChangeInput,
 } from './control-input.js';
 import { toxicJson, type Toxic } from './toxics.js';
-import type { OpenRelayListener, RelayListener } from './types.js';
+import type { OpenRelayListener, RelayListener } from './listener.js';
 
 export interface RelayRegistryOptions {
   /** The data path. */

@@ -5,22 +5,22 @@
 // A toxic added while a connection is spliced moves it to user space without a lost byte
 // (SpliceEngine release); it stays there until it ends.
 import type net from 'node:net';
-import { formatHostPort, type HostPort } from '../address.js';
-import { connectTcp } from '../connect.js';
-import { chooseEngine, defaultSpliceEngine } from '../forward.js';
-import { DEFAULT_CONNECT_TIMEOUT_MS } from '../forwarder.js';
-import { Listeners } from '../listeners.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { connectTcp } from '../net/connect.js';
+import { chooseEngine, defaultSpliceEngine } from '../engine/forward.js';
+import { DEFAULT_CONNECT_TIMEOUT_MS } from '../forwarder/server.js';
+import { Listeners } from '../net/listeners.js';
 import type { Logger } from '../logger.js';
-import type { SpliceEngine } from '../splice-engine.js';
-import { NativePcapSink } from './native-pcap.js';
-import type { EngineChoice, EngineName, EndReason, ForwardResult } from '../types.js';
+import type { SpliceEngine } from '../engine/splice/engine.js';
+import { NativePcapSink } from '../engine/splice/pcap-sink.js';
+import type { EngineChoice, EngineName, EndReason, ForwardResult } from '../engine/contract.js';
 import { Lane } from './lane.js';
 import { createRng, type Rng } from './random.js';
 import type { ConnectionRecording, Recorder } from './recording.js';
 import { createToxicStage } from './stages.js';
 import type { Link, StageOptions } from './timed-stage.js';
 import type { Direction, Toxic } from './toxics.js';
-import type { OpenRelayListener, RelayEndpoint, RelayListener } from './types.js';
+import type { OpenRelayListener, RelayEndpoint, RelayListener } from './listener.js';
 import { runUserPath, type DirectionStart, type UserPath } from './user-path.js';
 
 export interface RelayDataOptions {

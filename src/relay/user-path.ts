@@ -4,8 +4,8 @@
 // the pair ended; and a toxic may end the pair itself (reset_peer, limit_data, timeout).
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
-import { resetSocket } from '../takeover.js';
-import { ForwardError, type EndReason, type ForwardResult } from '../types.js';
+import { resetSocket } from '../engine/splice/takeover.js';
+import { ForwardError, type EndReason, type ForwardResult } from '../engine/contract.js';
 import type { Lane } from './lane.js';
 import type { ConnectionRecording } from './recording.js';
 import type { Direction } from './toxics.js';

@@ -1,7 +1,7 @@
 // Reads one header off a socket through a pure incremental parser, and leaves every byte after
 // it in the socket's read buffer (unshifted, socket paused), so forward() sends them first.
 import type net from 'node:net';
-import { onAbort as listenAbort } from '../abort.js';
+import { onAbort as listenAbort } from '../net/abort.js';
 import type { ProtocolError } from '../protocol/reader.js';
 
 /** The socket ended, failed, timed out or was aborted before a whole header arrived. */

@@ -1,12 +1,12 @@
 // Options of the tunnel server and client, checked with zod, and the text forms the CLI takes
 // (`--ports 20000-20100,30000`, `--expose web=127.0.0.1:8080@0`).
 import { z } from 'zod';
-import { AddressError, parseHostPort, type HostPort } from '../address.js';
+import { AddressError, parseHostPort, type HostPort } from '../net/host-port.js';
 import type { Logger } from '../logger.js';
-import { SpliceEngine } from '../splice-engine.js';
-import type { EngineChoice } from '../types.js';
+import { SpliceEngine } from '../engine/splice/engine.js';
+import type { EngineChoice } from '../engine/contract.js';
 import { MAX_POOL, MAX_TUNNELS_PER_MESSAGE, TUNNEL_NAME } from './protocol.js';
-import { parseFingerprint, type ClientTlsOptions } from './dial.js';
+import { parseFingerprint, type ClientTlsOptions } from './server-dialer.js';
 
 export class TunnelOptionsError extends Error {
   readonly code = 'ERR_TUNNEL_OPTIONS';

@@ -6,12 +6,12 @@ import { randomBytes } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
-import { formatHostPort, type HostPort } from '../address.js';
-import { forward } from '../forward.js';
-import { resetSocket } from '../takeover.js';
-import type { EndReason, EngineName } from '../types.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { forward } from '../engine/forward.js';
+import { resetSocket } from '../engine/splice/takeover.js';
+import type { EndReason, EngineName } from '../engine/contract.js';
 import { ChannelClosed, ControlChannel, type ChannelEnd } from './channel.js';
-import { certificateFingerprint } from './dial.js';
+import { certificateFingerprint } from './server-dialer.js';
 import { HeaderError, readHeader } from './header.js';
 import { parseOptions, TunnelServerOptionsSchema, type ResolvedServerOptions, type TunnelServerOptions } from './options.js';
 import {

@@ -11,12 +11,12 @@ import {
   type NativeRecorderEvent,
   type NativeReleased,
 } from './native.js';
-import { onAbort } from './abort.js';
-import { addressBytes } from './relay/ip.js';
-import type { NativePcapSink } from './relay/native-pcap.js';
-import type { ConversationState, TcpConversation } from './relay/pcap.js';
+import { onAbort } from '../../net/abort.js';
+import { addressBytes } from '../../net/ip.js';
+import type { NativePcapSink } from './pcap-sink.js';
+import type { ConversationState, TcpConversation } from '../../pcap/tcp-conversation.js';
 import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
-import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from './types.js';
+import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from '../contract.js';
 
 /**
  * Every option is an integer in its range; a non-number is a TypeError, anything else outside

@@ -16,7 +16,7 @@
 // when a pair is released to user space.
 import { randomBytes } from 'node:crypto';
 import { fold, internetChecksum, onesSum } from './checksum.js';
-import { addressBytes } from './ip.js';
+import { addressBytes } from '../net/ip.js';
 
 /** Larger than any record written here (the largest IPv6 frame is 65,569 bytes). */
 export const SNAPLEN = 262_144;

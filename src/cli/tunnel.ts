@@ -3,14 +3,14 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
-import { formatHostPort, isLoopback, type HostPort } from '../address.js';
-import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from '../cli-args.js';
+import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
+import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
 import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
-import type { EngineChoice } from '../types.js';
-import { createTunnelClient } from './client.js';
-import { parseFingerprint } from './dial.js';
-import { parseExpose, parsePortRanges, TunnelOptionsError, type ExposeSpec, type PortRange } from './options.js';
-import { createTunnelServer } from './server.js';
+import type { EngineChoice } from '../engine/contract.js';
+import { createTunnelClient } from '../tunnel/client.js';
+import { parseFingerprint } from '../tunnel/server-dialer.js';
+import { parseExpose, parsePortRanges, TunnelOptionsError, type ExposeSpec, type PortRange } from '../tunnel/options.js';
+import { createTunnelServer } from '../tunnel/server.js';
 
 export const TOKEN_ENV = 'SPLICER_TUNNEL_TOKEN';
 /** Below this many characters a token is warned about: the auth exchange is only as strong as it. */

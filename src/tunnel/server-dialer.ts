@@ -3,8 +3,8 @@
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { onAbort as listenAbort } from '../abort.js';
-import type { HostPort } from '../address.js';
+import { onAbort as listenAbort } from '../net/abort.js';
+import type { HostPort } from '../net/host-port.js';
 import { safeEqual } from './protocol.js';
 
 export interface ClientTlsOptions {

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { ConversationState } from './relay/pcap.js';
-import type { SpliceEngine } from './splice-engine.js';
+import type { ConversationState } from '../pcap/tcp-conversation.js';
+import type { SpliceEngine } from './splice/engine.js';
 
 /** The engines that can carry a pair. */
 export type EngineName = 'splice' | 'js';

@@ -1,21 +1,21 @@
 #!/usr/bin/env node
 // The `splicer` command line.
 import { Command, InvalidArgumentError } from 'commander';
-import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './cli-args.js';
+import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
 import { createRequire } from 'node:module';
-import { formatHostPort, isLoopback, type HostPort } from './address.js';
-import { engines } from './forward.js';
-import { Forwarder } from './forwarder.js';
-import { createLogger, type LOG_LEVELS } from './logger.js';
-import type { EngineChoice } from './types.js';
-import { Credentials, CredentialsError } from './proxy/auth.js';
-import { parseRule, RuleError, type Rule } from './proxy/rules.js';
-import { createProxyServer, openProxyRisk } from './proxy/server.js';
-import { relayCommand } from './relay/cli.js';
-import { tunnelCommand } from './tunnel/cli.js';
-import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from './proxy/types.js';
+import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
+import { engines } from '../engine/forward.js';
+import { Forwarder } from '../forwarder/server.js';
+import { createLogger, type LOG_LEVELS } from '../logger.js';
+import type { EngineChoice } from '../engine/contract.js';
+import { Credentials, CredentialsError } from '../proxy/auth.js';
+import { parseRule, RuleError, type Rule } from '../proxy/rules.js';
+import { createProxyServer, openProxyRisk } from '../proxy/server.js';
+import { relayCommand } from './relay.js';
+import { tunnelCommand } from './tunnel.js';
+import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from '../proxy/options.js';
 
-const version = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
+const version = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
 interface ForwardCliOptions {
   listen?: HostPort[];

@@ -1,8 +1,8 @@
 // The listening sockets of a service: bind every address or none, report what
 // was bound, and keep accepting when accept() fails (EMFILE, ENFILE).
 import net from 'node:net';
-import type { HostPort } from './address.js';
-import type { Logger } from './logger.js';
+import type { HostPort } from './host-port.js';
+import type { Logger } from '../logger.js';
 
 export interface ListenersOptions {
   /** Leave new connections unread until the handler reads them (their first bytes stay in the kernel). */

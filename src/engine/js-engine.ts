@@ -3,8 +3,8 @@
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
-import { onAbort as listenAbort } from './abort.js';
-import { checkIdleTimeout, ForwardError, type EndReason, type ForwardResult, type Side } from './types.js';
+import { onAbort as listenAbort } from '../net/abort.js';
+import { checkIdleTimeout, ForwardError, type EndReason, type ForwardResult, type Side } from './contract.js';
 
 export interface JsForwardOptions {
   /** End the pair with reason `timeout` after this many ms with no byte moved either way. 0 or absent: never. See ForwardOptions.idleTimeout. */

@@ -1,10 +1,10 @@
 // Argument parsers and options shared by the `splicer` subcommands.
 import { InvalidArgumentError, Option } from 'commander';
-import { AddressError, parseHostPort, type HostPort } from './address.js';
-import { engines } from './forward.js';
-import { LOG_LEVELS, type Logger } from './logger.js';
-import { SpliceEngine, type SpliceEngineOptions } from './splice-engine.js';
-import { MAX_IDLE_TIMEOUT_MS, type EngineChoice, type EngineName } from './types.js';
+import { AddressError, parseHostPort, type HostPort } from '../net/host-port.js';
+import { engines } from '../engine/forward.js';
+import { LOG_LEVELS, type Logger } from '../logger.js';
+import { SpliceEngine, type SpliceEngineOptions } from '../engine/splice/engine.js';
+import { MAX_IDLE_TIMEOUT_MS, type EngineChoice, type EngineName } from '../engine/contract.js';
 
 export function hostPortArg(defaultHost?: string, allowZero = false) {
   return (value: string): HostPort => {

@@ -1,7 +1,7 @@
 // Connecting to an upstream for a client that is already accepted.
 import net from 'node:net';
 import { onAbort } from './abort.js';
-import type { HostPort } from './address.js';
+import type { HostPort } from './host-port.js';
 
 /**
  * Connects with half-open allowed and Nagle off (a forwarder must not add delay), rejecting with

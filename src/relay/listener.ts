@@ -1,6 +1,6 @@
 // The seam between the relay's control layer (named relays, Toxiproxy semantics, the HTTP API)
 // and its data path (listening, connecting upstream, moving and faulting bytes, recording).
-import type { HostPort } from '../address.js';
+import type { HostPort } from '../net/host-port.js';
 import type { Toxic } from './toxics.js';
 
 /** What the data path needs to open one named relay. */

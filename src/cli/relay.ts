@@ -1,15 +1,15 @@
 // `splicer relay`: the command line of the recording, fault-injecting TCP relay.
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
-import { formatHostPort, type HostPort } from '../address.js';
-import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from '../cli-args.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
-import type { EngineChoice } from '../types.js';
-import { DEFAULT_API_PORT } from './api.js';
-import { createRelay, type RelayConfig } from './create.js';
-import type { RecordLegs } from './recording.js';
-import { parseToxicSpec } from './toxic-spec.js';
-import { ToxicError, type Toxic } from './toxics.js';
+import type { EngineChoice } from '../engine/contract.js';
+import { DEFAULT_API_PORT } from '../relay/api.js';
+import { createRelay, type RelayConfig } from '../relay/create.js';
+import type { RecordLegs } from '../relay/recording.js';
+import { parseToxicSpec } from '../relay/toxic-spec.js';
+import { ToxicError, type Toxic } from '../relay/toxics.js';
 
 interface RelayCliOptions {
   listen?: HostPort[];

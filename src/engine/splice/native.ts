@@ -180,7 +180,7 @@ export function loadNative(): NativeLoad {
   try {
     const require = createRequire(import.meta.url);
     const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
+    const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
     loaded = { binding: nodeGypBuild(root) as NativeBinding };
   } catch (err) {
     loaded = { binding: null, reason: `native addon not loaded: ${(err as Error).message}` };

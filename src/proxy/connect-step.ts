@@ -2,14 +2,14 @@
 // (every resolved address, each checked against the rules too), send the
 // protocol's reply, and hand the pair to forward().
 import net from 'node:net';
-import { formatHostPort } from '../address.js';
-import { forward } from '../forward.js';
-import type { SpliceEngine } from '../splice-engine.js';
-import type { EngineChoice } from '../types.js';
-import { dial, DialError, type LookupAll } from './dial.js';
+import { formatHostPort } from '../net/host-port.js';
+import { forward } from '../engine/forward.js';
+import type { SpliceEngine } from '../engine/splice/engine.js';
+import type { EngineChoice } from '../engine/contract.js';
+import { dial, DialError, type LookupAll } from '../net/dial.js';
 import { evaluateAccess, type ProxyCommand, type Rule } from './rules.js';
 import type { ClientSession } from './session.js';
-import type { ProxyConnectionRecord } from './types.js';
+import type { ProxyConnectionRecord } from './options.js';
 
 /** How a protocol words its replies. */
 export interface Replies {

@@ -7,8 +7,8 @@
 // dup and closes its own fd. From then on only the engine's writer thread writes the file, and
 // closes it after close() (or at engine close).
 import fs from 'node:fs';
-import { PCAP_GLOBAL_HEADER } from './pcap.js';
-import type { NativeRecorder, SpliceEngine } from '../splice-engine.js';
+import { PCAP_GLOBAL_HEADER } from '../../pcap/tcp-conversation.js';
+import type { NativeRecorder, SpliceEngine } from './engine.js';
 
 export interface NativePcapOptions {
   /**

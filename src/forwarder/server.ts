@@ -3,13 +3,13 @@
 // connected, so its first bytes stay in the kernel and are spliced like the rest.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { formatHostPort, type HostPort } from './address.js';
-import { connectTcp } from './connect.js';
-import { forward } from './forward.js';
-import { Listeners } from './listeners.js';
-import type { Logger } from './logger.js';
-import type { SpliceEngine } from './splice-engine.js';
-import type { EngineChoice, EngineName, EndReason } from './types.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { connectTcp } from '../net/connect.js';
+import { forward } from '../engine/forward.js';
+import { Listeners } from '../net/listeners.js';
+import type { Logger } from '../logger.js';
+import type { SpliceEngine } from '../engine/splice/engine.js';
+import type { EngineChoice, EngineName, EndReason } from '../engine/contract.js';
 
 export interface ForwarderOptions {
   listen: HostPort[];

@@ -3,7 +3,7 @@
 // unroutable family or one dead address does not fail the connect.
 import dns from 'node:dns';
 import net from 'node:net';
-import { onAbort as listenAbort } from '../abort.js';
+import { onAbort as listenAbort } from './abort.js';
 
 export type LookupAll = (hostname: string) => Promise<Array<{ address: string; family: number }>>;
 

@@ -1,9 +1,9 @@
-import type { HostPort } from '../address.js';
-import type { SpliceEngine } from '../splice-engine.js';
-import type { EngineChoice, EngineName } from '../types.js';
+import type { HostPort } from '../net/host-port.js';
+import type { SpliceEngine } from '../engine/splice/engine.js';
+import type { EngineChoice, EngineName } from '../engine/contract.js';
 import type { Logger } from '../logger.js';
 import type { Credentials } from './auth.js';
-import type { LookupAll } from './dial.js';
+import type { LookupAll } from '../net/dial.js';
 import type { ProxyCommand, Rule } from './rules.js';
 
 export type ProxyProtocol = 'socks4' | 'socks4a' | 'socks5' | 'http';

@@ -1,10 +1,10 @@
 // forward(a, b): picks the engine for a pair and hands it over.
 import type { Duplex } from 'node:stream';
 import { forwardJs } from './js-engine.js';
-import { loadNative } from './native.js';
-import { SpliceEngine } from './splice-engine.js';
-import { whyNoFd } from './takeover.js';
-import { checkIdleTimeout, type EngineName, type EnginesReport, type ForwardOptions, type ForwardResult } from './types.js';
+import { loadNative } from './splice/native.js';
+import { SpliceEngine } from './splice/engine.js';
+import { whyNoFd } from './splice/takeover.js';
+import { checkIdleTimeout, type EngineName, type EnginesReport, type ForwardOptions, type ForwardResult } from './contract.js';
 
 let sharedEngine: SpliceEngine | undefined;
 
