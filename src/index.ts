@@ -1,12 +1,11 @@
-export { forward, engines, chooseEngine, defaultSpliceEngine } from './engine/forward.js';
-export { SpliceEngine, type SpliceEngineOptions, type SpliceEngineStats } from './engine/splice/engine.js';
+export { forward, engines, chooseEngine, defaultSpliceEngine, type ForwardOptions } from './engine/forward.js';
+export { SpliceEngine, type SpliceEngineOptions, type SpliceEngineStats, type SpliceRecordSink } from './engine/splice/engine.js';
 export { forwardJs, type JsForwardOptions } from './engine/js-engine.js';
 export {
   ForwardError,
   type EngineName,
   type EngineChoice,
   type EndReason,
-  type ForwardOptions,
   type ForwardResult,
   type EnginesReport,
   type EngineAvailability,
@@ -18,7 +17,8 @@ export { Credentials, CredentialsError } from './proxy/auth.js';
 export { parseRule, evaluateRules, RuleError, type Rule, type RuleSubject, type ProxyCommand } from './proxy/rules.js';
 export { Forwarder, type ForwarderOptions, type ConnectionRecord } from './forwarder/server.js';
 export { createRelay, Relay, type RelayOptions, type RelayConfig } from './relay/create.js';
-export { RelayRegistry, type RelayRegistryOptions, type RelayView } from './relay/registry.js';
+export { RelayRegistry, type RelayRegistryOptions } from './relay/registry.js';
+export type { RelayView } from './relay/view.js';
 export type { RelayInput, RelayChangeInput, ToxicChangeInput } from './relay/control-input.js';
 export { startRelayApi, type RelayApi, type RelayApiOptions } from './relay/api.js';
 export { RelayError, PopulateError, RELAY_ERROR_STATUS, type RelayErrorCode } from './relay/control-errors.js';

@@ -1,7 +1,6 @@
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { ConversationState } from '../pcap/tcp-conversation.js';
-import type { SpliceEngine } from './splice/engine.js';
 
 /** The engines that can carry a pair. */
 export type EngineName = 'splice' | 'js';
@@ -23,23 +22,6 @@ export type EndReason = 'eof' | 'reset' | 'error' | 'aborted' | 'timeout' | 'rel
 
 /** Which of the two sockets given to `forward(a, b)`. */
 export type Side = 'a' | 'b';
-
-export interface ForwardOptions {
-  /** Default `auto`: splice when the addon is loaded and both sockets have an fd, else js. */
-  engine?: EngineChoice;
-  /**
-   * End the pair with reason `timeout` after this many ms with no byte moved either way.
-   * An integer from 0 to 2^31 - 1 (about 24.8 days, setTimeout's limit); 0 or absent: never.
-   * Anything else (NaN, Infinity, a negative or fractional number, a larger one, a non-number)
-   * is refused with a RangeError (TypeError for a non-number) before the sockets are touched,
-   * on either engine.
-   */
-  idleTimeout?: number;
-  /** Aborting ends the pair with reason `aborted`, resetting both sides. */
-  signal?: AbortSignal;
-  /** The splice engine to use; default: one shared engine with one loop thread, created on first use. */
-  spliceEngine?: SpliceEngine;
-}
 
 export interface ForwardResult {
   engine: EngineName;

@@ -4,7 +4,24 @@ import { forwardJs } from './js-engine.js';
 import { loadNative } from './splice/native.js';
 import { SpliceEngine } from './splice/engine.js';
 import { whyNoFd } from './splice/takeover.js';
-import { checkIdleTimeout, type EngineName, type EnginesReport, type ForwardOptions, type ForwardResult } from './contract.js';
+import { checkIdleTimeout, type EngineName, type EnginesReport, type ForwardResult, type EngineChoice } from './contract.js';
+
+export interface ForwardOptions {
+  /** Default `auto`: splice when the addon is loaded and both sockets have an fd, else js. */
+  engine?: EngineChoice;
+  /**
+   * End the pair with reason `timeout` after this many ms with no byte moved either way.
+   * An integer from 0 to 2^31 - 1 (about 24.8 days, setTimeout's limit); 0 or absent: never.
+   * Anything else (NaN, Infinity, a negative or fractional number, a larger one, a non-number)
+   * is refused with a RangeError (TypeError for a non-number) before the sockets are touched,
+   * on either engine.
+   */
+  idleTimeout?: number;
+  /** Aborting ends the pair with reason `aborted`, resetting both sides. */
+  signal?: AbortSignal;
+  /** The splice engine to use; default: one shared engine with one loop thread, created on first use. */
+  spliceEngine?: SpliceEngine;
+}
 
 let sharedEngine: SpliceEngine | undefined;
 

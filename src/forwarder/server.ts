@@ -4,7 +4,7 @@
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
-import { connectTcp } from '../net/connect.js';
+import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { forward } from '../engine/forward.js';
 import { Listeners } from '../net/listeners.js';
 import type { Logger } from '../logger.js';
@@ -34,8 +34,6 @@ export interface ConnectionRecord {
   reason: EndReason | 'connect-failed';
   code?: string;
 }
-
-export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 
 export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; error: [Error] }> {
   readonly #options: ForwarderOptions;

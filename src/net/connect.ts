@@ -3,6 +3,9 @@ import net from 'node:net';
 import { onAbort } from './abort.js';
 import type { HostPort } from './host-port.js';
 
+/** How long a service waits for an upstream to accept, unless told otherwise. */
+export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+
 /**
  * Connects with half-open allowed and Nagle off (a forwarder must not add delay), rejecting with
  * code ETIMEDOUT after `timeoutMs` and ABORT_ERR when the signal aborts; the socket is destroyed then.

@@ -1,5 +1,5 @@
 import { formatHostPort, type HostPort } from '../net/host-port.js';
-import type { RelayView } from './registry.js';
+import type { RelayView } from './view.js';
 
 // The control layer's errors carry the HTTP status Toxiproxy answers with, so the API is a thin
 // translation and library callers can branch on `code` without matching messages.

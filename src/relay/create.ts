@@ -11,7 +11,8 @@ import type { RelayChangeInput, RelayInput, ToxicChangeInput } from './control-i
 import { randomSeed } from './random.js';
 import { openNativePcap } from '../engine/splice/pcap-sink.js';
 import { Recorder, type RecordOptions } from './recording.js';
-import { RelayRegistry, type RelayView } from './registry.js';
+import { RelayRegistry } from './registry.js';
+import type { RelayView } from './view.js';
 import { relayDataPath, type RelayConnectionRecord } from './relay.js';
 import type { Toxic, ToxicInput } from './toxics.js';
 

@@ -18,6 +18,7 @@ import {
 } from './control-input.js';
 import { toxicJson, type Toxic } from './toxics.js';
 import type { OpenRelayListener, RelayListener } from './listener.js';
+import type { RelayView } from './view.js';
 
 export interface RelayRegistryOptions {
   /** The data path. */
@@ -30,15 +31,6 @@ export interface RelayRegistryOptions {
    */
   strictApi?: boolean;
   logger?: Logger;
-}
-
-/** A proxy in Toxiproxy's JSON shape. `listen` is as given until it has listened, then the bound address. */
-export interface RelayView {
-  name: string;
-  listen: string;
-  upstream: string;
-  enabled: boolean;
-  toxics: Toxic[];
 }
 
 interface Relay {

@@ -6,9 +6,8 @@
 // (SpliceEngine release); it stays there until it ends.
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
-import { connectTcp } from '../net/connect.js';
+import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { chooseEngine, defaultSpliceEngine } from '../engine/forward.js';
-import { DEFAULT_CONNECT_TIMEOUT_MS } from '../forwarder/server.js';
 import { Listeners } from '../net/listeners.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';

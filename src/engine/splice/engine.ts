@@ -13,7 +13,6 @@ import {
 } from './native.js';
 import { onAbort } from '../../net/abort.js';
 import { addressBytes } from '../../net/ip.js';
-import type { NativePcapSink } from './pcap-sink.js';
 import type { ConversationState, TcpConversation } from '../../pcap/tcp-conversation.js';
 import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
 import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from '../contract.js';
@@ -65,6 +64,15 @@ export interface SpliceControl {
   release(): void;
 }
 
+/** What the engine reads of a pcap sink: a NativePcapSink (openNativePcap, pcap-sink.ts) opened on this engine. */
+export interface SpliceRecordSink {
+  readonly engine: SpliceEngine;
+  readonly path: string;
+  readonly closed: boolean;
+  /** @internal */
+  readonly recorder: NativeRecorder;
+}
+
 /**
  * Records the pair's traffic into a pcap file without the payload passing through JS.
  * The legs are conversations whose handshake the caller has written to the sink already;
@@ -75,7 +83,7 @@ export interface SpliceControl {
  * legs' states come back in `result.released.recording`.
  */
 export interface SpliceRecordOptions {
-  sink: NativePcapSink;
+  sink: SpliceRecordSink;
   legs: TcpConversation[];
 }
 
@@ -88,7 +96,7 @@ export interface SpliceForwardOptions {
   record?: SpliceRecordOptions;
 }
 
-/** A pcap file the engine's writer thread appends to: see openNativePcap (src/relay/native-pcap.ts). */
+/** A pcap file the engine's writer thread appends to: see openNativePcap (src/engine/splice/pcap-sink.ts). */
 export interface NativeRecorder {
   readonly id: number;
   /** Queues whole records; false (dropped) when the queue is full or the recorder failed or is closing. */
