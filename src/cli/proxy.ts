@@ -1,0 +1,141 @@
+// `splicer proxy`: SOCKS4/4a/5 and HTTP on one port.
+import { Command, InvalidArgumentError } from 'commander';
+import { collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { createLogger, type LOG_LEVELS } from '../logger.js';
+import type { EngineChoice } from '../engine/contract.js';
+import { Credentials, CredentialsError } from '../proxy/auth.js';
+import { parseRule, RuleError, type Rule } from '../proxy/rules.js';
+import { createProxyServer, openProxyRisk } from '../proxy/server.js';
+import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from '../proxy/options.js';
+
+interface ProxyCliOptions {
+  listen?: HostPort[];
+  auth?: string[];
+  users?: string[];
+  allowEmptyCredentials?: boolean;
+  rule?: Rule[];
+  open?: boolean;
+  handshakeTimeout: number;
+  connectTimeout: number;
+  idleTimeout: number;
+  maxConnections: number;
+  maxPerClient: number;
+  udpAdvertise?: string;
+  engine: EngineChoice;
+  threads: number;
+  grace: number;
+  logLevel: (typeof LOG_LEVELS)[number];
+}
+
+function credentialsFrom(options: ProxyCliOptions): Credentials | undefined {
+  const named = <T>(flag: string, make: () => T): T => {
+    try {
+      return make();
+    } catch (err) {
+      if (err instanceof CredentialsError) throw new Error(`${flag}: ${err.message}`);
+      throw err;
+    }
+  };
+  let credentials = options.auth ? named('--auth', () => Credentials.fromEntries(options.auth!)) : undefined;
+  for (const file of options.users ?? []) {
+    const fromFile = named('--users', () => Credentials.fromFile(file));
+    credentials = credentials ? credentials.merge(fromFile) : fromFile;
+  }
+  return credentials;
+}
+
+async function runProxy(options: ProxyCliOptions): Promise<void> {
+  const logger = createLogger(options.logLevel);
+  const credentials = credentialsFrom(options);
+  const rules = options.rule ?? [];
+  const proxyOptions = {
+    listen: options.listen ?? [{ host: '127.0.0.1', port: 1080 }],
+    credentials,
+    allowEmptyCredentials: options.allowEmptyCredentials,
+    rules,
+    open: options.open,
+    timeouts: { handshake: options.handshakeTimeout * 1000, connect: options.connectTimeout * 1000, idle: idleMs(options.idleTimeout) },
+    limits: { connections: options.maxConnections, perClient: options.maxPerClient },
+    engine: options.engine,
+    udpAdvertise: options.udpAdvertise,
+    logger,
+  };
+  const risk = openProxyRisk(proxyOptions);
+  if (risk) throw new Error(`refusing to start: ${risk}`);
+  const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
+  const server = createProxyServer({ ...proxyOptions, spliceEngine });
+  const bound = await server.listen();
+  logger.info(
+    {
+      listen: bound.map(formatHostPort),
+      protocols: ['socks4', 'socks4a', 'socks5', 'http'],
+      auth: credentials?.required ? `${credentials.size} user(s)` : 'none',
+      rules: rules.map((rule) => rule.source),
+      protectHost: server.protectsHost,
+      engine,
+      spliceOff,
+    },
+    'proxy listening',
+  );
+  onStopSignal(logger, options.grace, () => server.activeConnections, async () => {
+    await server.close(options.grace * 1000);
+    await spliceEngine?.close();
+  });
+}
+
+// --allow and --deny share one list so that their order on the command line is the order they are tried in.
+function ruleArg(action: 'allow' | 'deny') {
+  return (value: string, previous: Rule[] | undefined): Rule[] => {
+    try {
+      sharedRules.push(parseRule(action, value));
+      return sharedRules;
+    } catch (err) {
+      if (err instanceof RuleError) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
+  };
+}
+const sharedRules: Rule[] = [];
+
+export function addProxyCommand(program: Command): void {
+  program
+    .command('proxy', { isDefault: false })
+    .description('SOCKS4, SOCKS4a, SOCKS5 and HTTP proxy on one port (the first byte tells which), spliced')
+    .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:1080; :PORT means 127.0.0.1 (default: 127.0.0.1:1080)', hostPortListArg('127.0.0.1', true))
+    .option('--auth <user:pass>', 'a user allowed in (SOCKS5 username/password, HTTP Basic), repeatable', collect)
+    .option('--users <file>', 'a file of users, one user:pass a line (# comments), repeatable', collect)
+    .option('--allow-empty-credentials', 'accept a configured user whose name or password is empty (clients that send empty fields)')
+    .option('--allow <rule>', 'allow what the rule matches; rules are tried in the order given, first match wins. ' +
+      'RULE: space-separated from=CIDR to=CIDR|HOSTGLOB port=N|N-M cmd=connect|bind|udp user=NAME, values comma-separated', ruleArg('allow'))
+    .option('--deny <rule>', 'deny what the rule matches (syntax as --allow). With no match: denied if any --allow is given, else allowed', ruleArg('deny'))
+    .option('--open', 'allow a non-loopback --listen with no auth and no from= allow rule (an open proxy)')
+    .option('--handshake-timeout <seconds>', 'close a client that has not sent its request by then', secondsArg('--handshake-timeout'), DEFAULT_TIMEOUTS.handshake / 1000)
+    .option('--connect-timeout <seconds>', 'give up on a destination after this long (SOCKS5 reply 06, HTTP 504)', secondsArg('--connect-timeout'), DEFAULT_TIMEOUTS.connect / 1000)
+    .option('--idle-timeout <seconds>', 'close a pair after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), DEFAULT_TIMEOUTS.idle / 1000)
+    .option('--max-connections <n>', 'client connections open at once; past it new ones are closed', integerArg('--max-connections', 1, 1_000_000), DEFAULT_LIMITS.connections)
+    .option('--max-per-client <n>', 'client connections open at once from one IP', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
+    .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')
+    .addOption(engineOption())
+    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
+    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open connections before they are ended', secondsArg('--grace'), 5)
+    .addOption(logLevelOption())
+    .addHelpText(
+      'after',
+      `
+The proxy's own host: when any --listen address is beyond loopback, destinations on this host are
+denied, checked on every address a name resolves to: 127.0.0.0/8, ::1, 0.0.0.0/8, ::,
+169.254.0.0/16 (cloud metadata), fe80::/10 and every interface address, IPv4-mapped forms included
+(SOCKS5 reply 02, SOCKS4 5B, HTTP 403, outcome "denied"). An --allow lifts this for an address when
+it is the first rule to match and its to= names the address by IP or CIDR; a from=, port= or user=
+allow alone does not, nor to=0.0.0.0/0, ::/0 or a host name.
+
+Examples:
+  # reach this host's 127.0.0.1:8080 too; the second rule keeps every other destination allowed
+  # (with any --allow given, what no rule matches is denied)
+  splicer proxy --listen 0.0.0.0:1080 --auth alice:s3cret --allow 'to=127.0.0.1 port=8080' --allow '*'
+  # keep clients off the private networks as well
+  splicer proxy --listen 0.0.0.0:1080 --auth alice:s3cret --deny 'to=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7'`,
+    )
+    .action((options: ProxyCliOptions & { allow?: Rule[]; deny?: Rule[] }) => runProxy({ ...options, rule: sharedRules }));
+}
