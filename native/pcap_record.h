@@ -1,5 +1,5 @@
 // pcap record headers for one synthesized TCP conversation: a port of the parts of
-// TcpConversation (src/relay/pcap.ts) that a spliced pair needs once the handshake is written
+// TcpConversation (src/pcap/tcp-conversation.ts) that a spliced pair needs once the handshake is written
 // (data headers, FIN, RST). JS and C++ hand the same conversation back and forth as its state,
 // so both must cut, number and acknowledge segments the same way (test/splice-record.test.ts
 // replays the native records through pcap.ts byte for byte). A data segment's TCP checksum is

@@ -1,5 +1,5 @@
 // pcap recordings in memory: a minimal reader (with its own checksum arithmetic, so it does
-// not trust src/relay/checksum.ts) and scenario recording. No process, no socket: the unit tests use it.
+// not trust src/pcap/checksum.ts) and scenario recording. No process, no socket: the unit tests use it.
 import { MAX_SEGMENT, PCAP_GLOBAL_HEADER, TcpConversation, type Side } from '../src/pcap/tcp-conversation.js';
 
 export interface ParsedRecord {

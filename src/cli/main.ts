@@ -2,11 +2,11 @@
 // The `splicer` command line.
 import { Command } from 'commander';
 import { createRequire } from 'node:module';
-import { relayCommand } from './relay.js';
-import { tunnelCommand } from './tunnel.js';
+import { addEnginesCommand } from './engines.js';
 import { addForwardCommand } from './forward.js';
 import { addProxyCommand } from './proxy.js';
-import { addEnginesCommand } from './engines.js';
+import { relayCommand } from './relay.js';
+import { tunnelCommand } from './tunnel.js';
 
 const version = (createRequire(import.meta.url)('../../package.json') as { version: string }).version;
 
@@ -17,13 +17,9 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)');
 
   addForwardCommand(program);
-
   addProxyCommand(program);
-
   program.addCommand(relayCommand());
-
   addEnginesCommand(program);
-
   program.addCommand(tunnelCommand());
   return program;
 }
