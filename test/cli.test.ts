@@ -72,7 +72,9 @@ describe('splicer forward (CLI)', () => {
     const run = await startCommand(['--to', `127.0.0.1:${closedPort}`]);
     try {
       const { status } = await curl([`http://127.0.0.1:${run.port}/`]);
-      expect(status).toBe(56);  // curl: "Recv failure: Connection reset by peer"
+      // A reset either way: 56 "Recv failure: Connection reset by peer", or 7 when the reset comes so
+      // early that curl is still checking its connect.
+      expect([7, 56]).toContain(status);
       const closed = await run.waitFor('connection closed');
       expect(closed).toMatchObject({ reason: 'connect-failed', code: 'ECONNREFUSED' });
     } finally {
