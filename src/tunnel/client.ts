@@ -5,85 +5,21 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { createRequire } from 'node:module';
-import type net from 'node:net';
-import { formatHostPort, type HostPort } from '../net/host-port.js';
-import { connectTcp } from '../net/connect.js';
-import { forward } from '../engine/forward.js';
-import { resetSocket } from '../engine/splice/takeover.js';
-import type { EndReason, EngineName } from '../engine/contract.js';
+import { formatHostPort } from '../net/host-port.js';
 import { ChannelClosed, ControlChannel, type ChannelEnd } from './channel.js';
 import { DialError, ServerDialer } from './server-dialer.js';
-import { HeaderError, readHeader } from './header.js';
 import { clientTls, parseOptions, TunnelClientOptionsSchema, type ResolvedClientOptions, type TunnelClientOptions } from './options.js';
-import {
-  clientProof,
-  dataMac,
-  encodeDataHello,
-  encodePreamble,
-  NONCE_LENGTH,
-  parseDataReply,
-  safeEqual,
-  serverProof,
-  sessionKey,
-  type MessageOf,
-  type ParsedControlMessage,
-} from './protocol.js';
+import { clientProof, encodePreamble, NONCE_LENGTH, safeEqual, serverProof, sessionKey, type MessageOf, type ParsedControlMessage } from './protocol.js';
+import type { ClientTunnelStatus, TunnelClientEvents } from './client-events.js';
+import { DataConnections, type DataSession } from './client-streams.js';
 
 const SOFTWARE = `splicer/${(createRequire(import.meta.url)('../../package.json') as { version: string }).version}`;
 
-export type ClientTunnelState = 'pending' | 'up' | 'refused';
+export type { ClientConnectionRecord, ClientTunnelState, ClientTunnelStatus, TunnelClientEvents } from './client-events.js';
 
-export interface ClientTunnelStatus {
-  name: string;
-  /** The service, as this client reaches it. */
-  local: string;
-  /** The port asked for (0: the server chooses). */
-  remotePort: number;
-  state: ClientTunnelState;
-  /** Where the server publishes it, while up. */
-  remote?: HostPort;
-  /** Why the server refused it, while refused. */
-  error?: { code: string; message: string };
-}
-
-/** What a stream did on the client side, reported once when it ends. */
-export interface ClientConnectionRecord {
-  tunnel: string;
-  local: string;
-  /** The public client's address, as the server saw it. */
-  client: string;
-  streamId: number;
-  engine: EngineName | null;
-  /** Public client → service. */
-  bytesUp: number;
-  /** Service → public client. */
-  bytesDown: number;
-  durationMs: number;
-  /** forward()'s reason once the stream ran; `connect-failed` when the service could not be reached; `unknown-tunnel`. */
-  reason: EndReason | 'connect-failed' | 'unknown-tunnel';
-  code?: string;
-}
-
-export interface TunnelClientEvents {
-  connected: [{ sessionId: string; server: string; pool: number }];
-  disconnected: [{ code: string; message: string; remote: boolean; durationMs: number }];
-  /** A connect or login that did not reach a session (the next attempt follows after `delayMs`). */
-  connectFailed: [{ code: string; message: string; attempt: number; delayMs: number }];
-  tunnelUp: [{ name: string; local: string; remote: HostPort }];
-  tunnelDown: [{ name: string; reason: string }];
-  tunnelRefused: [{ name: string; code: string; message: string }];
-  connectionOpen: [{ tunnel: string; client: string; streamId: number }];
-  connectionClose: [ClientConnectionRecord];
-}
-
-interface Session {
-  id: Buffer;
+interface Session extends DataSession {
   idText: string;
-  key: Buffer;
-  channel: ControlChannel;
   started: number;
-  /** Aborted when the session ends: data connections still waiting for START go with it. */
-  abort: AbortController;
   retryTimer?: NodeJS.Timeout;
   retryDelay: number;
 }
@@ -111,8 +47,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
   readonly clientId: string;
   readonly #tunnels = new Map<string, Tunnel>();
   readonly #stop = new AbortController();
-  readonly #shutdown = new AbortController();
-  readonly #streams = new Set<Promise<void>>();
+  readonly #data: DataConnections;
   #session: Session | undefined;
   #loop: Promise<void> | undefined;
   #closing = false;
@@ -126,7 +61,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
     for (const spec of this.#o.tunnels) {
       this.#tunnels.set(spec.name, { spec, status: { name: spec.name, local: formatHostPort(spec.local), remotePort: spec.remotePort, state: 'pending' } });
     }
-    setMaxListeners(0, this.#shutdown.signal);
+    this.#data = new DataConnections(this.#o, this.#dialer, this.#tunnels, this);
     setMaxListeners(0, this.#stop.signal);
   }
 
@@ -141,7 +76,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
   }
 
   get activeConnections(): number {
-    return this.#streams.size;
+    return this.#data.size;
   }
 
   tunnels(): ClientTunnelStatus[] {
@@ -174,10 +109,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
     this.#stop.abort();
     this.#session?.channel.fail('shutting-down', 'the client is shutting down');
     await this.#loop;
-    const deadline = Date.now() + graceMs;
-    while (this.#streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    this.#shutdown.abort();
-    await Promise.all(this.#streams);
+    await this.#data.drain(graceMs);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -293,7 +225,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       case 'registered':
         return this.#onRegistered(session, message);
       case 'connect':
-        this.#openData(session, message.id).catch((err: Error) => this.#o.logger?.error({ request: message.id, err: err.message }, 'data connection failed'));
+        this.#data.open(session, message.id).catch((err: Error) => this.#o.logger?.error({ request: message.id, err: err.message }, 'data connection failed'));
         return;
       default:
         session.channel.fail('unexpected-message', `a server does not send ${message.type} after welcome`);
@@ -327,92 +259,6 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       }, delay);
     }
     for (const waiter of [...this.#readyWaiters]) waiter();
-  }
-
-  /** One data connection for request `id`: dial, authenticate, wait for START, then carry one stream. */
-  async #openData(session: Session, id: number): Promise<void> {
-    const signal = session.abort.signal;
-    let socket: net.Socket;
-    try {
-      socket = await this.#dialer.dial(this.#o.connectTimeout, signal);
-    } catch (err) {
-      if (signal.aborted) return;
-      const code = (err as DialError).code ?? 'EIO';
-      this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');
-      session.channel.send({ type: 'connect-failed', id, code: code.slice(0, 64) });
-      return;
-    }
-    socket.write(encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
-    let reply;
-    try {
-      reply = await readHeader(socket, parseDataReply, { signal, maxBytes: 1024 });
-    } catch (err) {
-      socket.destroy();
-      if (!signal.aborted) this.#o.logger?.debug({ request: id, code: (err as HeaderError).code }, 'data connection closed before START');
-      return;
-    }
-    if (reply.status === 'error') {
-      socket.destroy();
-      this.#o.logger?.warn({ request: id, code: reply.code, message: reply.message }, 'bad reply on a data connection');
-      return;
-    }
-    if (reply.type === 'error') {
-      socket.destroy();
-      this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
-      return;
-    }
-    this.#serveStream(socket, reply.streamId, reply.tunnel, reply.client ? formatHostPort(reply.client) : '?');
-  }
-
-  #serveStream(data: net.Socket, streamId: number, name: string, client: string): void {
-    const started = performance.now();
-    const tunnel = this.#tunnels.get(name);
-    const base = { tunnel: name, local: tunnel?.status.local ?? '?', client, streamId };
-    const fail = (reason: 'connect-failed' | 'unknown-tunnel', code: string) => {
-      // The public client sees a reset, as it would from the service itself.
-      resetSocket(data);
-      this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
-    };
-    if (!tunnel) {
-      this.#o.logger?.error({ tunnel: name, streamId }, 'unknown tunnel in START');
-      return fail('unknown-tunnel', 'ENOENT');
-    }
-    this.emit('connectionOpen', { tunnel: name, client, streamId });
-    const done = (async () => {
-      let local: net.Socket;
-      try {
-        local = await connectTcp(tunnel.spec.local, this.#o.localConnectTimeout, this.#shutdown.signal);
-      } catch (err) {
-        return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
-      }
-      try {
-        const result = await forward(data, local, {
-          engine: this.#o.engine,
-          idleTimeout: this.#o.idleTimeout,
-          signal: this.#shutdown.signal,
-          spliceEngine: this.#o.spliceEngine,
-        });
-        this.#report({
-          ...base,
-          engine: result.engine,
-          bytesUp: result.bytesAtoB,
-          bytesDown: result.bytesBtoA,
-          durationMs: round(performance.now() - started),
-          reason: result.reason,
-          ...(result.error ? { code: result.error.code } : {}),
-        });
-      } catch (err) {
-        resetSocket(data);
-        local.destroy();
-        this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
-      }
-    })().finally(() => this.#streams.delete(done));
-    this.#streams.add(done);
-  }
-
-  #report(record: ClientConnectionRecord): void {
-    this.#o.logger?.info(record, 'connection closed');
-    this.emit('connectionClose', record);
   }
 }
 

@@ -1,0 +1,148 @@
+// The client's data connections: one dialled for each `connect` the server sends, authenticated
+// with the session key, then waiting for START; START names the tunnel, and the data connection
+// becomes one stream to the local service with forward(), reported once when it ends.
+import { setMaxListeners, type EventEmitter } from 'node:events';
+import type net from 'node:net';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { connectTcp } from '../net/connect.js';
+import { forward } from '../engine/forward.js';
+import { resetSocket } from '../engine/splice/takeover.js';
+import type { ControlChannel } from './channel.js';
+import type { DialError, ServerDialer } from './server-dialer.js';
+import { readHeader, type HeaderError } from './header.js';
+import type { ResolvedClientOptions } from './options.js';
+import { dataMac, encodeDataHello, parseDataReply } from './protocol.js';
+import type { ClientConnectionRecord, TunnelClientEvents } from './client-events.js';
+
+/** What a data connection needs of its session. */
+export interface DataSession {
+  id: Buffer;
+  key: Buffer;
+  channel: ControlChannel;
+  /** Aborted when the session ends: data connections still waiting for START go with it. */
+  abort: AbortController;
+}
+
+/** What a stream needs of a tunnel: its service. */
+interface StreamTunnel {
+  spec: { local: HostPort };
+  status: { local: string };
+}
+
+const round = (ms: number) => Math.round(ms * 1000) / 1000;
+
+export class DataConnections {
+  readonly #o: ResolvedClientOptions;
+  readonly #dialer: ServerDialer;
+  readonly #tunnels: ReadonlyMap<string, StreamTunnel>;
+  readonly #events: EventEmitter<TunnelClientEvents>;
+  readonly #shutdown = new AbortController();
+  readonly #streams = new Set<Promise<void>>();
+
+  constructor(o: ResolvedClientOptions, dialer: ServerDialer, tunnels: ReadonlyMap<string, StreamTunnel>, events: EventEmitter<TunnelClientEvents>) {
+    this.#o = o;
+    this.#dialer = dialer;
+    this.#tunnels = tunnels;
+    this.#events = events;
+    setMaxListeners(0, this.#shutdown.signal);
+  }
+
+  /** Streams running. */
+  get size(): number {
+    return this.#streams.size;
+  }
+
+  /** Gives the streams `graceMs` to finish, then aborts them; resolves once all have ended. */
+  async drain(graceMs: number): Promise<void> {
+    const deadline = Date.now() + graceMs;
+    while (this.#streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    this.#shutdown.abort();
+    await Promise.all(this.#streams);
+  }
+
+  /** One data connection for request `id`: dial, authenticate, wait for START, then carry one stream. */
+  async open(session: DataSession, id: number): Promise<void> {
+    const signal = session.abort.signal;
+    let socket: net.Socket;
+    try {
+      socket = await this.#dialer.dial(this.#o.connectTimeout, signal);
+    } catch (err) {
+      if (signal.aborted) return;
+      const code = (err as DialError).code ?? 'EIO';
+      this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');
+      session.channel.send({ type: 'connect-failed', id, code: code.slice(0, 64) });
+      return;
+    }
+    socket.write(encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
+    let reply;
+    try {
+      reply = await readHeader(socket, parseDataReply, { signal, maxBytes: 1024 });
+    } catch (err) {
+      socket.destroy();
+      if (!signal.aborted) this.#o.logger?.debug({ request: id, code: (err as HeaderError).code }, 'data connection closed before START');
+      return;
+    }
+    if (reply.status === 'error') {
+      socket.destroy();
+      this.#o.logger?.warn({ request: id, code: reply.code, message: reply.message }, 'bad reply on a data connection');
+      return;
+    }
+    if (reply.type === 'error') {
+      socket.destroy();
+      this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
+      return;
+    }
+    this.#serveStream(socket, reply.streamId, reply.tunnel, reply.client ? formatHostPort(reply.client) : '?');
+  }
+
+  #serveStream(data: net.Socket, streamId: number, name: string, client: string): void {
+    const started = performance.now();
+    const tunnel = this.#tunnels.get(name);
+    const base = { tunnel: name, local: tunnel?.status.local ?? '?', client, streamId };
+    const fail = (reason: 'connect-failed' | 'unknown-tunnel', code: string) => {
+      // The public client sees a reset, as it would from the service itself.
+      resetSocket(data);
+      this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
+    };
+    if (!tunnel) {
+      this.#o.logger?.error({ tunnel: name, streamId }, 'unknown tunnel in START');
+      return fail('unknown-tunnel', 'ENOENT');
+    }
+    this.#events.emit('connectionOpen', { tunnel: name, client, streamId });
+    const done = (async () => {
+      let local: net.Socket;
+      try {
+        local = await connectTcp(tunnel.spec.local, this.#o.localConnectTimeout, this.#shutdown.signal);
+      } catch (err) {
+        return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
+      }
+      try {
+        const result = await forward(data, local, {
+          engine: this.#o.engine,
+          idleTimeout: this.#o.idleTimeout,
+          signal: this.#shutdown.signal,
+          spliceEngine: this.#o.spliceEngine,
+        });
+        this.#report({
+          ...base,
+          engine: result.engine,
+          bytesUp: result.bytesAtoB,
+          bytesDown: result.bytesBtoA,
+          durationMs: round(performance.now() - started),
+          reason: result.reason,
+          ...(result.error ? { code: result.error.code } : {}),
+        });
+      } catch (err) {
+        resetSocket(data);
+        local.destroy();
+        this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
+      }
+    })().finally(() => this.#streams.delete(done));
+    this.#streams.add(done);
+  }
+
+  #report(record: ClientConnectionRecord): void {
+    this.#o.logger?.info(record, 'connection closed');
+    this.#events.emit('connectionClose', record);
+  }
+}

@@ -1,0 +1,91 @@
+// What the parts of the tunnel server share: the options, the emitter their events go out on,
+// whether close() has begun; a session and its tunnels as the server keeps them.
+import type { EventEmitter } from 'node:events';
+import type net from 'node:net';
+import { formatHostPort } from '../net/host-port.js';
+import type { ControlChannel } from './channel.js';
+import type { ResolvedServerOptions } from './options.js';
+import type { PublicAddress } from './protocol.js';
+import type { RejectedInfo, ServerTunnelInfo, SessionInfo, TunnelServerEvents } from './server-events.js';
+
+export interface ServerContext {
+  readonly o: ResolvedServerOptions;
+  /** The TunnelServer: every part emits its events there. */
+  readonly events: EventEmitter<TunnelServerEvents>;
+  /** True once close() has begun. */
+  readonly closing: boolean;
+  /** Logs and emits a connection that was turned away. */
+  reject(info: RejectedInfo): void;
+}
+
+export interface PublicTunnel {
+  name: string;
+  host: string;
+  port: number;
+  session: Session;
+  server: net.Server;
+  closed: boolean;
+}
+
+/** A public client accepted while no data connection was there for it. */
+export interface Waiting {
+  socket: net.Socket;
+  tunnel: PublicTunnel;
+  client: PublicAddress | null;
+  accepted: number;
+  timer?: NodeJS.Timeout;
+}
+
+/** An authenticated data connection in the pool. */
+export interface IdleData {
+  socket: net.Socket;
+  release: () => void;
+}
+
+export interface Session {
+  clientId: string;
+  id: Buffer;
+  idText: string;
+  key: Buffer;
+  channel: ControlChannel;
+  remote: string;
+  pool: number;
+  started: number;
+  tunnels: Map<string, PublicTunnel>;
+  idle: IdleData[];
+  waiting: Waiting[];
+  requests: Map<number, NodeJS.Timeout>;
+  nextRequest: number;
+  closed: boolean;
+  done?: Promise<void>;
+  registering: Promise<void>;
+}
+
+/** A peer told of an error gets this long to read it before its connection is destroyed. */
+const LINGER_MS = 1000;
+
+export const round = (ms: number) => Math.round(ms * 1000) / 1000;
+
+export function sessionInfo(s: Session): SessionInfo {
+  return { clientId: s.clientId, sessionId: s.idText, remote: s.remote, pool: s.pool };
+}
+
+export function tunnelInfo(t: PublicTunnel): ServerTunnelInfo {
+  return { name: t.name, clientId: t.session.clientId, sessionId: t.session.idText, host: t.host, port: t.port };
+}
+
+/** A tunnel as log lines name it: `tunnel` like the connection records, and where it is published. */
+export function tunnelLog(t: PublicTunnel) {
+  return { tunnel: t.name, clientId: t.session.clientId, sessionId: t.session.idText, public: formatHostPort({ host: t.host, port: t.port }) };
+}
+
+/** Writes a last message, ends, and destroys the socket if the peer has not closed within a second. */
+export function endWith(socket: net.Socket, message: Buffer): void {
+  if (socket.destroyed) return;
+  socket.on('error', () => {});
+  socket.on('data', () => {});
+  socket.on('end', () => socket.destroy());
+  socket.resume();
+  socket.end(message);
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
+}
