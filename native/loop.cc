@@ -416,7 +416,7 @@ void Loop::End(Pair* pair, EndReason reason, int error, int side, const char* sy
     case EndReason::kReleased:  // HandBack's, never End's: its fds stay open
       break;
   }
-  if (pair->record) RecordEnd(pair, reason, side);
+  bool recordingDropped = EndRecording(pair, reason, side);
   Completion done;
   done.id = pair->id;
   done.bytesAtoB = pair->dir[0].bytes;
@@ -426,8 +426,7 @@ void Loop::End(Pair* pair, EndReason reason, int error, int side, const char* sy
   done.error = error;
   done.side = side;
   done.syscall = syscall;
-  done.recordingDropped = pair->record && pair->record->dropped;
-  StopRecording(pair);
+  done.recordingDropped = recordingDropped;
   completions_.push_back(std::move(done));
   Forget(pair);
 }
@@ -484,12 +483,8 @@ void Loop::HandBack(Pair* pair) {
   done.bytesBtoA = pair->dir[1].bytes;
   done.durationMs = static_cast<double>(MonotonicNs() - pair->startNs) / 1e6;
   done.reason = EndReason::kReleased;
-  if (pair->record) {
-    done.recordingDropped = pair->record->dropped;
-    if (pair->record->active) released->recording = pair->record->legs;
-  }
+  done.recordingDropped = HandBackRecording(pair, released.get());
   done.released = std::move(released);
-  StopRecording(pair);
   completions_.push_back(std::move(done));
   Forget(pair);
 }

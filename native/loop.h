@@ -151,7 +151,10 @@ class Loop {
   void End(Pair* pair, EndReason reason, int error, int side, const char* syscall);
   void HandBack(Pair* pair);
   void Forget(Pair* pair);
-  // Recording: every byte is recorded once, when it enters the pair (read from its source).
+  // Recording (loop_record.cc): every byte is recorded once, when it enters the pair (read
+  // from its source). The two below return whether the pair's recording was dropped.
+  bool EndRecording(Pair* pair, EndReason reason, int side);
+  bool HandBackRecording(Pair* pair, Released* released);
   void RecordSpliced(Pair* pair, int di, size_t length);
   void RecordCopy(Pair* pair, int di, const char* data, size_t length);
   void RecordFin(Pair* pair, int di);

@@ -9,6 +9,27 @@
 
 namespace splicer {
 
+// Called before the completion is built: a last FIN or RST that the writer refuses drops the
+// recording, and the completion must say so.
+bool Loop::EndRecording(Pair* pair, EndReason reason, int side) {
+  if (pair->record) RecordEnd(pair, reason, side);
+  bool dropped = pair->record && pair->record->dropped;
+  StopRecording(pair);
+  return dropped;
+}
+
+// JS goes on with the legs where they stand, so this loop records nothing more for the pair. A
+// dropped recording hands back no legs: JS must not continue a conversation with a gap in it.
+bool Loop::HandBackRecording(Pair* pair, Released* released) {
+  bool dropped = false;
+  if (pair->record) {
+    dropped = pair->record->dropped;
+    if (pair->record->active) released->recording = pair->record->legs;
+  }
+  StopRecording(pair);
+  return dropped;
+}
+
 void Loop::RecordSpliced(Pair* pair, int di, size_t length) {
   PairRecord* r = pair->record.get();
   if (!r->active) return;
