@@ -8,6 +8,7 @@
             "native/addon.cc",
             "native/engine.cc",
             "native/loop.cc",
+            "native/loop_pump.cc",
             "native/loop_record.cc",
             "native/pcap_record.cc",
             "native/pipe_pool.cc",
