@@ -6,6 +6,7 @@
         ["OS=='linux'", {
           "sources": [
             "native/addon.cc",
+            "native/addon_delivery.cc",
             "native/engine.cc",
             "native/loop.cc",
             "native/loop_pump.cc",
