@@ -6,11 +6,15 @@
         ["OS=='linux'", {
           "sources": [
             "native/addon.cc",
+            "native/addon_delivery.cc",
             "native/engine.cc",
             "native/loop.cc",
+            "native/loop_pump.cc",
+            "native/loop_record.cc",
             "native/pcap_record.cc",
             "native/pipe_pool.cc",
-            "native/recorder.cc"
+            "native/recorder_queue.cc",
+            "native/recorder_writer.cc"
           ],
           "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
           "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL"],

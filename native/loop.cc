@@ -17,19 +17,12 @@ namespace splicer {
 
 namespace {
 
-constexpr size_t kReadWriteBufferSize = 64 * 1024;
-// Fills per pump before yielding to other pairs: fairness among busy pairs.
-constexpr int kRoundsPerPump = 16;
 constexpr int kMaxEvents = 256;
-constexpr unsigned kSpliceFlags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
 
 // A wake token that is not an Endpoint.
 char wakeToken;
 
 bool IsReset(int error) { return error == ECONNRESET || error == EPIPE; }
-
-// splice() refusing this kind of fd: carry the pair with read/write instead.
-bool SpliceUnsupported(int error) { return error == EINVAL || error == ENOSYS || error == EBADF; }
 
 uint64_t NowMs() { return MonotonicNs() / 1000000; }
 
@@ -211,163 +204,6 @@ void Loop::HandleEvent(Pair* pair, int side, uint32_t events) {
   }
 }
 
-// Moves bytes for one direction until the source is empty, the destination is
-// full, or the round budget is spent. The pipe is drained before it is filled
-// again, so EAGAIN from the source always means "socket empty", never "pipe full",
-// and a full destination stops reads from its source (backpressure).
-void Loop::Pump(Pair* pair, int di) {
-  Direction& d = pair->dir[di];
-  if (pair->closed || d.done) return;
-  for (int round = 0;; round++) {
-    if (!FlushBuffer(pair, di) || !FlushPipe(pair, di)) return;
-    if (d.sourceEof) {
-      // Every byte in flight is written: pass the FIN on.
-      if (shutdown(pair->fd[1 - di], SHUT_WR) != 0 && errno != ENOTCONN) {
-        Fail(pair, 1 - di, errno, "shutdown");
-        return;
-      }
-      d.done = true;
-      if (pair->record) RecordFin(pair, di);
-      if (pair->dir[1 - di].done) End(pair, EndReason::kEof, 0, -1, nullptr);
-      return;
-    }
-    if (round >= kRoundsPerPump) {
-      if (!d.scheduled) {
-        d.scheduled = true;
-        ready_.emplace_back(pair->id, di);
-      }
-      return;
-    }
-    if (!Fill(pair, di)) return;
-  }
-}
-
-// Writes the user-space buffer out. False when the pump must stop here.
-bool Loop::FlushBuffer(Pair* pair, int di) {
-  Direction& d = pair->dir[di];
-  int dst = pair->fd[1 - di];
-  while (d.bufferStart < d.bufferEnd) {
-    ssize_t n = send(dst, d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) d.blockedOnOutput = true; else Fail(pair, 1 - di, errno, "write");
-      return false;
-    }
-    d.bufferStart += static_cast<size_t>(n);
-    d.bytes += static_cast<uint64_t>(n);
-    bytesBuffered_.fetch_sub(n, std::memory_order_relaxed);
-    Touch(pair);
-  }
-  d.bufferStart = d.bufferEnd = 0;
-  return true;
-}
-
-// Splices the pipe out to the destination; an emptied pipe goes back to the pool.
-bool Loop::FlushPipe(Pair* pair, int di) {
-  Direction& d = pair->dir[di];
-  int dst = pair->fd[1 - di];
-  while (d.inPipe > 0) {
-    ssize_t n = splice(d.pipe->readFd, nullptr, dst, nullptr, d.inPipe, kSpliceFlags);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN) d.blockedOnOutput = true; else Fail(pair, 1 - di, errno, "splice");
-      return false;
-    }
-    d.inPipe -= static_cast<size_t>(n);
-    d.bytes += static_cast<uint64_t>(n);
-    bytesBuffered_.fetch_sub(n, std::memory_order_relaxed);
-    Touch(pair);
-  }
-  if (d.pipe != nullptr) {
-    pipes_.Release(d.pipe);
-    d.pipe = nullptr;
-  }
-  d.blockedOnOutput = false;
-  return true;
-}
-
-// Reads once from the source into a pipe (or the buffer). False when the pump
-// must stop: the source is empty (EAGAIN) or the pair ended.
-bool Loop::Fill(Pair* pair, int di) {
-  Direction& d = pair->dir[di];
-  int src = pair->fd[di];
-  if (!d.readWrite) {
-    Pipe* pipe = pipes_.Acquire();
-    if (pipe == nullptr) {
-      d.readWrite = true;
-    } else {
-      if (d.streak >= 2) pipes_.Grow(pipe);
-      ssize_t n;
-      do {
-        n = splice(src, nullptr, pipe->writeFd, nullptr, pipe->capacity, kSpliceFlags);
-      } while (n < 0 && errno == EINTR);
-      if (n > 0) {
-        d.pipe = pipe;
-        d.inPipe = static_cast<size_t>(n);
-        d.streak++;
-        bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
-        // The pipe was empty before this fill: a tee now copies exactly the bytes just read.
-        if (pair->record) RecordSpliced(pair, di, static_cast<size_t>(n));
-        return true;
-      }
-      int error = errno;
-      pipes_.Release(pipe);
-      if (n == 0) {
-        d.sourceEof = true;
-        return true;
-      }
-      if (error == EAGAIN) {
-        d.streak = 0;
-        return false;
-      }
-      if (!SpliceUnsupported(error)) {
-        Fail(pair, di, error, "splice");
-        return false;
-      }
-      d.readWrite = true;
-    }
-    if (!pair->countedReadWrite) {
-      pair->countedReadWrite = true;
-      readWritePairs_.fetch_add(1, std::memory_order_relaxed);
-      readWriteFallbacks_.fetch_add(1, std::memory_order_relaxed);
-    }
-  }
-  if (d.buffer.size() < kReadWriteBufferSize) d.buffer.resize(kReadWriteBufferSize);
-  ssize_t n;
-  do {
-    n = recv(src, d.buffer.data(), d.buffer.size(), 0);
-  } while (n < 0 && errno == EINTR);
-  if (n > 0) {
-    d.bufferStart = 0;
-    d.bufferEnd = static_cast<size_t>(n);
-    bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
-    if (pair->record) RecordCopy(pair, di, d.buffer.data(), static_cast<size_t>(n));
-    return true;
-  }
-  if (n == 0) {
-    d.sourceEof = true;
-    return true;
-  }
-  if (errno != EAGAIN) Fail(pair, di, errno, "read");
-  return false;
-}
-
-void Loop::RunReady() {
-  // Pumps that ran out of budget continue here, after every other pair had its turn.
-  while (!ready_.empty()) {
-    std::vector<std::pair<uint64_t, int>> batch;
-    batch.swap(ready_);
-    for (auto& [id, di] : batch) {
-      auto it = pairs_.find(id);
-      if (it == pairs_.end()) continue;
-      it->second->dir[di].scheduled = false;
-      Pump(it->second.get(), di);
-    }
-    // One round per wake: new entries wait for the next epoll_wait(0) so events are not starved.
-    break;
-  }
-}
-
 void Loop::RunTimers() {
   while (!timers_.empty() && timers_.top().deadlineMs <= nowMs_) {
     Timer timer = timers_.top();
@@ -416,7 +252,7 @@ void Loop::End(Pair* pair, EndReason reason, int error, int side, const char* sy
     case EndReason::kReleased:  // HandBack's, never End's: its fds stay open
       break;
   }
-  if (pair->record) RecordEnd(pair, reason, side);
+  bool recordingDropped = EndRecording(pair, reason, side);
   Completion done;
   done.id = pair->id;
   done.bytesAtoB = pair->dir[0].bytes;
@@ -426,8 +262,7 @@ void Loop::End(Pair* pair, EndReason reason, int error, int side, const char* sy
   done.error = error;
   done.side = side;
   done.syscall = syscall;
-  done.recordingDropped = pair->record && pair->record->dropped;
-  StopRecording(pair);
+  done.recordingDropped = recordingDropped;
   completions_.push_back(std::move(done));
   Forget(pair);
 }
@@ -484,12 +319,8 @@ void Loop::HandBack(Pair* pair) {
   done.bytesBtoA = pair->dir[1].bytes;
   done.durationMs = static_cast<double>(MonotonicNs() - pair->startNs) / 1e6;
   done.reason = EndReason::kReleased;
-  if (pair->record) {
-    done.recordingDropped = pair->record->dropped;
-    if (pair->record->active) released->recording = pair->record->legs;
-  }
+  done.recordingDropped = HandBackRecording(pair, released.get());
   done.released = std::move(released);
-  StopRecording(pair);
   completions_.push_back(std::move(done));
   Forget(pair);
 }
@@ -527,153 +358,6 @@ void Loop::CloseFds(Pair* pair, bool resetA, bool resetB) {
     if (reset[side]) SetLingerZero(fd);
     close(fd);
     pair->fd[side] = -1;
-  }
-}
-
-// ---------------------------------------------------------------------------
-// Recording. dir[0] (a -> b) is the client sending on every leg, dir[1] the server.
-
-void Loop::RecordSpliced(Pair* pair, int di, size_t length) {
-  PairRecord* r = pair->record.get();
-  if (!r->active) return;
-  for (const Conversation& leg : r->legs) {
-    if (!leg.CanSend(di)) return DropRecording(pair);
-  }
-  if (!writer_->HasRoom(length * r->legs.size())) return DropRecording(pair);
-  std::shared_ptr<RecordPipe> pipes[2];
-  for (size_t leg = 0; leg < r->legs.size(); leg++) {
-    if (!Tee(r, *pair->dir[di].pipe, length, &pipes[leg])) return DropRecording(pair);
-  }
-  // Sequence numbers move only once every leg holds its copy: a recording stops at the same
-  // byte on every leg.
-  uint64_t ts = WallClockUs();
-  std::vector<RecordEntry> entries;
-  for (size_t leg = 0; leg < r->legs.size(); leg++) {
-    for (size_t at = 0; at < length; at += kMaxSegment) {
-      size_t segment = std::min(kMaxSegment, length - at);
-      RecordEntry entry;
-      r->legs[leg].DataHeader(di, segment, ts, entry.bytes);
-      entry.pipe = pipes[leg];
-      entry.payload = segment;
-      entries.push_back(std::move(entry));
-    }
-  }
-  Enqueue(pair, std::move(entries));
-}
-
-// Head bytes and the read/write fallback: the payload is in user space already, so it goes
-// into the entry itself.
-void Loop::RecordCopy(Pair* pair, int di, const char* data, size_t length) {
-  PairRecord* r = pair->record.get();
-  if (!r->active) return;
-  for (const Conversation& leg : r->legs) {
-    if (!leg.CanSend(di)) return DropRecording(pair);
-  }
-  if (!writer_->HasRoom(length * r->legs.size())) return DropRecording(pair);
-  uint64_t ts = WallClockUs();
-  std::vector<RecordEntry> entries(r->legs.size());
-  for (size_t leg = 0; leg < r->legs.size(); leg++) {
-    for (size_t at = 0; at < length; at += kMaxSegment) {
-      size_t segment = std::min(kMaxSegment, length - at);
-      r->legs[leg].DataHeader(di, segment, ts, entries[leg].bytes);
-      entries[leg].bytes.append(data + at, segment);
-    }
-  }
-  Enqueue(pair, std::move(entries));
-}
-
-// The direction's FIN was passed on.
-void Loop::RecordFin(Pair* pair, int di) {
-  PairRecord* r = pair->record.get();
-  if (!r->active) return;
-  uint64_t ts = WallClockUs();
-  std::vector<RecordEntry> entries(1);
-  for (Conversation& leg : r->legs) {
-    if (leg.CanSend(di)) leg.Fin(di, ts, entries[0].bytes);
-  }
-  if (!entries[0].bytes.empty()) Enqueue(pair, std::move(entries));
-}
-
-// How the pair's end looked on each leg. The relay is the server of legs[0] and the client
-// of legs[1]: a side that failed is reset on every leg (the relay passes the reset on), an
-// abort is the relay resetting both, a timeout the relay closing both.
-void Loop::RecordEnd(Pair* pair, EndReason reason, int side) {
-  PairRecord* r = pair->record.get();
-  if (!r->active) return;
-  uint64_t ts = WallClockUs();
-  std::vector<RecordEntry> entries(1);
-  std::string& out = entries[0].bytes;
-  for (size_t leg = 0; leg < r->legs.size(); leg++) {
-    Conversation& c = r->legs[leg];
-    int relay = leg == 0 ? 1 : 0;
-    if (c.reset) continue;
-    switch (reason) {
-      case EndReason::kReset:
-      case EndReason::kError:
-        c.Reset(side == 1 ? 1 : 0, ts, out);
-        break;
-      case EndReason::kAborted:
-        c.Reset(relay, ts, out);
-        break;
-      case EndReason::kTimeout:
-        if (c.CanSend(relay)) c.Fin(relay, ts, out);
-        break;
-      case EndReason::kEof:
-      case EndReason::kReleased:
-        break;
-    }
-  }
-  if (!out.empty()) Enqueue(pair, std::move(entries));
-}
-
-// Copies `length` bytes (all the data pipe holds) into the pair's record pipe, starting a new
-// one when the tail has no room. A new pipe is as big as the data pipe: a quiet pair holds a
-// small one (pipe pages count against the user's budget, fs.pipe-user-pages-soft), a streaming
-// one as much as a fill can bring. A partial tee leaves bytes behind every queued payload in
-// the old pipe: never read, they go with it.
-bool Loop::Tee(PairRecord* r, const Pipe& from, size_t length, std::shared_ptr<RecordPipe>* into) {
-  for (int attempt = 0; attempt < 2; attempt++) {
-    std::shared_ptr<RecordPipe>& tail = r->pipe;
-    if (tail && tail->teed - tail->consumed.load(std::memory_order_relaxed) + length > tail->capacity) tail.reset();
-    if (!tail) {
-      tail = RecordPipe::Create(from.capacity, writer_->PipeCounter());
-      if (!tail) return false;
-    }
-    ssize_t n;
-    do {
-      n = tee(from.readFd, tail->writeFd, length, SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
-    if (n == static_cast<ssize_t>(length)) {
-      tail->teed += length;
-      *into = tail;
-      return true;
-    }
-    tail.reset();
-  }
-  return false;
-}
-
-void Loop::Enqueue(Pair* pair, std::vector<RecordEntry>&& entries) {
-  if (!writer_->Enqueue(pair->record->recorder.get(), std::move(entries))) DropRecording(pair);
-}
-
-// The writer is behind (or its file failed): this pair's recording ends here, its traffic goes on.
-void Loop::DropRecording(Pair* pair) {
-  PairRecord* r = pair->record.get();
-  if (!r->active) return;
-  r->dropped = true;
-  recordingsDropped_.fetch_add(1, std::memory_order_relaxed);
-  StopRecording(pair);
-}
-
-void Loop::StopRecording(Pair* pair) {
-  PairRecord* r = pair->record.get();
-  if (r == nullptr) return;
-  r->active = false;
-  r->pipe.reset();
-  if (r->recorder) {
-    writer_->ReleaseUser(r->recorder);
-    r->recorder.reset();
   }
 }
 

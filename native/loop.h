@@ -141,17 +141,23 @@ class Loop {
   void DrainCommands();
   void Adopt(std::unique_ptr<Pair> pair);
   void HandleEvent(Pair* pair, int side, uint32_t events);
+  // The splice pump (loop_pump.cc).
   void Pump(Pair* pair, int di);
   bool FlushBuffer(Pair* pair, int di);
   bool FlushPipe(Pair* pair, int di);
   bool Fill(Pair* pair, int di);
   void RunReady();
+
   void RunTimers();
   void Fail(Pair* pair, int side, int error, const char* syscall);
   void End(Pair* pair, EndReason reason, int error, int side, const char* syscall);
   void HandBack(Pair* pair);
   void Forget(Pair* pair);
-  // Recording: every byte is recorded once, when it enters the pair (read from its source).
+
+  // Recording (loop_record.cc): every byte is recorded once, when it enters the pair (read
+  // from its source). The two below return whether the pair's recording was dropped.
+  bool EndRecording(Pair* pair, EndReason reason, int side);
+  bool HandBackRecording(Pair* pair, Released* released);
   void RecordSpliced(Pair* pair, int di, size_t length);
   void RecordCopy(Pair* pair, int di, const char* data, size_t length);
   void RecordFin(Pair* pair, int di);
@@ -160,6 +166,7 @@ class Loop {
   void Enqueue(Pair* pair, std::vector<RecordEntry>&& entries);
   void DropRecording(Pair* pair);
   void StopRecording(Pair* pair);
+
   void CloseFds(Pair* pair, bool resetA, bool resetB);
   void Flush();
   void Touch(Pair* pair) { pair->lastActivityMs = nowMs_; }

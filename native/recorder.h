@@ -90,6 +90,8 @@ class Recorder {
   size_t scratchEnd_ = 0;
 };
 
+// One class over two files: the queue that JS and the loops fill (recorder_queue.cc) and the
+// thread that writes it (recorder_writer.cc) share one mutex and one map of recorders.
 class Writer {
  public:
   using Deliver = std::function<void(std::vector<RecorderEvent>&&)>;
