@@ -52,6 +52,8 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
   const moved = [0, 0];
   const sourceEnded = [false, false];
   const finished = [false, false];
+  /** The source was paused by a write straight to the destination (an empty lane). */
+  const waitingForDst = [false, false];
   const closed = [a.destroyed, b.destroyed];
   let result: ForwardResult | undefined;
   let closing = false;
@@ -149,7 +151,15 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
       if (sourceEnded[i]) return;
       lastActivity = performance.now();
       recording?.received(direction, chunk);
-      if (!lane.input.write(chunk)) src.pause();
+      if (lane.empty) {
+        // No toxic on this direction and nothing held: the chunk goes out as it came in.
+        moved[i] += chunk.length;
+        recording?.delivered(direction, chunk);
+        if (!dst.write(chunk)) {
+          waitingForDst[i] = true;
+          src.pause();
+        }
+      } else if (!lane.input.write(chunk)) src.pause();
     });
     lane.input.on('drain', () => src.resume());
     const onSourceEnd = () => {
@@ -166,7 +176,13 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
       recording?.delivered(direction, chunk);
       if (!dst.write(chunk)) lane.output.pause();
     });
-    dst.on('drain', () => lane.output.resume());
+    dst.on('drain', () => {
+      lane.output.resume();
+      if (waitingForDst[i]) {
+        waitingForDst[i] = false;
+        src.resume();
+      }
+    });
     lane.output.on('end', () => {
       if (result) return;
       recording?.deliveredEnd(direction);
