@@ -148,7 +148,10 @@ describe('latency is latency, not a rate limit', () => {
 });
 
 describe('relay under load', () => {
-  it('a fast server into a slow client: what the relay holds stays bounded', async () => {
+  it.each([
+    ['a 1 ms latency toxic', [{ type: 'latency', stream: 'downstream', attributes: { latency: 1 } }]],
+    ['no toxic, on the user-space path', []],
+  ] as const)('a fast server into a slow client (%s): what the relay holds stays bounded', async (_name, toxics) => {
     let written = 0;
     let stop = false;
     const server = await startServer((s) => {
@@ -159,7 +162,7 @@ describe('relay under load', () => {
       };
       pump();
     });
-    const relay = await startRelay(server.port, [{ type: 'latency', stream: 'downstream', attributes: { latency: 1 } }]);
+    const relay = await startRelay(server.port, [...toxics], { engine: 'js' });
     const client = await connectTo(relay.port);
     client.pause();
     let received = 0;

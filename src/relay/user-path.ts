@@ -12,6 +12,12 @@ import type { Direction } from './toxics.js';
 
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 const DIRECTIONS: readonly [Direction, Direction] = ['upstream', 'downstream'];
+/**
+ * Bytes a destination may have queued before its source is paused, on a direction without toxics.
+ * A socket's own mark (16 KiB) is less than one read (64 KiB), so the source would stop at every
+ * write the kernel does not take whole, and reading would wait for writing.
+ */
+const DIRECT_HIGH_WATER = 1024 * 1024;
 
 /** A direction's state when the pair comes from the splice engine part way through. */
 export interface DirectionStart {
@@ -155,7 +161,7 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
         // No toxic on this direction and nothing held: the chunk goes out as it came in.
         moved[i] += chunk.length;
         recording?.delivered(direction, chunk);
-        if (!dst.write(chunk)) {
+        if (!dst.write(chunk) && dst.writableLength >= DIRECT_HIGH_WATER) {
           waitingForDst[i] = true;
           src.pause();
         }
