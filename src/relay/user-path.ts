@@ -13,8 +13,8 @@ import type { Direction } from './toxics.js';
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 const DIRECTIONS: readonly [Direction, Direction] = ['upstream', 'downstream'];
 /**
- * Bytes a destination may have queued before its source is paused, on a direction without toxics.
- * A socket's own mark (16 KiB) is less than one read (64 KiB), so the source would stop at every
+ * Bytes a destination may have queued before what feeds it (the source, or the lane) is paused.
+ * A socket's own mark (16 KiB) is less than one read (64 KiB), so the feed would stop at every
  * write the kernel does not take whole, and reading would wait for writing.
  */
 const DIRECT_HIGH_WATER = 1024 * 1024;
@@ -180,7 +180,7 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
       lastActivity = performance.now();
       moved[i] += chunk.length;
       recording?.delivered(direction, chunk);
-      if (!dst.write(chunk)) lane.output.pause();
+      if (!dst.write(chunk) && dst.writableLength >= DIRECT_HIGH_WATER) lane.output.pause();
     });
     dst.on('drain', () => {
       lane.output.resume();
