@@ -78,6 +78,12 @@ export class Lane {
     );
   }
 
+  /** A slicer's pieces must reach the socket as separate writes, not coalesced into one. */
+  get keepsWritesApart(): boolean {
+    for (const node of this.#nodes) if (node.toxic?.type === 'slicer') return true;
+    return false;
+  }
+
   get toxics(): Toxic[] {
     return this.#nodes.flatMap((node) => (node.toxic ? [node.toxic] : []));
   }

@@ -94,9 +94,9 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
 
   const onAbort = () => end('aborted');
 
-  // libuv reads a socket up to 32 times per wakeup; corking the destination until the loop's check
-  // phase sends such a burst with one writev instead of a write per 64 KiB read. Not done behind
-  // toxics: a slicer's pieces must stay separate writes.
+  // libuv reads a socket up to 32 times per wakeup, and a delaying stage releases all that is due
+  // at once; corking the destination until the loop's check phase sends such a burst with one
+  // writev instead of a write per 64 KiB chunk. Not behind a slicer: its pieces stay separate writes.
   const uncork = (i: 0 | 1) => {
     corked[i] = false;
     sockets[1 - i]!.uncork();
@@ -195,6 +195,7 @@ export function runUserPath(a: net.Socket, b: net.Socket, options: UserPathOptio
       lastActivity = performance.now();
       moved[i] += chunk.length;
       recording?.delivered(direction, chunk);
+      if (!corked[i] && !lane.keepsWritesApart) coalesce(i);
       if (!dst.write(chunk) && dst.writableLength >= DIRECT_HIGH_WATER) lane.output.pause();
     });
     dst.on('drain', () => {
