@@ -50,8 +50,8 @@ export function installExitHandlers() {
  * Spawns a tracked child. stdout is read line by line (child.lines is an array, child.onLine a
  * hook list); stderr is kept (last 8 KiB) for error messages.
  */
-export function spawnChild(cmd, args, { stdin = 'pipe' } = {}) {
-  const cp = spawn(cmd, args, { detached: true, stdio: [stdin, 'pipe', 'pipe'] });
+export function spawnChild(cmd, args, { stdin = 'pipe', env } = {}) {
+  const cp = spawn(cmd, args, { detached: true, stdio: [stdin, 'pipe', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) });
   children.add(cp);
   cp.stderrText = '';
   cp.lineWaiters = [];

@@ -21,6 +21,9 @@
 //   relay-record   the same with --record FILE.pcap --record-buffer 256 (both legs; the file is deleted after each run)
 //   relay-record-1leg  the same with --record-legs client (the client's connection only)
 //   relay-latency  the same with --toxic latency@upstream:latency=1 (user-space path, 1 ms per chunk)
+//   toxiproxy      Toxiproxy's server ($TOXIPROXY_SERVER, else toxiproxy-server on PATH), LOG_LEVEL=warn,
+//                  one proxy from a -config file, no toxic
+//   toxiproxy-latency  the same with a latency toxic of 1 ms on the upstream stream, added over its API
 // --baseline NAME picks the row the ratio columns compare with (default js).
 // --record-dir DIR puts the relay-record files there (default the system temp dir), e.g. /dev/shm.
 // --rate-mb R paces the sender at R MB/s (10^6 bytes) over all streams (C load generator only), to
@@ -49,9 +52,10 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat', 'relay', 'relay-js', 'relay-record', 'relay-record-1leg', 'relay-latency'];
+const ALL = ['direct', 'splice', 'js', 'haproxy', 'haproxy-forced', 'socat', 'relay', 'relay-js', 'relay-record', 'relay-record-1leg', 'relay-latency', 'toxiproxy', 'toxiproxy-latency'];
 const isHaproxy = (f) => f === 'haproxy' || f === 'haproxy-forced';
 const isRelay = (f) => f.startsWith('relay');
+const isToxiproxy = (f) => f.startsWith('toxiproxy');
 /** What each relay row adds to `splicer relay --listen P --to R`. */
 const RELAY_ARGS = {
   relay: () => [],
@@ -126,6 +130,7 @@ function log(msg) {
 
 const haproxyBin = which('haproxy');
 const socatBin = which('socat');
+const toxiproxyBin = process.env.TOXIPROXY_SERVER || which('toxiproxy-server');
 const distIndex = path.join(root, 'dist', 'index.js');
 
 // ---------------------------------------------------------------------------------------------
@@ -180,6 +185,8 @@ const forwarders = only.filter((f) => {
     skipped[f] = 'haproxy not on PATH';
   } else if (f === 'socat' && !socatBin) {
     skipped[f] = 'socat not on PATH';
+  } else if (isToxiproxy(f) && !toxiproxyBin) {
+    skipped[f] = 'toxiproxy-server not on PATH and $TOXIPROXY_SERVER not set';
   } else return true;
   return false;
 });
@@ -251,6 +258,30 @@ async function startForwarder(name, receiverPort) {
     }
     return { name, port, cp, dir };
   }
+  if (isToxiproxy(name)) {
+    const dir = mkdtempSync(path.join(tmpdir(), 'splicer-bench-'));
+    const cfg = path.join(dir, 'toxiproxy.json');
+    writeFileSync(cfg, JSON.stringify([{ name: 'bench', listen: `${HOST}:${port}`, upstream: `${HOST}:${receiverPort}`, enabled: true }]));
+    const apiPort = await freePort();
+    const cp = spawnChild(toxiproxyBin, ['-host', HOST, '-port', String(apiPort), '-config', cfg], { env: { LOG_LEVEL: 'warn' } });
+    try {
+      await waitListening(port, cp);
+      await waitListening(apiPort, cp);
+      if (name === 'toxiproxy-latency') {
+        const res = await fetch(`http://${HOST}:${apiPort}/proxies/bench/toxics`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ name: 'latency_upstream', type: 'latency', stream: 'upstream', attributes: { latency: 1 } }),
+        });
+        if (!res.ok) throw new Error(`toxiproxy: adding the latency toxic answered ${res.status} ${await res.text()}`);
+      }
+    } catch (err) {
+      await stopChild(cp).catch(() => {});
+      rmSync(dir, { recursive: true, force: true });
+      throw err;
+    }
+    return { name, port, cp, dir };
+  }
   if (name === 'socat') {
     // backlog=1024: socat's default listen backlog is 5, which drops SYNs when 64 streams connect at
     // once (1 s retransmit) and would measure the backlog instead of the relay.
@@ -314,7 +345,7 @@ async function settle(fwd, streams, linesBefore) {
     await sleep(50);
     return { pairs: [] };
   }
-  await sleep(200); // haproxy: let it close the sessions
+  await sleep(200); // haproxy, toxiproxy: let them close the sessions
   return { pairs: [] };
 }
 
@@ -585,6 +616,7 @@ async function main() {
       cpuModel: cpus()[0]?.model ?? null,
       pipeMaxSize: (() => { try { return Number(readFileSync('/proc/sys/fs/pipe-max-size', 'utf8')); } catch { return null; } })(),
       haproxy: haproxyBin ? toolVersion(haproxyBin, ['-v']) : null,
+      toxiproxy: toxiproxyBin ? firstLine(toxiproxyBin, ['-version']) : null,
       socat: socatBin ? toolVersion(socatBin, ['-V']) : null,
       notes: [
         'GB/s = 1e9 bytes per second from first connect to last byte received',
@@ -594,6 +626,7 @@ async function main() {
         'haproxy: nbthread 1, option splice-auto, tune.pipesize 1048576',
         'haproxy-forced: the same with option splice-request + option splice-response',
         'pipes (haproxy rows) = PipesUsed + PipesFree from show info after the transfer; 0 = never spliced',
+        'toxiproxy: LOG_LEVEL=warn, one proxy; toxiproxy-latency adds a 1 ms latency toxic on the upstream stream (sender to receiver)',
         'socat: backlog=1024 added to TCP-LISTEN (default 5 drops SYNs with 64 streams)',
       ],
       skipped,

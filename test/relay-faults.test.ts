@@ -4,6 +4,7 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { collectUntilEnd, connectTo, hashUntilEnd, patternBytes, sha256, startEchoServer, startServer, within, writeBuffer } from './helpers.js';
+import { DEFAULT_MAX_DELAYED_BYTES } from '../src/relay/timed-stage.js';
 import { startRelay } from './relay-path-helpers.js';
 
 /** Sends `data` from the upstream to one client of a relay with `toxics`; returns what the client got. */
@@ -117,8 +118,40 @@ function readAll(socket: net.Socket, n: number): Promise<Buffer> {
   });
 }
 
+describe('latency is latency, not a rate limit', () => {
+  it('16 MiB behind 100 ms: every byte is late by the latency, and the bytes are not metered out per period', async () => {
+    const latency = 100;
+    const arrivals: { t: number; n: number }[] = [];
+    const server = await startServer((s) => s.on('data', (d: Buffer) => arrivals.push({ t: performance.now(), n: d.length })));
+    const relay = await startRelay(server.port, [{ type: 'latency', stream: 'upstream', attributes: { latency } }]);
+    const client = await connectTo(relay.port);
+    const data = patternBytes(6, 16 * 1024 * 1024);
+    const upstream = await server.conns.nth(0);
+    const got = collectUntilEnd(upstream);
+    const sentAt = performance.now();
+    await writeBuffer(client, data, { end: true });
+    expect(sha256(await within(got, 60_000, 'upstream end'))).toBe(sha256(data));
+    // Nothing can leave before it came in plus the latency.
+    expect(arrivals[0]!.t - sentAt).toBeGreaterThanOrEqual(latency);
+    // A stage that held 256 KiB per latency period would let at most that much (plus a chunk or
+    // two in flight) arrive within any one period; delaying each chunk on its own lets most of
+    // the 16 MiB arrive within one.
+    let most = 0;
+    for (let i = 0, j = 0, sum = 0; i < arrivals.length; i++) {
+      sum += arrivals[i]!.n;
+      while (arrivals[i]!.t - arrivals[j]!.t > latency) sum -= arrivals[j++]!.n;
+      most = Math.max(most, sum);
+    }
+    expect(most).toBeGreaterThan(4 * 1024 * 1024);
+    client.end();
+  });
+});
+
 describe('relay under load', () => {
-  it('a fast server into a slow client: what the relay holds stays bounded', async () => {
+  it.each([
+    ['a 1 ms latency toxic', [{ type: 'latency', stream: 'downstream', attributes: { latency: 1 } }]],
+    ['no toxic, on the user-space path', []],
+  ] as const)('a fast server into a slow client (%s): what the relay holds stays bounded', async (_name, toxics) => {
     let written = 0;
     let stop = false;
     const server = await startServer((s) => {
@@ -129,7 +162,7 @@ describe('relay under load', () => {
       };
       pump();
     });
-    const relay = await startRelay(server.port, [{ type: 'latency', stream: 'downstream', attributes: { latency: 1 } }]);
+    const relay = await startRelay(server.port, [...toxics], { engine: 'js' });
     const client = await connectTo(relay.port);
     client.pause();
     let received = 0;
@@ -147,9 +180,10 @@ describe('relay under load', () => {
     clearInterval(reader);
     stop = true;
     client.destroy();
-    // Kernel socket buffers on both legs plus the relay's lanes; an unbounded relay would hold gigabytes.
+    // Kernel socket buffers on both legs (up to 48 MiB here) plus the latency stage's cap; an
+    // unbounded relay would hold gigabytes.
     expect(received).toBeGreaterThan(0);
-    expect(inFlight).toBeLessThan(48 * 1024 * 1024);
+    expect(inFlight).toBeLessThan(48 * 1024 * 1024 + DEFAULT_MAX_DELAYED_BYTES);
   });
 
   it.each([

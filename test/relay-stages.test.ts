@@ -1,9 +1,12 @@
 import { performance } from 'node:perf_hooks';
-import { PassThrough, Readable } from 'node:stream';
+import { PassThrough, Readable, type Transform } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { composeStages, createDirectionStages } from '../src/relay/compose.js';
 import { createRng } from '../src/relay/random.js';
+import { DEFAULT_STAGE_OPTIONS } from '../src/relay/relay.js';
+import { DEFAULT_MAX_DELAYED_BYTES, DEFAULT_MAX_HELD_BYTES, type TimedStage } from '../src/relay/timed-stage.js';
 import { parseToxic } from '../src/relay/toxics.js';
+import { MiB } from './helpers.js';
 import { countTimers, makeStage, noise, SLACK, sleep, spyLink, tagged, watch, writeSpaced } from './relay-helpers.js';
 
 describe('toxicity', () => {
@@ -60,13 +63,56 @@ describe('teardown and backpressure', () => {
         this.push(n > 0 ? data.subarray(produced, (produced += n)) : null);
       },
     });
-    const s = makeStage({ type: 'latency', attributes: { latency: 20 } });
+    const s = makeStage({ type: 'latency', attributes: { latency: 20 } }, { options: { maxDelayedBytes: 64 * 1024 } });
     source.pipe(s);
     await sleep(200); // nobody reads s
     expect(produced).toBeLessThanOrEqual(192 * 1024);
     const w = watch(s);
     await w.ended;
     expect(w.bytes().equals(data)).toBe(true);
+  });
+});
+
+describe('latency holds what one latency period brings, up to its cap', () => {
+  const chunk = Buffer.alloc(64 * 1024, 1);
+  /** Writes `total` bytes at once; a write is taken synchronously while the stage has room. */
+  const flood = (s: Transform, total: number) => {
+    for (let n = 0; n < total; n += chunk.length) s.write(chunk);
+  };
+
+  it('takes far more than 256 KiB per latency by default, and stops at 32 MiB', () => {
+    const s = makeStage({ type: 'latency', attributes: { latency: 60_000 } }) as TimedStage;
+    flood(s, 40 * MiB);
+    // Nothing is due for a minute: all it took is held, the rest waits in its writable buffer.
+    expect(s.heldBytes).toBeGreaterThanOrEqual(DEFAULT_MAX_DELAYED_BYTES);
+    expect(s.heldBytes).toBeLessThan(DEFAULT_MAX_DELAYED_BYTES + chunk.length);
+    expect(s.writableLength).toBeGreaterThanOrEqual(40 * MiB - s.heldBytes);
+    s.destroy();
+  });
+
+  it('honours a smaller cap, and takes more as the reader frees room', async () => {
+    const cap = MiB;
+    const s = makeStage({ type: 'latency', attributes: { latency: 5 } }, { options: { maxDelayedBytes: cap } }) as TimedStage;
+    flood(s, 4 * MiB);
+    expect(s.heldBytes).toBeGreaterThanOrEqual(cap);
+    expect(s.heldBytes).toBeLessThan(cap + chunk.length);
+    s.end();
+    let peak = 0;
+    let got = 0;
+    s.on('data', (d: Buffer) => {
+      got += d.length;
+      peak = Math.max(peak, s.heldBytes);
+    });
+    await new Promise((resolve) => s.on('end', resolve));
+    expect(got).toBe(4 * MiB);
+    expect(peak).toBeLessThan(cap + chunk.length);
+  });
+
+  it('bandwidth keeps the small pacing cap, so its sender feels the pace', () => {
+    const s = makeStage({ type: 'bandwidth', attributes: { rate: 1 } }, { options: DEFAULT_STAGE_OPTIONS }) as TimedStage;
+    flood(s, 4 * MiB);
+    expect(s.heldBytes).toBeLessThan(DEFAULT_MAX_HELD_BYTES + chunk.length);
+    s.destroy();
   });
 });
 

@@ -61,6 +61,29 @@ export class Lane {
     for (let i = 0; i + 1 < this.#nodes.length; i++) this.#wires.push(new Wire(this.#nodes[i]!.stream, this.#nodes[i + 1]!.stream));
   }
 
+  /**
+   * True while the lane has no stage and holds nothing: a byte written now would come straight
+   * out, so the caller may hand it to the destination itself and skip two stream hops.
+   */
+  get empty(): boolean {
+    const { input, output } = this;
+    return (
+      this.#nodes.length === 2 &&
+      !this.#cutting &&
+      !this.#destroyed &&
+      input.writableLength === 0 &&
+      input.readableLength === 0 &&
+      output.writableLength === 0 &&
+      output.readableLength === 0
+    );
+  }
+
+  /** A slicer's pieces must reach the socket as separate writes, not coalesced into one. */
+  get keepsWritesApart(): boolean {
+    for (const node of this.#nodes) if (node.toxic?.type === 'slicer') return true;
+    return false;
+  }
+
   get toxics(): Toxic[] {
     return this.#nodes.flatMap((node) => (node.toxic ? [node.toxic] : []));
   }

@@ -17,7 +17,7 @@ import { Lane } from './lane.js';
 import { createRng, type Rng } from './random.js';
 import type { ConnectionRecording, Recorder } from './recording.js';
 import { createToxicStage } from './stages.js';
-import type { Link, StageOptions } from './timed-stage.js';
+import { DEFAULT_MAX_DELAYED_BYTES, DEFAULT_MAX_HELD_BYTES, type Link, type StageOptions } from './timed-stage.js';
 import type { Direction, Toxic } from './toxics.js';
 import type { OpenRelayListener, RelayEndpoint, RelayListener } from './listener.js';
 import { runUserPath, type DirectionStart, type UserPath } from './user-path.js';
@@ -62,10 +62,12 @@ export interface RelayConnectionRecord {
 const DIRECTIONS: readonly [Direction, Direction] = ['upstream', 'downstream'];
 
 /**
- * Each toxic stage may hold this much before it pushes back: a latency of L ms then still passes
- * 256 KiB per L ms (256 MB/s at 1 ms), as a TCP window would, while a slow reader bounds memory.
+ * A latency stage holds up to 32 MiB (per connection and direction): what arrives during one
+ * latency period, so the delay costs no throughput up to 32 MiB per latency (320 MB/s at 100 ms).
+ * Pacing stages (bandwidth, slicer, stall) hold 256 KiB, about a TCP window, so their sender
+ * feels the pace. Full, a stage stops reading and TCP backpressure reaches the sender.
  */
-export const DEFAULT_STAGE_OPTIONS: StageOptions = { maxHeldBytes: 256 * 1024 };
+export const DEFAULT_STAGE_OPTIONS: StageOptions = { maxHeldBytes: DEFAULT_MAX_HELD_BYTES, maxDelayedBytes: DEFAULT_MAX_DELAYED_BYTES };
 
 /** The data path for named relays, as the control layer (registry) opens them. */
 export function relayDataPath(options: RelayDataOptions): OpenRelayListener {

@@ -7,14 +7,14 @@
 // boundaries repeat.
 import { PassThrough, type Transform } from 'node:stream';
 import type { Rng } from './random.js';
-import { TimedStage, type Link, type StageContext, type StageOptions } from './timed-stage.js';
+import { DEFAULT_MAX_DELAYED_BYTES, TimedStage, type Link, type StageContext, type StageOptions } from './timed-stage.js';
 import type { Toxic, ToxicOf } from './toxics.js';
 
 type Attrs<T extends Toxic['type']> = ToxicOf<T>['attributes'];
 
 class LatencyStage extends TimedStage {
   constructor(ctx: StageContext, private readonly a: Attrs<'latency'>) {
-    super(ctx);
+    super(ctx, ctx.options?.maxDelayedBytes ?? DEFAULT_MAX_DELAYED_BYTES);
   }
   protected accept(chunk: Buffer, now: number): void {
     let delay = 0;

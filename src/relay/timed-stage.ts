@@ -20,15 +20,21 @@ export interface Link {
 
 export interface StageOptions {
   /**
-   * Bytes a stage may hold (queued pieces plus unread output) before it stops
-   * accepting input. Holding more than one chunk lets latency keep throughput
-   * (a chunk's delay counts from its arrival, not from the previous release);
-   * the cap keeps memory bounded and hands backpressure upstream.
+   * Bytes a pacing stage (bandwidth, slicer, stall...) may hold (queued pieces plus unread output)
+   * before it stops accepting input: about a TCP window, so the sender feels the pace it is given.
    */
   maxHeldBytes?: number;
+  /**
+   * Bytes a latency stage may hold. Every chunk is delayed from its own arrival, so the stage holds
+   * what arrives during one latency: enough room keeps the pipeline full (throughput is the
+   * bandwidth toxic's business, not latency's), and the cap bounds memory when the reader is slow;
+   * once it is full the stage stops taking input and TCP backpressure reaches the sender.
+   */
+  maxDelayedBytes?: number;
 }
 
-export const DEFAULT_MAX_HELD_BYTES = 64 * 1024;
+export const DEFAULT_MAX_HELD_BYTES = 256 * 1024;
+export const DEFAULT_MAX_DELAYED_BYTES = 32 * 1024 * 1024;
 
 export interface StageContext {
   rng: Rng;
@@ -63,13 +69,19 @@ export abstract class TimedStage extends Transform {
   protected holdEnd = false;
   private bypassed = false;
 
-  constructor(ctx: StageContext) {
+  /** `limit`: the bytes this stage may hold; by default the pacing stages' maxHeldBytes. */
+  constructor(ctx: StageContext, limit = ctx.options?.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES) {
     super();
     this.rng = ctx.rng;
     this.link = ctx.link;
     this.toxicity = ctx.toxicity;
     this.perChunk = ctx.perChunk;
-    this.limit = ctx.options?.maxHeldBytes ?? DEFAULT_MAX_HELD_BYTES;
+    this.limit = limit;
+  }
+
+  /** Bytes held now: queued pieces plus output not yet read by the next stage. */
+  get heldBytes(): number {
+    return this.held + this.readableLength;
   }
 
   /** Decide the fate of one input chunk, by calling emitAt zero or more times. */
