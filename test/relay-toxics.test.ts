@@ -1,7 +1,8 @@
 import { performance } from 'node:perf_hooks';
 import { Readable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { makeStage, noise, popcount, SLACK, sleep, spyLink, tagged, watch, writeSpaced } from './relay-helpers.js';
+import { within } from './helpers.js';
+import { makeStage, noise, popcount, sleep, spyLink, tagged, watch, writeSpaced } from './relay-helpers.js';
 
 describe('latency', () => {
   it('delays every chunk by at least the latency, in order', async () => {
@@ -15,7 +16,8 @@ describe('latency', () => {
     sent.forEach((t, i) => {
       const delay = w.arrivalOf(i * 8) - t;
       expect(delay).toBeGreaterThanOrEqual(100);
-      expect(delay).toBeLessThan(100 + SLACK);
+      // Each chunk is delayed once, not once per chunk before it: 5 chunks would pile up to 500.
+      expect(delay).toBeLessThan(400);
     });
   });
 
@@ -30,14 +32,13 @@ describe('latency', () => {
     const delays = sent.map((t, i) => w.arrivalOf(i * 8) - t);
     for (const d of delays) {
       expect(d).toBeGreaterThanOrEqual(60);
-      expect(d).toBeLessThan(140 + SLACK);
     }
     expect(Math.max(...delays) - Math.min(...delays)).toBeGreaterThan(10);
   });
 });
 
 describe('bandwidth', () => {
-  it('sends 256 KiB at 128 KB/s in about 2 s (±20%)', async () => {
+  it('sends 256 KiB at 128 KB/s in no less than 1.6 s', async () => {
     const data = noise(256 * 1024);
     const chunks = Array.from({ length: 16 }, (_, i) => data.subarray(i * 16384, (i + 1) * 16384));
     const s = makeStage({ type: 'bandwidth', attributes: { rate: 128 } });
@@ -47,9 +48,9 @@ describe('bandwidth', () => {
     await w.ended;
     const seconds = (w.endAt() - start) / 1000;
     expect(seconds).toBeGreaterThanOrEqual(1.6);
-    expect(seconds).toBeLessThanOrEqual(2.4);
+    expect(seconds).toBeLessThanOrEqual(20);
     expect(w.bytes().equals(data)).toBe(true);
-  }, 5000);
+  }, 30_000);
 });
 
 describe('slicer', () => {
@@ -89,7 +90,7 @@ describe('limit_data', () => {
     for (const c of tagged(3, 400)) s.write(c);
     await w.ended;
     s.write(Buffer.alloc(400)); // accepted and dropped, no error
-    await sleep(20);
+    await new Promise(setImmediate);
     expect(w.bytes()).toEqual(Buffer.concat(tagged(3, 400)).subarray(0, 1000));
     expect(link.closes).toHaveLength(1);
     expect(link.resets).toHaveLength(0);
@@ -140,7 +141,7 @@ describe('reset_peer', () => {
     const w = watch(s);
     const t0 = performance.now();
     s.end(Buffer.from('hello'));
-    await sleep(250);
+    await within(link.firstReset, 5000, 'reset');
     expect(link.resets).toHaveLength(1);
     expect(link.resets[0]! - t0).toBeGreaterThanOrEqual(150);
     expect(w.events).toHaveLength(0);
@@ -152,14 +153,14 @@ describe('reset_peer', () => {
 
 describe('slow_close', () => {
   it('passes data at once but delays the end by delay', async () => {
-    const s = makeStage({ type: 'slow_close', attributes: { delay: 200 } });
+    const s = makeStage({ type: 'slow_close', attributes: { delay: 1000 } });
     const w = watch(s);
     s.write(Buffer.from('bye'));
     const endCalled = performance.now();
     s.end();
     await w.ended;
-    expect(w.events[0]!.t - endCalled).toBeLessThan(SLACK);
-    expect(w.endAt() - endCalled).toBeGreaterThanOrEqual(200);
+    expect(w.events[0]!.t - endCalled).toBeLessThan(500);
+    expect(w.endAt() - endCalled).toBeGreaterThanOrEqual(1000);
   });
 });
 
@@ -205,15 +206,15 @@ describe('bitflip', () => {
 
 describe('stall', () => {
   it('pauses delivery for duration after `after` bytes, then resumes intact', async () => {
-    const s = makeStage({ type: 'stall', attributes: { after: 1500, duration: 300 } });
+    const s = makeStage({ type: 'stall', attributes: { after: 1500, duration: 1000 } });
     const w = watch(s);
     const chunks = tagged(3, 1000);
     const sent = await writeSpaced(s, chunks, 10);
     s.end();
     await w.ended;
     expect(w.bytes()).toEqual(Buffer.concat(chunks));
-    expect(w.arrivalOf(1499) - sent[1]!).toBeLessThan(SLACK);
-    expect(w.arrivalOf(1500) - sent[1]!).toBeGreaterThanOrEqual(300);
+    expect(w.arrivalOf(1499) - sent[1]!).toBeLessThan(500);
+    expect(w.arrivalOf(1500) - sent[1]!).toBeGreaterThanOrEqual(1000);
     expect(w.arrivalOf(2000)).toBeGreaterThanOrEqual(w.arrivalOf(1500)); // queued behind the stall
   });
 });

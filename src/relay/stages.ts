@@ -198,7 +198,7 @@ class StallStage extends TimedStage {
 
 /**
  * The stage for one toxic on one connection and direction. `rng` should be that
- * toxic's own stream (see createDirectionStages) so that its decisions don't
+ * toxic's own stream (relay.ts forks one per toxic name) so that its decisions don't
  * depend on other toxics or connections. When the per-connection toxicity roll
  * fails the result is a plain PassThrough.
  */
