@@ -1,7 +1,6 @@
-// The JS side of the native engine: validates, takes sockets over from Node,
-// and turns the native completion batches into ForwardResults.
-import fs from 'node:fs';
-import net from 'node:net';
+// The JS side of the native engine: validates, takes sockets over from Node and hands their
+// fds to the addon. What comes back (results, released pairs) is read in results.ts.
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import {
   loadNative,
@@ -9,13 +8,13 @@ import {
   type NativeConversation,
   type NativeEngine,
   type NativeRecorderEvent,
-  type NativeReleased,
 } from './native.js';
 import { onAbort } from '../../net/abort.js';
 import { addressBytes } from '../../net/ip.js';
 import type { ConversationState, TcpConversation } from '../../pcap/tcp-conversation.js';
 import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
-import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from '../contract.js';
+import { checkIdleTimeout, ForwardError, type ForwardResult, type Side } from '../contract.js';
+import { closeUnclaimed, deliver, PendingPairs, type Pending } from './results.js';
 
 /**
  * Every option is an integer in its range; a non-number is a TypeError, anything else outside
@@ -122,13 +121,6 @@ interface RecorderState {
   waiters: { resolve: () => void; reject: (err: Error) => void }[];
 }
 
-interface Pending {
-  resolve: (result: ForwardResult) => void;
-  detachSignal?: () => void;
-  /** The recorded legs' states as handed to the engine: addresses for the states it gives back. */
-  legs?: ConversationState[];
-}
-
 function positiveInteger(name: string, value: unknown, fallback: number, max: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
@@ -136,37 +128,6 @@ function positiveInteger(name: string, value: unknown, fallback: number, max: nu
     throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`);
   }
   return value;
-}
-
-const sideName = (side: number | undefined): Side => (side === 1 ? 'b' : 'a');
-
-function toResult(done: NativeCompletion): ForwardResult {
-  const result: ForwardResult = {
-    engine: 'splice',
-    bytesAtoB: done.bytesAtoB,
-    bytesBtoA: done.bytesBtoA,
-    durationMs: done.durationMs,
-    reason: done.reason,
-  };
-  if (done.code) result.error = new ForwardError(done.code, sideName(done.side), done.syscall);
-  if (done.recordingDropped) result.recordingDropped = true;
-  return result;
-}
-
-/** A net.Socket on an fd the engine handed back; closes the fd when Node cannot take it. */
-function socketOnFd(fd: number): net.Socket {
-  try {
-    // pauseOnCreate: no read starts before the caller resumes (Node's own option, used by
-    // cluster; not in @types/node). allowHalfOpen: an EOF must not end the other direction.
-    return new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: true } as net.SocketConstructorOpts);
-  } catch (err) {
-    try {
-      fs.closeSync(fd);
-    } catch {
-      // already gone
-    }
-    throw err;
-  }
 }
 
 function nativeConversation(leg: TcpConversation): { state: ConversationState; native: NativeConversation } {
@@ -177,41 +138,6 @@ function nativeConversation(leg: TcpConversation): { state: ConversationState; n
     return { ip: addressBytes(address), port, next, acked, ipId, finished };
   };
   return { state, native: { ipv4: state.ipv4, client: half('client'), server: half('server') } };
-}
-
-function releasedPair(released: NativeReleased, legs: ConversationState[] | undefined): ReleasedPair {
-  let a: net.Socket | undefined;
-  try {
-    a = socketOnFd(released.fdA);
-  } catch (err) {
-    fs.closeSync(released.fdB);
-    throw Object.assign(err as Error, { side: 'a' });
-  }
-  let b: net.Socket;
-  try {
-    b = socketOnFd(released.fdB);
-  } catch (err) {
-    a.destroy();
-    throw Object.assign(err as Error, { side: 'b' });
-  }
-  const pair: ReleasedPair = {
-    a,
-    b,
-    pendingAtoB: released.pendingAtoB,
-    pendingBtoA: released.pendingBtoA,
-    endedAtoB: released.endedAtoB,
-    finishedAtoB: released.finishedAtoB,
-    endedBtoA: released.endedBtoA,
-    finishedBtoA: released.finishedBtoA,
-  };
-  if (released.recording && legs) {
-    pair.recording = released.recording.map((progress, i) => ({
-      ...legs[i],
-      client: { ...legs[i].client, ...progress.client },
-      server: { ...legs[i].server, ...progress.server },
-    }));
-  }
-  return pair;
 }
 
 /**
@@ -235,7 +161,7 @@ function releasedPair(released: NativeReleased, legs: ConversationState[] | unde
  */
 export class SpliceEngine {
   readonly #native: NativeEngine;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new PendingPairs();
   readonly #recorders = new Map<number, RecorderState>();
   /** Recorders whose close() waits for the writer: they keep the process alive as pairs do. */
   #closingRecorders = 0;
@@ -422,28 +348,13 @@ export class SpliceEngine {
   }
 
   #onDone(done: NativeCompletion): void {
-    const pending = this.#pending.get(done.id);
+    const pending = this.#pending.take(done.id);
     if (!pending) {
-      // Nobody waits for this pair (cannot happen: ids are registered before any completion can
-      // arrive); its fds must not leak all the same.
-      if (done.released) for (const fd of [done.released.fdA, done.released.fdB]) fs.closeSync(fd);
+      closeUnclaimed(done);
       return;
     }
-    this.#pending.delete(done.id);
     try {
-      pending.detachSignal?.();
-      const result = toResult(done);
-      if (done.released) {
-        try {
-          result.released = releasedPair(done.released, pending.legs);
-        } catch (err) {
-          // Node could not take an fd back (both are closed by now): the pair is lost.
-          const e = err as NodeJS.ErrnoException & { side?: Side };
-          result.reason = 'error';
-          result.error = new ForwardError(e.code ?? 'EBADF', e.side ?? 'a', 'open');
-        }
-      }
-      pending.resolve(result);
+      deliver(pending, done);
     } finally {
       this.#settled();
     }
