@@ -29,15 +29,23 @@ const BLOCK = (() => {
   return block;
 })();
 
+/** Where a segment's (seed, segment number) stamp lies: its first 8 bytes. */
+const STAMP = 8;
+
 /**
  * A byte stream of `total` bytes: 1 MiB segments, each the random block rotated by an offset that
  * depends on the seed and the segment number, with (seed, segment) stamped at its start, so a lost,
  * repeated or reordered segment changes the hash.
+ *
+ * Every stream reads the one shared block through views instead of building its segments: a fresh
+ * 1 MiB per segment and stream held the event loop for most of a second when 200 writers started
+ * at once. Only a chunk that holds the stamp or wraps around the block's end is copied.
  */
 export class PatternSource {
-  private segment = Buffer.alloc(0);
   private segmentNo = -1;
-  private pos = 0;
+  private rotation = 0;
+  private readonly stamp = Buffer.alloc(STAMP);
+  private pos = MiB;
   private produced = 0;
 
   constructor(
@@ -49,12 +57,15 @@ export class PatternSource {
     return this.total - this.produced;
   }
 
-  /** Up to `max` bytes (a view into a fresh segment buffer: safe to hand to write()), or null at the end. */
+  /**
+   * Up to `max` bytes, or null at the end. The chunk may be a view of the block every stream
+   * shares: hand it to write(), never write into it.
+   */
   next(max: number): Buffer | null {
     if (this.remaining <= 0) return null;
-    if (this.pos >= this.segment.length) this.newSegment();
-    const n = Math.min(max, this.segment.length - this.pos, this.remaining);
-    const chunk = this.segment.subarray(this.pos, this.pos + n);
+    if (this.pos >= MiB) this.newSegment();
+    const n = Math.min(max, MiB - this.pos, this.remaining);
+    const chunk = this.bytes(this.pos, n);
     this.pos += n;
     this.produced += n;
     return chunk;
@@ -63,14 +74,22 @@ export class PatternSource {
   private newSegment(): void {
     this.segmentNo++;
     const rot = (Math.imul(this.seed + 1, 2654435761) + Math.imul(this.segmentNo, 40503)) >>> 0;
-    const r = rot % MiB;
-    const seg = Buffer.allocUnsafe(MiB);
-    BLOCK.copy(seg, 0, r);
-    BLOCK.copy(seg, MiB - r, 0, r);
-    seg.writeUInt32LE(this.seed >>> 0, 0);
-    seg.writeUInt32LE(this.segmentNo, 4);
-    this.segment = seg;
+    this.rotation = rot % MiB;
+    this.stamp.writeUInt32LE(this.seed >>> 0, 0);
+    this.stamp.writeUInt32LE(this.segmentNo, 4);
     this.pos = 0;
+  }
+
+  /** Bytes [from, from + n) of the current segment, whose byte i is BLOCK[(rotation + i) % MiB] past the stamp. */
+  private bytes(from: number, n: number): Buffer {
+    const start = (this.rotation + from) % MiB;
+    if (from >= STAMP && start + n <= MiB) return BLOCK.subarray(start, start + n);
+    const chunk = Buffer.allocUnsafe(n);
+    const first = Math.min(n, MiB - start);
+    BLOCK.copy(chunk, 0, start, start + first);
+    BLOCK.copy(chunk, first, 0, n - first);
+    if (from < STAMP) this.stamp.copy(chunk, 0, from, Math.min(STAMP, from + n));
+    return chunk;
   }
 }
 
