@@ -1,21 +1,15 @@
-// The JS side of the native engine: validates, takes sockets over from Node,
-// and turns the native completion batches into ForwardResults.
-import fs from 'node:fs';
-import net from 'node:net';
+// The JS side of the native engine: validates, takes sockets over from Node and hands their
+// fds to the addon. What comes back (results, released pairs) is read in results.ts; the pcap
+// recorders are kept in recorders.ts.
+import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import {
-  loadNative,
-  type NativeCompletion,
-  type NativeConversation,
-  type NativeEngine,
-  type NativeRecorderEvent,
-  type NativeReleased,
-} from './native.js';
+import { loadNative, type NativeCompletion, type NativeEngine } from './native.js';
 import { onAbort } from '../../net/abort.js';
-import { addressBytes } from '../../net/ip.js';
-import type { ConversationState, TcpConversation } from '../../pcap/tcp-conversation.js';
+import type { TcpConversation } from '../../pcap/tcp-conversation.js';
 import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
-import { checkIdleTimeout, ForwardError, type ForwardResult, type ReleasedPair, type Side } from '../contract.js';
+import { checkIdleTimeout, ForwardError, type ForwardResult, type Side } from '../contract.js';
+import { closeUnclaimed, deliver, PendingPairs, type Pending } from './results.js';
+import { nativeConversation, Recorders, type NativeRecorder } from './recorders.js';
 
 /**
  * Every option is an integer in its range; a non-number is a TypeError, anything else outside
@@ -96,39 +90,6 @@ export interface SpliceForwardOptions {
   record?: SpliceRecordOptions;
 }
 
-/** A pcap file the engine's writer thread appends to: see openNativePcap (src/engine/splice/pcap-sink.ts). */
-export interface NativeRecorder {
-  readonly id: number;
-  /** Queues whole records; false (dropped) when the queue is full or the recorder failed or is closing. */
-  write(records: Buffer): boolean;
-  /**
-   * Resolves once every record queued is in the file and the file is closed, which waits for
-   * the pairs recording into it to end or be released. Rejects with the write error that stopped
-   * the recorder, or ERR_PCAP_INCOMPLETE when the engine closed before the file took every record.
-   */
-  close(): Promise<void>;
-  /** The write error that stopped the recorder, if one did. */
-  readonly error: Error | undefined;
-  /** close() was called (or the engine closed). */
-  readonly closed: boolean;
-}
-
-interface RecorderState {
-  id: number;
-  onError?: (err: Error) => void;
-  error?: Error;
-  closeRequested: boolean;
-  closed: boolean;
-  waiters: { resolve: () => void; reject: (err: Error) => void }[];
-}
-
-interface Pending {
-  resolve: (result: ForwardResult) => void;
-  detachSignal?: () => void;
-  /** The recorded legs' states as handed to the engine: addresses for the states it gives back. */
-  legs?: ConversationState[];
-}
-
 function positiveInteger(name: string, value: unknown, fallback: number, max: number): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
@@ -136,82 +97,6 @@ function positiveInteger(name: string, value: unknown, fallback: number, max: nu
     throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`);
   }
   return value;
-}
-
-const sideName = (side: number | undefined): Side => (side === 1 ? 'b' : 'a');
-
-function toResult(done: NativeCompletion): ForwardResult {
-  const result: ForwardResult = {
-    engine: 'splice',
-    bytesAtoB: done.bytesAtoB,
-    bytesBtoA: done.bytesBtoA,
-    durationMs: done.durationMs,
-    reason: done.reason,
-  };
-  if (done.code) result.error = new ForwardError(done.code, sideName(done.side), done.syscall);
-  if (done.recordingDropped) result.recordingDropped = true;
-  return result;
-}
-
-/** A net.Socket on an fd the engine handed back; closes the fd when Node cannot take it. */
-function socketOnFd(fd: number): net.Socket {
-  try {
-    // pauseOnCreate: no read starts before the caller resumes (Node's own option, used by
-    // cluster; not in @types/node). allowHalfOpen: an EOF must not end the other direction.
-    return new net.Socket({ fd, allowHalfOpen: true, readable: true, writable: true, pauseOnCreate: true } as net.SocketConstructorOpts);
-  } catch (err) {
-    try {
-      fs.closeSync(fd);
-    } catch {
-      // already gone
-    }
-    throw err;
-  }
-}
-
-function nativeConversation(leg: TcpConversation): { state: ConversationState; native: NativeConversation } {
-  const state = leg.state();
-  if (state.phase !== 'open') throw new TypeError(`record.legs must be open conversations (handshake written, not reset), got ${state.phase}`);
-  const half = (side: 'client' | 'server') => {
-    const { address, port, next, acked, ipId, finished } = state[side];
-    return { ip: addressBytes(address), port, next, acked, ipId, finished };
-  };
-  return { state, native: { ipv4: state.ipv4, client: half('client'), server: half('server') } };
-}
-
-function releasedPair(released: NativeReleased, legs: ConversationState[] | undefined): ReleasedPair {
-  let a: net.Socket | undefined;
-  try {
-    a = socketOnFd(released.fdA);
-  } catch (err) {
-    fs.closeSync(released.fdB);
-    throw Object.assign(err as Error, { side: 'a' });
-  }
-  let b: net.Socket;
-  try {
-    b = socketOnFd(released.fdB);
-  } catch (err) {
-    a.destroy();
-    throw Object.assign(err as Error, { side: 'b' });
-  }
-  const pair: ReleasedPair = {
-    a,
-    b,
-    pendingAtoB: released.pendingAtoB,
-    pendingBtoA: released.pendingBtoA,
-    endedAtoB: released.endedAtoB,
-    finishedAtoB: released.finishedAtoB,
-    endedBtoA: released.endedBtoA,
-    finishedBtoA: released.finishedBtoA,
-  };
-  if (released.recording && legs) {
-    pair.recording = released.recording.map((progress, i) => ({
-      ...legs[i],
-      client: { ...legs[i].client, ...progress.client },
-      server: { ...legs[i].server, ...progress.server },
-    }));
-  }
-  return pair;
 }
 
 /**
@@ -235,10 +120,8 @@ function releasedPair(released: NativeReleased, legs: ConversationState[] | unde
  */
 export class SpliceEngine {
   readonly #native: NativeEngine;
-  readonly #pending = new Map<number, Pending>();
-  readonly #recorders = new Map<number, RecorderState>();
-  /** Recorders whose close() waits for the writer: they keep the process alive as pairs do. */
-  #closingRecorders = 0;
+  readonly #pending = new PendingPairs();
+  readonly #recorders: Recorders;
   #closed = false;
   #closing: Promise<void> | undefined;
   #drained: (() => void) | undefined;
@@ -253,9 +136,10 @@ export class SpliceEngine {
     // One call per completion or recorder event: a throw while one is handled is raised as an
     // uncaught exception after the batch, and the others are delivered all the same.
     this.#native = new load.binding.Engine({ threads, maxPipes, maxPipeSize, recordBufferBytes }, (done, event) => {
-      if (event) this.#onRecorderEvent(event);
+      if (event) this.#recorders.onEvent(event);
       if (done) this.#onDone(done);
     });
+    this.#recorders = new Recorders(this.#native, { hold: () => this.#hold(), settled: () => this.#settled() });
   }
 
   get closed(): boolean {
@@ -364,31 +248,7 @@ export class SpliceEngine {
   openRecorder(fd: number, onError?: (err: Error) => void): NativeRecorder {
     if (this.#closed) throw Object.assign(new Error('splice engine is closed'), { code: 'ERR_SPLICE_CLOSED' });
     if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`fd must be an integer >= 0, got ${String(fd)}`);
-    const id = this.#native.openRecorder(fd);
-    const state: RecorderState = { id, onError, closeRequested: false, closed: false, waiters: [] };
-    this.#recorders.set(id, state);
-    const native = this.#native;
-    return {
-      id,
-      write: (records: Buffer) => !state.closeRequested && !state.closed && native.recordWrite(id, records),
-      close: () => {
-        if (state.closed) return state.error ? Promise.reject(state.error) : Promise.resolve();
-        const done = new Promise<void>((resolve, reject) => state.waiters.push({ resolve, reject }));
-        if (!state.closeRequested) {
-          state.closeRequested = true;
-          this.#hold();
-          this.#closingRecorders++;
-          native.closeRecorder(id);
-        }
-        return done;
-      },
-      get error() {
-        return state.error;
-      },
-      get closed() {
-        return state.closeRequested || state.closed;
-      },
-    };
+    return this.#recorders.open(fd, onError);
   }
 
   stats(): SpliceEngineStats {
@@ -408,71 +268,30 @@ export class SpliceEngine {
 
   // Every pair out and every recorder whose close() waits keeps the process alive.
   #hold(): void {
-    if (this.#pending.size + this.#closingRecorders === 0) this.#native.ref();
+    if (this.#pending.size + this.#recorders.closing === 0) this.#native.ref();
   }
 
   #idle(): boolean {
     // At engine close every recorder reports `closed`, asked to or not.
-    return this.#pending.size === 0 && (this.#closed ? this.#recorders.size === 0 : this.#closingRecorders === 0);
+    return this.#pending.size === 0 && (this.#closed ? this.#recorders.size === 0 : this.#recorders.closing === 0);
   }
 
   #settled(): void {
-    if (this.#pending.size + this.#closingRecorders === 0 && !this.#closed) this.#native.unref();
+    if (this.#pending.size + this.#recorders.closing === 0 && !this.#closed) this.#native.unref();
     if (this.#closed && this.#idle()) this.#drained?.();
   }
 
   #onDone(done: NativeCompletion): void {
-    const pending = this.#pending.get(done.id);
+    const pending = this.#pending.take(done.id);
     if (!pending) {
-      // Nobody waits for this pair (cannot happen: ids are registered before any completion can
-      // arrive); its fds must not leak all the same.
-      if (done.released) for (const fd of [done.released.fdA, done.released.fdB]) fs.closeSync(fd);
+      closeUnclaimed(done);
       return;
     }
-    this.#pending.delete(done.id);
     try {
-      pending.detachSignal?.();
-      const result = toResult(done);
-      if (done.released) {
-        try {
-          result.released = releasedPair(done.released, pending.legs);
-        } catch (err) {
-          // Node could not take an fd back (both are closed by now): the pair is lost.
-          const e = err as NodeJS.ErrnoException & { side?: Side };
-          result.reason = 'error';
-          result.error = new ForwardError(e.code ?? 'EBADF', e.side ?? 'a', 'open');
-        }
-      }
-      pending.resolve(result);
+      deliver(pending, done);
     } finally {
       this.#settled();
     }
-  }
-
-  #onRecorderEvent(event: NativeRecorderEvent): void {
-    const state = this.#recorders.get(event.recorder);
-    if (!state) return;
-    if (event.event === 'failed') {
-      state.error = Object.assign(new Error(`pcap recording stopped: ${event.syscall ?? 'write'} failed with ${event.code}`), {
-        code: event.code,
-        errno: event.errno,
-        syscall: event.syscall,
-      });
-      // A throwing handler is raised as uncaught by the addon, after the other events.
-      state.onError?.(state.error);
-      return;
-    }
-    this.#recorders.delete(event.recorder);
-    state.closed = true;
-    if (state.closeRequested) this.#closingRecorders--;
-    const failure = state.error ??
-      (event.complete ? undefined : Object.assign(new Error('the engine closed before every record was written to the file'), { code: 'ERR_PCAP_INCOMPLETE' }));
-    if (failure && !state.error) state.error = failure;
-    for (const waiter of state.waiters.splice(0)) {
-      if (failure) waiter.reject(failure);
-      else waiter.resolve();
-    }
-    this.#settled();
   }
 
   // A socket failed before the takeover: the pair ends as the JS engine would end it.

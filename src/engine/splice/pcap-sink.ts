@@ -8,7 +8,8 @@
 // closes it after close() (or at engine close).
 import fs from 'node:fs';
 import { PCAP_GLOBAL_HEADER } from '../../pcap/tcp-conversation.js';
-import type { NativeRecorder, SpliceEngine } from './engine.js';
+import type { SpliceEngine } from './engine.js';
+import type { NativeRecorder } from './recorders.js';
 
 export interface NativePcapOptions {
   /**
