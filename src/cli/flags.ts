@@ -77,14 +77,21 @@ export const logLevelOption = () => new Option('--log-level <level>', 'log level
 
 export const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
-/** On SIGINT/SIGTERM: log, give open connections `grace` seconds through stopAll, then exit 0. */
-export function onStopSignal(logger: Logger, grace: number, active: () => number, stopAll: () => Promise<void>): void {
+/** What a command runs: a service whose close(graceMs) gives open connections that long. */
+export interface Stoppable {
+  readonly activeConnections: number;
+  close(graceMs: number): Promise<void>;
+}
+
+/** On SIGINT/SIGTERM: log, close the service with `grace` seconds for its connections, close the engine, exit 0. */
+export function onStopSignal(logger: Logger, grace: number, service: Stoppable, spliceEngine: SpliceEngine | undefined): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, active: active(), graceSeconds: grace }, 'stopping');
-    await stopAll();
+    logger.info({ signal, active: service.activeConnections, graceSeconds: grace }, 'stopping');
+    await service.close(grace * 1000);
+    await spliceEngine?.close();
     logger.info('stopped');
     logger.flush?.();
     process.exit(0);

@@ -41,10 +41,7 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     },
     'forwarding',
   );
-  onStopSignal(logger, options.grace, () => forwarder.activeConnections, async () => {
-    await forwarder.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, forwarder, spliceEngine);
 }
 
 export function addForwardCommand(program: Command): void {

@@ -78,10 +78,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
     },
     'proxy listening',
   );
-  onStopSignal(logger, options.grace, () => server.activeConnections, async () => {
-    await server.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, server, spliceEngine);
 }
 
 // --allow and --deny share one list so that their order on the command line is the order they are tried in.

@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
+import { drain } from '../net/drain.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { DEFAULT_API_PORT } from '../relay/api.js';
 import { createRelay, type RelayConfig } from '../relay/create.js';
@@ -105,12 +106,20 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     idleTimeout: idleMs(options.idleTimeout),
     logger,
   });
-  onStopSignal(logger, options.grace, () => relay.activeConnections, async () => {
-    const deadline = Date.now() + options.grace * 1000;
-    while (relay.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    await relay.close();
-    await spliceEngine?.close();
-  });
+  // Relays and the API stay up through the grace; relay.close() then ends what is left.
+  const stoppable = {
+    get activeConnections() {
+      return relay.activeConnections;
+    },
+    async close(graceMs: number) {
+      await drain(() => relay.activeConnections, graceMs, (changed) => {
+        relay.on('connection', changed);
+        return () => relay.off('connection', changed);
+      });
+      await relay.close();
+    },
+  };
+  onStopSignal(logger, options.grace, stoppable, spliceEngine);
 }
 
 export function relayCommand(): Command {

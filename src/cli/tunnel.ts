@@ -140,10 +140,7 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     },
     'tunnel server listening',
   );
-  onStopSignal(logger, options.grace, () => server.activeConnections, async () => {
-    await server.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, server, spliceEngine);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,10 +210,7 @@ async function runClient(options: ClientCliOptions): Promise<void> {
     'tunnel client starting',
   );
   client.start();
-  onStopSignal(logger, options.grace, () => client.activeConnections, async () => {
-    await client.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, client, spliceEngine);
 }
 
 // ---------------------------------------------------------------------------------------------

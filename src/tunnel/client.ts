@@ -8,6 +8,7 @@ import { createRequire } from 'node:module';
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp } from '../net/connect.js';
+import { OpenSet } from '../net/drain.js';
 import { forward } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import type { EndReason, EngineName } from '../engine/contract.js';
@@ -112,7 +113,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
   readonly #tunnels = new Map<string, Tunnel>();
   readonly #stop = new AbortController();
   readonly #shutdown = new AbortController();
-  readonly #streams = new Set<Promise<void>>();
+  readonly #streams = new OpenSet<Promise<void>>();
   #session: Session | undefined;
   #loop: Promise<void> | undefined;
   #closing = false;
@@ -174,8 +175,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
     this.#stop.abort();
     this.#session?.channel.fail('shutting-down', 'the client is shutting down');
     await this.#loop;
-    const deadline = Date.now() + graceMs;
-    while (this.#streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#streams.drained(graceMs);
     this.#shutdown.abort();
     await Promise.all(this.#streams);
   }
