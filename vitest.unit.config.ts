@@ -10,6 +10,7 @@ const UNIT_TESTS = [
   'test/abort.test.ts',
   'test/address.test.ts',
   'test/drain.test.ts',
+  'test/ip.test.ts',
   'test/protocol-detect.test.ts',
   'test/protocol-http.test.ts',
   'test/protocol-socks4.test.ts',

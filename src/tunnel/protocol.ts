@@ -4,7 +4,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import net from 'node:net';
 import { z } from 'zod';
-import { ipv4ToBytes, ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../protocol/address.js';
+import { ipv4ToBytes, ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../net/ip.js';
 import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError, Reader } from '../protocol/reader.js';
 
 export const PROTOCOL_VERSION = 1;
