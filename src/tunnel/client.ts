@@ -7,13 +7,13 @@ import { EventEmitter, setMaxListeners } from 'node:events';
 import { createRequire } from 'node:module';
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
-import { connectTcp } from '../net/connect.js';
+import { connectTcp, DialError } from '../net/connect.js';
 import { OpenSet } from '../net/drain.js';
 import { forward } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import type { EndReason, EngineName } from '../engine/contract.js';
 import { ChannelClosed, ControlChannel, type ChannelEnd } from './channel.js';
-import { DialError, ServerDialer } from './server-dialer.js';
+import { ServerDialer } from './server-dialer.js';
 import { HeaderError, readHeader } from './header.js';
 import { clientTls, parseOptions, TunnelClientOptionsSchema, type ResolvedClientOptions, type TunnelClientOptions } from './options.js';
 import {
