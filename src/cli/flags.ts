@@ -72,6 +72,15 @@ export function commandEngine(choice: EngineChoice, options: SpliceEngineOptions
   return { engine: 'splice', spliceEngine: new SpliceEngine(options) };
 }
 
+export const threadsOption = () => new Option('--threads <n>', 'splice engine loop threads').argParser(integerArg('--threads', 1, 64)).default(1);
+
+/** `what`: what a command's connections are called in its help (pairs, connections, streams). */
+export const idleTimeoutOption = (what: string, seconds = 0) =>
+  new Option('--idle-timeout <seconds>', `close a ${what} after this long with no byte either way; 0 = never`).argParser(idleSecondsArg('--idle-timeout')).default(seconds);
+
+export const graceOption = (what: string) =>
+  new Option('--grace <seconds>', `on SIGINT/SIGTERM, time given to open ${what}s before they are ended`).argParser(secondsArg('--grace')).default(5);
+
 export const logLevelOption = () => new Option('--log-level <level>', 'log level of the JSON lines on stdout').choices(LOG_LEVELS).default('info');
 
 
