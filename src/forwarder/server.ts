@@ -6,6 +6,7 @@ import net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { forward } from '../engine/forward.js';
+import { resetSocket } from '../engine/splice/takeover.js';
 import { Listeners } from '../net/listeners.js';
 import { OpenSet } from '../net/drain.js';
 import type { Logger } from '../logger.js';
@@ -107,7 +108,7 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     } catch (err) {
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
       record.code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-      if (!client.destroyed) client.resetAndDestroy();
+      resetSocket(client);
     } finally {
       this.#active.delete(controller);
       record.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
