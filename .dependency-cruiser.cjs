@@ -1,7 +1,8 @@
 // The layer rules of src/ (docs/architecture.md), checked by `npm run check:deps` before every
 // `npm test`. Layers, lowest first; each imports only from the ones before it:
 //
-//   protocol/   pure parsers: nothing but themselves and node:buffer / node:net (net.isIP*)
+//   protocol/   pure parsers: nothing but themselves, node:buffer / node:net (net.isIP*) and
+//               net/ip.ts, the IP codec, which is as pure and imports nothing of ours
 //   logger.ts   the Logger type every layer takes; imports nothing from src/
 //   net/        host:port and IP codecs, listeners, connecting and dialing, abort
 //   pcap/       the TCP-conversation writer
@@ -39,9 +40,16 @@ module.exports = {
     {
       name: 'protocol-is-pure',
       severity: 'error',
-      comment: 'protocol/ holds pure parsers: they import each other, node:buffer and node:net (net.isIP*), nothing else.',
+      comment: 'protocol/ holds pure parsers: they import each other, node:buffer, node:net (net.isIP*) and the IP codec, nothing else.',
       from: { path: '^src/protocol/' },
-      to: { pathNot: ['^src/protocol/', '^(node:)?(buffer|net)$'] },
+      to: { pathNot: ['^src/protocol/', '^src/net/ip\\.ts$', '^(node:)?(buffer|net)$'] },
+    },
+    {
+      name: 'ip-codec-is-a-leaf',
+      severity: 'error',
+      comment: 'net/ip.ts is the one IP codec of every layer, protocol/ included: it imports nothing of ours.',
+      from: { path: '^src/net/ip\\.ts$' },
+      to: { path: '^src/' },
     },
     {
       name: 'net-is-the-bottom',

@@ -9,6 +9,9 @@ import base from './vitest.config.js';
 const UNIT_TESTS = [
   'test/abort.test.ts',
   'test/address.test.ts',
+  'test/connect.test.ts',
+  'test/drain.test.ts',
+  'test/ip.test.ts',
   'test/protocol-detect.test.ts',
   'test/protocol-http.test.ts',
   'test/protocol-socks4.test.ts',

@@ -1,7 +1,8 @@
 import net from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { decodeHostname, encodeSocks5Address, ipv4ToBytes, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../src/protocol/address.js';
+import { decodeHostname, encodeSocks5Address } from '../src/protocol/address.js';
+import { ipv4ToBytes, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../src/net/ip.js';
 import {
   AUTH_METHOD,
   encodeAuthStatus,

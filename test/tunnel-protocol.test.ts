@@ -25,7 +25,7 @@ import {
 } from '../src/tunnel/protocol.js';
 import { parseExpose, parsePortRanges, TunnelOptionsError } from '../src/tunnel/options.js';
 import { parseFingerprint } from '../src/tunnel/server-dialer.js';
-import { ipv6ToBytes, unmapIPv4 } from '../src/protocol/address.js';
+import { ipv6ToBytes, unmapIPv4 } from '../src/net/ip.js';
 import { expectError, expectMessage, hex } from './protocol-helpers.js';
 
 const SESSION = Buffer.alloc(16, 0xab);

@@ -72,19 +72,35 @@ export function commandEngine(choice: EngineChoice, options: SpliceEngineOptions
   return { engine: 'splice', spliceEngine: new SpliceEngine(options) };
 }
 
+export const threadsOption = () => new Option('--threads <n>', 'splice engine loop threads').argParser(integerArg('--threads', 1, 64)).default(1);
+
+/** `what`: what a command's connections are called in its help (pairs, connections, streams). */
+export const idleTimeoutOption = (what: string, seconds = 0) =>
+  new Option('--idle-timeout <seconds>', `close a ${what} after this long with no byte either way; 0 = never`).argParser(idleSecondsArg('--idle-timeout')).default(seconds);
+
+export const graceOption = (what: string) =>
+  new Option('--grace <seconds>', `on SIGINT/SIGTERM, time given to open ${what}s before they are ended`).argParser(secondsArg('--grace')).default(5);
+
 export const logLevelOption = () => new Option('--log-level <level>', 'log level of the JSON lines on stdout').choices(LOG_LEVELS).default('info');
 
 
 export const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
-/** On SIGINT/SIGTERM: log, give open connections `grace` seconds through stopAll, then exit 0. */
-export function onStopSignal(logger: Logger, grace: number, active: () => number, stopAll: () => Promise<void>): void {
+/** What a command runs: a service whose close(graceMs) gives open connections that long. */
+export interface Stoppable {
+  readonly activeConnections: number;
+  close(graceMs: number): Promise<void>;
+}
+
+/** On SIGINT/SIGTERM: log, close the service with `grace` seconds for its connections, close the engine, exit 0. */
+export function onStopSignal(logger: Logger, grace: number, service: Stoppable, spliceEngine: SpliceEngine | undefined): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
-    logger.info({ signal, active: active(), graceSeconds: grace }, 'stopping');
-    await stopAll();
+    logger.info({ signal, active: service.activeConnections, graceSeconds: grace }, 'stopping');
+    await service.close(grace * 1000);
+    await spliceEngine?.close();
     logger.info('stopped');
     logger.flush?.();
     process.exit(0);

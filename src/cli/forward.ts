@@ -1,6 +1,6 @@
 // `splicer forward`: forward every connection on --listen to one upstream.
 import { Command } from 'commander';
-import { commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
+import { commandEngine, engineOption, hostPortArg, hostPortListArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Forwarder } from '../forwarder/server.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
@@ -41,10 +41,7 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     },
     'forwarding',
   );
-  onStopSignal(logger, options.grace, () => forwarder.activeConnections, async () => {
-    await forwarder.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, forwarder, spliceEngine);
 }
 
 export function addForwardCommand(program: Command): void {
@@ -54,10 +51,10 @@ export function addForwardCommand(program: Command): void {
     .requiredOption('--to <host:port>', 'upstream to connect each client to', hostPortArg())
     .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
     .addOption(engineOption())
-    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
-    .option('--idle-timeout <seconds>', 'close a pair after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
+    .addOption(threadsOption())
+    .addOption(idleTimeoutOption('pair'))
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
-    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open pairs before they are ended', secondsArg('--grace'), 5)
+    .addOption(graceOption('pair'))
     .addOption(logLevelOption())
     .action(runForward);
 }

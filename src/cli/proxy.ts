@@ -1,6 +1,6 @@
 // `splicer proxy`: SOCKS4/4a/5 and HTTP on one port.
 import { Command, InvalidArgumentError } from 'commander';
-import { collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
+import { collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
 import type { EngineChoice } from '../engine/contract.js';
@@ -78,10 +78,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
     },
     'proxy listening',
   );
-  onStopSignal(logger, options.grace, () => server.activeConnections, async () => {
-    await server.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, server, spliceEngine);
 }
 
 // --allow and --deny share one list so that their order on the command line is the order they are tried in.
@@ -112,13 +109,13 @@ export function addProxyCommand(program: Command): void {
     .option('--open', 'allow a non-loopback --listen with no auth and no from= allow rule (an open proxy)')
     .option('--handshake-timeout <seconds>', 'close a client that has not sent its request by then', secondsArg('--handshake-timeout'), DEFAULT_TIMEOUTS.handshake / 1000)
     .option('--connect-timeout <seconds>', 'give up on a destination after this long (SOCKS5 reply 06, HTTP 504)', secondsArg('--connect-timeout'), DEFAULT_TIMEOUTS.connect / 1000)
-    .option('--idle-timeout <seconds>', 'close a pair after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), DEFAULT_TIMEOUTS.idle / 1000)
+    .addOption(idleTimeoutOption('pair', DEFAULT_TIMEOUTS.idle / 1000))
     .option('--max-connections <n>', 'client connections open at once; past it new ones are closed', integerArg('--max-connections', 1, 1_000_000), DEFAULT_LIMITS.connections)
     .option('--max-per-client <n>', 'client connections open at once from one IP', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
     .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')
     .addOption(engineOption())
-    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
-    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open connections before they are ended', secondsArg('--grace'), 5)
+    .addOption(threadsOption())
+    .addOption(graceOption('connection'))
     .addOption(logLevelOption())
     .addHelpText(
       'after',

@@ -2,8 +2,9 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
-import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
+import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
+import { drain } from '../net/drain.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { DEFAULT_API_PORT } from '../relay/api.js';
 import { createRelay, type RelayConfig } from '../relay/create.js';
@@ -105,12 +106,20 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     idleTimeout: idleMs(options.idleTimeout),
     logger,
   });
-  onStopSignal(logger, options.grace, () => relay.activeConnections, async () => {
-    const deadline = Date.now() + options.grace * 1000;
-    while (relay.activeConnections > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    await relay.close();
-    await spliceEngine?.close();
-  });
+  // Relays and the API stay up through the grace; relay.close() then ends what is left.
+  const stoppable = {
+    get activeConnections() {
+      return relay.activeConnections;
+    },
+    async close(graceMs: number) {
+      await drain(() => relay.activeConnections, graceMs, (changed) => {
+        relay.on('connection', changed);
+        return () => relay.off('connection', changed);
+      });
+      await relay.close();
+    },
+  };
+  onStopSignal(logger, options.grace, stoppable, spliceEngine);
 }
 
 export function relayCommand(): Command {
@@ -144,10 +153,10 @@ export function relayCommand(): Command {
         'renaming a proxy or retyping a toxic, a name twice in one populate; and undo a populate that fails part way',
     )
     .addOption(engineOption())
-    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
+    .addOption(threadsOption())
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
-    .option('--idle-timeout <seconds>', 'close a connection after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
-    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open connections before they are ended', secondsArg('--grace'), 5)
+    .addOption(idleTimeoutOption('connection'))
+    .addOption(graceOption('connection'))
     .addOption(logLevelOption())
     .addHelpText(
       'after',

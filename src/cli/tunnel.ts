@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import { Command, InvalidArgumentError } from 'commander';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
-import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleSecondsArg, idleMs } from './flags.js';
+import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { createTunnelClient } from '../tunnel/client.js';
@@ -140,10 +140,7 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     },
     'tunnel server listening',
   );
-  onStopSignal(logger, options.grace, () => server.activeConnections, async () => {
-    await server.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, server, spliceEngine);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -213,10 +210,7 @@ async function runClient(options: ClientCliOptions): Promise<void> {
     'tunnel client starting',
   );
   client.start();
-  onStopSignal(logger, options.grace, () => client.activeConnections, async () => {
-    await client.close(options.grace * 1000);
-    await spliceEngine?.close();
-  });
+  onStopSignal(logger, options.grace, client, spliceEngine);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,10 +235,10 @@ export function tunnelCommand(): Command {
     .option('--data-timeout <seconds>', 'reset a public client when no data connection has come by then', secondsArg('--data-timeout'), 10)
     .option('--handshake-timeout <seconds>', 'close a connection that has not logged in (or sent its data header) by then', secondsArg('--handshake-timeout'), 10)
     .option('--max-pool <n>', 'most idle data connections a client may keep open (its --pool is capped to this)', integerArg('--max-pool', 0, 1024), 64)
-    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
+    .addOption(idleTimeoutOption('stream'))
     .addOption(engineOption())
-    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
-    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open streams before they are ended', secondsArg('--grace'), 5)
+    .addOption(threadsOption())
+    .addOption(graceOption('stream'))
     .addOption(logLevelOption())
     .action(runServer);
 
@@ -263,10 +257,10 @@ export function tunnelCommand(): Command {
     .option('--tls-servername <name>', 'name to verify the certificate for, and to send as SNI (default: the --server host)')
     .option('--connect-timeout <seconds>', 'give up a connection attempt to the server after this long', secondsArg('--connect-timeout'), 10)
     .option('--backoff-max <seconds>', 'longest wait between reconnection attempts (they start at 0.5 s and double)', secondsArg('--backoff-max'), 30)
-    .option('--idle-timeout <seconds>', 'close a stream after this long with no byte either way; 0 = never', idleSecondsArg('--idle-timeout'), 0)
+    .addOption(idleTimeoutOption('stream'))
     .addOption(engineOption())
-    .option('--threads <n>', 'splice engine loop threads', integerArg('--threads', 1, 64), 1)
-    .option('--grace <seconds>', 'on SIGINT/SIGTERM, time given to open streams before they are ended', secondsArg('--grace'), 5)
+    .addOption(threadsOption())
+    .addOption(graceOption('stream'))
     .addOption(logLevelOption())
     .action(runClient);
 

@@ -39,15 +39,8 @@ export interface ForwardResult {
   released?: ReleasedPair;
 }
 
-/**
- * A pair handed back by the splice engine without losing a byte. To carry on: write
- * `pendingAtoB` to b and `pendingBtoA` to a first, then forward the sockets (e.g. forwardJs).
- * A source whose EOF was read keeps reporting it, so the sockets' own 'end' events still come.
- */
-export interface ReleasedPair {
-  /** New sockets on the pair's connections: paused (nothing is read before resume()), allowHalfOpen. */
-  a: net.Socket;
-  b: net.Socket;
+/** Where each direction of a released pair stands: what the engine and the JS side hand each other. */
+export interface ReleasedDirections {
   /** Read from a, not yet written to b, in order. Already in the recording, if the pair was recorded. */
   pendingAtoB: Buffer;
   /** Read from b, not yet written to a. */
@@ -58,6 +51,17 @@ export interface ReleasedPair {
   finishedAtoB: boolean;
   endedBtoA: boolean;
   finishedBtoA: boolean;
+}
+
+/**
+ * A pair handed back by the splice engine without losing a byte. To carry on: write
+ * `pendingAtoB` to b and `pendingBtoA` to a first, then forward the sockets (e.g. forwardJs).
+ * A source whose EOF was read keeps reporting it, so the sockets' own 'end' events still come.
+ */
+export interface ReleasedPair extends ReleasedDirections {
+  /** New sockets on the pair's connections: paused (nothing is read before resume()), allowHalfOpen. */
+  a: net.Socket;
+  b: net.Socket;
   /**
    * When the pair was recorded and its recording had not stopped: the legs' states, to go on
    * with `TcpConversation.fromState()` (the FINs of finished directions are recorded already).

@@ -5,6 +5,7 @@ import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { onAbort as listenAbort } from '../net/abort.js';
 import { checkIdleTimeout, ForwardError, type EndReason, type ForwardResult, type Side } from './contract.js';
+import { resetSocket } from './splice/takeover.js';
 
 export interface JsForwardOptions {
   /** End the pair with reason `timeout` after this many ms with no byte moved either way. 0 or absent: never. See ForwardOptions.idleTimeout. */
@@ -20,23 +21,6 @@ const SIDES: readonly [Side, Side] = ['a', 'b'];
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE']);
 /** setTimeout turns larger delays into 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
-
-/** Close with an RST where the handle allows it, so the peer does not mistake a dead pair for a clean end. */
-function reset(s: Duplex): void {
-  if (s.destroyed) return;
-  // resetAndDestroy throws on a non-TCP handle (TLS wrap, Unix socket), destroys with an error when
-  // there is no handle, and while connecting waits for a 'connect' that may never come.
-  if (s instanceof net.Socket && typeof s.resetAndDestroy === 'function' && !s.connecting &&
-      (s as unknown as { _handle: unknown })._handle) {
-    try {
-      s.resetAndDestroy();
-      return;
-    } catch {
-      // fall back to a plain destroy
-    }
-  }
-  s.destroy();
-}
 
 /** Whether 'close' will follow destroy(). net.Socket emits it itself although its stream option emitClose is false. */
 function emitsClose(s: Duplex): boolean {
@@ -108,7 +92,7 @@ export function forwardJs(a: Duplex, b: Duplex, options: JsForwardOptions = {}):
       for (const i of [0, 1] as const) {
         const s = sockets[i];
         awaitClose[i] = emitsClose(s);
-        if (reason === 'aborted' || (culprit !== undefined && i !== culprit)) reset(s);
+        if (reason === 'aborted' || (culprit !== undefined && i !== culprit)) resetSocket(s);
         else s.destroy();
       }
       // Streams that never emit 'close' count as closed once destroy() had a turn to complete.

@@ -6,7 +6,9 @@ import net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { forward } from '../engine/forward.js';
+import { resetSocket } from '../engine/splice/takeover.js';
 import { Listeners } from '../net/listeners.js';
+import { OpenSet } from '../net/drain.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
 import type { EngineChoice, EngineName, EndReason } from '../engine/contract.js';
@@ -38,7 +40,7 @@ export interface ConnectionRecord {
 export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; error: [Error] }> {
   readonly #options: ForwarderOptions;
   readonly #listeners: Listeners;
-  readonly #active = new Set<AbortController>();
+  readonly #active = new OpenSet<AbortController>();
   #closing = false;
 
   constructor(options: ForwarderOptions) {
@@ -66,10 +68,9 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   async close(graceMs = 0): Promise<void> {
     this.#closing = true;
     const closed = this.#listeners.close();
-    const deadline = Date.now() + graceMs;
-    while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#active.drained(graceMs);
     for (const controller of this.#active) controller.abort();
-    while (this.#active.size > 0) await new Promise((r) => setTimeout(r, 10));
+    await this.#active.drained(Infinity);
     await closed;
   }
 
@@ -107,7 +108,7 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     } catch (err) {
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
       record.code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-      if (!client.destroyed) client.resetAndDestroy();
+      resetSocket(client);
     } finally {
       this.#active.delete(controller);
       record.durationMs = Math.round((performance.now() - started) * 1000) / 1000;

@@ -3,7 +3,7 @@
 // unroutable family or one dead address does not fail the connect.
 import dns from 'node:dns';
 import net from 'node:net';
-import { onAbort as listenAbort } from './abort.js';
+import { DialError, settleWithin } from './connect.js';
 
 export type LookupAll = (hostname: string) => Promise<Array<{ address: string; family: number }>>;
 
@@ -17,14 +17,6 @@ export interface DialOptions {
   allowAddress?: (address: string) => boolean;
   /** ms before the next address is tried while the previous is still pending. */
   attemptDelay?: number;
-}
-
-/** A dial failure with the errno-style code that picks the reply (ECONNREFUSED, ENOTFOUND, ETIMEDOUT, EACCES...). */
-export class DialError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-    this.name = 'DialError';
-  }
 }
 
 export const systemLookup: LookupAll = (hostname) => dns.promises.lookup(hostname, { all: true, verbatim: true });
@@ -71,41 +63,25 @@ export async function dial(host: string, port: number, options: DialOptions): Pr
   return race(addresses, port, deadline, attemptDelay, signal);
 }
 
+const aborted = () => new DialError('ABORT_ERR', 'aborted');
+
 function withDeadline<T>(promise: Promise<T>, deadline: number, signal?: AbortSignal): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new DialError('ETIMEDOUT', 'lookup timed out')), Math.max(0, deadline - Date.now()));
-    const detach = signal ? listenAbort(signal, () => reject(new DialError('ABORT_ERR', 'aborted'))) : undefined;
-    promise.then(resolve, reject).finally(() => {
-      clearTimeout(timer);
-      detach?.();
-    });
+  const timedOut = () => new DialError('ETIMEDOUT', 'lookup timed out');
+  return settleWithin<T>({ timeoutMs: Math.max(0, deadline - Date.now()), signal, timedOut, aborted }, (resolve, reject) => {
+    promise.then(resolve, reject);
   });
 }
 
 function race(addresses: string[], port: number, deadline: number, attemptDelay: number, signal?: AbortSignal): Promise<net.Socket> {
-  return new Promise<net.Socket>((resolve, reject) => {
+  if (signal?.aborted) return Promise.reject(aborted());
+  const timedOut = () => new DialError('ETIMEDOUT', `connect to port ${port} timed out`);
+  return settleWithin<net.Socket>({ timeoutMs: Math.max(0, deadline - Date.now()), signal, timedOut, aborted }, (resolve, reject) => {
     const pending = new Set<net.Socket>();
     const codes: string[] = [];
     let next = 0;
     let settled = false;
+    let winner: net.Socket | undefined;
     let stagger: NodeJS.Timeout | undefined;
-    let detach: (() => void) | undefined;
-
-    const finish = (winner: net.Socket | null, error?: DialError) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(stagger);
-      clearTimeout(overall);
-      detach?.();
-      for (const socket of pending) if (socket !== winner) socket.destroy();
-      pending.clear();
-      if (winner) resolve(winner);
-      else reject(error);
-    };
-    const onAbort = () => finish(null, new DialError('ABORT_ERR', 'aborted'));
-    const overall = setTimeout(() => finish(null, new DialError('ETIMEDOUT', `connect to port ${port} timed out`)), Math.max(0, deadline - Date.now()));
-    if (signal?.aborted) return onAbort();
-    if (signal) detach = listenAbort(signal, onAbort);
 
     const attempt = () => {
       clearTimeout(stagger);
@@ -117,17 +93,24 @@ function race(addresses: string[], port: number, deadline: number, attemptDelay:
         // Errors from here on belong to whoever forwards the socket; until then, none may go unhandled.
         socket.removeAllListeners('error');
         socket.on('error', () => {});
-        finish(socket);
+        winner = socket;
+        resolve(socket);
       });
       socket.once('error', (err: NodeJS.ErrnoException) => {
         pending.delete(socket);
         socket.destroy();
         codes.push(err.code ?? 'ECONNREFUSED');
         if (next < addresses.length) attempt();
-        else if (pending.size === 0) finish(null, new DialError(mostTelling(codes), `connect to port ${port} failed: ${codes.join(', ')}`));
+        else if (pending.size === 0) reject(new DialError(mostTelling(codes), `connect to port ${port} failed: ${codes.join(', ')}`));
       });
       if (next < addresses.length) stagger = setTimeout(attempt, attemptDelay);
     };
     attempt();
+    return () => {
+      settled = true;
+      clearTimeout(stagger);
+      for (const socket of pending) if (socket !== winner) socket.destroy();
+      pending.clear();
+    };
   });
 }

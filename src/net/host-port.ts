@@ -1,5 +1,6 @@
 // HOST:PORT parsing for the CLI and config: pure, with messages that name what was wrong.
 import net from 'node:net';
+import { unmapIPv4 } from './ip.js';
 
 export interface HostPort {
   host: string;
@@ -49,6 +50,6 @@ export function formatHostPort({ host, port }: HostPort): string {
 /** True for 127.0.0.0/8, ::1 and localhost. */
 export function isLoopback(host: string): boolean {
   if (host === 'localhost' || host === '::1') return true;
-  if (net.isIPv4(host)) return host.startsWith('127.');
-  return /^::ffff:127\./i.test(host);
+  const v4 = unmapIPv4(host);
+  return net.isIPv4(v4) && v4.startsWith('127.');
 }

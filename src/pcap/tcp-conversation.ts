@@ -63,18 +63,12 @@ export function timestampNow(): bigint {
 export const TCP_FLAGS = { FIN: 0x01, SYN: 0x02, RST: 0x04, PSH: 0x08, ACK: 0x10 } as const;
 const { FIN, SYN, RST, PSH, ACK } = TCP_FLAGS;
 
-/** What one side has sent, in TCP sequence space (all numbers are uint32 and wrap). */
-interface HalfState {
+/** What one side has sent, in TCP sequence space (all numbers are uint32 and wrap), and its addresses as bytes. */
+interface HalfState extends ConversationHalfState {
   readonly mac: Buffer;
   readonly address: string;
   readonly ip: Buffer;
   readonly port: number;
-  /** Sequence number of the next byte (or SYN/FIN) this side sends. */
-  next: number;
-  /** Highest acknowledgment the other side has sent for this side's data. */
-  acked: number;
-  ipId: number;
-  finished: boolean;
 }
 
 const MACS = { client: Buffer.from([2, 0, 0, 0, 0, 1]), server: Buffer.from([2, 0, 0, 0, 0, 2]) };

@@ -1,6 +1,6 @@
-// Address codecs shared by the SOCKS parsers: IPv4/IPv6 text <-> bytes, and the SOCKS5
-// `ATYP ADDR PORT` triple used by requests, replies and UDP datagrams (written once, not per message).
-import net from 'node:net';
+// The SOCKS5 `ATYP ADDR PORT` triple used by requests, replies and UDP datagrams (written once, not
+// per message), and host names from the wire. IP text <-> bytes is net/ip.ts.
+import { ipv4ToBytes, ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../net/ip.js';
 import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError, type Reader } from './reader.js';
 
 /** RFC 1928 section 5 address types. */
@@ -13,85 +13,6 @@ export interface SocksAddress {
   port: number;
   addressType: AddressType;
 }
-
-export function ipv4ToString(bytes: Buffer): string {
-  return `${bytes[0]}.${bytes[1]}.${bytes[2]}.${bytes[3]}`;
-}
-
-export function ipv4ToBytes(text: string): Buffer | undefined {
-  if (!net.isIPv4(text)) return undefined;
-  return Buffer.from(text.split('.').map(Number));
-}
-
-/**
- * RFC 5952 text (lowercase, longest zero run compressed), except IPv4-mapped addresses, which come
- * out as `::ffff:a.b.c.d`, the form Node itself reports from getsockname()/remoteAddress.
- */
-export function ipv6ToString(bytes: Buffer): string {
-  const groups: number[] = [];
-  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
-  if (groups.slice(0, 5).every((g) => g === 0) && groups[5] === 0xffff) {
-    return `::ffff:${ipv4ToString(bytes.subarray(12, 16))}`;
-  }
-  let bestStart = -1;
-  let bestLength = 1; // a single zero group is never compressed (RFC 5952 4.2.2)
-  for (let i = 0; i < 8; ) {
-    if (groups[i] !== 0) {
-      i++;
-      continue;
-    }
-    let j = i;
-    while (j < 8 && groups[j] === 0) j++;
-    if (j - i > bestLength) {
-      bestStart = i;
-      bestLength = j - i;
-    }
-    i = j;
-  }
-  const hex = groups.map((g) => g.toString(16));
-  if (bestStart < 0) return hex.join(':');
-  return `${hex.slice(0, bestStart).join(':')}::${hex.slice(bestStart + bestLength).join(':')}`;
-}
-
-/** Any textual IPv6 form Node accepts (zone id ignored: it has no place on the wire). */
-export function ipv6ToBytes(text: string): Buffer | undefined {
-  const address = text.replace(/%.*$/, '');
-  if (!net.isIPv6(address)) return undefined;
-  const groupsOf = (part: string): number[] =>
-    part === ''
-      ? []
-      : part.split(':').flatMap((g) => {
-          if (!g.includes('.')) return [parseInt(g, 16)];
-          const [a, b, c, d] = g.split('.').map(Number);
-          return [(a << 8) | b, (c << 8) | d];
-        });
-  const gap = address.indexOf('::');
-  let groups: number[];
-  if (gap < 0) {
-    groups = groupsOf(address);
-  } else {
-    const head = groupsOf(address.slice(0, gap));
-    const tail = groupsOf(address.slice(gap + 2));
-    groups = [...head, ...new Array<number>(8 - head.length - tail.length).fill(0), ...tail];
-  }
-  if (groups.length !== 8) return undefined;
-  const out = Buffer.alloc(16);
-  groups.forEach((g, i) => out.writeUInt16BE(g, i * 2));
-  return out;
-}
-
-/**
- * The dotted IPv4 inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d` in any spelling), else the
- * host unchanged. A dual-stack listener reports IPv4 peers and local addresses in mapped form, and
- * an IPv4-only client cannot use an IPv6 BND address or a SOCKS4 reply carrying one.
- */
-export function unmapIPv4(host: string): string {
-  const v6 = ipv6ToBytes(host);
-  if (v6 === undefined || !v6.subarray(0, 12).equals(MAPPED_PREFIX)) return host;
-  return ipv4ToString(v6.subarray(12));
-}
-
-const MAPPED_PREFIX = Buffer.from('00000000000000000000ffff', 'hex');
 
 /**
  * A host name from the wire, or undefined when it cannot name a host: an embedded NUL (C resolvers

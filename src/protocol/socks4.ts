@@ -1,6 +1,7 @@
 // SOCKS4 and SOCKS4a: pure parsers and encoders over Buffers, no I/O.
 // Specs: https://www.openssh.com/txt/socks4.protocol and https://www.openssh.com/txt/socks4a.protocol
-import { decodeHostname, ipv4ToBytes, ipv4ToString, unmapIPv4 } from './address.js';
+import { decodeHostname } from './address.js';
+import { ipv4ToBytes, ipv4ToString, unmapIPv4 } from '../net/ip.js';
 import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError, Reader } from './reader.js';
 
 export const SOCKS4_VERSION = 0x04;

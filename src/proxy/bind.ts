@@ -3,7 +3,7 @@
 // tell the client where, then who connected, and forward the pair.
 import net from 'node:net';
 import { formatHostPort } from '../net/host-port.js';
-import { unmapIPv4 } from '../protocol/address.js';
+import { unmapIPv4 } from '../net/ip.js';
 import { systemLookup } from '../net/dial.js';
 import { parseIp } from './rules.js';
 import type { ClientSession } from './session.js';

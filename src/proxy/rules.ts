@@ -1,6 +1,7 @@
 // Access rules for `splicer proxy --allow/--deny`: pure parsing and matching, no I/O.
 // Model: Dante's client/socks rules and 3proxy's ACLs (from/to/port/command/user), first match wins.
 import net from 'node:net';
+import { ipBytes } from '../net/ip.js';
 
 export type ProxyCommand = 'connect' | 'bind' | 'udp';
 
@@ -57,26 +58,11 @@ interface Ip {
   value: bigint;
 }
 
-function v4Value(text: string): bigint {
-  return text.split('.').reduce((acc, octet) => (acc << 8n) | BigInt(octet), 0n);
-}
-
 /** Any IP text Node accepts, zone id dropped; IPv4-mapped IPv6 comes back as IPv4. */
 export function parseIp(text: string): Ip | undefined {
-  if (net.isIPv4(text)) return { family: 4, value: v4Value(text) };
-  let t = text.replace(/%.*$/, '');
-  if (!net.isIPv6(t)) return undefined;
-  const lastColon = t.lastIndexOf(':');
-  if (t.includes('.', lastColon)) {
-    const tail = v4Value(t.slice(lastColon + 1));
-    t = `${t.slice(0, lastColon + 1)}${(tail >> 16n).toString(16)}:${(tail & 0xffffn).toString(16)}`;
-  }
-  const [head, rest] = t.split('::');
-  const left = head ? head.split(':') : [];
-  const right = rest ? rest.split(':') : [];
-  const groups = rest === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill('0'), ...right];
-  const value = groups.reduce((acc, group) => (acc << 16n) | BigInt(`0x${group}`), 0n);
-  return value >> 32n === 0xffffn ? { family: 4, value: value & 0xffffffffn } : { family: 6, value };
+  const bytes = ipBytes(text);
+  if (!bytes) return undefined;
+  return { family: bytes.length === 4 ? 4 : 6, value: BigInt(`0x${bytes.toString('hex')}`) };
 }
 
 function parseCidr(item: string, fail: (why: string) => never): Cidr {

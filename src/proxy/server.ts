@@ -4,6 +4,7 @@ import { EventEmitter, setMaxListeners } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Listeners } from '../net/listeners.js';
+import { OpenSet } from '../net/drain.js';
 import { detectProtocol } from '../protocol/detect.js';
 import { hostAddressTest } from './host-guard.js';
 import { hasClientAllowRule } from './rules.js';
@@ -48,7 +49,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   readonly #listeners: Listeners;
   readonly #sockets = new Set<net.Socket>();
   readonly #perClient = new Map<string, number>();
-  readonly #active = new Set<Promise<void>>();
+  readonly #active = new OpenSet<Promise<void>>();
   readonly #shutdown = new AbortController();
   readonly #socks: SocksContext;
   readonly #http: HttpProxy;
@@ -110,8 +111,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   async close(graceMs = 0): Promise<void> {
     // Settles only once every accepted socket is gone: awaited last, or open connections would hold close() past the grace.
     const closed = this.#listeners.close();
-    const deadline = Date.now() + graceMs;
-    while (this.#active.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#active.drained(graceMs);
     this.#shutdown.abort();
     for (const socket of this.#sockets) socket.destroy();
     await Promise.all(this.#active);

@@ -18,6 +18,7 @@ import type { ClientSession } from './session.js';
 import { connectAndForward, type Replies, type TunnelContext } from './connect-step.js';
 import type { ProxyConnectionRecord } from './options.js';
 import { isIPv4 } from 'node:net';
+import { unmapIPv4 } from '../net/ip.js';
 
 export interface SocksContext extends TunnelContext {
   credentials?: Credentials;
@@ -42,7 +43,7 @@ const socks5Replies: BindReplies = {
 };
 
 // SOCKS4 replies carry an IPv4 address only; an IPv6 one is sent as 0.0.0.0 ("the server's address").
-const v4 = (host: string) => (isIPv4(host.replace(/^::ffff:/i, '')) ? host : '0.0.0.0');
+const v4 = (host: string) => (isIPv4(unmapIPv4(host)) ? host : '0.0.0.0');
 const socks4Replies: BindReplies = {
   success: (bound) => ({ reply: encodeSocks4Reply(SOCKS4_REPLY.GRANTED, bound.port, v4(bound.host)), code: SOCKS4_REPLY.GRANTED }),
   listening: (bound) => encodeSocks4Reply(SOCKS4_REPLY.GRANTED, bound.port, v4(bound.host)),

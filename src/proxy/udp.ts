@@ -4,7 +4,7 @@
 // back is wrapped in the same header, naming the target, and sent to the client.
 import dgram from 'node:dgram';
 import net from 'node:net';
-import { unmapIPv4 } from '../protocol/address.js';
+import { unmapIPv4 } from '../net/ip.js';
 import { encodeSocks5Reply, encodeUdpDatagram, parseUdpDatagram, SOCKS5_REPLY, socks5ReplyForErrno } from '../protocol/socks5.js';
 import type { Logger } from '../logger.js';
 import { isUnspecified, resolveHost, sameIp } from './bind.js';

@@ -8,7 +8,9 @@ import { connectTcp } from '../net/connect.js';
 import { forward } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import type { ControlChannel } from './channel.js';
-import type { DialError, ServerDialer } from './server-dialer.js';
+import type { DialError } from '../net/connect.js';
+import { OpenSet } from '../net/drain.js';
+import type { ServerDialer } from './server-dialer.js';
 import { readHeader, type HeaderError } from './header.js';
 import type { ResolvedClientOptions } from './options.js';
 import { dataMac, encodeDataHello, parseDataReply } from './protocol.js';
@@ -37,7 +39,7 @@ export class DataConnections {
   readonly #tunnels: ReadonlyMap<string, StreamTunnel>;
   readonly #events: EventEmitter<TunnelClientEvents>;
   readonly #shutdown = new AbortController();
-  readonly #streams = new Set<Promise<void>>();
+  readonly #streams = new OpenSet<Promise<void>>();
 
   constructor(o: ResolvedClientOptions, dialer: ServerDialer, tunnels: ReadonlyMap<string, StreamTunnel>, events: EventEmitter<TunnelClientEvents>) {
     this.#o = o;
@@ -54,8 +56,7 @@ export class DataConnections {
 
   /** Gives the streams `graceMs` to finish, then aborts them; resolves once all have ended. */
   async drain(graceMs: number): Promise<void> {
-    const deadline = Date.now() + graceMs;
-    while (this.#streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#streams.drained(graceMs);
     this.#shutdown.abort();
     await Promise.all(this.#streams);
   }

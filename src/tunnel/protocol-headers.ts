@@ -2,7 +2,7 @@
 // the data hello, and the server's reply on a data connection (START or ERROR). Pure encoders and
 // incremental parsers over Buffers.
 import net from 'node:net';
-import { ipv4ToBytes, ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../protocol/address.js';
+import { ipv4ToBytes, ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../net/ip.js';
 import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError, Reader } from '../protocol/reader.js';
 
 export const PROTOCOL_VERSION = 1;

@@ -3,7 +3,7 @@
 import { X509Certificate } from 'node:crypto';
 import net from 'node:net';
 import tls from 'node:tls';
-import { onAbort as listenAbort } from '../net/abort.js';
+import { DialError, whenConnected } from '../net/connect.js';
 import type { HostPort } from '../net/host-port.js';
 import { safeEqual } from './protocol.js';
 
@@ -32,16 +32,6 @@ export function certificateFingerprint(pem: string | Buffer): string {
   return new X509Certificate(pem).fingerprint256;
 }
 
-export class DialError extends Error {
-  constructor(
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-    this.name = 'DialError';
-  }
-}
-
 /**
  * Opens connections to the tunnel server. With TLS it keeps the last session ticket so that data
  * connections resume instead of doing a full handshake; a resumed session is pinned like a new one.
@@ -63,57 +53,47 @@ export class ServerDialer {
   }
 
   /** Resolves once connected (and, with TLS, once the server's certificate has been checked). */
-  dial(timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
+  async dial(timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
     const { host, port } = this.#server;
-    return new Promise((resolve, reject) => {
-      let socket: net.Socket;
-      const options = this.#tls;
-      // Only a session from a connection that passed the checks below is kept for resumption.
-      let verified = false;
-      let ticket: Buffer | undefined;
-      if (options) {
-        const pinned = this.#pin !== undefined;
-        // allowHalfOpen is passed on to the TLSSocket (lib/_tls_wrap.js), though @types/node omits it.
-        const connectOptions: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
-          host,
-          port,
-          allowHalfOpen: true,
-          servername: options.servername ?? (net.isIP(host) ? undefined : host),
-          ca: options.ca,
-          // A pinned certificate is checked below, against the fingerprint, instead of a CA.
-          rejectUnauthorized: !pinned,
-          session: this.#session,
-        };
-        if (options.servername && !pinned) connectOptions.checkServerIdentity = (_name, cert) => tls.checkServerIdentity(options.servername!, cert);
-        socket = tls.connect(connectOptions);
-        socket.setNoDelay(true);
-        socket.on('session', (session: Buffer) => {
-          if (verified) this.#session = session;
-          else ticket = session;
-        });
-      } else {
-        socket = net.connect({ host, port, allowHalfOpen: true, noDelay: true });
-      }
-      const timer = setTimeout(() => fail(new DialError('ETIMEDOUT', `connecting to the tunnel server timed out after ${timeoutMs} ms`)), timeoutMs);
-      const detach = signal ? listenAbort(signal, () => fail(new DialError('ABORT_ERR', 'aborted'))) : undefined;
-      const cleanup = () => {
-        clearTimeout(timer);
-        detach?.();
-        socket.off('error', onError);
+    const options = this.#tls;
+    // Only a session from a connection that passed the checks below is kept for resumption.
+    let verified = false;
+    let ticket: Buffer | undefined;
+    const connect = (): net.Socket => {
+      if (!options) return net.connect({ host, port, allowHalfOpen: true, noDelay: true });
+      const pinned = this.#pin !== undefined;
+      // allowHalfOpen is passed on to the TLSSocket (lib/_tls_wrap.js), though @types/node omits it.
+      const connectOptions: tls.ConnectionOptions & { allowHalfOpen: boolean } = {
+        host,
+        port,
+        allowHalfOpen: true,
+        servername: options.servername ?? (net.isIP(host) ? undefined : host),
+        ca: options.ca,
+        // A pinned certificate is checked below, against the fingerprint, instead of a CA.
+        rejectUnauthorized: !pinned,
+        session: this.#session,
       };
-      function fail(err: Error) {
-        cleanup();
-        socket.on('error', () => {});
-        socket.destroy();
-        reject(err);
-      }
-      const onError = (err: NodeJS.ErrnoException) => {
+      if (options.servername && !pinned) connectOptions.checkServerIdentity = (_name, cert) => tls.checkServerIdentity(options.servername!, cert);
+      const socket = tls.connect(connectOptions);
+      socket.setNoDelay(true);
+      socket.on('session', (session: Buffer) => {
+        if (verified) this.#session = session;
+        else ticket = session;
+      });
+      return socket;
+    };
+    const socket = await whenConnected(connect, {
+      timeoutMs,
+      signal,
+      ready: options ? 'secureConnect' : 'connect',
+      timedOut: () => new DialError('ETIMEDOUT', `connecting to the tunnel server timed out after ${timeoutMs} ms`),
+      aborted: () => new DialError('ABORT_ERR', 'aborted'),
+      failed: (err) => {
         // A session the server no longer accepts would fail every data connection: drop it.
         this.#session = undefined;
-        fail(new DialError(err.code ?? 'EIO', err.message));
-      };
-      socket.once('error', onError);
-      socket.once(options ? 'secureConnect' : 'connect', () => {
+        return new DialError(err.code ?? 'EIO', err.message);
+      },
+      check: (socket) => {
         // A resumed session was set up by a connection that passed the pin check (only such sessions
         // are kept), and only the server holding that session's secret can resume it (RFC 8446 2.2):
         // as good as seeing the pinned certificate again, which a resumed handshake does not carry.
@@ -122,16 +102,15 @@ export class ServerDialer {
           const seen = cert?.fingerprint256 ? Buffer.from(cert.fingerprint256.replace(/:/g, ''), 'hex') : Buffer.alloc(0);
           if (!safeEqual(seen, this.#pin)) {
             this.#session = undefined;
-            fail(new DialError('ERR_TLS_FINGERPRINT', `the server's certificate has fingerprint ${cert?.fingerprint256 ?? '(none)'}, not the pinned one`));
-            return;
+            return new DialError('ERR_TLS_FINGERPRINT', `the server's certificate has fingerprint ${cert?.fingerprint256 ?? '(none)'}, not the pinned one`);
           }
         }
         verified = true;
         if (ticket) this.#session = ticket;
-        cleanup();
-        socket.on('error', () => {});
-        resolve(socket);
-      });
+        return undefined;
+      },
     });
+    socket.on('error', () => {});
+    return socket;
   }
 }

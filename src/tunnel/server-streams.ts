@@ -3,6 +3,7 @@
 // match is a stream: START on the data connection, then forward(), then one record.
 import { setMaxListeners } from 'node:events';
 import type net from 'node:net';
+import { OpenSet } from '../net/drain.js';
 import { formatHostPort } from '../net/host-port.js';
 import { forward } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
@@ -16,7 +17,7 @@ const MAX_OUTSTANDING = 4096;
 export class Streams {
   readonly #ctx: ServerContext;
   readonly #findSession: (idText: string) => Session | undefined;
-  readonly #streams = new Set<Promise<void>>();
+  readonly #streams = new OpenSet<Promise<void>>();
   readonly #shutdown = new AbortController();
   #nextStream = 1;
 
@@ -33,8 +34,7 @@ export class Streams {
 
   /** Gives the streams `graceMs` to finish, then aborts them; resolves once all have ended. */
   async drain(graceMs: number): Promise<void> {
-    const deadline = Date.now() + graceMs;
-    while (this.#streams.size > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    await this.#streams.drained(graceMs);
     this.#shutdown.abort();
     await Promise.all(this.#streams);
   }

@@ -3,19 +3,15 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
+import type { EndReason, ReleasedDirections } from '../contract.js';
+import type { ConversationHalfState } from '../../pcap/tcp-conversation.js';
 
 /** Where one side of a recorded conversation stands (TCP sequence space, uint32). */
-export interface NativeHalfProgress {
-  next: number;
-  acked: number;
-  ipId: number;
-  finished: boolean;
-}
+export type NativeHalfProgress = Pick<ConversationHalfState, 'next' | 'acked' | 'ipId' | 'finished'>;
 
 /** One side of a conversation for the native recorder: its address as 4 or 16 bytes. */
-export interface NativeHalf extends NativeHalfProgress {
+export interface NativeHalf extends NativeHalfProgress, Pick<ConversationHalfState, 'port'> {
   ip: Buffer;
-  port: number;
 }
 
 export interface NativeConversation {
@@ -34,15 +30,9 @@ export interface NativeRecordSpec {
  * A pair handed back alive. The fds are the engine's dups and now belong to JS (close them or
  * wrap them); `pending*` were read from the source and not yet written, in order.
  */
-export interface NativeReleased {
+export interface NativeReleased extends ReleasedDirections {
   fdA: number;
   fdB: number;
-  pendingAtoB: Buffer;
-  pendingBtoA: Buffer;
-  endedAtoB: boolean;
-  finishedAtoB: boolean;
-  endedBtoA: boolean;
-  finishedBtoA: boolean;
   /** Per leg, where the conversation stands; absent when the pair was not recording (or it stopped). */
   recording?: { client: NativeHalfProgress; server: NativeHalfProgress }[];
 }
@@ -53,7 +43,7 @@ export interface NativeCompletion {
   bytesAtoB: number;
   bytesBtoA: number;
   durationMs: number;
-  reason: 'eof' | 'reset' | 'error' | 'aborted' | 'timeout' | 'released';
+  reason: EndReason;
   /** errno name (ECONNRESET, EPIPE, ...) for reset and error. */
   code?: string;
   /** Side the error was seen on: 0 = a, 1 = b. */
@@ -77,17 +67,18 @@ export interface NativeRecorderEvent {
   complete?: boolean;
 }
 
+/** The engine's counters: what `SpliceEngine.stats()` returns, as the addon reports it. */
 export interface NativeEngineStats {
   pairs: number;
   pipesInUse: number;
   pipesIdle: number;
   /** Bytes read from a source and not yet written to its destination (pipes + user buffers). */
   bytesBuffered: number;
-  /** Pairs that fell back to read/write on at least one direction. */
+  /** Pairs that use read/write on at least one direction (no pipe to be had, or splice refused). */
   readWritePairs: number;
-  /** Pairs that ever fell back to read/write, since the engine started. */
+  /** Pairs that ever fell back to read/write since the engine started (counts up only). */
   readWriteFallbacks: number;
-  /** Pairs whose recording stopped early (writer behind, file failed), since the engine started. */
+  /** Pairs whose recording stopped early (writer behind, file failed) since the engine started (counts up only). */
   recordingsDropped: number;
   /** Recorded bytes (headers and payload) waiting for the writer thread. */
   recordQueuedBytes: number;
@@ -97,12 +88,22 @@ export interface NativeEngineStats {
   recordPipes: number;
 }
 
-/** Integers, checked again by the addon: threads 1..64, maxPipes 1..2^20, maxPipeSize 1..2^30, recordBufferBytes 1..2^40; absent: the defaults. */
+/**
+ * The engine's options, as `new SpliceEngine()` takes them and the addon checks them again. Every
+ * option is an integer in its range; a non-number is a TypeError, anything else outside the range
+ * (NaN, Infinity, fractions, 0) a RangeError naming the option. Absent: the default.
+ */
 export interface NativeEngineOptions {
+  /** Loop threads, each with its own epoll set: 1 to 64. Default 1. */
   threads?: number;
+  /** Pipes the engine may hold at once, 1 to 2^20; past that, pairs use read/write. Default 256. */
   maxPipes?: number;
+  /** Largest size in bytes a pipe grows to for a streaming flow, 1 to 2^30. Default 1 MiB (the kernel's pipe-max-size). */
   maxPipeSize?: number;
-  /** Bound on recordQueuedBytes, over all recorders. */
+  /**
+   * Recorded bytes (all pcap files of this engine: recordQueuedBytes) that may wait for the writer
+   * thread, 1 to 2^40; past it, a pair stops recording rather than wait. Default 64 MiB.
+   */
   recordBufferBytes?: number;
 }
 

@@ -85,12 +85,21 @@ export function giveBack(socket: net.Socket, head: Buffer | null): void {
   handle.reading = true;
 }
 
-/** Resets a socket when Node can (RST), else destroys it. */
+/**
+ * Closes with an RST where the handle allows it, so the peer does not mistake a dead pair for a
+ * clean end; else destroys. resetAndDestroy throws on a non-TCP handle (TLS wrap, Unix socket),
+ * destroys with an error when there is no handle, and while connecting waits for a 'connect'
+ * that may never come.
+ */
 export function resetSocket(stream: Duplex): void {
-  const reset = (stream as net.Socket).resetAndDestroy;
-  if (stream instanceof net.Socket && typeof reset === 'function' && !stream.destroyed && !stream.connecting) {
-    stream.resetAndDestroy();
-  } else {
-    stream.destroy();
+  if (stream.destroyed) return;
+  if (stream instanceof net.Socket && typeof stream.resetAndDestroy === 'function' && !stream.connecting && handleOf(stream)) {
+    try {
+      stream.resetAndDestroy();
+      return;
+    } catch {
+      // fall back to a plain destroy
+    }
   }
+  stream.destroy();
 }
