@@ -1,5 +1,6 @@
 // The grace of a service's close(graceMs): open connections may finish on their own until the
 // grace runs out, and whatever is left is then ended by the caller.
+import { setMaxListeners } from 'node:events';
 
 /** setTimeout turns a longer delay into 1 ms. */
 const MAX_TIMER_MS = 2 ** 31 - 1;
@@ -64,5 +65,41 @@ export class OpenSet<T> extends Set<T> {
 
   #notify(): void {
     for (const changed of [...this.#changed]) changed();
+  }
+}
+
+/**
+ * Tasks (a tunnel's streams) that run until they end or a shutdown aborts them: `close(graceMs)`
+ * lets them finish for the grace, then aborts the rest through `signal` and waits for them.
+ */
+export class RunningTasks {
+  readonly #tasks = new OpenSet<Promise<void>>();
+  readonly #shutdown = new AbortController();
+
+  constructor() {
+    // Every task listens on the shutdown signal: that many listeners is the design, not a leak.
+    setMaxListeners(0, this.#shutdown.signal);
+  }
+
+  /** Aborted once a close's grace has run out. */
+  get signal(): AbortSignal {
+    return this.#shutdown.signal;
+  }
+
+  get size(): number {
+    return this.#tasks.size;
+  }
+
+  /** Runs `task`, kept until it settles. */
+  run(task: Promise<void>): void {
+    const done = task.finally(() => this.#tasks.delete(done));
+    this.#tasks.add(done);
+  }
+
+  /** Gives the tasks `graceMs` to finish, then aborts them; resolves once all have ended. */
+  async close(graceMs: number): Promise<void> {
+    await this.#tasks.drained(graceMs);
+    this.#shutdown.abort();
+    await Promise.all(this.#tasks);
   }
 }

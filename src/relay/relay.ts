@@ -8,6 +8,7 @@ import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { chooseEngine, defaultSpliceEngine } from '../engine/forward.js';
+import { resetSocket } from '../engine/splice/takeover.js';
 import { Listeners } from '../net/listeners.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
@@ -206,7 +207,7 @@ class RelayConnection {
     } catch (err) {
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
       record.code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-      if (!client.destroyed) client.resetAndDestroy();
+      resetSocket(client);
     } finally {
       if (this.#recording) {
         if (this.#recording.dropped) record.recordingDropped = true;

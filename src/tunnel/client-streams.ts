@@ -1,7 +1,7 @@
 // The client's data connections: one dialled for each `connect` the server sends, authenticated
 // with the session key, then waiting for START; START names the tunnel, and the data connection
 // becomes one stream to the local service with forward(), reported once when it ends.
-import { setMaxListeners, type EventEmitter } from 'node:events';
+import type { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp } from '../net/connect.js';
@@ -9,7 +9,7 @@ import { forward } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import type { ControlChannel } from './channel.js';
 import type { DialError } from '../net/connect.js';
-import { OpenSet } from '../net/drain.js';
+import { RunningTasks } from '../net/drain.js';
 import type { ServerDialer } from './server-dialer.js';
 import { readHeader, type HeaderError } from './header.js';
 import type { ResolvedClientOptions } from './options.js';
@@ -38,15 +38,13 @@ export class DataConnections {
   readonly #dialer: ServerDialer;
   readonly #tunnels: ReadonlyMap<string, StreamTunnel>;
   readonly #events: EventEmitter<TunnelClientEvents>;
-  readonly #shutdown = new AbortController();
-  readonly #streams = new OpenSet<Promise<void>>();
+  readonly #streams = new RunningTasks();
 
   constructor(o: ResolvedClientOptions, dialer: ServerDialer, tunnels: ReadonlyMap<string, StreamTunnel>, events: EventEmitter<TunnelClientEvents>) {
     this.#o = o;
     this.#dialer = dialer;
     this.#tunnels = tunnels;
     this.#events = events;
-    setMaxListeners(0, this.#shutdown.signal);
   }
 
   /** Streams running. */
@@ -56,9 +54,7 @@ export class DataConnections {
 
   /** Gives the streams `graceMs` to finish, then aborts them; resolves once all have ended. */
   async drain(graceMs: number): Promise<void> {
-    await this.#streams.drained(graceMs);
-    this.#shutdown.abort();
-    await Promise.all(this.#streams);
+    await this.#streams.close(graceMs);
   }
 
   /** One data connection for request `id`: dial, authenticate, wait for START, then carry one stream. */
@@ -110,10 +106,10 @@ export class DataConnections {
       return fail('unknown-tunnel', 'ENOENT');
     }
     this.#events.emit('connectionOpen', { tunnel: name, client, streamId });
-    const done = (async () => {
+    this.#streams.run((async () => {
       let local: net.Socket;
       try {
-        local = await connectTcp(tunnel.spec.local, this.#o.localConnectTimeout, this.#shutdown.signal);
+        local = await connectTcp(tunnel.spec.local, this.#o.localConnectTimeout, this.#streams.signal);
       } catch (err) {
         return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
       }
@@ -121,7 +117,7 @@ export class DataConnections {
         const result = await forward(data, local, {
           engine: this.#o.engine,
           idleTimeout: this.#o.idleTimeout,
-          signal: this.#shutdown.signal,
+          signal: this.#streams.signal,
           spliceEngine: this.#o.spliceEngine,
         });
         this.#report({
@@ -138,8 +134,7 @@ export class DataConnections {
         local.destroy();
         this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
       }
-    })().finally(() => this.#streams.delete(done));
-    this.#streams.add(done);
+    })());
   }
 
   #report(record: ClientConnectionRecord): void {

@@ -1,9 +1,8 @@
 // A session's public clients matched to its data connections. A public client takes an idle data
 // connection from the pool, or waits (up to dataTimeout) while the client is asked for one; each
 // match is a stream: START on the data connection, then forward(), then one record.
-import { setMaxListeners } from 'node:events';
 import type net from 'node:net';
-import { OpenSet } from '../net/drain.js';
+import { RunningTasks } from '../net/drain.js';
 import { formatHostPort } from '../net/host-port.js';
 import { forward } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
@@ -17,15 +16,12 @@ const MAX_OUTSTANDING = 4096;
 export class Streams {
   readonly #ctx: ServerContext;
   readonly #findSession: (idText: string) => Session | undefined;
-  readonly #streams = new OpenSet<Promise<void>>();
-  readonly #shutdown = new AbortController();
+  readonly #streams = new RunningTasks();
   #nextStream = 1;
 
   constructor(ctx: ServerContext, findSession: (idText: string) => Session | undefined) {
     this.#ctx = ctx;
     this.#findSession = findSession;
-    // Every stream listens on the shutdown signal: that many listeners is the design, not a leak.
-    setMaxListeners(0, this.#shutdown.signal);
   }
 
   get size(): number {
@@ -34,9 +30,7 @@ export class Streams {
 
   /** Gives the streams `graceMs` to finish, then aborts them; resolves once all have ended. */
   async drain(graceMs: number): Promise<void> {
-    await this.#streams.drained(graceMs);
-    this.#shutdown.abort();
-    await Promise.all(this.#streams);
+    await this.#streams.close(graceMs);
   }
 
   onPublic(tunnel: PublicTunnel, socket: net.Socket): void {
@@ -157,10 +151,10 @@ export class Streams {
     const base = this.#recordBase(waiting);
     data.write(encodeStart(streamId, waiting.tunnel.name, waiting.client));
     this.#ctx.events.emit('connectionOpen', { tunnel: base.tunnel, public: base.public, client: base.client, clientId: base.clientId, streamId });
-    const done = forward(waiting.socket, data, {
+    const stream = forward(waiting.socket, data, {
       engine: o.engine,
       idleTimeout: o.idleTimeout,
-      signal: this.#shutdown.signal,
+      signal: this.#streams.signal,
       spliceEngine: o.spliceEngine,
     })
       .then(
@@ -191,9 +185,8 @@ export class Streams {
             code: err.code ?? 'EIO',
           });
         },
-      )
-      .finally(() => this.#streams.delete(done));
-    this.#streams.add(done);
+      );
+    this.#streams.run(stream);
   }
 
   #recordBase(w: Waiting) {

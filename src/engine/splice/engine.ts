@@ -3,7 +3,7 @@
 // recorders are kept in recorders.ts.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
-import { loadNative, type NativeCompletion, type NativeEngine } from './native.js';
+import { loadNative, type NativeCompletion, type NativeEngine, type NativeEngineOptions, type NativeEngineStats } from './native.js';
 import { onAbort } from '../../net/abort.js';
 import type { TcpConversation } from '../../pcap/tcp-conversation.js';
 import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
@@ -11,43 +11,10 @@ import { checkIdleTimeout, ForwardError, type ForwardResult, type Side } from '.
 import { closeUnclaimed, deliver, PendingPairs, type Pending } from './results.js';
 import { nativeConversation, Recorders, type NativeRecorder } from './recorders.js';
 
-/**
- * Every option is an integer in its range; a non-number is a TypeError, anything else outside
- * the range (NaN, Infinity, fractions, 0) a RangeError naming the option.
- */
-export interface SpliceEngineOptions {
-  /** Loop threads, each with its own epoll set: 1 to 64. Default 1. */
-  threads?: number;
-  /** Pipes the engine may hold at once, 1 to 2^20; past that, pairs use read/write. Default 256. */
-  maxPipes?: number;
-  /** Largest size in bytes a pipe grows to for a streaming flow, 1 to 2^30. Default 1 MiB (the kernel's pipe-max-size). */
-  maxPipeSize?: number;
-  /**
-   * Recorded bytes (all pcap files of this engine) that may wait for the writer thread, 1 to
-   * 2^40; past it, a pair stops recording rather than wait. Default 64 MiB.
-   */
-  recordBufferBytes?: number;
-}
+/** The engine's options: declared once, with the addon's (native.ts), which checks them again. */
+export type SpliceEngineOptions = NativeEngineOptions;
 
-export interface SpliceEngineStats {
-  pairs: number;
-  pipesInUse: number;
-  pipesIdle: number;
-  /** Bytes read from a source and not yet written to its destination. */
-  bytesBuffered: number;
-  /** Pairs that use read/write on at least one direction (no pipe to be had, or splice refused). */
-  readWritePairs: number;
-  /** Pairs that ever fell back to read/write since the engine started (counts up only). */
-  readWriteFallbacks: number;
-  /** Pairs whose recording stopped early since the engine started (counts up only). */
-  recordingsDropped: number;
-  /** Recorded bytes waiting for the writer thread. */
-  recordQueuedBytes: number;
-  /** pcap files open. */
-  recorders: number;
-  /** Record pipes alive (2 fds each). */
-  recordPipes: number;
-}
+export type SpliceEngineStats = NativeEngineStats;
 
 /** Handed to `onStart`: what the caller may do with a running pair. */
 export interface SpliceControl {
