@@ -330,7 +330,7 @@ describe.each(ENGINES)('forward() with engine %s', (engine) => {
       expect(s.hadError).toBe(false);
       const result = await fwd.result(0);
       expect(result).toMatchObject({ engine, reason: 'timeout', bytesAtoB: 1, bytesBtoA: 1 });
-      expect(result.durationMs).toBeGreaterThanOrEqual(IDLE);
+      expect(result.durationMs).toBeGreaterThanOrEqual(IDLE - 1); // a Node timer may seem up to 1 ms early
     });
 
     it('traffic restarts the idle timer: a byte every 100 ms keeps a 2 s pair alive', async () => {
