@@ -10,6 +10,7 @@
 // The stages are wired with pipe({ end: false }) and the end of stream is passed on by hand, so
 // that cutting a stage out can wait for its output to drain without ending the stage after it.
 import { PassThrough, type Readable, type Transform, type Writable } from 'node:stream';
+import type { Through } from '../engine/js-engine.js';
 import { TimedStage } from './timed-stage.js';
 import type { Toxic } from './toxics.js';
 
@@ -43,7 +44,8 @@ class Wire {
 
 const sameToxic = (a: Toxic, b: Toxic) => JSON.stringify(a) === JSON.stringify(b);
 
-export class Lane {
+/** The Through of one direction of a relayed pair (forwardThrough). */
+export class Lane implements Through {
   /** Write the source's bytes here; end() it at the source's EOF. */
   readonly input: PassThrough = new PassThrough();
   /** Read what goes to the destination from here. */
