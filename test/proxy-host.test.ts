@@ -3,13 +3,10 @@
 // FIN, no connection at the destination, no fd left behind. Lifted by an allow rule that names the
 // address: the bytes flow. No test traffic leaves loopback (link-local and metadata ranges are
 // covered by the pure tests in proxy-rules.test.ts).
-import { spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
 import http from 'node:http';
 import type net from 'node:net';
-import path from 'node:path';
-import readline from 'node:readline';
 import { SocksClient } from 'socks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Credentials } from '../src/proxy/auth.js';
@@ -17,6 +14,7 @@ import { createProxyServer } from '../src/proxy/server.js';
 import { parseRule } from '../src/proxy/rules.js';
 import * as h from './helpers.js';
 import * as p from './proxy-helpers.js';
+import { portOf, runCli, startCli } from './cli-harness.js';
 
 const { HOST } = h;
 const ANY = [{ host: '0.0.0.0', port: 0 }];
@@ -391,41 +389,18 @@ async function associate(proxyPort: number) {
   return h.within(established, 5000, 'associate reply');
 }
 
-const cli = path.join(import.meta.dirname, '..', 'dist', 'cli', 'main.js');
-
 /** `splicer proxy ARGS` from dist/; resolves with its port once it logs "proxy listening". */
-async function startCli(args: string[]): Promise<{ port: number; started: Record<string, unknown>; stop: () => Promise<void> }> {
-  const child = spawn(process.execPath, [cli, 'proxy', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let stderr = '';
-  child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  const started = await h.within(
-    new Promise<Record<string, unknown>>((resolve, reject) => {
-      readline.createInterface({ input: child.stdout }).on('line', (line) => {
-        const entry = JSON.parse(line) as Record<string, unknown>;
-        if (entry.msg === 'proxy listening') resolve(entry);
-      });
-      void exited.then(() => reject(new Error(`splicer proxy exited before listening: ${stderr}`)));
-    }),
-    20_000,
-    'splicer proxy to listen',
-  );
-  const port = Number(String((started.listen as string[])[0]).split(':').pop());
-  return {
-    port,
-    started,
-    stop: async () => {
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+async function startProxyCli(args: string[]) {
+  const run = startCli(['proxy', ...args]);
+  const started = await run.waitFor('proxy listening');
+  return { port: portOf((started.listen as string[])[0]), started, stop: () => run.stop() };
 }
 
 describe('splicer proxy (CLI)', () => {
   it('--listen 0.0.0.0 --auth a:b: localhost is denied; the --help example lifts it for one port', async () => {
     const auth = Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth('a', 'b')]);
     const authOk = Buffer.of(0x05, 0x02, 0x01, 0x00);
-    const exposed = await startCli(['--listen', '0.0.0.0:0', '--auth', 'a:b']);
+    const exposed = await startProxyCli(['--listen', '0.0.0.0:0', '--auth', 'a:b']);
     try {
       expect(exposed.started.protectHost).toBe(true);
       await expectReplyThenEnd(exposed.port, Buffer.concat([auth, p.socks5Connect('localhost', echo.port)]), Buffer.concat([authOk, p.socks5Failure(0x02)]));
@@ -433,7 +408,7 @@ describe('splicer proxy (CLI)', () => {
       await exposed.stop();
     }
 
-    const liftedCli = await startCli(['--listen', '0.0.0.0:0', '--auth', 'a:b', '--allow', `to=127.0.0.1 port=${echo.port}`, '--allow', '*']);
+    const liftedCli = await startProxyCli(['--listen', '0.0.0.0:0', '--auth', 'a:b', '--allow', `to=127.0.0.1 port=${echo.port}`, '--allow', '*']);
     try {
       const client = await p.rawConnect(liftedCli.port);
       client.socket.write(Buffer.concat([auth, p.socks5Connect('localhost', echo.port)]));
@@ -446,7 +421,7 @@ describe('splicer proxy (CLI)', () => {
   });
 
   it('--help says what is denied, how to lift it, and shows a --deny for the private ranges', () => {
-    const help = spawnSync(process.execPath, [cli, 'proxy', '--help'], { encoding: 'utf8' });
+    const help = runCli(['proxy', '--help']);
     expect(help.status).toBe(0);
     const text = help.stdout.replace(/\s+/g, ' ');
     for (const range of ['127.0.0.0/8', '::1', '0.0.0.0/8', '169.254.0.0/16', 'fe80::/10', 'every interface address']) expect(text).toContain(range);
