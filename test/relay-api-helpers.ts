@@ -69,6 +69,26 @@ export async function busyPort(): Promise<number> {
   return (server.address() as AddressInfo).port;
 }
 
+/**
+ * A free port below the kernel's ephemeral range (32768 and up): a proxy disabled and enabled again
+ * rebinds its port, and a port from that range may meanwhile be taken as the local port of some
+ * outgoing connection.
+ */
+export async function quietPort(): Promise<number> {
+  for (;;) {
+    const port = 20_000 + Math.floor(Math.random() * 12_000);
+    const probe = net.createServer();
+    const free = await new Promise<boolean>((resolve) => {
+      probe.once('error', () => resolve(false));
+      probe.listen(port, HOST, () => resolve(true));
+    });
+    if (free) {
+      await new Promise<void>((resolve) => probe.close(() => resolve()));
+      return port;
+    }
+  }
+}
+
 export interface RawReply {
   status: number;
   headers: http.IncomingHttpHeaders;

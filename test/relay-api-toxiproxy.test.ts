@@ -11,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Toxiproxy, type Latency } from 'toxiproxy-node-client';
 import { createRelay, type Relay } from '../src/relay/create.js';
 import { closeAll, HOST } from './helpers.js';
-import { busyPort, request, type RawReply } from './relay-api-helpers.js';
+import { busyPort, quietPort, request, type RawReply } from './relay-api-helpers.js';
 import { findToxiproxyCli, findToxiproxyGoClient, findToxiproxyServer, startToxiproxy } from './relay-api-toxiproxy-helpers.js';
 
 const run = promisify(execFile);
@@ -176,7 +176,7 @@ async function nodeClientTranscript(base: string, busy: number): Promise<string[
     }
   };
   const client = new Toxiproxy(base);
-  const proxy = await client.createProxy({ name: 'n', listen: '127.0.0.1:0', upstream: '127.0.0.1:9' });
+  const proxy = await client.createProxy({ name: 'n', listen: `127.0.0.1:${await quietPort()}`, upstream: '127.0.0.1:9' });
   lines.push(`create: enabled=${proxy.enabled} upstream=${proxy.upstream}`);
   const toxic = await proxy.addToxic<Latency>({ name: 'lag', type: 'latency', stream: 'upstream', toxicity: 1, attributes: { latency: 5, jitter: 0 } });
   lines.push(`add toxic: ${JSON.stringify(toxic.attributes)} ${toxic.stream} ${toxic.toxicity}`);
