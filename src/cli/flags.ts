@@ -48,6 +48,7 @@ export const idleMs = (seconds: number) => Math.round(seconds * 1000);
 
 export const engineOption = () =>
   new Option('--engine <engine>', 'auto: splice where the addon and the sockets allow it, else js').choices(['auto', 'splice', 'js']).default('auto');
+
 /** The engine a command runs on, decided once at startup. */
 export interface CommandEngine {
   /** What its connections get: `splice` where the addon loaded (and the sockets allow it), else `js`. */
@@ -82,7 +83,6 @@ export const graceOption = (what: string) =>
   new Option('--grace <seconds>', `on SIGINT/SIGTERM, time given to open ${what}s before they are ended`).argParser(secondsArg('--grace')).default(5);
 
 export const logLevelOption = () => new Option('--log-level <level>', 'log level of the JSON lines on stdout').choices(LOG_LEVELS).default('info');
-
 
 export const collect = (value: string, previous: string[] | undefined) => [...(previous ?? []), value];
 
