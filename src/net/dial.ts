@@ -64,6 +64,7 @@ export async function dial(host: string, port: number, options: DialOptions): Pr
 }
 
 const aborted = () => new DialError('ABORT_ERR', 'aborted');
+const ignore = () => {};
 
 function withDeadline<T>(promise: Promise<T>, deadline: number, signal?: AbortSignal): Promise<T> {
   const timedOut = () => new DialError('ETIMEDOUT', 'lookup timed out');
@@ -92,7 +93,7 @@ function race(addresses: string[], port: number, deadline: number, attemptDelay:
       socket.once('connect', () => {
         // Errors from here on belong to whoever forwards the socket; until then, none may go unhandled.
         socket.removeAllListeners('error');
-        socket.on('error', () => {});
+        socket.on('error', ignore);
         winner = socket;
         resolve(socket);
       });

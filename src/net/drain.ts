@@ -64,6 +64,8 @@ export class OpenSet<T> extends Set<T> {
   }
 
   #notify(): void {
+    // Called at every connection's end: no copy when nothing waits.
+    if (this.#changed.size === 0) return;
     for (const changed of [...this.#changed]) changed();
   }
 }

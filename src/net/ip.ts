@@ -99,6 +99,8 @@ export function addressBytes(address: string): Buffer {
  * an IPv4-only client cannot use an IPv6 BND address or a SOCKS4 reply carrying one.
  */
 export function unmapIPv4(host: string): string {
+  // Every IPv6 spelling has a colon: dotted IPv4 and names skip the IPv6 parse, a costly regex.
+  if (!host.includes(':')) return host;
   const v6 = ipv6ToBytes(host);
   if (v6 === undefined || !isMapped(v6)) return host;
   return ipv4ToString(v6.subarray(12));

@@ -1,6 +1,7 @@
 // The SOCKS5 `ATYP ADDR PORT` triple used by requests, replies and UDP datagrams (written once, not
 // per message), and host names from the wire. IP text <-> bytes is net/ip.ts.
-import { ipv4ToBytes, ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../net/ip.js';
+import net from 'node:net';
+import { ipv4ToString, ipv6ToBytes, ipv6ToString, unmapIPv4 } from '../net/ip.js';
 import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError, type Reader } from './reader.js';
 
 /** RFC 1928 section 5 address types. */
@@ -76,15 +77,35 @@ export function readSocks5Address(r: Reader): SocksAddress | Incomplete | Protoc
  * a name over 255 bytes or containing NUL): those are caller bugs, not peer input.
  */
 export function encodeSocks5Address(host: string | undefined, port: number): Buffer {
+  return encodeSocks5AddressAfter(NO_HEAD, host, port);
+}
+
+const NO_HEAD: readonly number[] = [];
+
+/**
+ * encodeSocks5Address() behind `head` (a reply's or a request's first bytes), in one buffer: the
+ * reply of every connection is built here, and joining parts would copy it twice.
+ */
+export function encodeSocks5AddressAfter(head: readonly number[], host: string | undefined, port: number): Buffer {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new RangeError(`port ${port} is not in 0-65535`);
+  const at = head.length;
+  const v4 = unmapIPv4(host || '0.0.0.0');
+  if (net.isIPv4(v4)) {
+    const out = Buffer.allocUnsafe(at + 7);
+    out.set(head);
+    out[at] = ATYP.IPV4;
+    const parts = v4.split('.');
+    for (let i = 0; i < 4; i++) out[at + 1 + i] = Number(parts[i]);
+    out.writeUInt16BE(port, at + 5);
+    return out;
+  }
   const portBytes = Buffer.alloc(2);
   portBytes.writeUInt16BE(port);
-  const v4 = ipv4ToBytes(unmapIPv4(host || '0.0.0.0'));
-  if (v4) return Buffer.concat([Buffer.of(ATYP.IPV4), v4, portBytes]);
+  const headBytes = Buffer.from(head);
   const v6 = ipv6ToBytes(host!);
-  if (v6) return Buffer.concat([Buffer.of(ATYP.IPV6), v6, portBytes]);
+  if (v6) return Buffer.concat([headBytes, Buffer.of(ATYP.IPV6), v6, portBytes]);
   const name = Buffer.from(host!, 'utf8');
   if (name.length > 255) throw new RangeError(`domain name is ${name.length} bytes; SOCKS5 allows 255`);
   if (name.includes(0)) throw new RangeError('domain name contains NUL');
-  return Buffer.concat([Buffer.of(ATYP.DOMAIN, name.length), name, portBytes]);
+  return Buffer.concat([headBytes, Buffer.of(ATYP.DOMAIN, name.length), name, portBytes]);
 }

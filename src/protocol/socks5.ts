@@ -1,7 +1,7 @@
 // SOCKS5 (RFC 1928) and username/password auth (RFC 1929): pure parsers and encoders, no I/O.
 // Every parser takes all bytes received so far and returns incomplete, ok with the bytes consumed
 // (the rest is the next message or optimistic payload), or an error carrying the code to reply with.
-import { type AddressType, encodeSocks5Address, readSocks5Address } from './address.js';
+import { type AddressType, encodeSocks5Address, encodeSocks5AddressAfter, readSocks5Address } from './address.js';
 import { INCOMPLETE, type Incomplete, type ProtocolError, protocolError, Reader } from './reader.js';
 
 export const SOCKS5_VERSION = 0x05;
@@ -185,7 +185,7 @@ export function encodeAuthStatus(ok: boolean): Buffer {
 }
 
 export function encodeSocks5Request(command: Socks5Command, host: string, port: number): Buffer {
-  return Buffer.concat([Buffer.of(SOCKS5_VERSION, COMMAND_BYTES[command], 0x00), encodeSocks5Address(host, port)]);
+  return encodeSocks5AddressAfter([SOCKS5_VERSION, COMMAND_BYTES[command], 0x00], host, port);
 }
 
 /**
@@ -193,7 +193,7 @@ export function encodeSocks5Request(command: Socks5Command, host: string, port: 
  * the 2-byte replies a few servers send. A missing or '' host encodes as 0.0.0.0 (ATYP 01).
  */
 export function encodeSocks5Reply(rep: number, bind: { host?: string; port?: number } = {}): Buffer {
-  return Buffer.concat([Buffer.of(SOCKS5_VERSION, rep, 0x00), encodeSocks5Address(bind.host, bind.port ?? 0)]);
+  return encodeSocks5AddressAfter([SOCKS5_VERSION, rep, 0x00], bind.host, bind.port ?? 0);
 }
 
 /** Parse failures of a UDP datagram carry no reply: the datagram is dropped silently. */

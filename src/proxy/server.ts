@@ -15,6 +15,8 @@ import { bindAndForward } from './bind.js';
 import { udpAssociate } from './udp.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
 
+const ignore = () => {};
+
 export class ExposureError extends Error {
   readonly code = 'ERR_OPEN_PROXY';
 }
@@ -47,7 +49,10 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   readonly #timeouts: ProxyTimeouts;
   readonly #limits: ProxyLimits;
   readonly #listeners: Listeners;
+  /** Client sockets not yet closed; a pair handed to the splice engine leaves it when Node's socket closes. */
   readonly #sockets = new Set<net.Socket>();
+  /** Connections being served, closed sockets of live pairs included: what the limits count. */
+  #open = 0;
   readonly #perClient = new Map<string, number>();
   readonly #active = new OpenSet<Promise<void>>();
   readonly #shutdown = new AbortController();
@@ -104,7 +109,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   }
 
   get activeConnections(): number {
-    return this.#sockets.size;
+    return this.#open;
   }
 
   /** Stops accepting; connections get `graceMs` to finish, then are ended. */
@@ -130,17 +135,25 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     };
     const started = performance.now();
     const fromClient = this.#perClient.get(clientIp) ?? 0;
-    if (this.#sockets.size >= this.#limits.connections || fromClient >= this.#limits.perClient) {
-      socket.on('error', () => {});
+    if (this.#open >= this.#limits.connections || fromClient >= this.#limits.perClient) {
+      socket.on('error', ignore);
       socket.destroy();
       record.outcome = 'limit';
       this.#report(record, started);
       return;
     }
+    this.#open++;
     this.#sockets.add(socket);
+    // The splice engine destroys Node's socket once it holds the fds: the set must not keep it alive for the pair's life.
+    socket.once('close', () => this.#sockets.delete(socket));
     this.#perClient.set(clientIp, fromClient + 1);
-    const done = this.#serve(socket, record).finally(() => {
-      this.#sockets.delete(socket);
+    this.#track(this.#serve(socket, record), clientIp, record, started);
+  }
+
+  // Apart from #accept, so that the closure kept until the pair ends holds no socket.
+  #track(serving: Promise<void>, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    const done = serving.finally(() => {
+      this.#open--;
       const left = (this.#perClient.get(clientIp) ?? 1) - 1;
       if (left > 0) this.#perClient.set(clientIp, left);
       else this.#perClient.delete(clientIp);
@@ -181,7 +194,8 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
 
   #report(record: ProxyConnectionRecord, started: number): void {
     record.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
-    this.#options.logger?.info(record, 'connection closed');
+    const logger = this.#options.logger;
+    if (logger?.isLevelEnabled('info')) logger.info(record, 'connection closed');
     this.emit('connection', record);
   }
 }

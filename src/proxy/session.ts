@@ -16,9 +16,11 @@ export class SessionClosed extends Error {
 }
 
 const MAX_BUFFERED = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+const ignore = () => {};
 
 export class ClientSession {
-  #buffered: Buffer = Buffer.alloc(0);
+  #buffered: Buffer = EMPTY;
   #waiting: (() => void) | undefined;
   #failure: SessionClosed | undefined;
   readonly #timer: NodeJS.Timeout;
@@ -81,10 +83,10 @@ export class ClientSession {
   detach(): Buffer {
     this.#stop();
     // forward() takes the socket's errors over; until it does, none may go unhandled.
-    this.socket.on('error', () => {});
+    this.socket.on('error', ignore);
     this.socket.pause();
     const rest = this.#buffered;
-    this.#buffered = Buffer.alloc(0);
+    this.#buffered = EMPTY;
     return rest;
   }
 

@@ -6,7 +6,7 @@ import type { Duplex } from 'node:stream';
 import { loadNative, type NativeCompletion, type NativeEngine, type NativeEngineOptions, type NativeEngineStats } from './native.js';
 import { onAbort } from '../../net/abort.js';
 import type { TcpConversation } from '../../pcap/tcp-conversation.js';
-import { giveBack, resetSocket, settle, socketFd, takeReadable, whyNoFd } from './takeover.js';
+import { giveBack, resetSocket, settle, socketFd, takeReadable, unsettled, whyNoFd } from './takeover.js';
 import { checkIdleTimeout, ForwardError, type ForwardResult, type Side } from '../contract.js';
 import { closeUnclaimed, deliver, PendingPairs, type Pending } from './results.js';
 import { nativeConversation, Recorders, type NativeRecorder } from './recorders.js';
@@ -138,10 +138,13 @@ export class SpliceEngine {
     }
     const socketA = a as net.Socket;
     const socketB = b as net.Socket;
-    try {
-      await Promise.all([settle(socketA), settle(socketB)]);
-    } catch (err) {
-      return this.#endEarly(socketA, socketB, started, err as NodeJS.ErrnoException);
+    // Most pairs come connected with nothing queued: waiting on them would only cost promises and a tick.
+    if (unsettled(socketA) || unsettled(socketB)) {
+      try {
+        await Promise.all([settle(socketA), settle(socketB)]);
+      } catch (err) {
+        return this.#endEarly(socketA, socketB, started, err as NodeJS.ErrnoException);
+      }
     }
     if (this.#closed) throw Object.assign(new Error('splice engine is closed'), { code: 'ERR_SPLICE_CLOSED' });
     const signal = options.signal;

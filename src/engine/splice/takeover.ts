@@ -38,6 +38,11 @@ export function whyNoFd(stream: Duplex): string | null {
   return socketFd(stream) === null ? 'the socket has no fd' : null;
 }
 
+/** Whether settle() has anything to wait for. */
+export function unsettled(socket: net.Socket): boolean {
+  return socket.connecting || (socket.writableLength > 0 && !socket.destroyed);
+}
+
 /** Resolves once the socket is connected and every byte written to it has reached the kernel. */
 export async function settle(socket: net.Socket): Promise<void> {
   if (socket.connecting) {
