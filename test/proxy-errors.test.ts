@@ -59,20 +59,6 @@ const baseOptions = (): Partial<ProxyOptions> => ({
   timeouts: { handshake: 300, connect: 1500 },
 });
 
-/**
- * Sends `send`, expects exactly `expected` back and then the server's FIN (nothing more, nothing
- * less); then closes its own side. Returns the client (for its record).
- */
-async function expectReplyThenEnd(port: number, send: Buffer, expected: Buffer): Promise<p.RawClient> {
-  const client = await p.rawConnect(port);
-  client.socket.write(send);
-  const how = await h.within(client.finished, 10_000, `the server to close after replying ${expected.toString('hex')}`);
-  expect(client.received().toString('hex'), 'the whole reply, and nothing past it').toBe(expected.toString('hex'));
-  expect(how, 'a FIN after the reply, not a reset').toBe('end');
-  client.socket.end();
-  return client;
-}
-
 const GREETING_NO_AUTH = Buffer.of(0x05, 0x01, 0x00);
 const METHOD_NO_AUTH = Buffer.of(0x05, 0x00);
 
@@ -85,60 +71,60 @@ describe('SOCKS5 failure replies', () => {
   });
 
   it('refused destination (a closed port): REP 05, 10 bytes, then close', async () => {
-    const c = await expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, closed)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x05)]));
+    const c = await p.expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, closed)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x05)]));
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ protocol: 'socks5', command: 'connect', outcome: 'ECONNREFUSED', reply: 0x05, destination: `${HOST}:${closed}` });
   });
 
   it('DNS failure: REP 04', async () => {
-    const c = await expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect('nx.test', echo.port)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x04)]));
+    const c = await p.expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect('nx.test', echo.port)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x04)]));
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'ENOTFOUND', reply: 0x04, destination: `nx.test:${echo.port}` });
   });
 
   it('denied by a rule (IPv4 and by name): REP 02', async () => {
     for (const host of [HOST, 'localhost']) {
-      const c = await expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(host, deniedEcho.port)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x02)]));
+      const c = await p.expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(host, deniedEcho.port)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x02)]));
       expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'denied', reply: 0x02 });
     }
     expect(deniedEcho.conns.items, 'nothing reached the denied server').toHaveLength(0);
   });
 
   it('unknown command 0x09: REP 07', async () => {
-    const c = await expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, echo.port, 0x09)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x07)]));
+    const c = await p.expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, echo.port, 0x09)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x07)]));
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'bad-request', reply: 0x07 });
   });
 
   it('unknown address type 0x02: REP 08', async () => {
     const request = Buffer.concat([Buffer.of(0x05, 0x01, 0x00, 0x02), p.ipv4(HOST), p.u16(echo.port)]);
-    const c = await expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, request]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x08)]));
+    const c = await p.expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, request]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x08)]));
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'bad-request', reply: 0x08 });
   });
 
   it('no acceptable method (only 0x80 offered, no auth configured): 05 FF', async () => {
-    const c = await expectReplyThenEnd(proxy.port, Buffer.of(0x05, 0x01, 0x80), Buffer.of(0x05, 0xff));
+    const c = await p.expectReplyThenEnd(proxy.port, Buffer.of(0x05, 0x01, 0x80), Buffer.of(0x05, 0xff));
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ protocol: 'socks5', outcome: 'bad-request' });
   });
 
   it('no acceptable method when auth is required (0x80 only; 00 only): 05 FF', async () => {
     for (const offer of [Buffer.of(0x05, 0x01, 0x80), Buffer.of(0x05, 0x01, 0x00), Buffer.of(0x05, 0x02, 0x00, 0x80)]) {
-      const c = await expectReplyThenEnd(authed.port, offer, Buffer.of(0x05, 0xff));
+      const c = await p.expectReplyThenEnd(authed.port, offer, Buffer.of(0x05, 0xff));
       expect(await authed.recordOf(c.localPort)).toMatchObject({ protocol: 'socks5', outcome: 'auth-failed' });
     }
   });
 
   it('bad password: 05 02, then 01 01, then close', async () => {
-    const c = await expectReplyThenEnd(authed.port, Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth('alice', 'wrong')]), Buffer.of(0x05, 0x02, 0x01, 0x01));
+    const c = await p.expectReplyThenEnd(authed.port, Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth('alice', 'wrong')]), Buffer.of(0x05, 0x02, 0x01, 0x01));
     expect(await authed.recordOf(c.localPort)).toMatchObject({ outcome: 'auth-failed', user: 'alice' });
   });
 
   it('unknown user and empty password: 01 01', async () => {
     for (const [user, pass] of [['mallory', 's3cret'], ['alice', '']]) {
-      await expectReplyThenEnd(authed.port, Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth(user, pass)]), Buffer.of(0x05, 0x02, 0x01, 0x01));
+      await p.expectReplyThenEnd(authed.port, Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth(user, pass)]), Buffer.of(0x05, 0x02, 0x01, 0x01));
     }
   });
 
   it('the right password then a refused destination: 05 02, 01 00, then REP 05', async () => {
     const send = Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth('alice', 's3cret'), p.socks5Connect(HOST, closed)]);
-    const c = await expectReplyThenEnd(authed.port, send, Buffer.concat([Buffer.of(0x05, 0x02, 0x01, 0x00), p.socks5Failure(0x05)]));
+    const c = await p.expectReplyThenEnd(authed.port, send, Buffer.concat([Buffer.of(0x05, 0x02, 0x01, 0x00), p.socks5Failure(0x05)]));
     expect(await authed.recordOf(c.localPort)).toMatchObject({ outcome: 'ECONNREFUSED', user: 'alice' });
   });
 
@@ -194,7 +180,7 @@ describe('connect timeout', () => {
   it('SOCKS5: REP 06 after timeouts.connect', async () => {
     const proxy = await p.startProxy({ ...baseOptions(), timeouts: { handshake: 5_000, connect: 500 } });
     const started = Date.now();
-    const c = await expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, stalledPort)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x06)]));
+    const c = await p.expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, stalledPort)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x06)]));
     expect(Date.now() - started).toBeGreaterThanOrEqual(450);
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'ETIMEDOUT', reply: 0x06 });
   });
@@ -220,41 +206,41 @@ describe('SOCKS4 failure replies', () => {
   const REJECTED = p.socks4Reply(0x5b);
 
   it('refused destination: 00 5B, 8 bytes, then close', async () => {
-    const c = await expectReplyThenEnd(proxy.port, p.socks4Connect(HOST, closed), REJECTED);
+    const c = await p.expectReplyThenEnd(proxy.port, p.socks4Connect(HOST, closed), REJECTED);
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ protocol: 'socks4', outcome: 'ECONNREFUSED', reply: 0x5b });
   });
 
   it('SOCKS4a DNS failure: 5B', async () => {
-    const c = await expectReplyThenEnd(proxy.port, p.socks4Connect('nx.test', echo.port), REJECTED);
+    const c = await p.expectReplyThenEnd(proxy.port, p.socks4Connect('nx.test', echo.port), REJECTED);
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ protocol: 'socks4a', outcome: 'ENOTFOUND' });
   });
 
   it('denied by a rule: 5B', async () => {
-    const c = await expectReplyThenEnd(proxy.port, p.socks4Connect(HOST, deniedEcho.port), REJECTED);
+    const c = await p.expectReplyThenEnd(proxy.port, p.socks4Connect(HOST, deniedEcho.port), REJECTED);
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'denied', reply: 0x5b });
   });
 
   it('SOCKS4a-looking request with DSTIP 0.0.0.0: 5B', async () => {
     const request = Buffer.concat([Buffer.of(0x04, 0x01), p.u16(echo.port), Buffer.of(0, 0, 0, 0), Buffer.of(0), Buffer.from('localhost'), Buffer.of(0)]);
     const before = echo.conns.items.length;
-    const c = await expectReplyThenEnd(proxy.port, request, REJECTED);
+    const c = await p.expectReplyThenEnd(proxy.port, request, REJECTED);
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'bad-request' });
     expect(echo.conns.items.length, 'nothing dialled').toBe(before);
   });
 
   it('a USERID with no NUL past 255 bytes: 5B at once, without waiting for more', async () => {
     const request = Buffer.concat([Buffer.of(0x04, 0x01), p.u16(echo.port), p.ipv4(HOST), Buffer.alloc(256, 'a')]);
-    const c = await expectReplyThenEnd(proxy.port, request, REJECTED);
+    const c = await p.expectReplyThenEnd(proxy.port, request, REJECTED);
     expect(await proxy.recordOf(c.localPort)).toMatchObject({ outcome: 'bad-request' });
   });
 
   it('an unknown command: 5B', async () => {
     const request = Buffer.concat([Buffer.of(0x04, 0x07), p.u16(echo.port), p.ipv4(HOST), Buffer.of(0)]);
-    await expectReplyThenEnd(proxy.port, request, REJECTED);
+    await p.expectReplyThenEnd(proxy.port, request, REJECTED);
   });
 
   it('SOCKS4 when auth is required (it has no passwords): 5B', async () => {
-    const c = await expectReplyThenEnd(authed.port, p.socks4Connect(HOST, echo.port, 'alice'), REJECTED);
+    const c = await p.expectReplyThenEnd(authed.port, p.socks4Connect(HOST, echo.port, 'alice'), REJECTED);
     expect(await authed.recordOf(c.localPort)).toMatchObject({ protocol: 'socks4', outcome: 'auth-failed', reply: 0x5b });
   });
 });
@@ -414,7 +400,7 @@ describe('odd input, silence, limits', () => {
     second.socket.destroy();
     expect(await h.waitFor(() => limited.server.activeConnections === 0, 5_000)).toBe(true);
     // Slots freed: a new connection is served.
-    const fourth = await expectReplyThenEnd(limited.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, closed)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x05)]));
+    const fourth = await p.expectReplyThenEnd(limited.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, closed)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x05)]));
     expect(await limited.recordOf(fourth.localPort)).toMatchObject({ outcome: 'ECONNREFUSED' });
   });
 
@@ -500,7 +486,7 @@ describe('fuzz: random bytes on live connections', () => {
     );
     expect(runs).toBe(200);
     // Still serving: a well-formed request gets its (denied) reply.
-    await expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, echo.port)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x02)]));
+    await p.expectReplyThenEnd(proxy.port, Buffer.concat([GREETING_NO_AUTH, p.socks5Connect(HOST, echo.port)]), Buffer.concat([METHOD_NO_AUTH, p.socks5Failure(0x02)]));
     expect(proxy.records.items.filter((r) => r.outcome === 'internal-error')).toEqual([]);
     await h.waitFor(() => proxy.server.activeConnections === 0, 5_000);
     expect(proxy.server.activeConnections).toBe(0);

@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { createProxyServer, type ProxyServer } from '../src/proxy/server.js';
 import type { ProxyConnectionRecord, ProxyOptions } from '../src/proxy/options.js';
 import { Arrivals, HOST, sha256, sleep, track, within } from './helpers.js';
+import { expect } from 'vitest';
 
 // ---------------------------------------------------------------------------
 // The proxy under test
@@ -266,3 +267,17 @@ export function socks4Reply(cd: number): Buffer {
 }
 
 export const HTTP_200_CONNECT = Buffer.from('HTTP/1.1 200 Connection Established\r\n\r\n', 'latin1');
+
+/**
+ * Sends `send`, expects exactly `expected` back and then the server's FIN (nothing more, nothing
+ * less); then closes its own side. Returns the client (for its record).
+ */
+export async function expectReplyThenEnd(port: number, send: Buffer, expected: Buffer): Promise<RawClient> {
+  const client = await rawConnect(port);
+  client.socket.write(send);
+  const how = await within(client.finished, 10_000, `the server to close after replying ${expected.toString('hex')}`);
+  expect(client.received().toString('hex'), 'the whole reply, and nothing past it').toBe(expected.toString('hex'));
+  expect(how, 'a FIN after the reply, not a reset').toBe('end');
+  client.socket.end();
+  return client;
+}

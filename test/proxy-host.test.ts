@@ -110,17 +110,6 @@ const tunnelDenials: Denial[] = [
 
 const forwardDenials = ['localhost', withBrackets(MAPPED_LOOPBACK), HOST];
 
-/** Sends `send`, expects exactly `expected` and then a FIN; closes its side. */
-async function expectReplyThenEnd(port: number, send: Buffer, expected: Buffer): Promise<p.RawClient> {
-  const client = await p.rawConnect(port);
-  client.socket.write(send);
-  const how = await h.within(client.finished, 10_000, `the proxy to close after replying ${expected.toString('hex')}`);
-  expect(client.received().toString('latin1'), 'the whole reply, and nothing past it').toBe(expected.toString('latin1'));
-  expect(how, 'a FIN after the reply, not a reset').toBe('end');
-  client.socket.end();
-  return client;
-}
-
 /** GET http://authority/ through the proxy with Connection: close: the whole response, which must end in a FIN. */
 async function forwardGet(port: number, authority: string, headers: string[] = []): Promise<{ client: p.RawClient; head: string; body: Buffer }> {
   const client = await p.rawConnect(port);
@@ -134,7 +123,7 @@ async function forwardGet(port: number, authority: string, headers: string[] = [
 
 async function denyEverything(): Promise<p.RawClient[]> {
   const clients: p.RawClient[] = [];
-  for (const c of tunnelDenials) clients.push(await expectReplyThenEnd(guarded.port, c.request(echo.port), DENIED[c.protocol].bytes));
+  for (const c of tunnelDenials) clients.push(await p.expectReplyThenEnd(guarded.port, c.request(echo.port), DENIED[c.protocol].bytes));
   for (const authority of forwardDenials) clients.push((await forwardGet(guarded.port, `${authority}:${origin.port}`)).client);
   return clients;
 }
@@ -143,7 +132,7 @@ describe('a proxy on 0.0.0.0 refuses its own host by default', () => {
   it.each(tunnelDenials)('$name: the failure reply, a FIN, outcome denied, nothing dialled', async (c) => {
     expect(guarded.server.protectsHost).toBe(true);
     const before = echo.conns.items.length;
-    const client = await expectReplyThenEnd(guarded.port, c.request(echo.port), DENIED[c.protocol].bytes);
+    const client = await p.expectReplyThenEnd(guarded.port, c.request(echo.port), DENIED[c.protocol].bytes);
     expect(await guarded.recordOf(client.localPort)).toMatchObject({
       protocol: c.protocol,
       command: 'connect',
@@ -182,7 +171,7 @@ describe('a proxy on 0.0.0.0 refuses its own host by default', () => {
 
   it('with --auth a:b (authenticated is not trusted with the host): SOCKS5 02, HTTP 403', async () => {
     const authed = await p.startProxy({ listen: ANY, credentials: Credentials.fromEntries(['a:b']) });
-    const socks = await expectReplyThenEnd(
+    const socks = await p.expectReplyThenEnd(
       authed.port,
       Buffer.concat([Buffer.of(0x05, 0x01, 0x02), p.socks5Auth('a', 'b'), p.socks5Connect('localhost', echo.port)]),
       Buffer.concat([Buffer.of(0x05, 0x02, 0x01, 0x00), p.socks5Failure(0x02)]),
@@ -243,7 +232,7 @@ describe('an allow rule that names the address lifts the default for it', () => 
 
   it('only for what it names: another port on 127.0.0.1 is still denied', async () => {
     const other = await h.startEchoServer();
-    const client = await expectReplyThenEnd(lifted.port, Buffer.concat([GREETING, p.socks5Connect(HOST, other.port)]), Buffer.concat([NO_AUTH, p.socks5Failure(0x02)]));
+    const client = await p.expectReplyThenEnd(lifted.port, Buffer.concat([GREETING, p.socks5Connect(HOST, other.port)]), Buffer.concat([NO_AUTH, p.socks5Failure(0x02)]));
     expect(await lifted.recordOf(client.localPort)).toMatchObject({ outcome: 'denied', reply: 2 });
     expect(other.conns.items.length).toBe(0);
   });
@@ -262,7 +251,7 @@ describe('protectHost', () => {
   it('true protects a loopback listener; false leaves a 0.0.0.0 listener as it was', async () => {
     const strict = await p.startProxy({ protectHost: true });
     expect(strict.server.protectsHost).toBe(true);
-    await expectReplyThenEnd(strict.port, p.socks4Connect(HOST, echo.port), p.socks4Reply(0x5b));
+    await p.expectReplyThenEnd(strict.port, p.socks4Connect(HOST, echo.port), p.socks4Reply(0x5b));
     const loose = await p.startProxy({ listen: ANY, rules: [fromLoopback], protectHost: false });
     expect(loose.server.protectsHost).toBe(false);
     const client = await p.rawConnect(loose.port);
@@ -403,7 +392,7 @@ describe('splicer proxy (CLI)', () => {
     const exposed = await startProxyCli(['--listen', '0.0.0.0:0', '--auth', 'a:b']);
     try {
       expect(exposed.started.protectHost).toBe(true);
-      await expectReplyThenEnd(exposed.port, Buffer.concat([auth, p.socks5Connect('localhost', echo.port)]), Buffer.concat([authOk, p.socks5Failure(0x02)]));
+      await p.expectReplyThenEnd(exposed.port, Buffer.concat([auth, p.socks5Connect('localhost', echo.port)]), Buffer.concat([authOk, p.socks5Failure(0x02)]));
     } finally {
       await exposed.stop();
     }
