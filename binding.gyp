@@ -8,6 +8,7 @@
             "native/addon.cc",
             "native/addon_delivery.cc",
             "native/engine.cc",
+            "native/listen_socket.cc",
             "native/loop.cc",
             "native/loop_pump.cc",
             "native/loop_record.cc",

@@ -14,6 +14,7 @@
 
 #include "addon_delivery.h"
 #include "engine.h"
+#include "listen_socket.h"
 #include "syscall_error.h"
 
 namespace splicer {
@@ -344,12 +345,31 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
   bool cleanupHookSet_ = false;
 };
 
+// openListener(host, port, backlog, reusePort): a listening fd the caller owns (wrap it in a
+// net.Server with listen({ fd }), or close it).
+Napi::Value OpenListenerJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "host must be a string, got " + Describe(info[0]));
+  std::string host = info[0].As<Napi::String>().Utf8Value();
+  ListenSpec spec;
+  spec.host = host.c_str();
+  spec.port = static_cast<int>(IntegerArg(env, info[1], "port", 0, 65535));
+  spec.backlog = static_cast<int>(OptionalIntegerArg(env, info[2], "backlog", 1, 65535, 511));
+  spec.reusePort = info[3].ToBoolean().Value();
+  try {
+    return Napi::Number::New(env, OpenListener(spec));
+  } catch (const SyscallError& err) {
+    throw ErrnoError(env, err.Errno(), err.Syscall());
+  }
+}
+
 }  // namespace
 
 }  // namespace splicer
 
 static Napi::Object InitSplicer(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", splicer::EngineWrap::Init(env));
+  exports.Set("openListener", Napi::Function::New<splicer::OpenListenerJs>(env, "openListener"));
   return exports;
 }
 

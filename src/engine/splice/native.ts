@@ -162,6 +162,13 @@ export interface NativeBinding {
     options: NativeEngineOptions,
     onDone: (done: NativeCompletion | undefined, event: NativeRecorderEvent | undefined) => void,
   ) => NativeEngine;
+  /**
+   * A listening TCP socket (SO_REUSEADDR, and SO_REUSEPORT when asked) on a numeric host;
+   * "::" takes IPv4 too. Returns a non-blocking fd the caller owns: give it to
+   * `net.Server.listen({ fd })` or close it. Throws an Error with `code`, `errno` and `syscall`
+   * (EADDRINUSE from bind, EINVAL from inet_pton for a host that is not an address).
+   */
+  openListener(host: string, port: number, backlog?: number, reusePort?: boolean): number;
 }
 
 export type NativeLoad = { binding: NativeBinding; reason?: undefined } | { binding: null; reason: string };
