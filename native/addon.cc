@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "addon_acceptor.h"
+#include "addon_args.h"
 #include "addon_delivery.h"
 #include "engine.h"
 #include "listen_socket.h"
@@ -20,91 +22,6 @@
 namespace splicer {
 
 namespace {
-
-// "epoll_create1 failed: EMFILE (Too many open files)", with code, errno and syscall as on
-// Node's own system errors.
-Napi::Error ErrnoError(Napi::Env env, int error, const char* syscall) {
-  const char* code = uv_err_name(-error);
-  Napi::Error err = Napi::Error::New(env, std::string(syscall) + " failed: " + code + " (" + strerror(error) + ")");
-  err.Set("code", Napi::String::New(env, code));
-  err.Set("errno", Napi::Number::New(env, -error));
-  err.Set("syscall", Napi::String::New(env, syscall));
-  return err;
-}
-
-// Argument checks. The TS layer validates first; these make sure that whatever reaches the
-// addon directly (another caller, a bug) is a TypeError or RangeError naming the argument,
-// never a silent cast: a double outside its integer type's range is undefined behaviour.
-constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1: ids, as JS numbers
-constexpr double kMaxFd = 2147483647.0;
-constexpr double kMaxTimerMs = 2147483647.0;              // 2^31 - 1, as setTimeout's limit
-
-std::string Describe(Napi::Value value) {
-  switch (value.Type()) {
-    case napi_undefined: return "undefined";
-    case napi_null: return "null";
-    case napi_number:
-    case napi_boolean:
-    case napi_bigint: return value.ToString().Utf8Value();
-    case napi_string: return "a string";
-    case napi_symbol: return "a symbol";
-    case napi_function: return "a function";
-    default: return value.IsArray() ? "an array" : "an object";
-  }
-}
-
-std::string FormatNumber(double value) {
-  if (std::isnan(value)) return "NaN";
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-  char text[32];
-  snprintf(text, sizeof(text), "%.17g", value);
-  return text;
-}
-
-// An integer in [min, max] (both within 2^53, so the double is exact).
-double IntegerArg(Napi::Env env, Napi::Value value, const std::string& name, double min, double max) {
-  if (!value.IsNumber()) throw Napi::TypeError::New(env, name + " must be a number, got " + Describe(value));
-  double number = value.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(number) || std::trunc(number) != number || number < min || number > max) {
-    throw Napi::RangeError::New(env, name + " must be an integer from " + FormatNumber(min) + " to " + FormatNumber(max) +
-                                         ", got " + FormatNumber(number));
-  }
-  return number;
-}
-
-// As IntegerArg; undefined gives the fallback.
-double OptionalIntegerArg(Napi::Env env, Napi::Value value, const std::string& name, double min, double max, double fallback) {
-  return value.IsUndefined() ? fallback : IntegerArg(env, value, name, min, max);
-}
-
-int FdArg(Napi::Env env, Napi::Value value, const std::string& name) {
-  return static_cast<int>(IntegerArg(env, value, name, 0, kMaxFd));
-}
-
-uint64_t IdArg(Napi::Env env, Napi::Value value, const std::string& name) {
-  return static_cast<uint64_t>(IntegerArg(env, value, name, 1, kMaxSafeInteger));
-}
-
-Napi::Object ObjectArg(Napi::Env env, Napi::Value value, const std::string& name) {
-  if (!value.IsObject()) throw Napi::TypeError::New(env, name + " must be an object, got " + Describe(value));
-  return value.As<Napi::Object>();
-}
-
-// A Buffer or another typed array. napi_is_buffer says yes to a DataView too, whose bytes
-// napi_get_buffer_info then refuses.
-bool IsBytes(Napi::Value value) { return value.IsBuffer() && value.IsTypedArray(); }
-
-// A Buffer (or another typed array), or null/undefined for none.
-bool OptionalBufferArg(Napi::Env env, Napi::Value value, const std::string& name, const char** data, size_t* length) {
-  *data = nullptr;
-  *length = 0;
-  if (value.IsUndefined() || value.IsNull()) return false;
-  if (!IsBytes(value)) throw Napi::TypeError::New(env, name + " must be a Buffer or null, got " + Describe(value));
-  auto buffer = value.As<Napi::Buffer<char>>();
-  *data = buffer.Data();
-  *length = buffer.Length();
-  return true;
-}
 
 Napi::Error ClosedError(Napi::Env env) {
   Napi::Error err = Napi::Error::New(env, "splice engine is closed");
@@ -220,8 +137,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) {
       record = ParseRecordSpec(env, ObjectArg(env, info[5], "record"));
     }
+    // The handshake path hands over fds it made itself (non-blocking, close-on-exec): no dup.
+    bool adopt = info.Length() > 6 && info[6].ToBoolean().Value();
     int error = 0;
-    uint64_t id = engine_->Add(fdA, fdB, headA, headALength, headB, headBLength, idle, record.get(), &error);
+    uint64_t id = engine_->Add(fdA, fdB, headA, headALength, headB, headBLength, idle, record.get(), &error, adopt);
     if (id == 0) throw ErrnoError(env, error, "dup");
     return Napi::Number::New(env, static_cast<double>(id));
   }
@@ -369,6 +288,7 @@ Napi::Value OpenListenerJs(const Napi::CallbackInfo& info) {
 
 static Napi::Object InitSplicer(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", splicer::EngineWrap::Init(env));
+  exports.Set("Acceptor", splicer::InitAcceptor(env));
   exports.Set("openListener", Napi::Function::New<splicer::OpenListenerJs>(env, "openListener"));
   return exports;
 }

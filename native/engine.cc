@@ -46,9 +46,9 @@ Engine::Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deli
 Engine::~Engine() { Close(); }
 
 uint64_t Engine::Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
-                     size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error) {
-  int a = TakeFd(fdA);
-  int b = a < 0 ? -1 : TakeFd(fdB);
+                     size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error, bool adopt) {
+  int a = adopt ? fdA : TakeFd(fdA);
+  int b = adopt ? fdB : a < 0 ? -1 : TakeFd(fdB);
   if (b < 0) {
     *error = errno;
     if (a >= 0) close(a);

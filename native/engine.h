@@ -52,8 +52,9 @@ class Engine {
   // Duplicates both fds and hands the pair to a loop. Returns the pair id.
   // On failure returns 0 and sets *error to the errno of the failed dup;
   // nothing is left open and the recorder's use is given back.
+  // `adopt`: the fds themselves are taken (no dup, so no failure): they are the engine's now.
   uint64_t Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
-               size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error);
+               size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error, bool adopt = false);
   // Both go to the pair's own loop only; unknown or finished ids are ignored there.
   void Abort(uint64_t id);
   void Release(uint64_t id);
