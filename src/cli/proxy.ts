@@ -1,5 +1,5 @@
 // `splicer proxy`: SOCKS4/4a/5 and HTTP on one port.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { createLogger, type LOG_LEVELS } from '../logger.js';
@@ -7,7 +7,7 @@ import type { EngineChoice } from '../engine/contract.js';
 import { Credentials, CredentialsError } from '../proxy/auth.js';
 import { parseRule, RuleError, type Rule } from '../proxy/rules.js';
 import { createProxyServer, openProxyRisk } from '../proxy/server.js';
-import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from '../proxy/options.js';
+import { ACCEPT_PATHS, DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/options.js';
 
 interface ProxyCliOptions {
   listen?: HostPort[];
@@ -23,6 +23,7 @@ interface ProxyCliOptions {
   maxPerClient: number;
   udpAdvertise?: string;
   engine: EngineChoice;
+  accept: AcceptPath;
   threads: number;
   grace: number;
   logLevel: (typeof LOG_LEVELS)[number];
@@ -58,6 +59,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
     timeouts: { handshake: options.handshakeTimeout * 1000, connect: options.connectTimeout * 1000, idle: idleMs(options.idleTimeout) },
     limits: { connections: options.maxConnections, perClient: options.maxPerClient },
     engine: options.engine,
+    accept: options.accept,
     udpAdvertise: options.udpAdvertise,
     logger,
   };
@@ -75,6 +77,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
       protectHost: server.protectsHost,
       engine,
       spliceOff,
+      accept: server.acceptPath,
     },
     'proxy listening',
   );
@@ -114,6 +117,15 @@ export function addProxyCommand(program: Command): void {
     .option('--max-per-client <n>', 'client connections open at once from one IP', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
     .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')
     .addOption(engineOption())
+    .addOption(
+      new Option(
+        '--accept <path>',
+        'who accepts and reads the handshakes: native (the addon: no Node socket on the SOCKS CONNECT path; Linux, ' +
+          'splice engine), node (net.Server), auto (native where it can be)',
+      )
+        .choices(ACCEPT_PATHS)
+        .default('auto'),
+    )
     .addOption(threadsOption())
     .addOption(graceOption('connection'))
     .addOption(logLevelOption())

@@ -24,6 +24,9 @@ export interface ProxyLimits {
   perClient: number;
 }
 
+export const ACCEPT_PATHS = ['auto', 'native', 'node'] as const;
+export type AcceptPath = (typeof ACCEPT_PATHS)[number];
+
 export interface ProxyOptions {
   listen: HostPort[];
   /** Users; when empty, no authentication is asked for. */
@@ -43,6 +46,12 @@ export interface ProxyOptions {
   limits?: Partial<ProxyLimits>;
   engine?: EngineChoice;
   spliceEngine?: SpliceEngine;
+  /**
+   * Who accepts and reads the handshakes. 'native': the addon, with no net.Socket on the CONNECT
+   * path (Linux, the splice engine; not with engine 'js'). 'node': net.Server and net.Socket.
+   * 'auto' (the default): native where it can be.
+   */
+  accept?: AcceptPath;
   /** Address given to SOCKS5 UDP clients as where to send datagrams (behind NAT: the public one). */
   udpAdvertise?: string;
   lookup?: LookupAll;
