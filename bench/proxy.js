@@ -12,6 +12,8 @@
 //   direct      no proxy: the client talks to the target itself, no SOCKS (the load driver's ceiling)
 //   splice      node dist/cli/main.js proxy --engine splice --log-level silent (info in bulk runs, to check
 //               from its `connection closed` records that every pair used the engine and carried every byte)
+//   splice-t0   the same with --threads 0: the splice loop on the main thread
+//   splice-node the same with --accept node: net.Server and net.Socket for the handshake
 //   js          the same with --engine js
 //   microsocks  microsocks -i 127.0.0.1 -p P                  (a thread per connection)
 //   dante       danted -f <generated danted.conf> -N 1 -p <tmp>  (foreground; forks negotiate, request
@@ -56,7 +58,15 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'js', 'microsocks', 'dante'];
+const ALL = ['direct', 'splice', 'splice-t0', 'splice-node', 'js', 'microsocks', 'dante'];
+// splicer's rows and their flags: splice accepts on the addon's native path (auto picks it), splice-node on net.Server.
+const SPLICER_ROWS = {
+  splice: ['--engine', 'splice'],
+  'splice-node': ['--engine', 'splice', '--accept', 'node'],
+  'splice-t0': ['--engine', 'splice', '--threads', '0'],
+  js: ['--engine', 'js'],
+};
+const isSplicer = (name) => Object.hasOwn(SPLICER_ROWS, name);
 const TESTS = ['conn', 'bulk'];
 
 // ---------------------------------------------------------------------------------------------
@@ -136,7 +146,7 @@ const cliJs = path.join(root, 'dist', 'cli', 'main.js');
 
 const skipped = {};
 const servers = only.filter((f) => {
-  if ((f === 'splice' || f === 'js') && !existsSync(cliJs)) skipped[f] = 'dist/cli/main.js missing (npx tsc -p tsconfig.build.json)';
+  if (isSplicer(f) && !existsSync(cliJs)) skipped[f] = 'dist/cli/main.js missing (npx tsc -p tsconfig.build.json)';
   else if (f === 'microsocks' && !microsocksBin) skipped[f] = 'microsocks not on PATH (apt-get install microsocks)';
   else if (f === 'dante' && !danteBin) skipped[f] = 'danted not on PATH (apt-get install dante-server)';
   else return true;
@@ -200,9 +210,9 @@ socks pass {
 async function startServer(name, driver, verbose) {
   if (name === 'direct') return { name, port: driver.rrPort, cp: null };
   const port = await freePort();
-  if (name === 'splice' || name === 'js') {
+  if (isSplicer(name)) {
     const limits = openCount > 0 ? ['--max-connections', String(openCount + 10000), '--max-per-client', String(openCount + 5000)] : [];
-    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, '--engine', name,
+    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, ...SPLICER_ROWS[name],
       '--log-level', verbose ? 'info' : 'silent', '--grace', '0', ...limits]);
     await waitListening(port, cp, 15000);
     return { name, port, cp };
@@ -398,7 +408,7 @@ async function measureBulk(name, streams) {
   try {
     driver = await startDriver();
     // splicer at info level: one `connection closed` record per pair, to check engine and bytes.
-    const verbose = name === 'splice' || name === 'js';
+    const verbose = isSplicer(name);
     srv = await startServer(name, driver, verbose);
     const socks = name === 'direct' ? 0 : 1;
     if (warmupBytes > 0) {
@@ -520,7 +530,7 @@ function failNote(r) {
 
 function ratioBullets(rows, specs) {
   const out = [];
-  for (const name of ['splice', 'js']) {
+  for (const name of Object.keys(SPLICER_ROWS)) {
     const row = rows.find((r) => r.server === name);
     if (!row) continue;
     for (const ref of REFS) {

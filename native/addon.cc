@@ -56,7 +56,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     // The same bounds as SpliceEngine's: a thread count of 2^32 - 1 (what -1 casts to) would
     // start threads until the process runs out of them.
     EngineOptions engineOptions;
-    engineOptions.threads = static_cast<size_t>(OptionalIntegerArg(env, options.Get("threads"), "threads", 1, 64, 1));
+    // 0: the loop runs on this (the JS) thread, driven by libuv.
+    engineOptions.threads = static_cast<size_t>(OptionalIntegerArg(env, options.Get("threads"), "threads", 0, 64, 1));
+    uv_loop_t* jsLoop = nullptr;
+    if (engineOptions.threads == 0 && napi_get_uv_event_loop(env, &jsLoop) != napi_ok) {
+      throw Napi::Error::New(env, "no event loop for an engine on the JS thread");
+    }
     engineOptions.maxPipes = static_cast<size_t>(OptionalIntegerArg(env, options.Get("maxPipes"), "maxPipes", 1, 1 << 20, 256));
     engineOptions.maxPipeSize =
         static_cast<size_t>(OptionalIntegerArg(env, options.Get("maxPipeSize"), "maxPipeSize", 1, 1 << 30, 1 << 20));
@@ -78,7 +83,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
           },
           [send](std::vector<RecorderEvent>&& events) mutable {
             send(new Batch{{}, std::move(events)});
-          });
+          },
+          jsLoop);
     } catch (const SyscallError& err) {
       // The engine has joined what it started and closed what it opened; the TSFN is ours.
       ReleaseTsfn();

@@ -14,7 +14,7 @@
 namespace splicer {
 
 struct EngineOptions {
-  size_t threads = 1;
+  size_t threads = 1;  // 0: one loop on the JS thread (Loop::StartInline on `jsLoop`)
   size_t maxPipes = 256;
   size_t maxPipeSize = 1024 * 1024;
   size_t recordBufferBytes = 64 * 1024 * 1024;  // recorded bytes waiting for the writer, all files
@@ -44,7 +44,8 @@ class Engine {
   // Starts options.threads loops. Throws SyscallError when a loop cannot get its epoll set,
   // eventfd or thread; the loops already started are stopped and joined and every fd they
   // opened is closed before the exception leaves (the members' destructors do it).
-  Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents);
+  Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents,
+         uv_loop_s* jsLoop = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;

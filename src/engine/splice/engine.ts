@@ -58,11 +58,11 @@ export interface SpliceForwardOptions {
   record?: SpliceRecordOptions;
 }
 
-function positiveInteger(name: string, value: unknown, fallback: number, max: number): number {
+function positiveInteger(name: string, value: unknown, fallback: number, max: number, min = 1): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
   }
   return value;
 }
@@ -95,7 +95,7 @@ export class SpliceEngine {
   #drained: (() => void) | undefined;
 
   constructor(options: SpliceEngineOptions = {}) {
-    const threads = positiveInteger('threads', options.threads, 1, 64);
+    const threads = positiveInteger('threads', options.threads, 1, 64, 0);
     const maxPipes = positiveInteger('maxPipes', options.maxPipes, 256, 1 << 20);
     const maxPipeSize = positiveInteger('maxPipeSize', options.maxPipeSize, 1 << 20, 1 << 30);
     const recordBufferBytes = positiveInteger('recordBufferBytes', options.recordBufferBytes, 64 << 20, 2 ** 40);

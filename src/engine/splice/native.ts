@@ -94,7 +94,12 @@ export interface NativeEngineStats {
  * (NaN, Infinity, fractions, 0) a RangeError naming the option. Absent: the default.
  */
 export interface NativeEngineOptions {
-  /** Loop threads, each with its own epoll set: 1 to 64. Default 1. */
+  /**
+   * Loop threads, each with its own epoll set: 0 to 64. Default 1. 0: one loop on the JS
+   * thread, driven by libuv (no thread switch per pair: cheapest for many short connections,
+   * and what each of several worker processes wants); pairs then share that thread's time
+   * with JS.
+   */
   threads?: number;
   /** Pipes the engine may hold at once, 1 to 2^20; past that, pairs use read/write. Default 256. */
   maxPipes?: number;
