@@ -2,7 +2,7 @@
 // was bound, and keep accepting when accept() fails (EMFILE, ENFILE).
 import dns from 'node:dns/promises';
 import net from 'node:net';
-import type { HostPort } from './host-port.js';
+import { formatHostPort, type HostPort } from './host-port.js';
 import type { Logger } from '../logger.js';
 
 /**
@@ -61,7 +61,14 @@ export class Listeners {
   /** The fd of a socket listening on `address` (its name resolved as Node's listen() would). */
   async #openFd(open: OpenListenFd, address: HostPort): Promise<number> {
     const host = net.isIP(address.host) ? address.host : (await dns.lookup(address.host)).address;
-    const fd = open(host, address.port);
+    let fd: number;
+    try {
+      fd = open(host, address.port);
+    } catch (err) {
+      // As Node words its own: "listen EADDRINUSE: address already in use 127.0.0.1:1080" names the address.
+      if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
+      throw err;
+    }
     if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`listenFd returned ${String(fd)}, not an fd`);
     return fd;
   }
