@@ -40,6 +40,8 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     logger,
   });
   const bound = await forwarder.listen();
+  // Before the startup line: whoever sees it may stop the process at once.
+  onStopSignal(logger, options.grace, forwarder, spliceEngine);
   logger.info(
     {
       listen: bound.map(formatHostPort),
@@ -50,7 +52,6 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     },
     'forwarding',
   );
-  onStopSignal(logger, options.grace, forwarder, spliceEngine);
   if (role) workerListening(bound, logger);
 }
 

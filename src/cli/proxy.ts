@@ -75,6 +75,8 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const server = createProxyServer({ ...proxyOptions, spliceEngine });
   const bound = await server.listen();
+  // Before the startup line: whoever sees it may stop the process at once.
+  onStopSignal(logger, options.grace, server, spliceEngine);
   logger.info(
     {
       listen: bound.map(formatHostPort),
@@ -87,7 +89,6 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
     },
     'proxy listening',
   );
-  onStopSignal(logger, options.grace, server, spliceEngine);
   if (role) workerListening(bound, logger);
 }
 

@@ -113,7 +113,12 @@ interface ListeningMessage {
  * supervisor killed outright does not leave workers serving on their own.
  */
 export function workerListening(addresses: HostPort[], logger: Logger): void {
-  process.once('disconnect', () => process.kill(process.pid, 'SIGTERM'));
+  process.once('disconnect', () => {
+    // Its stdout went with it: a line written to it now could only fail (and pino's exit flush
+    // retries a broken pipe for ever).
+    logger.level = 'silent';
+    process.kill(process.pid, 'SIGTERM');
+  });
   // After the startup line is written, so that the supervisor's "workers started" comes after it.
   logger.flush(() => process.send?.({ type: 'listening', addresses } satisfies ListeningMessage));
 }
