@@ -3,12 +3,14 @@
 // npm `socks` client, bytes hashed end to end; which worker holds a connection is read from /proc.
 import fs from 'node:fs';
 import type net from 'node:net';
+import os from 'node:os';
 import { SocksClient } from 'socks';
 import { afterEach, describe, expect, it } from 'vitest';
 import { portOf, runCli, startCli, type CliProcess, type LogLine } from './cli-harness.js';
 import * as h from './helpers.js';
 import { KiB } from './helpers.js';
 import { needsSplice } from './policy.js';
+import { workersArg } from '../src/cli/workers.js';
 
 afterEach(h.closeAll);
 
@@ -221,6 +223,29 @@ describe('--workers 2 (SO_REUSEPORT, the addon)', () => {
     expect(await run.stop()).toBe(0);
   });
 
+  it('proxy: SIGHUP goes to every worker, the supervisor stays, and the group serves on', async (ctx) => {
+    needsSplice(ctx);
+    const echo = await h.startEchoServer();
+    const run = await startWorkers('proxy', []);
+    run.child.kill('SIGHUP');
+    const passed = await run.waitFor('SIGHUP passed to the workers');
+    expect(new Set(passed.pids as number[])).toEqual(new Set(run.pids));
+    // Whatever a worker does with SIGHUP (today Node's default ends it, and it is started again), the
+    // port is served again soon after.
+    const deadline = Date.now() + STARTUP_MS;
+    for (;;) {
+      try {
+        await batch(4, 4, () => socks5(run.port, echo.port));
+        break;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await h.sleep(200);
+      }
+    }
+    expect(alive(run.child.pid!)).toBe(true);
+    expect(await run.stop()).toBe(0);
+  });
+
   it('workers stop (draining) when the supervisor is killed outright', async (ctx) => {
     needsSplice(ctx);
     const run = await startWorkers('forward', ['--to', '127.0.0.1:9']);
@@ -252,6 +277,11 @@ describe('--workers refused where it cannot hold', () => {
       expect(status).not.toBe(0);
       expect(stderr).toContain(message);
     }
+  });
+
+  it('--workers auto is one per CPU this process may use', () => {
+    expect(workersArg('auto')).toBe(Math.min(os.availableParallelism(), 256));
+    expect(workersArg(' 3 ')).toBe(3);
   });
 
   it('relay --api: its state lives in one process', () => {
