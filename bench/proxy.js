@@ -5,7 +5,7 @@
 //   node bench/proxy.js [--only direct,splice,js,microsocks,dante] [--tests conn,bulk]
 //                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 1000] [--open 0]
 //                       [--gib 1] [--streams 1,8] [--warmup-mib 64] [--runs 3] [--timeout 120]
-//                       [--json FILE]
+//                       [--workers 1,2] [--json FILE]
 //   npm run bench:proxy -- [options]
 //
 // Servers (each started fresh for every measurement, warmed up first; missing ones are skipped):
@@ -15,6 +15,8 @@
 //   splice-t0   the same with --threads 0: the splice loop on the main thread
 //   splice-node the same with --accept node: net.Server and net.Socket for the handshake
 //   js          the same with --engine js
+//   --workers N[,M...]  splice and js run with --workers N (each worker its own SO_REUSEPORT socket); with
+//               more than one level, a row per level: splice-w1, splice-w2, js-w1... (default 1: rows splice, js)
 //   microsocks  microsocks -i 127.0.0.1 -p P                  (a thread per connection)
 //   dante       danted -f <generated danted.conf> -N 1 -p <tmp>  (foreground; forks negotiate, request
 //               and io children: their CPU is counted too, see below)
@@ -41,10 +43,10 @@
 // machine the clients and the target cost little next to the proxy and the proxy is the limit
 // (the `direct` row shows the driver's own ceiling).
 // Proxy CPU: utime+stime+cutime+cstime from /proc/<pid>/stat of the proxy and of every live
-// descendant (Dante's children), read before and after the measured part.
+// descendant (Dante's children, splicer's workers and their supervisor), read before and after the measured part.
 // Everything has a timeout; every child is killed on exit, SIGINT and SIGTERM.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir, release, cpus, loadavg } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
@@ -88,6 +90,7 @@ const { values: opt } = parseArgs({
     runs: { type: 'string', default: '3' },
     timeout: { type: 'string', default: '120' },
     json: { type: 'string' },
+    workers: { type: 'string', default: '1' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -111,6 +114,7 @@ const streamLevels = ints(opt.streams);
 const warmupBytes = Math.round(Number(opt['warmup-mib']) * 2 ** 20);
 const runs = Number(opt.runs);
 const timeoutMs = Number(opt.timeout) * 1000;
+const workerLevels = ints(opt.workers);
 const CONN_TIMEOUT_S = 5; // one connection of the conn test stuck longer than this counts as failed
 const bad = [];
 if (!Number.isInteger(count) || count < 1) bad.push('--count: an integer >= 1');
@@ -124,6 +128,7 @@ if (streamLevels.length === 0 || streamLevels.some((s) => !Number.isInteger(s) |
 if (!(warmupBytes >= 0)) bad.push('--warmup-mib >= 0');
 if (!Number.isInteger(runs) || runs < 1) bad.push('--runs: an integer >= 1');
 if (!(timeoutMs > 0)) bad.push('--timeout > 0');
+if (workerLevels.length === 0 || workerLevels.some((w) => !Number.isInteger(w) || w < 1 || w > 64)) bad.push('--workers: integers 1..64');
 const only = opt.only ? list(opt.only) : ALL;
 for (const f of only) if (!ALL.includes(f)) bad.push(`--only: unknown server ${f} (known: ${ALL.join(', ')})`);
 const tests = list(opt.tests);
@@ -151,7 +156,16 @@ const servers = only.filter((f) => {
   else if (f === 'dante' && !danteBin) skipped[f] = 'danted not on PATH (apt-get install dante-server)';
   else return true;
   return false;
-});
+}).flatMap((f) => (isSplicer(f) && (workerLevels.length > 1 || workerLevels[0] !== 1)
+  ? workerLevels.map((w) => (workerLevels.length > 1 ? `${f}-w${w}` : f))
+  : [f]));
+
+/** A row's splicer flags and worker count: splice-w2 → { flags: ['--engine', 'splice'], workers: 2 }; null for others. */
+function splicerRow(name) {
+  const m = /^(.+?)(?:-w(\d+))?$/.exec(name);
+  if (!m || !isSplicer(m[1])) return null;
+  return { flags: SPLICER_ROWS[m[1]], workers: m[2] ? Number(m[2]) : workerLevels[0] };
+}
 for (const [f, why] of Object.entries(skipped)) log(`skipping ${f}: ${why}`);
 
 // ---------------------------------------------------------------------------------------------
@@ -210,11 +224,14 @@ socks pass {
 async function startServer(name, driver, verbose) {
   if (name === 'direct') return { name, port: driver.rrPort, cp: null };
   const port = await freePort();
-  if (isSplicer(name)) {
+  const splicer = splicerRow(name);
+  if (splicer) {
     const limits = openCount > 0 ? ['--max-connections', String(openCount + 10000), '--max-per-client', String(openCount + 5000)] : [];
-    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, ...SPLICER_ROWS[name],
-      '--log-level', verbose ? 'info' : 'silent', '--grace', '0', ...limits]);
+    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, ...splicer.flags,
+      '--log-level', verbose ? 'info' : 'silent', '--grace', '0', '--workers', String(splicer.workers), ...limits]);
     await waitListening(port, cp, 15000);
+    // Worker 0 listens first: wait until every worker holds its socket, or the first ones take all the load.
+    if (splicer.workers > 1) await waitWorkersListening(cp, port, splicer.workers, 30000);
     return { name, port, cp };
   }
   if (name === 'microsocks') {
@@ -238,6 +255,26 @@ async function startServer(name, driver, verbose) {
     return { name, port, cp, dir };
   }
   throw new Error(`unknown server ${name}`);
+}
+
+/** Resolves once `n` descendants of the supervisor each hold a socket listening on `port` (/proc). */
+async function waitWorkersListening(cp, port, n, ms) {
+  const deadline = Date.now() + ms;
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (;;) {
+    const listening = new Set(readFileSync('/proc/net/tcp', 'utf8').split('\n').map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[1]?.endsWith(hex) && f[3] === '0A').map((f) => f[9]));
+    let holders = 0;
+    for (const pid of childPids(cp.pid)) {
+      try {
+        const fds = readdirSync(`/proc/${pid}/fd`);
+        if (fds.some((fd) => { try { return listening.has(readlinkSync(`/proc/${pid}/fd/${fd}`).slice(8, -1)); } catch { return false; } })) holders++;
+      } catch { /* gone */ }
+    }
+    if (holders >= n) return;
+    if (Date.now() > deadline) throw new Error(`${holders}/${n} workers listening on ${port} after ${ms / 1000} s`);
+    await sleep(50);
+  }
 }
 
 async function stopServer(srv) {
@@ -408,7 +445,7 @@ async function measureBulk(name, streams) {
   try {
     driver = await startDriver();
     // splicer at info level: one `connection closed` record per pair, to check engine and bytes.
-    const verbose = isSplicer(name);
+    const verbose = splicerRow(name) !== null;
     srv = await startServer(name, driver, verbose);
     const socks = name === 'direct' ? 0 : 1;
     if (warmupBytes > 0) {
@@ -457,7 +494,7 @@ async function measureBulk(name, streams) {
     if (verbose) {
       const problems = [];
       if (recs.length < streams) problems.push(`${recs.length}/${streams} connection records`);
-      const wrong = recs.filter((x) => x.engine !== name);
+      const wrong = recs.filter((x) => x.engine !== splicerRow(name).engine);
       if (wrong.length) problems.push(`${wrong.length} pairs used engine ${wrong[0].engine ?? '(none)'} (outcome ${wrong[0].outcome})`);
       const sum = recs.reduce((s, x) => s + (x.bytesUp || 0), 0);
       if (recs.length >= streams && sum !== totalBytes) problems.push(`proxy reported ${sum} bytes up, expected ${totalBytes}`);
@@ -530,7 +567,7 @@ function failNote(r) {
 
 function ratioBullets(rows, specs) {
   const out = [];
-  for (const name of Object.keys(SPLICER_ROWS)) {
+  for (const name of servers.filter((f) => splicerRow(f))) {
     const row = rows.find((r) => r.server === name);
     if (!row) continue;
     for (const ref of REFS) {
@@ -585,7 +622,7 @@ function printTables({ conn, bulk }) {
   out.push('');
   out.push('Ratios are row / reference (conn/s and GB/s: above 1 is better; latency and CPU: below 1 is better).');
   out.push('Latency = connect() start to the last response byte; handshake = connect() start to the SOCKS5 CONNECT reply.');
-  out.push('Proxy CPU = utime+stime+cutime+cstime of the proxy and its live descendants (Dante\'s children), /proc.');
+  out.push('Proxy CPU = utime+stime+cutime+cstime of the proxy and its live descendants (Dante\'s children, splicer\'s workers), /proc.');
   out.push('direct = no proxy (the load driver alone: its ceiling). Load driver: bench/socksload.c (C, 2 epoll threads).');
   for (const [f, why] of Object.entries(skipped)) out.push(`Skipped ${f}: ${why}.`);
   process.stdout.write(out.join('\n') + '\n');
@@ -667,6 +704,7 @@ async function main() {
       conn: { count, clients: clientLevels, maxSeconds, size, warmup, connTimeoutSeconds: CONN_TIMEOUT_S },
       bulk: { gib, bytes: totalBytes, streams: streamLevels, warmupBytes, timeoutSeconds: timeoutMs / 1000 },
       runs,
+      workers: workerLevels,
       loadavgStart: load0,
       loadavgEnd: load1,
       git: (() => {
@@ -696,6 +734,7 @@ async function main() {
         'vs.<ref>.<metric> = this row / the reference row',
         'dante: danted -f <tmp>/danted.conf -N 1, clientmethod none, socksmethod none, internal/external 127.0.0.1',
         'microsocks: microsocks -i 127.0.0.1 -p P',
+        'splice/js rows: dist/cli/main.js proxy --workers N (splice-wN / js-wN when several levels are given); their CPU is the supervisor\'s and every worker\'s',
       ],
     },
     conn: strip(summary.conn),

@@ -4,6 +4,7 @@ import type { EngineChoice, EngineName } from '../engine/contract.js';
 import type { Logger } from '../logger.js';
 import type { Credentials } from './auth.js';
 import type { LookupAll } from '../net/dial.js';
+import type { OpenListenFd } from '../net/listeners.js';
 import type { ProxyCommand, Rule } from './rules.js';
 
 export type ProxyProtocol = 'socks4' | 'socks4a' | 'socks5' | 'http';
@@ -29,6 +30,8 @@ export type AcceptPath = (typeof ACCEPT_PATHS)[number];
 
 export interface ProxyOptions {
   listen: HostPort[];
+  /** Listen on sockets this makes (SO_REUSEPORT ones, one per worker process) rather than Node's. */
+  listenFd?: OpenListenFd;
   /** Users; when empty, no authentication is asked for. */
   credentials?: Credentials;
   /** Accept a client that sends an empty username and password when auth is on. */

@@ -94,7 +94,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#options = options;
     // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
-    this.#listeners = new Listeners((socket) => this.#accept(socket), { logger: options.logger });
+    this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
     this.#native = nativeAccept(options);
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
