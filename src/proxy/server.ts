@@ -124,7 +124,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     if (!this.#native) return this.#listeners.listen(this.#options.listen);
     const acceptor: Acceptor = new Acceptor({ onConnection: (id, host, port) => this.#acceptNative(acceptor, id, host, port), logger: this.#options.logger });
     try {
-      const bound = await acceptor.listen(this.#options.listen);
+      const bound = await acceptor.listen(this.#options.listen, { listenFd: this.#options.listenFd });
       this.#acceptor = acceptor;
       return bound;
     } catch (err) {

@@ -6,7 +6,8 @@
 import dns from 'node:dns';
 import net from 'node:net';
 import { getSystemErrorName } from 'node:util';
-import type { HostPort } from '../../net/host-port.js';
+import { formatHostPort, type HostPort } from '../../net/host-port.js';
+import type { OpenListenFd } from '../../net/listeners.js';
 import type { Connector } from '../../net/dial.js';
 import type { Logger } from '../../logger.js';
 import { ACCEPTOR_EVENT, loadNative, type NativeAcceptor } from './native.js';
@@ -67,15 +68,24 @@ export class Acceptor {
   }
 
   /**
-   * Binds every address (names are resolved first: the addon takes numeric hosts); on a failure
-   * closes what was bound and rejects with the bind's error (EADDRINUSE...).
+   * Binds every address (names are resolved first: the addon takes numeric hosts), on sockets
+   * `listenFd` makes (workers: SO_REUSEPORT) or the addon's plain ones; on a failure closes what
+   * was bound and rejects with the bind's error (EADDRINUSE...).
    */
-  async listen(addresses: readonly HostPort[], options: { reusePort?: boolean; backlog?: number } = {}): Promise<HostPort[]> {
+  async listen(addresses: readonly HostPort[], options: { listenFd?: OpenListenFd } = {}): Promise<HostPort[]> {
     const binding = loadNative().binding!;
+    const open = options.listenFd ?? ((host: string, port: number) => binding.openListener(host, port));
     try {
       for (const address of addresses) {
         const host = net.isIP(address.host) ? address.host : (await dns.promises.lookup(address.host)).address;
-        const fd = binding.openListener(host, address.port, options.backlog ?? 511, options.reusePort ?? false);
+        let fd: number;
+        try {
+          fd = open(host, address.port);
+        } catch (err) {
+          // As Node words its own: the error names the address.
+          if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
+          throw err;
+        }
         this.#listeners.push(this.#native.listen(fd));
       }
     } catch (err) {
