@@ -164,6 +164,8 @@ int HandshakeIo::Release(uint64_t id) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return -1;
   int fd = it->second.fd;
+  // A disarmed registration (a connect's, one-shot) can stay: it reports nothing, and leaves
+  // the set when its new owner closes the fd.
   if (it->second.watched != 0) epoll_ctl(epollFd_.Get(), EPOLL_CTL_DEL, fd, nullptr);
   connections_.erase(it);
   UpdateRef();
@@ -307,9 +309,10 @@ void HandshakeIo::FinishConnect(uint64_t id, Connection& connection) {
   sockaddr_storage local{};
   socklen_t length = sizeof(local);
   getsockname(connection.fd, reinterpret_cast<sockaddr*>(&local), &length);
-  // Held: not read until JS decides (the upstream's first bytes belong to the splice).
+  // Held: not read until JS decides (the upstream's first bytes belong to the splice). The
+  // one-shot registration has disarmed itself: it stays in the set, reporting nothing.
   connection.state = State::kHeld;
-  Watch(connection, id);
+  connection.watched = 0;
   events_->Connected(id, 0, &local);
 }
 
@@ -345,7 +348,9 @@ bool HandshakeIo::Flush(uint64_t id, Connection& connection) {
 void HandshakeIo::Watch(Connection& connection, uint64_t id) {
   uint32_t wanted = 0;
   switch (connection.state) {
-    case State::kConnecting: wanted = EPOLLOUT; break;
+    // One-shot: once the outcome is in, the registration disarms itself, and a held connection
+    // costs no epoll_ctl until it is released.
+    case State::kConnecting: wanted = EPOLLOUT | EPOLLONESHOT; break;
     case State::kHeld: wanted = 0; break;
     case State::kReading:
     case State::kEnding: wanted = connection.eof ? 0u : static_cast<uint32_t>(EPOLLIN); break;
@@ -355,8 +360,9 @@ void HandshakeIo::Watch(Connection& connection, uint64_t id) {
   epoll_event event{};
   event.events = wanted;
   event.data.u64 = id;
-  int op = connection.watched == 0 ? EPOLL_CTL_ADD : wanted == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
+  int op = !connection.registered ? EPOLL_CTL_ADD : wanted == 0 ? EPOLL_CTL_DEL : EPOLL_CTL_MOD;
   epoll_ctl(epollFd_.Get(), op, connection.fd, &event);
+  connection.registered = wanted != 0;
   connection.watched = wanted;
 }
 

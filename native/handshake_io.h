@@ -85,7 +85,8 @@ class HandshakeIo {
     State state = State::kReading;
     bool eof = false;
     int connectError = 0;  // connect() refused at once
-    uint32_t watched = 0;  // the epoll events asked for
+    uint32_t watched = 0;     // the epoll events asked for (0: none, or a one-shot that fired)
+    bool registered = false;  // in the epoll set, armed or not
     std::string outbox;
   };
   struct Listener {
