@@ -192,12 +192,16 @@ describe('new SpliceEngine() when no thread can be had (child with RLIMIT_AS jus
 describe('SpliceEngine options', () => {
   // Checked before the addon is loaded: the same errors with or without it.
   const limits = { threads: 64, maxPipes: 2 ** 20, maxPipeSize: 2 ** 30, recordBufferBytes: 2 ** 40 } as const;
+  // threads 0 is the loop on the JS thread.
+  const minimum = { threads: 0, maxPipes: 1, maxPipeSize: 1, recordBufferBytes: 1 } as const;
   const names = Object.keys(limits) as (keyof typeof limits)[];
 
-  it.each(names)('%s: 0, negative, fractional, NaN, Infinity or past its maximum is a RangeError naming it and its range', (name) => {
-    for (const value of [0, -1, 1.5, NaN, Infinity, -Infinity, limits[name] + 1]) {
+  it.each(names)('%s: below its minimum, fractional, NaN, Infinity or past its maximum is a RangeError naming it and its range', (name) => {
+    for (const value of [minimum[name] - 1, -1, 1.5, NaN, Infinity, -Infinity, limits[name] + 1]) {
       expect(() => new SpliceEngine({ [name]: value }), `${name}: ${value}`).toThrow(RangeError);
-      expect(() => new SpliceEngine({ [name]: value }), `${name}: ${value}`).toThrow(`${name} must be an integer from 1 to ${limits[name]}, got ${String(value)}`);
+      expect(() => new SpliceEngine({ [name]: value }), `${name}: ${value}`).toThrow(
+        `${name} must be an integer from ${minimum[name]} to ${limits[name]}, got ${String(value)}`,
+      );
     }
   });
 
