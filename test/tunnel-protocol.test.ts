@@ -1,5 +1,6 @@
 // The tunnel's wire formats: every message whole, byte by byte and coalesced with what follows; every
 // error as early as the bytes prove it; random input never throws (fast-check).
+import { createHmac } from 'node:crypto';
 import net from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -254,6 +255,26 @@ describe('auth digests', () => {
     expect(new Set(values).size).toBe(3);
     const key = sessionKey('token', cn, sn, sid);
     expect(dataMac(key, sid, 1)).not.toEqual(dataMac(key, sid, 2));
+  });
+
+  it('computes every digest as docs/tunnel-protocol.md writes it: HMAC-SHA256(key, label 00 fields), request ids as u64', () => {
+    const hmac = (key: string | Buffer, ...parts: (string | Buffer)[]) => {
+      const h = createHmac('sha256', key);
+      for (const part of parts) h.update(part);
+      return h.digest();
+    };
+    const sid = Buffer.alloc(16, 3);
+    const id = Buffer.concat([Buffer.from([0, 2]), Buffer.from('c1')]);
+    expect(clientProof('token', cn, sn, 'c1')).toEqual(hmac('token', 'splicer-tunnel/1 client\0', cn, sn, id));
+    expect(serverProof('token', cn, sn, sid)).toEqual(hmac('token', 'splicer-tunnel/1 server\0', cn, sn, sid));
+    const key = sessionKey('token', cn, sn, sid);
+    expect(key).toEqual(hmac('token', 'splicer-tunnel/1 session\0', cn, sn, sid));
+    // Ids past 2^32 and up to 2^53 - 1 (the largest a request id may be) keep every bit.
+    for (const request of [1, 0xffff_ffff, 2 ** 32, 2 ** 32 + 5, 2 ** 40 + 2 ** 31, Number.MAX_SAFE_INTEGER]) {
+      const u64 = Buffer.alloc(8);
+      u64.writeBigUInt64BE(BigInt(request));
+      expect(dataMac(key, sid, request)).toEqual(hmac(key, 'splicer-tunnel/1 data\0', sid, u64));
+    }
   });
 
   it('compares in constant time, any lengths', () => {

@@ -3,11 +3,10 @@
 // match is a stream: START on the data connection, then forward(), then one record.
 import type net from 'node:net';
 import { RunningTasks } from '../net/drain.js';
-import { formatHostPort } from '../net/host-port.js';
-import { forward } from '../engine/forward.js';
+import { forward, type ForwardOptions } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
-import { DATA_ERROR, dataErrorName, dataMac, encodeDataError, encodeStart, publicAddressOf, safeEqual, type ConnectionStart } from './protocol.js';
-import { endWith, round, type IdleData, type PublicTunnel, type ServerContext, type Session, type Waiting } from './server-context.js';
+import { DATA_ERROR, dataErrorName, dataMac, encodeDataError, encodeStart, publicAddressOf, safeEqual, type ConnectionStart, type PublicAddress } from './protocol.js';
+import { endWith, ignore, logsInfo, round, type IdleData, type PublicTunnel, type ServerContext, type Session, type Waiting } from './server-context.js';
 import type { ServerConnectionRecord } from './server-events.js';
 
 /** Requests for data connections outstanding at once, per session. */
@@ -18,6 +17,7 @@ export class Streams {
   readonly #findSession: (idText: string) => Session | undefined;
   readonly #streams = new RunningTasks();
   #nextStream = 1;
+  #forward: ForwardOptions | undefined;
 
   constructor(ctx: ServerContext, findSession: (idText: string) => Session | undefined) {
     this.#ctx = ctx;
@@ -34,9 +34,9 @@ export class Streams {
   }
 
   onPublic(tunnel: PublicTunnel, socket: net.Socket): void {
-    socket.on('error', () => {});
+    socket.on('error', ignore);
     const session = tunnel.session;
-    const waiting: Waiting = { socket, tunnel, client: publicAddressOf(socket.remoteAddress, socket.remotePort), accepted: performance.now() };
+    const waiting: Waiting = { socket, tunnel, accepted: performance.now(), timer: undefined };
     if (session.closed || tunnel.closed) return this.dropPublic(waiting, 'session-closed');
     if (this.#ctx.closing) return this.dropPublic(waiting, 'shutdown');
     const idle = session.idle.shift();
@@ -58,17 +58,12 @@ export class Streams {
   /** A public client that will never get a data connection is reset, as a dead service would reset it. */
   dropPublic(waiting: Waiting, reason: 'no-data-connection' | 'session-closed' | 'limit' | 'shutdown'): void {
     clearTimeout(waiting.timer);
+    // Its address is read before the reset: a closed socket no longer has one.
+    const base = this.#recording() ? this.#recordBase(waiting, publicAddressOf(waiting.socket.remoteAddress, waiting.socket.remotePort)) : undefined;
     resetSocket(waiting.socket);
-    this.#report({
-      ...this.#recordBase(waiting),
-      streamId: null,
-      engine: null,
-      bytesUp: 0,
-      bytesDown: 0,
-      waitMs: round(performance.now() - waiting.accepted),
-      durationMs: round(performance.now() - waiting.accepted),
-      reason,
-    });
+    if (!base) return;
+    const ms = round(performance.now() - waiting.accepted);
+    this.#report({ ...base, streamId: null, engine: null, bytesUp: 0, bytesDown: 0, waitMs: ms, durationMs: ms, reason });
   }
 
   /** Asks the client for as many data connections as the waiting public clients and the pool need. */
@@ -89,10 +84,10 @@ export class Streams {
   }
 
   /** A data connection past its preamble: authenticated against its session and request, then matched or pooled. */
-  serveData(socket: net.Socket, remote: string, start: Extract<ConnectionStart, { kind: 'data' }>): void {
+  serveData(socket: net.Socket, remote: () => string, start: Extract<ConnectionStart, { kind: 'data' }>): void {
     const refuse = (code: number, message: string, clientId?: string) => {
       endWith(socket, encodeDataError(code, message));
-      this.#ctx.reject({ remote, kind: 'data', code: dataErrorName(code), message, clientId });
+      this.#ctx.reject({ remote: remote(), kind: 'data', code: dataErrorName(code), message, clientId });
     };
     if (this.#ctx.closing) return refuse(DATA_ERROR.SHUTTING_DOWN, 'the server is shutting down');
     const session = this.#findSession(start.sessionId.toString('hex'));
@@ -144,62 +139,73 @@ export class Streams {
   }
 
   #startStream(waiting: Waiting, data: net.Socket): void {
-    clearTimeout(waiting.timer);
-    const o = this.#ctx.o;
+    if (waiting.timer) clearTimeout(waiting.timer);
     const streamId = this.#nextStream++;
     const started = performance.now();
-    const base = this.#recordBase(waiting);
-    data.write(encodeStart(streamId, waiting.tunnel.name, waiting.client));
-    this.#ctx.events.emit('connectionOpen', { tunnel: base.tunnel, public: base.public, client: base.client, clientId: base.clientId, streamId });
-    const stream = forward(waiting.socket, data, {
-      engine: o.engine,
-      idleTimeout: o.idleTimeout,
-      signal: this.#streams.signal,
-      spliceEngine: o.spliceEngine,
-    })
-      .then(
-        (result) =>
-          this.#report({
-            ...base,
-            streamId,
-            engine: result.engine,
-            bytesUp: result.bytesAtoB,
-            bytesDown: result.bytesBtoA,
-            waitMs: round(started - waiting.accepted),
-            durationMs: round(performance.now() - waiting.accepted),
-            reason: result.reason,
-            ...(result.error ? { code: result.error.code } : {}),
-          }),
-        (err: NodeJS.ErrnoException) => {
-          resetSocket(waiting.socket);
-          data.destroy();
-          this.#report({
-            ...base,
-            streamId,
-            engine: null,
-            bytesUp: 0,
-            bytesDown: 0,
-            waitMs: round(started - waiting.accepted),
-            durationMs: round(performance.now() - waiting.accepted),
-            reason: 'error',
-            code: err.code ?? 'EIO',
-          });
-        },
-      );
+    const client = publicAddressOf(waiting.socket.remoteAddress, waiting.socket.remotePort);
+    data.write(encodeStart(streamId, waiting.tunnel.name, client));
+    const events = this.#ctx.events;
+    if (events.listenerCount('connectionOpen') > 0) {
+      const base = this.#recordBase(waiting, client);
+      events.emit('connectionOpen', { tunnel: base.tunnel, public: base.public, client: base.client, clientId: base.clientId, streamId });
+    }
+    const stream = forward(waiting.socket, data, this.#forwardOptions()).then(
+      (result) => {
+        if (!this.#recording()) return;
+        this.#report({
+          ...this.#recordBase(waiting, client),
+          streamId,
+          engine: result.engine,
+          bytesUp: result.bytesAtoB,
+          bytesDown: result.bytesBtoA,
+          waitMs: round(started - waiting.accepted),
+          durationMs: round(performance.now() - waiting.accepted),
+          reason: result.reason,
+          ...(result.error ? { code: result.error.code } : {}),
+        });
+      },
+      (err: NodeJS.ErrnoException) => {
+        resetSocket(waiting.socket);
+        data.destroy();
+        if (!this.#recording()) return;
+        this.#report({
+          ...this.#recordBase(waiting, client),
+          streamId,
+          engine: null,
+          bytesUp: 0,
+          bytesDown: 0,
+          waitMs: round(started - waiting.accepted),
+          durationMs: round(performance.now() - waiting.accepted),
+          reason: 'error',
+          code: err.code ?? 'EIO',
+        });
+      },
+    );
     this.#streams.run(stream);
   }
 
-  #recordBase(w: Waiting) {
-    return {
-      tunnel: w.tunnel.name,
-      public: formatHostPort({ host: w.tunnel.host, port: w.tunnel.port }),
-      client: w.client ? formatHostPort(w.client) : '?',
-      clientId: w.tunnel.session.clientId,
-    };
+  /** The same for every stream, so made once. */
+  #forwardOptions(): ForwardOptions {
+    const o = this.#ctx.o;
+    return (this.#forward ??= { engine: o.engine, idleTimeout: o.idleTimeout, signal: this.#streams.signal, spliceEngine: o.spliceEngine });
+  }
+
+  /** Whether a stream's record goes anywhere: built only then. */
+  #recording(): boolean {
+    return this.#ctx.events.listenerCount('connectionClose') > 0 || logsInfo(this.#ctx.o.logger);
+  }
+
+  #recordBase(w: Waiting, client: PublicAddress | null) {
+    return { tunnel: w.tunnel.name, public: w.tunnel.address, client: client ? addressText(client) : '?', clientId: w.tunnel.session.clientId };
   }
 
   #report(record: ServerConnectionRecord): void {
     this.#ctx.o.logger?.info(record, 'connection closed');
     this.#ctx.events.emit('connectionClose', record);
   }
+}
+
+/** A public client's address as records print it; `host` is an IP (publicAddressOf), so a colon means IPv6. */
+function addressText({ host, port }: PublicAddress): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
