@@ -8,6 +8,7 @@ import { createTunnelClient, createTunnelServer, defaultSpliceEngine, SpliceEngi
 import * as h from './helpers.js';
 import { KiB } from './helpers.js';
 import * as t from './tunnel-helpers.js';
+import { parseDataReply } from '../src/tunnel/protocol.js';
 import { spliceAvailable, spliceSkipReason } from './policy.js';
 
 const expectedEngine = spliceSkipReason ? 'js' : 'splice';
@@ -132,6 +133,45 @@ describe('streams through the tunnel', () => {
     // Taken from the pool: no round trip to the client while the public client waits.
     expect(Math.min(...waits)).toBeLessThan(5);
     expect(rejected).toEqual([]);
+  });
+
+  it('asks a client that reads count for its pool in one connect, carries streams on it, refills it, and lets each id in once', async () => {
+    const { address } = await t.startServer();
+    const raw = await t.rawLogin(address, { pool: 8, batch: true, tunnels: [{ name: 'web', port: 0 }] });
+    const registered = raw.peer.messages.items.find((m) => m.type === 'registered');
+    const port = registered?.type === 'registered' && registered.tunnels[0]!.ok ? registered.tunnels[0]!.port : 0;
+    expect(port).toBeGreaterThan(0);
+    const connects = () => raw.peer.messages.items.filter((m) => m.type === 'connect');
+    expect(await raw.peer.next('connect')).toEqual({ type: 'connect', id: 1, count: 8 });
+    // Each data connection records what the server sends it: START, then the public client's bytes.
+    const datas = await Promise.all(Array.from({ length: 8 }, (_, i) => raw.dataConnection(1 + i)));
+    const got = datas.map(() => [] as Buffer[]);
+    datas.forEach((d, i) => d.on('data', (chunk: Buffer) => got[i]!.push(chunk)));
+    let index = -1;
+    for (let n = 0; n < 4; n++) {
+      const payload = h.patternBytes(60 + n, 1000 + n);
+      const socket = await h.connectTo(port);
+      socket.write(payload);
+      // START and the payload reach one of the pooled data connections; its answer reaches the public client.
+      expect(await h.waitFor(() => (index = got.findIndex((parts) => Buffer.concat(parts).subarray(-payload.length).equals(payload))) >= 0, 5000)).toBe(true);
+      const answer = h.collectUntilEnd(socket);
+      datas[index]!.end(`answer ${n}`);
+      socket.end();
+      expect((await answer).toString()).toBe(`answer ${n}`);
+    }
+    // Refilled (when and by how many: the request policy test in tunnel-protocol.test.ts), from id 9 on.
+    expect(await h.waitFor(() => connects().length >= 2, 5000)).toBe(true);
+    expect(connects()[1]).toMatchObject({ type: 'connect', id: 9 });
+    // The id of a data connection that carried a stream is used up.
+    const again = t.received(await raw.dataConnection(index + 1));
+    expect(parseDataReply((await again).data)).toMatchObject({ status: 'ok', type: 'error', name: 'unknown-request' });
+  });
+
+  it('asks a client that does not read count for one data connection per connect, as before', async () => {
+    const { address } = await t.startServer();
+    const raw = await t.rawLogin(address, { pool: 4, tunnels: [{ name: 'web', port: 0 }] });
+    expect(await h.waitFor(() => raw.peer.messages.items.filter((m) => m.type === 'connect').length === 4, 5000)).toBe(true);
+    expect(raw.peer.messages.items.filter((m) => m.type === 'connect')).toEqual([1, 2, 3, 4].map((id) => ({ type: 'connect', id })));
   });
 
   it('resets the public client when the service refuses, and logs why on the client', async () => {

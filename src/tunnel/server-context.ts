@@ -42,6 +42,12 @@ export interface IdleData {
   release: () => void;
 }
 
+/** One `connect` sent: `left` of its ids are still open, until `timer` expires them. */
+export interface Request {
+  timer: NodeJS.Timeout;
+  left: number;
+}
+
 export interface Session {
   clientId: string;
   id: Buffer;
@@ -54,7 +60,10 @@ export interface Session {
   tunnels: Map<string, PublicTunnel>;
   idle: IdleData[];
   waiting: Waiting[];
-  requests: Map<number, NodeJS.Timeout>;
+  /** Open requests by id: each batch (one `connect`) expires as a whole, its ids one by one as they are used. */
+  requests: Map<number, Request>;
+  /** The client reads `count` in connect (it said `batch` in hello). */
+  batch: boolean;
   nextRequest: number;
   closed: boolean;
   done?: Promise<void>;
