@@ -4,7 +4,7 @@
 // 127.0.0.1 only.
 //
 //   node bench/tunnel.js [--only direct,splice,splice-pool,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
-//                        [--gib 1] [--streams 1,8] [--count 500] [--warmup 1000] [--idle 1000] [--pool 8] [--runs 3]
+//                        [--gib 1] [--streams 1,8] [--count 500] [--warmup 3000] [--idle 1000] [--pool 8] [--runs 3]
 //                        [--warmup-mib 64] [--ssh-cipher aes128-gcm@openssh.com] [--timeout 120] [--json FILE]
 //   npm run bench:tunnel -- [options]
 //
@@ -34,7 +34,8 @@
 //            and the echo service run in this process (the same for every setup: `p50 − direct` is
 //            the tunnel's own cost). The --warmup connections before them are measured too, as the
 //            cold figure: the first connections of fresh processes, while V8 still compiles the code
-//            they run (ssh, native code, gets 100 warm-up connections at most: each costs it 40 ms).
+//            they run (the CPU per connection of the tunnel's two processes stops falling after about
+//            2500; ssh, native code, gets 100 warm-up connections at most: each costs it 40 ms).
 //   idle     --idle connections opened through the tunnel to an echo service, each one round trip
 //            (so the whole path exists), then held idle: the tunnel processes' RSS growth per connection.
 // --runs N repeats everything (interleaved: every setup per measurement, then the next run) and
@@ -71,7 +72,7 @@ const { values: opt } = parseArgs({
     gib: { type: 'string', default: '1' },
     streams: { type: 'string', default: '1,8' },
     count: { type: 'string', default: '500' },
-    warmup: { type: 'string', default: '1000' },
+    warmup: { type: 'string', default: '3000' },
     idle: { type: 'string', default: '1000' },
     pool: { type: 'string', default: '8' },
     runs: { type: 'string', default: '3' },
