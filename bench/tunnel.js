@@ -3,8 +3,8 @@
 // side by side with `ssh -R` through a local sshd, and with no tunnel at all, in the same run, on
 // 127.0.0.1 only.
 //
-//   node bench/tunnel.js [--only direct,splice,splice-pool,js,tls,ssh] [--tests bulk,latency,idle]
-//                        [--gib 1] [--streams 1,8] [--count 500] [--idle 1000] [--pool 8] [--runs 3]
+//   node bench/tunnel.js [--only direct,splice,splice-pool,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
+//                        [--gib 1] [--streams 1,8] [--count 500] [--warmup 3000] [--idle 1000] [--pool 8] [--runs 3]
 //                        [--warmup-mib 64] [--ssh-cipher aes128-gcm@openssh.com] [--timeout 120] [--json FILE]
 //   npm run bench:tunnel -- [options]
 //
@@ -18,6 +18,9 @@
 //                engine carries the data, --pool 0
 //   ssh          sshd -D on a loopback port (throwaway host and user keys) and ssh -N -R, one remote
 //                forward per target, cipher --ssh-cipher (AES-GCM: the fastest here with AES-NI)
+//   forward      latency only: `splicer forward` (splice engine) in front of the echo service: one hop,
+//                no tunnel, for scale (a tunnelled connection is two such hops and a control message)
+//   relay        latency only: `splicer relay` (no toxic: spliced) in front of the echo service
 //
 // Measurements:
 //   bulk     --gib GiB one way (public client → service) through the published port of the sink, split
@@ -27,8 +30,12 @@
 //            `connection closed` records are checked: every stream on the expected engine, every byte.
 //   latency  --count connections one after another (1 client): connect(), 1 byte out, 1 byte back from
 //            an echo service, close. Latency is connect() start to that first byte back (p50, p99); CPU
-//            µs per connection of the tunnel's processes. The client and the echo service run in this
-//            process (the same for every setup: `p50 − direct` is the tunnel's own cost).
+//            µs per connection of the tunnel's processes (and of server and client apart). The client
+//            and the echo service run in this process (the same for every setup: `p50 − direct` is
+//            the tunnel's own cost). The --warmup connections before them are measured too, as the
+//            cold figure: the first connections of fresh processes, while V8 still compiles the code
+//            they run (the CPU per connection of the tunnel's two processes stops falling after about
+//            2500; ssh, native code, gets 100 warm-up connections at most: each costs it 40 ms).
 //   idle     --idle connections opened through the tunnel to an echo service, each one round trip
 //            (so the whole path exists), then held idle: the tunnel processes' RSS growth per connection.
 // --runs N repeats everything (interleaved: every setup per measurement, then the next run) and
@@ -53,7 +60,9 @@ import { sshUnavailable, startSshTunnel } from './tunnel-ssh.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'splice-pool', 'js', 'tls', 'ssh'];
+const ALL = ['direct', 'splice', 'splice-pool', 'js', 'tls', 'ssh', 'forward', 'relay'];
+/** One hop in front of the echo service: measured by the latency test only. */
+const HOPS = ['forward', 'relay'];
 const TESTS = ['bulk', 'latency', 'idle'];
 
 const { values: opt } = parseArgs({
@@ -63,6 +72,7 @@ const { values: opt } = parseArgs({
     gib: { type: 'string', default: '1' },
     streams: { type: 'string', default: '1,8' },
     count: { type: 'string', default: '500' },
+    warmup: { type: 'string', default: '3000' },
     idle: { type: 'string', default: '1000' },
     pool: { type: 'string', default: '8' },
     runs: { type: 'string', default: '3' },
@@ -84,6 +94,7 @@ const gib = Number(opt.gib);
 const totalBytes = Math.round(gib * GiB);
 const streamLevels = list(opt.streams).map(Number);
 const count = Number(opt.count);
+const warmup = Number(opt.warmup);
 const idleCount = Number(opt.idle);
 const pool = Number(opt.pool);
 const runs = Number(opt.runs);
@@ -95,6 +106,7 @@ const bad = [];
 if (!(gib > 0)) bad.push('--gib > 0');
 if (streamLevels.length === 0 || streamLevels.some((s) => !Number.isInteger(s) || s < 1 || s > 1024)) bad.push('--streams: integers 1..1024');
 if (!Number.isInteger(count) || count < 1 || count > 100000) bad.push('--count: 1..100000');
+if (!Number.isInteger(warmup) || warmup < 0 || warmup > 100000) bad.push('--warmup: 0..100000');
 if (!Number.isInteger(idleCount) || idleCount < 1 || idleCount > 5000) bad.push('--idle: 1..5000');
 if (!Number.isInteger(pool) || pool < 1 || pool > 64) bad.push('--pool: 1..64');
 if (!Number.isInteger(runs) || runs < 1) bad.push('--runs >= 1');
@@ -187,7 +199,22 @@ async function publishedPorts(cp, names, ms = 15000) {
 async function startSetup(name, driver, logLevel) {
   const targets = { sink: driver.sinkPort, echo: echoPort };
   if (name === 'direct') return { name, ports: targets, pids: [], stop: async () => {} };
-  if (name === 'ssh') return { name, ...(await startSshTunnel(targets, { cipher: opt['ssh-cipher'] })) };
+  if (HOPS.includes(name)) {
+    const port = await freePort();
+    const hop = spawnChild(process.execPath, [cliJs, name, '--listen', `${HOST}:${port}`, '--to', `${HOST}:${echoPort}`, '--engine', 'splice',
+      '--log-level', logLevel, '--grace', '0']);
+    try {
+      await waitListening(port, hop, 15000);
+    } catch (err) {
+      await stopChild(hop).catch(() => {});
+      throw err;
+    }
+    return { name, ports: { echo: port }, pids: [hop.pid], roles: { [name]: [hop.pid] }, stop: () => stopChild(hop, 3000) };
+  }
+  if (name === 'ssh') {
+    const ssh = await startSshTunnel(targets, { cipher: opt['ssh-cipher'] });
+    return { name, ...ssh, roles: { server: [ssh.pids[0]], client: [ssh.pids[1]] } };
+  }
   const engine = name === 'js' ? 'js' : name === 'tls' ? 'auto' : 'splice';
   const listenPort = await freePort();
   const tlsServer = [];
@@ -207,7 +234,7 @@ async function startSetup(name, driver, logLevel) {
       ...Object.entries(targets).flatMap(([n, p]) => ['--expose', `${n}=${HOST}:${p}@0`])]);
     const ports = await publishedPorts(client, Object.keys(targets));
     return {
-      name, ports, pids: [server.pid, client.pid], server, client,
+      name, ports, pids: [server.pid, client.pid], roles: { server: [server.pid], client: [client.pid] }, server, client,
       async stop() {
         await stopChild(client, 3000);
         await stopChild(server, 3000);
@@ -354,9 +381,17 @@ async function measureLatency(name) {
     driver = await startDriver();
     setup = await startSetup(name, driver, 'silent');
     const port = setup.ports.echo;
-    for (let i = 0; i < Math.min(100, count); i++) await roundTrip(port);
+    // A connection to start the processes' lazy parts (the first accept, the engine's thread), not counted.
+    await roundTrip(port);
+    await sleep(100);
+    const warm = name === 'ssh' ? Math.min(warmup, 100) : warmup;
+    const cold0 = treeCpu(setup.pids);
+    for (let i = 0; i < warm; i++) await roundTrip(port);
+    const coldCpu = treeCpu(setup.pids) - cold0;
     await sleep(200);
+    const roles = Object.entries(setup.roles ?? {});
     const cpu0 = treeCpu(setup.pids);
+    const role0 = roles.map(([, pids]) => treeCpu(pids));
     const times = [];
     const t0 = performance.now();
     const deadline = Date.now() + timeoutMs;
@@ -364,6 +399,7 @@ async function measureLatency(name) {
     const seconds = (performance.now() - t0) / 1000;
     await sleep(200);
     const cpuSec = treeCpu(setup.pids) - cpu0;
+    const roleUs = Object.fromEntries(roles.map(([role, pids], i) => [role, (treeCpu(pids) - role0[i]) / times.length * 1e6]));
     times.sort((a, b) => a - b);
     const pct = (p) => times[Math.min(times.length - 1, Math.floor(p * times.length))];
     return {
@@ -371,6 +407,9 @@ async function measureLatency(name) {
       p50Ms: median(times), p99Ms: pct(0.99),
       connsPerSec: times.length / seconds,
       cpuUsPerConn: setup.pids.length ? cpuSec / times.length * 1e6 : null,
+      roleUsPerConn: roleUs,
+      warmup: warm,
+      coldCpuUsPerConn: setup.pids.length && warm > 0 ? coldCpu / warm * 1e6 : null,
       error: times.length === count ? null : `${times.length}/${count} in ${timeoutMs / 1000} s`,
     };
   } catch (err) {
@@ -436,12 +475,15 @@ for (let run = 1; run <= runs; run++) {
     for (const level of levels) {
       for (const name of setups) {
         if (test === 'idle' && name === 'direct') continue;
+        if (test !== 'latency' && HOPS.includes(name)) continue;
         const r = test === 'bulk' ? await measureBulk(name, level) : test === 'latency' ? await measureLatency(name) : await measureIdle(name);
         r.run = run;
         results.push(r);
         const summary = !r.ok ? `FAILED: ${r.error}`
           : test === 'bulk' ? `${r.gbps.toFixed(2)} GB/s, ${r.cpuPerGiB?.toFixed(2) ?? '–'} CPU s/GiB`
           : test === 'latency' ? `p50 ${r.p50Ms.toFixed(3)} ms, p99 ${r.p99Ms.toFixed(3)} ms, ${r.cpuUsPerConn?.toFixed(0) ?? '–'} µs CPU/conn`
+            + `${Object.keys(r.roleUsPerConn).length > 1 ? ` (${Object.entries(r.roleUsPerConn).map(([k, v]) => `${k} ${v.toFixed(0)}`).join(' + ')})` : ''}`
+            + `${r.coldCpuUsPerConn != null ? `, first ${r.warmup}: ${r.coldCpuUsPerConn.toFixed(0)} µs CPU/conn` : ''}`
           : `${r.kibPerConn.toFixed(1)} KiB per idle connection`;
         log(`run ${run} ${test}${level ? ` ${level} stream(s)` : ''} ${name}: ${summary}`);
       }
@@ -464,6 +506,8 @@ const label = {
   js: 'splicer tunnel, JS engine',
   tls: 'splicer tunnel, TLS (JS engine)',
   ssh: `ssh -R (OpenSSH, ${opt['ssh-cipher']})`,
+  forward: 'for scale: splicer forward, one hop (splice)',
+  relay: 'for scale: splicer relay, one hop, no toxic (splice)',
 };
 const lines = [];
 lines.push(`Kernel ${release()}, Node ${process.version}, ${cpus().length} CPUs, ${runs} run(s), medians. CPU: the tunnel's own processes (server + client; sshd + ssh).`, '');
@@ -481,11 +525,16 @@ if (tests.includes('bulk')) {
   }
 }
 if (tests.includes('latency')) {
-  lines.push(`| connect to first byte, ${count} connections, 1 client | p50 ms | p99 ms | p50 − direct | conns/s | CPU µs per conn |`, '|---|---:|---:|---:|---:|---:|');
+  lines.push(`| connect to first byte, ${count} connections after ${warmup} warm-up, 1 client | p50 ms | p99 ms | p50 − direct | conns/s | CPU µs per conn | server + client | CPU × ssh | first ${warmup}: CPU µs per conn |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|');
   const d = med('latency', 'direct', 'p50Ms');
+  const sshCpu = med('latency', 'ssh', 'cpuUsPerConn');
+  const role = (name, r) => median(results.filter((x) => x.test === 'latency' && x.setup === name && x.ok && x.roleUsPerConn?.[r] != null).map((x) => x.roleUsPerConn[r]));
   for (const name of setups) {
     const p50 = med('latency', name, 'p50Ms');
-    lines.push(`| ${label[name]} | ${fmt(p50, 3)} | ${fmt(med('latency', name, 'p99Ms'), 3)} | ${p50 == null || d == null ? '–' : `+${(p50 - d).toFixed(3)}`} | ${fmt(med('latency', name, 'connsPerSec'), 0)} | ${fmt(med('latency', name, 'cpuUsPerConn'), 0)} |`);
+    const cpu = med('latency', name, 'cpuUsPerConn');
+    const split = role(name, 'server') != null && role(name, 'client') != null ? `${fmt(role(name, 'server'), 0)} + ${fmt(role(name, 'client'), 0)}` : '–';
+    lines.push(`| ${label[name]} | ${fmt(p50, 3)} | ${fmt(med('latency', name, 'p99Ms'), 3)} | ${p50 == null || d == null ? '–' : `+${(p50 - d).toFixed(3)}`} | ${fmt(med('latency', name, 'connsPerSec'), 0)} | ${fmt(cpu, 0)} | ${split} | ${ratio(cpu, sshCpu)} | ${fmt(med('latency', name, 'coldCpuUsPerConn'), 0)} |`);
   }
   lines.push('');
 }

@@ -4,6 +4,8 @@ import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { describe, expect, it } from 'vitest';
 import { parseToxic, type ToxicInput } from '../src/relay/toxics.js';
+import { createRelay } from '../src/index.js';
+import type { RelayConnectionRecord } from '../src/relay/relay.js';
 import { autoEngine, modes, startRelay } from './relay-path-helpers.js';
 import {
   collectUntilEnd,
@@ -13,6 +15,7 @@ import {
   MiB,
   onCleanup,
   patternBytes,
+  portsOf,
   readBytes,
   sha256,
   startEchoServer,
@@ -161,5 +164,50 @@ describe('toxics on the relay', () => {
     const record = await within(relay.records.nth(0), 5000, 'record');
     expect(record.reason).toBe('eof');
     expect(record.engine).toBe(mode === 'js' || autoEngine === 'js' ? 'js' : 'splice+js');
+  });
+});
+
+describe('Relay connection records', () => {
+  it('carry the same bytes whether or not anyone takes the records, count connections either way, and name the client once taken', async () => {
+    const server = await startHashServer({ replyBytes: 24 * 1024, when: 'connect' });
+    const relay = await createRelay({ relays: [{ name: 'r', listen: `${HOST}:0`, upstream: `${HOST}:${server.port}` }], seed: 7 });
+    onCleanup(() => void relay.close());
+    const port = relay.address('r').port;
+    const exchange = async (seed: number, bytes: number) => {
+      const client = await connectTo(port);
+      const index = server.records.items.length;
+      const data = patternBytes(seed, bytes);
+      const got = hashUntilEnd(client);
+      await writeBuffer(client, data, { end: true });
+      const conn = await server.records.nth(index);
+      expect((await conn.received).sha).toBe(sha256(data));
+      expect((await got).sha).toBe((await conn.sent).sha);
+      return client;
+    };
+    for (let i = 0; i < 3; i++) await exchange(40 + i, 10_000 + i);
+    expect(await waitFor(() => relay.activeConnections === 0, 5000)).toBe(true);
+
+    const records: RelayConnectionRecord[] = [];
+    relay.on('connection', (r) => records.push(r));
+    const clients = [];
+    for (let i = 0; i < 2; i++) clients.push(await exchange(50 + i, 20_000 + i));
+    expect(await waitFor(() => records.length === 2, 5000)).toBe(true);
+    for (const [i, r] of records.entries()) {
+      expect(r).toMatchObject({ relay: 'r', client: `${HOST}:${portsOf(clients[i]!)!.local}`, upstream: `${HOST}:${server.port}`, bytesUp: 20_000 + i, bytesDown: 24 * 1024, reason: 'eof' });
+    }
+    expect(relay.activeConnections).toBe(0);
+  });
+
+  it('closing the relay ends its open connections (aborted) and reports them', async () => {
+    const server = await startServer(() => {});
+    const relay = await createRelay({ relays: [{ name: 'r', listen: `${HOST}:0`, upstream: `${HOST}:${server.port}` }], seed: 7 });
+    const records: RelayConnectionRecord[] = [];
+    relay.on('connection', (r) => records.push(r));
+    const clients = await Promise.all([connectTo(relay.address('r').port), connectTo(relay.address('r').port)]);
+    for (const c of clients) c.on('error', () => {});
+    expect(await waitFor(() => relay.activeConnections === 2 && server.conns.items.length === 2, 5000)).toBe(true);
+    await within(relay.close(), 5000, 'relay close');
+    expect(records.map((r) => r.reason)).toEqual(['aborted', 'aborted']);
+    expect(relay.activeConnections).toBe(0);
   });
 });

@@ -1,11 +1,14 @@
 // The tunnel end to end on loopback: a local service, a tunnel client, a tunnel server, and public
 // clients connecting to the published port.
 import net from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { defaultSpliceEngine, SpliceEngine, type TunnelClient } from '../src/index.js';
+import { createTunnelClient, createTunnelServer, defaultSpliceEngine, SpliceEngine, type TunnelClient } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB } from './helpers.js';
 import * as t from './tunnel-helpers.js';
+import { parseDataReply } from '../src/tunnel/protocol.js';
 import { spliceAvailable, spliceSkipReason } from './policy.js';
 
 const expectedEngine = spliceSkipReason ? 'js' : 'splice';
@@ -132,6 +135,45 @@ describe('streams through the tunnel', () => {
     expect(rejected).toEqual([]);
   });
 
+  it('asks a client that reads count for its pool in one connect, carries streams on it, refills it, and lets each id in once', async () => {
+    const { address } = await t.startServer();
+    const raw = await t.rawLogin(address, { pool: 8, batch: true, tunnels: [{ name: 'web', port: 0 }] });
+    const registered = raw.peer.messages.items.find((m) => m.type === 'registered');
+    const port = registered?.type === 'registered' && registered.tunnels[0]!.ok ? registered.tunnels[0]!.port : 0;
+    expect(port).toBeGreaterThan(0);
+    const connects = () => raw.peer.messages.items.filter((m) => m.type === 'connect');
+    expect(await raw.peer.next('connect')).toEqual({ type: 'connect', id: 1, count: 8 });
+    // Each data connection records what the server sends it: START, then the public client's bytes.
+    const datas = await Promise.all(Array.from({ length: 8 }, (_, i) => raw.dataConnection(1 + i)));
+    const got = datas.map(() => [] as Buffer[]);
+    datas.forEach((d, i) => d.on('data', (chunk: Buffer) => got[i]!.push(chunk)));
+    let index = -1;
+    for (let n = 0; n < 4; n++) {
+      const payload = h.patternBytes(60 + n, 1000 + n);
+      const socket = await h.connectTo(port);
+      socket.write(payload);
+      // START and the payload reach one of the pooled data connections; its answer reaches the public client.
+      expect(await h.waitFor(() => (index = got.findIndex((parts) => Buffer.concat(parts).subarray(-payload.length).equals(payload))) >= 0, 5000)).toBe(true);
+      const answer = h.collectUntilEnd(socket);
+      datas[index]!.end(`answer ${n}`);
+      socket.end();
+      expect((await answer).toString()).toBe(`answer ${n}`);
+    }
+    // Refilled (when and by how many: the request policy test in tunnel-protocol.test.ts), from id 9 on.
+    expect(await h.waitFor(() => connects().length >= 2, 5000)).toBe(true);
+    expect(connects()[1]).toMatchObject({ type: 'connect', id: 9 });
+    // The id of a data connection that carried a stream is used up.
+    const again = t.received(await raw.dataConnection(index + 1));
+    expect(parseDataReply((await again).data)).toMatchObject({ status: 'ok', type: 'error', name: 'unknown-request' });
+  });
+
+  it('asks a client that does not read count for one data connection per connect, as before', async () => {
+    const { address } = await t.startServer();
+    const raw = await t.rawLogin(address, { pool: 4, tunnels: [{ name: 'web', port: 0 }] });
+    expect(await h.waitFor(() => raw.peer.messages.items.filter((m) => m.type === 'connect').length === 4, 5000)).toBe(true);
+    expect(raw.peer.messages.items.filter((m) => m.type === 'connect')).toEqual([1, 2, 3, 4].map((id) => ({ type: 'connect', id })));
+  });
+
   it('resets the public client when the service refuses, and logs why on the client', async () => {
     const closed = await h.startServer();
     const deadPort = closed.port;
@@ -141,6 +183,56 @@ describe('streams through the tunnel', () => {
     const outcome = await t.publicOutcome(await t.publicPort(client));
     expect(outcome.outcome).toBe('reset');
     expect(await records.nth(0)).toMatchObject({ reason: 'connect-failed', code: 'ECONNREFUSED' });
+  });
+});
+
+describe('connection records', () => {
+  /** A server and a client with nothing listening to their events, logging at `level` into `lines`. */
+  async function unwatched(level: 'info' | 'silent', servicePort: number) {
+    const lines: Record<string, unknown>[] = [];
+    const sink = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        for (const line of chunk.toString('utf8').split('\n')) if (line) lines.push(JSON.parse(line) as Record<string, unknown>);
+        done();
+      },
+    });
+    const logger = pino({ level, base: undefined }, sink);
+    const server = createTunnelServer({ listen: { host: h.HOST, port: 0 }, token: t.TOKEN, ...t.QUICK_SERVER, logger });
+    h.onCleanup(() => void server.close());
+    const address = await server.listen();
+    const client = createTunnelClient({ server: address, token: t.TOKEN, clientId: 'quiet', tunnels: [{ name: 'web', local: { host: h.HOST, port: servicePort } }], reconnect: t.QUICK_RECONNECT, logger });
+    h.onCleanup(() => void client.close());
+    client.start();
+    const port = (await client.ready(10_000)).find((x) => x.name === 'web')!.remote!.port;
+    return { lines, port, close: () => Promise.all([client.close(), server.close()]) };
+  }
+
+  it('carry the same streams whether or not anything takes the records, and say who, where and how much once logged', async () => {
+    const service = await h.startHashServer({ replyBytes: 40 * KiB, when: 'connect' });
+    for (const level of ['silent', 'info'] as const) {
+      const tunnel = await unwatched(level, service.port);
+      for (let i = 0; i < 3; i++) {
+        const socket = await h.connectTo(tunnel.port);
+        const [sent, got] = await Promise.all([h.writeRandom(socket, 700 + i, 30 * KiB + i), h.hashUntilEnd(socket)]);
+        const rec = await service.records.nth(service.records.items.length - 1);
+        expect(await rec.received).toEqual(sent);
+        expect(got).toEqual(await rec.sent);
+      }
+      if (level === 'silent') {
+        expect(tunnel.lines).toEqual([]);
+      } else {
+        const closed = (field: 'public' | 'local') => tunnel.lines.filter((l) => l.msg === 'connection closed' && field in l);
+        expect(await h.waitFor(() => closed('public').length >= 3 && closed('local').length >= 3, 5000), 'three records on each side').toBe(true);
+        const serverLines = closed('public');
+        expect(serverLines.map((l) => l.bytesUp).sort()).toEqual([30 * KiB, 30 * KiB + 1, 30 * KiB + 2]);
+        for (const l of serverLines) {
+          expect(l).toMatchObject({ tunnel: 'web', public: `${h.HOST}:${tunnel.port}`, client: expect.stringMatching(/^127\.0\.0\.1:\d+$/), clientId: 'quiet', reason: 'eof', bytesDown: 40 * KiB });
+          const other = closed('local').find((c) => c.streamId === l.streamId);
+          expect(other).toMatchObject({ tunnel: 'web', local: `${h.HOST}:${service.port}`, client: l.client, reason: 'eof', bytesUp: l.bytesUp, bytesDown: 40 * KiB });
+        }
+      }
+      await tunnel.close();
+    }
   });
 });
 

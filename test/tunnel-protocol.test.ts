@@ -1,5 +1,6 @@
 // The tunnel's wire formats: every message whole, byte by byte and coalesced with what follows; every
 // error as early as the bytes prove it; random input never throws (fast-check).
+import { createHmac } from 'node:crypto';
 import net from 'node:net';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -25,6 +26,8 @@ import {
 } from '../src/tunnel/protocol.js';
 import { parseExpose, parsePortRanges, TunnelOptionsError } from '../src/tunnel/options.js';
 import { parseFingerprint } from '../src/tunnel/server-dialer.js';
+import { Streams } from '../src/tunnel/server-streams.js';
+import type { ServerContext, Session } from '../src/tunnel/server-context.js';
 import { ipv6ToBytes, unmapIPv4 } from '../src/net/ip.js';
 import { expectError, expectMessage, hex } from './protocol-helpers.js';
 
@@ -148,6 +151,7 @@ describe('control frames', () => {
       { type: 'register', tunnels: [{ name: 'web', port: 0 }] },
       { type: 'registered', tunnels: [{ name: 'web', ok: true, host: '127.0.0.1', port: 20000 }, { name: 'db', ok: false, code: 'port-in-use', message: 'taken' }] },
       { type: 'connect', id: 3 },
+      { type: 'connect', id: 3, count: 64 },
       { type: 'connect-failed', id: 3, code: 'ECONNREFUSED' },
       { type: 'ping' },
       { type: 'pong' },
@@ -170,6 +174,10 @@ describe('control frames', () => {
       `{"type":"auth","proof":"${secret}"}`,
       '{"type":"connect","id":0}',
       '{"type":"connect","id":1.5}',
+      '{"type":"connect","id":1,"count":0}',
+      '{"type":"connect","id":1,"count":65}',
+      '{"type":"connect","id":1,"count":2.5}',
+      `{"type":"connect","id":${Number.MAX_SAFE_INTEGER},"count":2}`,
       '{"type":"register","tunnels":[{"name":"bad/name","port":1}]}',
       '{"type":"register","tunnels":[]}',
       `{"type":"hello","nonce":"AAAA","clientId":"x"}`,
@@ -182,10 +190,11 @@ describe('control frames', () => {
   });
 
   it('decodes the hot messages (connect, ping, pong) exactly as the schema does', () => {
-    const ids = fc.oneof(fc.integer(), fc.double(), fc.constant(Number.MAX_SAFE_INTEGER + 1), fc.string(), fc.constant(null), fc.constant(undefined));
+    const ids = fc.oneof(fc.integer(), fc.double(), fc.constant(Number.MAX_SAFE_INTEGER + 1), fc.integer({ min: Number.MAX_SAFE_INTEGER - 70, max: Number.MAX_SAFE_INTEGER }), fc.string(), fc.constant(null), fc.constant(undefined));
+    const counts = fc.oneof(fc.constant(undefined), fc.integer({ min: -2, max: 70 }), fc.double(), fc.string(), fc.constant(null));
     fc.assert(
-      fc.property(fc.constantFrom('connect', 'ping', 'pong'), ids, fc.boolean(), (type, id, extra) => {
-        const value = { type, id, ...(extra ? { other: 1 } : {}) };
+      fc.property(fc.constantFrom('connect', 'ping', 'pong'), ids, counts, fc.boolean(), (type, id, count, extra) => {
+        const value = { type, id, count, ...(extra ? { other: 1 } : {}) };
         const body = Buffer.from(JSON.stringify(value));
         const decoded = decodeMessage(body);
         const schema = ControlMessageSchema.safeParse(JSON.parse(body.toString()));
@@ -256,6 +265,26 @@ describe('auth digests', () => {
     expect(dataMac(key, sid, 1)).not.toEqual(dataMac(key, sid, 2));
   });
 
+  it('computes every digest as docs/tunnel-protocol.md writes it: HMAC-SHA256(key, label 00 fields), request ids as u64', () => {
+    const hmac = (key: string | Buffer, ...parts: (string | Buffer)[]) => {
+      const h = createHmac('sha256', key);
+      for (const part of parts) h.update(part);
+      return h.digest();
+    };
+    const sid = Buffer.alloc(16, 3);
+    const id = Buffer.concat([Buffer.from([0, 2]), Buffer.from('c1')]);
+    expect(clientProof('token', cn, sn, 'c1')).toEqual(hmac('token', 'splicer-tunnel/1 client\0', cn, sn, id));
+    expect(serverProof('token', cn, sn, sid)).toEqual(hmac('token', 'splicer-tunnel/1 server\0', cn, sn, sid));
+    const key = sessionKey('token', cn, sn, sid);
+    expect(key).toEqual(hmac('token', 'splicer-tunnel/1 session\0', cn, sn, sid));
+    // Ids past 2^32 and up to 2^53 - 1 (the largest a request id may be) keep every bit.
+    for (const request of [1, 0xffff_ffff, 2 ** 32, 2 ** 32 + 5, 2 ** 40 + 2 ** 31, Number.MAX_SAFE_INTEGER]) {
+      const u64 = Buffer.alloc(8);
+      u64.writeBigUInt64BE(BigInt(request));
+      expect(dataMac(key, sid, request)).toEqual(hmac(key, 'splicer-tunnel/1 data\0', sid, u64));
+    }
+  });
+
   it('compares in constant time, any lengths', () => {
     expect(safeEqual(Buffer.from('abc'), Buffer.from('abc'))).toBe(true);
     expect(safeEqual(Buffer.from('abc'), Buffer.from('abd'))).toBe(false);
@@ -287,5 +316,77 @@ describe('option text forms', () => {
     expect(parseFingerprint(colons)).toEqual(Buffer.alloc(32, 0xab));
     expect(parseFingerprint(`sha256 Fingerprint=${colons}`)).toEqual(Buffer.alloc(32, 0xab));
     expect(() => parseFingerprint('abcd')).toThrow(/SHA-256/);
+  });
+});
+
+describe('the server asking for data connections', () => {
+  /** A session as the server keeps it, its sent messages kept; the pool holds `idle` connections. */
+  function fakeSession(pool: number, batch: boolean) {
+    const sent: ControlMessage[] = [];
+    const session = {
+      pool,
+      batch,
+      closed: false,
+      waiting: [] as unknown[],
+      idle: [] as unknown[],
+      requests: new Map<number, { timer: NodeJS.Timeout; left: number }>(),
+      nextRequest: 1,
+      channel: { send: (m: ControlMessage) => sent.push(m) },
+    };
+    const streams = new Streams({ o: { dataTimeout: 60_000 }, events: undefined, closing: false, reject: () => {} } as unknown as ServerContext, () => undefined);
+    /** Every asked-for id arrives and is parked (as serveData does, without a socket). */
+    const arriveAll = () => {
+      for (const [id, request] of session.requests) {
+        session.requests.delete(id);
+        if (--request.left === 0) clearTimeout(request.timer);
+        session.idle.push({});
+      }
+    };
+    const done = () => {
+      for (const request of session.requests.values()) clearTimeout(request.timer);
+    };
+    return { sent, session, want: () => streams.want(session as unknown as Session), arriveAll, done };
+  }
+
+  it('asks a batching client for its whole pool in one connect, then for the missing half once half is used', () => {
+    const { sent, session, want, arriveAll, done } = fakeSession(8, true);
+    try {
+      want();
+      expect(sent).toEqual([{ type: 'connect', id: 1, count: 8 }]);
+      arriveAll();
+      want();
+      expect(sent).toHaveLength(1);
+      for (let used = 1; used <= 8; used++) {
+        session.idle.pop();
+        want();
+        // Three used: the pool holds 5, nothing asked; the fourth: 4 in one message; then again at the eighth.
+        expect(sent.length, `after ${used} used`).toBe(1 + Math.floor(used / 4));
+        if (used % 4 === 0) {
+          expect(sent.at(-1)).toEqual({ type: 'connect', id: 9 + (used / 4 - 1) * 4, count: 4 });
+          arriveAll();
+        }
+      }
+      // A public client waiting with the pool empty is asked for at once, whatever the threshold.
+      session.idle.length = 0;
+      session.waiting.push({});
+      want();
+      expect(sent.at(-1)).toEqual({ type: 'connect', id: 17, count: 9 });
+    } finally {
+      done();
+    }
+  });
+
+  it('asks a client that does not batch for one data connection per connect, at once', () => {
+    const { sent, session, want, arriveAll, done } = fakeSession(4, false);
+    try {
+      want();
+      expect(sent).toEqual([1, 2, 3, 4].map((id) => ({ type: 'connect', id })));
+      arriveAll();
+      session.idle.pop();
+      want();
+      expect(sent.at(-1)).toEqual({ type: 'connect', id: 5 });
+    } finally {
+      done();
+    }
   });
 });

@@ -5,13 +5,13 @@ import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
-import { forward } from '../engine/forward.js';
+import { forward, type ForwardOptions } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import { Listeners, type OpenListenFd } from '../net/listeners.js';
-import { OpenSet } from '../net/drain.js';
+import { RunningTasks } from '../net/drain.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
-import type { EngineChoice, EngineName, EndReason } from '../engine/contract.js';
+import type { EngineChoice, EngineName, EndReason, ForwardResult } from '../engine/contract.js';
 
 export interface ForwarderOptions {
   listen: HostPort[];
@@ -42,15 +42,22 @@ export interface ConnectionRecord {
 export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; error: [Error] }> {
   readonly #options: ForwarderOptions;
   readonly #listeners: Listeners;
-  readonly #active = new OpenSet<AbortController>();
+  /** The pairs in flight; its one signal, aborted when a close's grace runs out, ends them all. */
+  readonly #active = new RunningTasks();
+  readonly #upstream: string;
+  readonly #forward: ForwardOptions;
+  readonly #connectTimeout: number;
   #closing = false;
 
   constructor(options: ForwarderOptions) {
     super();
     if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
     this.#options = options;
+    this.#upstream = formatHostPort(options.to);
+    this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.#forward = { engine: options.engine, idleTimeout: options.idleTimeout, signal: this.#active.signal, spliceEngine: options.spliceEngine };
     // Clients are not read until the upstream is connected: their first bytes wait in the kernel and get spliced.
-    this.#listeners = new Listeners((socket) => void this.#serve(socket), { pauseOnConnect: true, listenFd: options.listenFd, logger: options.logger });
+    this.#listeners = new Listeners((socket) => this.#active.run(this.#serve(socket)), { pauseOnConnect: true, listenFd: options.listenFd, logger: options.logger });
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
@@ -70,52 +77,45 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   async close(graceMs = 0): Promise<void> {
     this.#closing = true;
     const closed = this.#listeners.close();
-    await this.#active.drained(graceMs);
-    for (const controller of this.#active) controller.abort();
-    await this.#active.drained(Infinity);
+    await this.#active.close(graceMs);
     await closed;
   }
 
   async #serve(client: net.Socket): Promise<void> {
     const started = performance.now();
-    const controller = new AbortController();
-    this.#active.add(controller);
-    const to = this.#options.to;
-    const record: ConnectionRecord = {
-      client: formatHostPort({ host: client.remoteAddress ?? '?', port: client.remotePort ?? 0 }),
-      upstream: formatHostPort(to),
-      engine: null,
-      bytesUp: 0,
-      bytesDown: 0,
-      durationMs: 0,
-      reason: 'connect-failed',
-    };
+    // Read now, while the socket has it (it is closed once the engine takes the pair); printed only for a record.
+    const host = client.remoteAddress;
+    const port = client.remotePort;
+    let result: ForwardResult | undefined;
+    let code: string | undefined;
     try {
-      client.on('error', () => {});  // a reset before the takeover is reported by forward()
+      client.on('error', ignore); // a reset before the takeover is reported by forward()
       if (this.#closing) throw Object.assign(new Error('shutting down'), { code: 'ESHUTDOWN' });
-      const upstream = await connectTcp(to, this.#options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS, controller.signal);
-      const result = await forward(client, upstream, {
-        engine: this.#options.engine,
-        idleTimeout: this.#options.idleTimeout,
-        signal: controller.signal,
-        spliceEngine: this.#options.spliceEngine,
-      });
-      Object.assign(record, {
-        engine: result.engine,
-        bytesUp: result.bytesAtoB,
-        bytesDown: result.bytesBtoA,
-        reason: result.reason,
-        code: result.error?.code,
-      });
+      const upstream = await connectTcp(this.#options.to, this.#connectTimeout, this.#active.signal);
+      result = await forward(client, upstream, this.#forward);
+      code = result.error?.code;
     } catch (err) {
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
-      record.code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       resetSocket(client);
-    } finally {
-      this.#active.delete(controller);
-      record.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
-      this.#options.logger?.info(record, 'connection closed');
-      this.emit('connection', record);
     }
+    const logger = this.#options.logger;
+    const logs = logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info'));
+    // Nobody reads the record: none is made.
+    if (!logs && this.listenerCount('connection') === 0) return;
+    const record: ConnectionRecord = {
+      client: formatHostPort({ host: host ?? '?', port: port ?? 0 }),
+      upstream: this.#upstream,
+      engine: result?.engine ?? null,
+      bytesUp: result?.bytesAtoB ?? 0,
+      bytesDown: result?.bytesBtoA ?? 0,
+      durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+      reason: result?.reason ?? 'connect-failed',
+    };
+    if (code !== undefined) record.code = code;
+    logger?.info(record, 'connection closed');
+    this.emit('connection', record);
   }
 }
+
+function ignore(): void {}

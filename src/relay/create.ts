@@ -93,10 +93,9 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
         idleTimeout: options.idleTimeout,
         logger: options.logger,
         onAccept: () => this.#active++,
-        onConnection: (record) => {
-          this.#active--;
-          this.emit('connection', record);
-        },
+        onEnd: () => this.#active--,
+        onConnection: (record) => this.emit('connection', record),
+        wantsRecord: () => this.listenerCount('connection') > 0,
       }),
     });
   }

@@ -21,6 +21,7 @@ import { createToxicStage } from './stages.js';
 import { DEFAULT_MAX_DELAYED_BYTES, DEFAULT_MAX_HELD_BYTES, type Link, type StageOptions } from './timed-stage.js';
 import type { Direction, Toxic } from './toxics.js';
 import type { OpenRelayListener, RelayEndpoint, RelayListener } from './listener.js';
+import { setMaxListeners } from 'node:events';
 import { runUserPath, type DirectionStart, type UserPath } from './user-path.js';
 
 export interface RelayDataOptions {
@@ -39,9 +40,13 @@ export interface RelayDataOptions {
   /** Bytes each toxic stage may hold before it pushes back. */
   stageOptions?: StageOptions;
   logger?: Logger;
-  /** A client was accepted; onConnection follows when it ends. */
+  /** A client was accepted; onEnd follows when it ends. */
   onAccept?: () => void;
+  onEnd?: () => void;
+  /** The record of a connection that ended, when one was made: with an info logger, or when wantsRecord() says so. */
   onConnection?: (record: RelayConnectionRecord) => void;
+  /** Whether onConnection has a taker now (default: whenever onConnection is given). */
+  wantsRecord?: () => boolean;
 }
 
 /** What a relayed connection did, reported once when it ends. */
@@ -88,6 +93,9 @@ class DataListener implements RelayListener {
   readonly #rng: Rng;
   readonly #listeners: Listeners;
   readonly #connections = new Set<RelayConnection>();
+  /** Aborted by close(): every connection of this listener ends with it. */
+  readonly #abort = new AbortController();
+  readonly #currentToxics = () => this.#toxics;
   #upstream: HostPort;
   #toxics: readonly Toxic[];
   #accepted = 0;
@@ -100,6 +108,8 @@ class DataListener implements RelayListener {
     this.#toxics = toxics;
     this.#rng = rng;
     this.#options = options;
+    // One listener per connection on it is the design, not a leak.
+    setMaxListeners(0, this.#abort.signal);
     // The client is not read before the upstream is connected: what it sends meanwhile waits in the kernel.
     this.#listeners = new Listeners((socket) => this.#accept(socket), { pauseOnConnect: true, listenFd: options.listenFd, logger: options.logger });
   }
@@ -124,7 +134,8 @@ class DataListener implements RelayListener {
   async close(): Promise<void> {
     this.#closed = true;
     const stopped = this.#listeners.close();
-    await Promise.all([...this.#connections].map((connection) => connection.abort()));
+    this.#abort.abort();
+    await Promise.all([...this.#connections].map((connection) => connection.done));
     await stopped;
   }
 
@@ -135,38 +146,40 @@ class DataListener implements RelayListener {
     }
     const id = ++this.#accepted;
     this.#options.onAccept?.();
-    const connection = new RelayConnection(this.#name, id, client, this.#upstream, this.#rng.fork(`conn:${id}`), this.#options);
+    const connection = new RelayConnection(this.#name, id, client, this.#upstream, this.#rng, this.#abort.signal, this.#options);
     this.#connections.add(connection);
-    void connection.run(() => this.#toxics).finally(() => this.#connections.delete(connection));
+    void connection.run(this.#currentToxics).finally(() => this.#connections.delete(connection));
   }
 }
 
 class RelayConnection {
-  readonly #controller = new AbortController();
   #engine: RelayConnectionRecord['engine'] = null;
   #userPath: UserPath | undefined;
   #lanes: [Lane, Lane] | undefined;
   #release: (() => void) | undefined;
   #releasing = false;
   #recording: ConnectionRecording | undefined;
+  #recordingFile: string | undefined;
   #done: Promise<void> | undefined;
-  /** Stages reach the pair through this, before the user path exists. */
-  readonly #link: Link = {
-    reset: () => this.#userPath?.link.reset(),
-    close: () => this.#userPath?.link.close(),
-  };
 
   constructor(
     readonly relay: string,
     readonly id: number,
     readonly client: net.Socket,
     readonly upstream: HostPort,
-    readonly rng: Rng,
+    /** The listener's: this connection's own stream is forked from it (by id) when a toxic needs one. */
+    readonly listenerRng: Rng,
+    readonly signal: AbortSignal,
     readonly options: RelayDataOptions,
   ) {}
 
   run(toxics: () => readonly Toxic[]): Promise<void> {
     this.#done ??= this.#run(toxics);
+    return this.#done;
+  }
+
+  /** Settles once the connection has ended and been reported. */
+  get done(): Promise<void> | undefined {
     return this.#done;
   }
 
@@ -181,52 +194,57 @@ class RelayConnection {
     }
   }
 
-  async abort(): Promise<void> {
-    this.#controller.abort();
-    await this.#done;
-  }
-
   async #run(toxics: () => readonly Toxic[]): Promise<void> {
     const started = performance.now();
     const { client, options } = this;
-    const record: RelayConnectionRecord = {
-      relay: this.relay,
-      id: this.id,
-      client: formatHostPort({ host: client.remoteAddress ?? '?', port: client.remotePort ?? 0 }),
-      upstream: formatHostPort(this.upstream),
-      engine: null,
-      bytesUp: 0,
-      bytesDown: 0,
-      durationMs: 0,
-      reason: 'connect-failed',
-    };
-    client.on('error', () => {}); // a reset before the pair starts is reported by the path
+    // Read now, while the socket has it (it is closed once the engine takes the pair); printed only for a record.
+    const host = client.remoteAddress;
+    const port = client.remotePort;
+    let result: ForwardResult | undefined;
+    let code: string | undefined;
+    client.on('error', ignore); // a reset before the pair starts is reported by the path
     try {
-      const upstream = await connectTcp(this.upstream, options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS, this.#controller.signal);
-      this.#recording = await this.#beginRecording(client, upstream, record);
-      const result = await this.#forward(client, upstream, toxics);
-      Object.assign(record, { engine: this.#engine, bytesUp: result.bytesAtoB, bytesDown: result.bytesBtoA, reason: result.reason, code: result.error?.code });
+      const upstream = await connectTcp(this.upstream, options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS, this.signal);
+      if (options.recorder) this.#recording = await this.#beginRecording(options.recorder, client, upstream);
+      result = await this.#forward(client, upstream, toxics);
+      code = result.error?.code;
     } catch (err) {
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
-      record.code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       resetSocket(client);
     } finally {
-      if (this.#recording) {
-        if (this.#recording.dropped) record.recordingDropped = true;
-        await options.recorder?.end(this.#recording);
+      const dropped = this.#recording?.dropped === true;
+      if (this.#recording) await options.recorder?.end(this.#recording);
+      options.onEnd?.();
+      const logger = options.logger;
+      const logs = logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info'));
+      const wanted = options.onConnection !== undefined && (options.wantsRecord?.() ?? true);
+      // Nobody reads the record: none is made.
+      if (logs || wanted) {
+        const record: RelayConnectionRecord = {
+          relay: this.relay,
+          id: this.id,
+          client: formatHostPort({ host: host ?? '?', port: port ?? 0 }),
+          upstream: formatHostPort(this.upstream),
+          engine: result ? this.#engine : null,
+          bytesUp: result?.bytesAtoB ?? 0,
+          bytesDown: result?.bytesBtoA ?? 0,
+          durationMs: Math.round((performance.now() - started) * 1000) / 1000,
+          reason: result?.reason ?? 'connect-failed',
+        };
+        if (code !== undefined) record.code = code;
+        if (this.#recordingFile !== undefined) record.recording = this.#recordingFile;
+        if (dropped) record.recordingDropped = true;
+        logger?.info(record, 'connection closed');
+        if (wanted) options.onConnection!(record);
       }
-      record.durationMs = Math.round((performance.now() - started) * 1000) / 1000;
-      options.logger?.info(record, 'connection closed');
-      options.onConnection?.(record);
     }
   }
 
-  async #beginRecording(client: net.Socket, upstream: net.Socket, record: RelayConnectionRecord): Promise<ConnectionRecording | undefined> {
-    const recorder = this.options.recorder;
-    if (!recorder) return undefined;
+  async #beginRecording(recorder: Recorder, client: net.Socket, upstream: net.Socket): Promise<ConnectionRecording | undefined> {
     const endpoint = (address: string | undefined, port: number | undefined) => ({ address: address ?? '0.0.0.0', port: port ?? 0 });
     const clientEnd = endpoint(client.remoteAddress, client.remotePort);
-    record.recording = recorder.fileFor(this.relay, this.id, clientEnd);
+    this.#recordingFile = recorder.fileFor(this.relay, this.id, clientEnd);
     return recorder.begin(this.relay, this.id, {
       client: clientEnd,
       listener: endpoint(client.localAddress, client.localPort),
@@ -248,7 +266,7 @@ class RelayConnection {
     this.#engine = 'splice';
     const result = await engine.forward(client, upstream, {
       idleTimeout: options.idleTimeout,
-      signal: this.#controller.signal,
+      signal: this.signal,
       onStart: (control) => {
         this.#release = () => control.release();
       },
@@ -277,21 +295,30 @@ class RelayConnection {
     start?: readonly [DirectionStart, DirectionStart],
   ): Promise<ForwardResult> {
     this.#engine = engine;
+    // Stages reach the pair through this, before the user path exists.
+    const link: Link = {
+      reset: () => this.#userPath?.link.reset(),
+      close: () => this.#userPath?.link.close(),
+    };
+    // The same stream whenever it is forked: fork() derives it from the key, not from what was drawn.
+    const connectionRng = this.listenerRng.fork(`conn:${this.id}`);
     const lanes = DIRECTIONS.map((direction) => {
-      const rng = this.rng.fork(direction);
+      const rng = connectionRng.fork(direction);
       return new Lane(
         toxics.filter((t) => t.stream === direction),
-        (toxic) => createToxicStage(toxic, rng.fork(`toxic:${toxic.name}`), this.#link, this.options.stageOptions ?? DEFAULT_STAGE_OPTIONS),
+        (toxic) => createToxicStage(toxic, rng.fork(`toxic:${toxic.name}`), link, this.options.stageOptions ?? DEFAULT_STAGE_OPTIONS),
       );
     }) as [Lane, Lane];
     this.#lanes = lanes;
     this.#userPath = runUserPath(client, upstream, {
       lanes,
       recording: this.#recording,
-      signal: this.#controller.signal,
+      signal: this.signal,
       idleTimeout: this.options.idleTimeout,
       start,
     });
     return this.#userPath.done;
   }
 }
+
+function ignore(): void {}

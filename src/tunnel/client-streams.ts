@@ -5,7 +5,7 @@ import type { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp } from '../net/connect.js';
-import { forward } from '../engine/forward.js';
+import { forward, type ForwardOptions } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import type { ControlChannel } from './channel.js';
 import type { DialError } from '../net/connect.js';
@@ -39,6 +39,7 @@ export class DataConnections {
   readonly #tunnels: ReadonlyMap<string, StreamTunnel>;
   readonly #events: EventEmitter<TunnelClientEvents>;
   readonly #streams = new RunningTasks();
+  #forward: ForwardOptions | undefined;
 
   constructor(o: ResolvedClientOptions, dialer: ServerDialer, tunnels: ReadonlyMap<string, StreamTunnel>, events: EventEmitter<TunnelClientEvents>) {
     this.#o = o;
@@ -89,23 +90,27 @@ export class DataConnections {
       this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
       return;
     }
-    this.#serveStream(socket, reply.streamId, reply.tunnel, reply.client ? formatHostPort(reply.client) : '?');
+    this.#serveStream(socket, reply.streamId, reply.tunnel, reply.client);
   }
 
-  #serveStream(data: net.Socket, streamId: number, name: string, client: string): void {
+  #serveStream(data: net.Socket, streamId: number, name: string, from: HostPort | null): void {
     const started = performance.now();
     const tunnel = this.#tunnels.get(name);
-    const base = { tunnel: name, local: tunnel?.status.local ?? '?', client, streamId };
+    // Made only for a record or an event that someone takes.
+    const base = () => ({ tunnel: name, local: tunnel?.status.local ?? '?', client: from ? formatHostPort(from) : '?', streamId });
     const fail = (reason: 'connect-failed' | 'unknown-tunnel', code: string) => {
       // The public client sees a reset, as it would from the service itself.
       resetSocket(data);
-      this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
+      if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
     };
     if (!tunnel) {
       this.#o.logger?.error({ tunnel: name, streamId }, 'unknown tunnel in START');
       return fail('unknown-tunnel', 'ENOENT');
     }
-    this.#events.emit('connectionOpen', { tunnel: name, client, streamId });
+    if (this.#events.listenerCount('connectionOpen') > 0) {
+      const { client } = base();
+      this.#events.emit('connectionOpen', { tunnel: name, client, streamId });
+    }
     this.#streams.run((async () => {
       let local: net.Socket;
       try {
@@ -114,14 +119,10 @@ export class DataConnections {
         return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
       }
       try {
-        const result = await forward(data, local, {
-          engine: this.#o.engine,
-          idleTimeout: this.#o.idleTimeout,
-          signal: this.#streams.signal,
-          spliceEngine: this.#o.spliceEngine,
-        });
+        const result = await forward(data, local, this.#forwardOptions());
+        if (!this.#recording()) return;
         this.#report({
-          ...base,
+          ...base(),
           engine: result.engine,
           bytesUp: result.bytesAtoB,
           bytesDown: result.bytesBtoA,
@@ -132,9 +133,23 @@ export class DataConnections {
       } catch (err) {
         resetSocket(data);
         local.destroy();
-        this.#report({ ...base, engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
+        if (this.#recording()) {
+          this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
+        }
       }
     })());
+  }
+
+  /** The same for every stream, so made once. */
+  #forwardOptions(): ForwardOptions {
+    const o = this.#o;
+    return (this.#forward ??= { engine: o.engine, idleTimeout: o.idleTimeout, signal: this.#streams.signal, spliceEngine: o.spliceEngine });
+  }
+
+  /** Whether a stream's record goes anywhere: built only then. */
+  #recording(): boolean {
+    const logger = this.#o.logger;
+    return this.#events.listenerCount('connectionClose') > 0 || (logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info')));
   }
 
   #report(record: ClientConnectionRecord): void {

@@ -158,7 +158,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
     let session: Session;
     try {
       const clientNonce = randomBytes(NONCE_LENGTH);
-      channel.send({ type: 'hello', nonce: clientNonce.toString('base64'), clientId: this.clientId, pool: o.pool, software: SOFTWARE });
+      channel.send({ type: 'hello', nonce: clientNonce.toString('base64'), clientId: this.clientId, pool: o.pool, software: SOFTWARE, batch: true });
       const challenge = await this.#expect(channel, 'challenge');
       const serverNonce = Buffer.from(challenge.nonce, 'base64');
       channel.send({ type: 'auth', proof: clientProof(token, clientNonce, serverNonce, this.clientId).toString('base64') });
@@ -226,7 +226,10 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       case 'registered':
         return this.#onRegistered(session, message);
       case 'connect':
-        this.#data.open(session, message.id).catch((err: Error) => this.#o.logger?.error({ request: message.id, err: err.message }, 'data connection failed'));
+        // Ids id … id + count − 1: one data connection each.
+        for (let id = message.id, last = message.id + (message.count ?? 1) - 1; id <= last; id++) {
+          this.#data.open(session, id).catch((err: Error) => this.#o.logger?.error({ request: id, err: err.message }, 'data connection failed'));
+        }
         return;
       default:
         session.channel.fail('unexpected-message', `a server does not send ${message.type} after welcome`);

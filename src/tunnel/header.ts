@@ -4,6 +4,9 @@ import type net from 'node:net';
 import { onAbort as listenAbort } from '../net/abort.js';
 import type { ProtocolError } from '../protocol/reader.js';
 
+const EMPTY = Buffer.alloc(0);
+function ignore(): void {}
+
 /** The socket ended, failed, timed out or was aborted before a whole header arrived. */
 export class HeaderError extends Error {
   constructor(
@@ -34,7 +37,7 @@ export function readHeader<R extends { status: 'ok'; consumed: number } | Protoc
 ): Promise<R> {
   const maxBytes = options.maxBytes ?? 4096;
   return new Promise((resolve, reject) => {
-    let buffered: Buffer = Buffer.alloc(0);
+    let buffered: Buffer = EMPTY;
     let timer: NodeJS.Timeout | undefined;
     let detach: (() => void) | undefined;
     const done = () => {
@@ -44,7 +47,7 @@ export function readHeader<R extends { status: 'ok'; consumed: number } | Protoc
       socket.off('close', onEnd);
       socket.off('error', onError);
       detach?.();
-      socket.on('error', () => {});
+      socket.on('error', ignore);
       socket.pause();
     };
     const fail = (err: HeaderError) => {

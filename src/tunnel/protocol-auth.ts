@@ -3,15 +3,16 @@
 // nonces, the variable-length field last.
 import { createHmac, timingSafeEqual } from 'node:crypto';
 
+/** Each label with the 0 byte that ends it, as bytes once. */
 const LABEL = {
-  client: 'splicer-tunnel/1 client',
-  server: 'splicer-tunnel/1 server',
-  session: 'splicer-tunnel/1 session',
-  data: 'splicer-tunnel/1 data',
+  client: Buffer.from('splicer-tunnel/1 client\0', 'latin1'),
+  server: Buffer.from('splicer-tunnel/1 server\0', 'latin1'),
+  session: Buffer.from('splicer-tunnel/1 session\0', 'latin1'),
+  data: Buffer.from('splicer-tunnel/1 data\0', 'latin1'),
 } as const;
 
-function keyed(key: string | Buffer, label: string, ...parts: Buffer[]): Buffer {
-  const hmac = createHmac('sha256', key).update(label).update(Buffer.from([0]));
+function keyed(key: string | Buffer, label: Buffer, ...parts: Buffer[]): Buffer {
+  const hmac = createHmac('sha256', key).update(label);
   for (const part of parts) hmac.update(part);
   return hmac.digest();
 }
@@ -38,10 +39,13 @@ export function sessionKey(token: string | Buffer, clientNonce: Buffer, serverNo
   return keyed(token, LABEL.session, clientNonce, serverNonce, sessionId);
 }
 
+/** One per data connection on both sides: one HMAC over label, session id and u64 request id, nothing else made. */
 export function dataMac(key: Buffer, sessionId: Buffer, requestId: number): Buffer {
-  const id = Buffer.alloc(8);
-  id.writeBigUInt64BE(BigInt(requestId), 0);
-  return keyed(key, LABEL.data, sessionId, id);
+  const id = Buffer.allocUnsafe(8);
+  // A request id is a safe integer (< 2^53): two u32 halves are its u64, without a BigInt.
+  id.writeUInt32BE(Math.floor(requestId / 0x1_0000_0000), 0);
+  id.writeUInt32BE(requestId >>> 0, 4);
+  return createHmac('sha256', key).update(LABEL.data).update(sessionId).update(id).digest();
 }
 
 /** Constant-time equality; a length mismatch costs the same comparison as a content mismatch. */

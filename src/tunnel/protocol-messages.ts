@@ -50,6 +50,8 @@ const requestId = z.number().int().min(1).max(Number.MAX_SAFE_INTEGER);
 const ms = z.number().int().min(1).max(3_600_000);
 export const MAX_TUNNELS_PER_MESSAGE = 64;
 export const MAX_POOL = 1024;
+/** Data connections one `connect` may ask a client for (its `count`), when the client said `batch` in hello. */
+export const MAX_CONNECT_BATCH = 64;
 const tunnelName = z.string().regex(TUNNEL_NAME, 'a tunnel name is 1-64 of [A-Za-z0-9_.-], starting with a letter or digit');
 
 export const HelloMessage = z.object({
@@ -58,6 +60,8 @@ export const HelloMessage = z.object({
   clientId: z.string().min(1).max(128),
   pool: z.number().int().min(0).max(MAX_POOL).default(0),
   software: z.string().max(64).optional(),
+  /** The client reads `count` in connect: one request for several data connections. */
+  batch: z.boolean().optional(),
 });
 export const ChallengeMessage = z.object({ type: z.literal('challenge'), nonce: base64Of(NONCE_LENGTH) });
 export const AuthMessage = z.object({ type: z.literal('auth'), proof: base64Of(MAC_LENGTH) });
@@ -84,7 +88,10 @@ export const RegisteredMessage = z.object({
     )
     .max(MAX_TUNNELS_PER_MESSAGE),
 });
-export const ConnectMessage = z.object({ type: z.literal('connect'), id: requestId });
+export const ConnectMessage = z
+  .object({ type: z.literal('connect'), id: requestId, count: z.number().int().min(1).max(MAX_CONNECT_BATCH).optional() })
+    // The last id, id + count − 1, is a safe integer too (compared without summing past 2^53).
+  .refine((m) => m.id <= Number.MAX_SAFE_INTEGER - ((m.count ?? 1) - 1), { message: 'request ids past 2^53 - 1', path: ['count'] });
 export const ConnectFailedMessage = z.object({ type: z.literal('connect-failed'), id: requestId, code });
 export const PingMessage = z.object({ type: z.literal('ping') });
 export const PongMessage = z.object({ type: z.literal('pong') });
@@ -117,9 +124,14 @@ export function decodeMessage(body: Buffer): { status: 'ok'; message: ParsedCont
   }
   // The messages of every public connection and heartbeat skip the schema: same result, a fraction of the cost.
   if (typeof value === 'object' && value !== null) {
-    const { type, id } = value as { type?: unknown; id?: unknown };
+    const { type, id, count } = value as { type?: unknown; id?: unknown; count?: unknown };
     if (type === 'ping' || type === 'pong') return { status: 'ok', message: { type } };
-    if (type === 'connect' && typeof id === 'number' && Number.isSafeInteger(id) && id >= 1) return { status: 'ok', message: { type, id } };
+    if (type === 'connect' && typeof id === 'number' && Number.isSafeInteger(id) && id >= 1) {
+      if (count === undefined) return { status: 'ok', message: { type, id } };
+      if (typeof count === 'number' && Number.isInteger(count) && count >= 1 && count <= MAX_CONNECT_BATCH && id <= Number.MAX_SAFE_INTEGER - (count - 1)) {
+        return { status: 'ok', message: { type, id, count } };
+      }
+    }
   }
   const result = ControlMessageSchema.safeParse(value);
   if (result.success) return { status: 'ok', message: result.data };

@@ -2,10 +2,9 @@
 // whether close() has begun; a session and its tunnels as the server keeps them.
 import type { EventEmitter } from 'node:events';
 import type net from 'node:net';
-import { formatHostPort } from '../net/host-port.js';
 import type { ControlChannel } from './channel.js';
+import type { Logger } from '../logger.js';
 import type { ResolvedServerOptions } from './options.js';
-import type { PublicAddress } from './protocol.js';
 import type { RejectedInfo, ServerTunnelInfo, SessionInfo, TunnelServerEvents } from './server-events.js';
 
 export interface ServerContext {
@@ -22,6 +21,8 @@ export interface PublicTunnel {
   name: string;
   host: string;
   port: number;
+  /** host:port as records print it, made once. */
+  address: string;
   session: Session;
   server: net.Server;
   closed: boolean;
@@ -31,15 +32,20 @@ export interface PublicTunnel {
 export interface Waiting {
   socket: net.Socket;
   tunnel: PublicTunnel;
-  client: PublicAddress | null;
   accepted: number;
-  timer?: NodeJS.Timeout;
+  timer: NodeJS.Timeout | undefined;
 }
 
 /** An authenticated data connection in the pool. */
 export interface IdleData {
   socket: net.Socket;
   release: () => void;
+}
+
+/** One `connect` sent: `left` of its ids are still open, until `timer` expires them. */
+export interface Request {
+  timer: NodeJS.Timeout;
+  left: number;
 }
 
 export interface Session {
@@ -54,7 +60,10 @@ export interface Session {
   tunnels: Map<string, PublicTunnel>;
   idle: IdleData[];
   waiting: Waiting[];
-  requests: Map<number, NodeJS.Timeout>;
+  /** Open requests by id: each batch (one `connect`) expires as a whole, its ids one by one as they are used. */
+  requests: Map<number, Request>;
+  /** The client reads `count` in connect (it said `batch` in hello). */
+  batch: boolean;
   nextRequest: number;
   closed: boolean;
   done?: Promise<void>;
@@ -76,14 +85,22 @@ export function tunnelInfo(t: PublicTunnel): ServerTunnelInfo {
 
 /** A tunnel as log lines name it: `tunnel` like the connection records, and where it is published. */
 export function tunnelLog(t: PublicTunnel) {
-  return { tunnel: t.name, clientId: t.session.clientId, sessionId: t.session.idText, public: formatHostPort({ host: t.host, port: t.port }) };
+  return { tunnel: t.name, clientId: t.session.clientId, sessionId: t.session.idText, public: t.address };
 }
+
+/** Whether `logger` writes info lines (a logger without pino's isLevelEnabled is taken to). */
+export function logsInfo(logger: Logger | undefined): boolean {
+  return logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info'));
+}
+
+/** For the 'error' events of a socket whose end is learnt another way: one function for all of them. */
+export function ignore(): void {}
 
 /** Writes a last message, ends, and destroys the socket if the peer has not closed within a second. */
 export function endWith(socket: net.Socket, message: Buffer): void {
   if (socket.destroyed) return;
-  socket.on('error', () => {});
-  socket.on('data', () => {});
+  socket.on('error', ignore);
+  socket.on('data', ignore);
   socket.on('end', () => socket.destroy());
   socket.resume();
   socket.end(message);

@@ -90,7 +90,7 @@ export class PortAllocator {
         continue;
       }
       if (++attempts > MAX_BIND_ATTEMPTS) break;
-      const tunnel: PublicTunnel = { name, host, port: candidate, session, server: undefined as unknown as net.Server, closed: false };
+      const tunnel: PublicTunnel = { name, host, port: candidate, address: formatHostPort({ host, port: candidate }), session, server: undefined as unknown as net.Server, closed: false };
       const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#onPublic(tunnel, socket));
       tunnel.server = server;
       // Held before the bind so that a concurrent registration cannot pick it too.

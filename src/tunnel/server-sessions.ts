@@ -86,6 +86,7 @@ export class Sessions {
         idle: [],
         waiting: [],
         requests: new Map(),
+        batch: hello.batch === true,
         nextRequest: 1,
         closed: false,
         registering: Promise.resolve(),
@@ -167,7 +168,7 @@ export class Sessions {
       if (this.#sessions.get(session.clientId) === session) this.#sessions.delete(session.clientId);
       this.#bySessionId.delete(session.idText);
       if (!session.channel.ended) session.channel.destroy(end.code, end.message);
-      for (const timer of session.requests.values()) clearTimeout(timer);
+      for (const request of session.requests.values()) clearTimeout(request.timer);
       session.requests.clear();
       for (const waiting of session.waiting.splice(0)) this.#streams.dropPublic(waiting, this.#ctx.closing ? 'shutdown' : 'session-closed');
       for (const idle of session.idle.splice(0)) {

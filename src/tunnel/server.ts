@@ -14,7 +14,7 @@ import { certificateFingerprint } from './server-dialer.js';
 import { HeaderError, readHeader } from './header.js';
 import { parseOptions, TunnelServerOptionsSchema, type ResolvedServerOptions, type TunnelServerOptions } from './options.js';
 import { encodeDataError, encodeFrame, parseConnectionStart, PREAMBLE_LENGTH, DATA_HELLO_LENGTH } from './protocol.js';
-import { endWith, type ServerContext } from './server-context.js';
+import { endWith, ignore, type ServerContext } from './server-context.js';
 import type { RejectedInfo, ServerTunnelInfo, SessionInfo, TunnelServerEvents } from './server-events.js';
 import { listenOn, PortAllocator } from './server-ports.js';
 import { Sessions } from './server-sessions.js';
@@ -117,12 +117,15 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
 
   /** Every connection to the listen address: preamble → control or data. */
   async #accept(socket: net.Socket): Promise<void> {
-    socket.on('error', () => {});
-    const remote = remoteOf(socket);
+    socket.on('error', ignore);
+    // Read now (a socket closed by its peer no longer has it), printed only when something is logged about it.
+    const host = socket.remoteAddress;
+    const port = socket.remotePort ?? 0;
+    const remote = () => (host ? formatHostPort({ host, port }) : '?');
     if (this.#closing) return void socket.destroy();
     if (this.#unauthenticated.size >= this.#o.maxUnauthenticated) {
+      this.#reject({ remote: remote(), kind: 'unknown', code: 'busy', message: `${this.#unauthenticated.size} connections are already logging in` });
       socket.destroy();
-      this.#reject({ remote, kind: 'unknown', code: 'busy', message: `${this.#unauthenticated.size} connections are already logging in` });
       return;
     }
     this.#unauthenticated.add(socket);
@@ -133,17 +136,19 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
       });
       if (start.status === 'error') {
         const kind = (start as { kind?: 'control' | 'data' }).kind;
+        const from = remote();
         if (kind === 'control') endWith(socket, encodeFrame({ type: 'error', code: start.code, message: start.message }));
         else if (kind === 'data') endWith(socket, encodeDataError(start.reply, start.message));
         else socket.destroy();
-        this.#reject({ remote, kind: kind ?? 'unknown', code: start.code, message: start.message });
+        this.#reject({ remote: from, kind: kind ?? 'unknown', code: start.code, message: start.message });
         return;
       }
-      if (start.kind === 'control') await this.#sessions.serveControl(socket, remote, () => this.#unauthenticated.delete(socket));
+      if (start.kind === 'control') await this.#sessions.serveControl(socket, remote(), () => this.#unauthenticated.delete(socket));
       else this.#streams.serveData(socket, remote, start);
     } catch (err) {
+      const from = remote();
       socket.destroy();
-      if (err instanceof HeaderError) this.#reject({ remote, kind: 'unknown', code: err.code, message: err.message });
+      if (err instanceof HeaderError) this.#reject({ remote: from, kind: 'unknown', code: err.code, message: err.message });
       else throw err;
     } finally {
       this.#unauthenticated.delete(socket);
