@@ -52,7 +52,9 @@
 //          send to the last echoed byte), the proxy's CPU (seconds, and % of one core) and RSS meanwhile.
 //   fds    (not run by default) fd hygiene: after a warm-up (--warmup connections), --fd-count short SOCKS5
 //          connections (as conn, 64 clients, 1 KiB each way; stops starting new ones after --fd-seconds), then
-//          the proxy's fd count (/proc/PID/fd entries, its tree for Dante) before and after: they must match.
+//          the proxy's fd count (/proc/PID/fd entries, its tree for Dante) before and after: they must match,
+//          and so must its TCP sockets (fds whose inode is in /proc/net/tcp*). A server that forked more
+//          children meanwhile (Dante keeps a pool, each child with fds of its own) passes on its TCP sockets.
 // --runs N repeats everything N times (interleaved: every server per measurement, then the next run)
 // and reports medians.
 //
@@ -65,7 +67,7 @@
 // descendant (Dante's children), read before and after the measured part.
 // Everything has a timeout; every child is killed on exit, SIGINT and SIGTERM.
 import { parseArgs } from 'node:util';
-import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, readdirSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir, release, cpus, loadavg } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
@@ -571,6 +573,35 @@ function treeFds(pid) {
   return n;
 }
 
+/**
+ * The tree's fds that are TCP sockets (their inodes in /proc/net/tcp and tcp6): the connections it
+ * holds, whatever its pool of helper processes (Dante keeps the children it forked, each with its
+ * own fds, for a while) holds besides.
+ */
+function treeTcpFds(pid) {
+  const inodes = new Set();
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    try {
+      for (const line of readFileSync(f, 'utf8').split('\n').slice(1)) {
+        const inode = line.trim().split(/\s+/)[9];
+        if (inode && inode !== '0') inodes.add(inode);
+      }
+    } catch { /* none */ }
+  }
+  let n = 0;
+  for (const p of treePids(pid)) {
+    let fds = [];
+    try { fds = readdirSync(`/proc/${p}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${p}/fd/${fd}`));
+        if (m && inodes.has(m[1])) n++;
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return n;
+}
+
 /** The machine's kernel memory that held tunnels add to: TCP socket buffers (sockstat) and slab (meminfo), bytes. */
 function kernelMemory() {
   let tcp = null;
@@ -634,6 +665,8 @@ async function measureIdle(name) {
     const { driver, srv, pid } = ctx;
     await sleep(1000);
     const fdBefore = treeFds(pid);
+    const tcpFdBefore = treeTcpFds(pid);
+    const processesBefore = treeSize(pid);
     const mem0 = treeMemory(pid);
     const k0 = kernelMemory();
     const h = await holdTunnels(driver, srv);
@@ -644,12 +677,15 @@ async function measureIdle(name) {
     const processes = treeSize(pid);
     const c = await driverCommand(driver, { cmd: 'close' }, 'close', 60000);
     const fdAfter = await fdsBackTo(pid, fdBefore, 20000);
+    const tcpFdAfter = treeTcpFds(pid);
+    const processesAfter = treeSize(pid);
     const mem2 = treeMemory(pid);
     const n = h.open;
     const per = (a, b) => (a === null || b === null ? null : (b - a) / n);
     return {
       test: 'idle', server: name,
-      ok: h.ok && c.lost === 0 && fdAfter <= fdBefore,
+      // A server that forks (Dante) keeps a pool of children, each with fds of its own: its TCP sockets are what must come back.
+      ok: h.ok && c.lost === 0 && tcpFdAfter <= tcpFdBefore && (processesAfter > processesBefore || fdAfter <= fdBefore),
       tunnels: n, wanted: tunnels, openSeconds: h.seconds, holdErrors: h.errors, lost: c.lost,
       rssBefore: mem0.rss, rssHeld: mem1.rss, rssClosed: mem2.rss,
       bytesPerTunnel: per(mem0.rss, mem1.rss),
@@ -657,10 +693,11 @@ async function measureIdle(name) {
       pssBytesPerTunnel: per(mem0.pss, mem1.pss),
       kernelTcpBytesPerTunnel: per(k0.tcp, k1.tcp),
       kernelSlabBytesPerTunnel: per(k0.slab, k1.slab),
-      fdBefore, fdHeld, fdAfter, processes,
+      fdBefore, fdHeld, fdAfter, tcpFdBefore, tcpFdAfter, processes, processesBefore, processesAfter,
       error: [h.ok ? null : `${h.open}/${tunnels} tunnels opened (${h.errors} failed: ${h.firstError ?? h.error})`,
         c.lost ? `${c.lost} tunnels closed by the proxy while idle` : null,
-        fdAfter > fdBefore ? `fd count ${fdAfter} after closing, ${fdBefore} before` : null].filter(Boolean).join('; ') || null,
+        tcpFdAfter > tcpFdBefore ? `${tcpFdAfter} TCP fds after closing, ${tcpFdBefore} before` : null,
+        fdAfter > fdBefore && processesAfter <= processesBefore ? `fd count ${fdAfter} after closing, ${fdBefore} before` : null].filter(Boolean).join('; ') || null,
     };
   } catch (err) {
     return { test: 'idle', server: name, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
@@ -716,15 +753,20 @@ async function measureFds(name) {
     const fdFresh = treeFds(pid);
     if (warmup > 0) await driverCommand(driver, { cmd: 'rate', port: srv.port, socks: 1, clients: 64, count: Math.max(warmup, 64), seconds: maxSeconds, size, timeout: CONN_TIMEOUT_S }, 'rate', (maxSeconds + 30) * 1000);
     const fdBefore = await fdsBackTo(pid, fdFresh, 5000);
+    const tcpFdBefore = treeTcpFds(pid);
+    const processesBefore = treeSize(pid);
     const r = await driverCommand(driver, { cmd: 'rate', port: srv.port, socks: 1, clients: 64, count: fdCount, seconds: fdSeconds, size, timeout: CONN_TIMEOUT_S }, 'rate', (fdSeconds + 60) * 1000);
     const fdAfter = await fdsBackTo(pid, fdBefore, 10000);
+    const tcpFdAfter = treeTcpFds(pid);
+    const processesAfter = treeSize(pid);
     return {
       test: 'fds', server: name,
-      ok: r.done === fdCount && fdAfter <= fdBefore,
+      ok: r.done === fdCount && tcpFdAfter <= tcpFdBefore && (processesAfter > processesBefore || fdAfter <= fdBefore),
       done: r.done, errors: r.errors, wanted: fdCount, seconds: r.seconds, connsPerSec: r.connsPerSec,
-      fdFresh, fdBefore, fdAfter, processes: treeSize(pid),
+      fdFresh, fdBefore, fdAfter, tcpFdBefore, tcpFdAfter, processesBefore, processesAfter,
       error: [r.done < fdCount ? `${r.done}/${fdCount} connections done (${r.errors} failed${r.firstError ? `: ${r.firstError}` : ''})` : null,
-        fdAfter > fdBefore ? `fd count ${fdAfter} after, ${fdBefore} before` : null].filter(Boolean).join('; ') || null,
+        tcpFdAfter > tcpFdBefore ? `${tcpFdAfter} TCP fds after, ${tcpFdBefore} before` : null,
+        fdAfter > fdBefore && processesAfter <= processesBefore ? `fd count ${fdAfter} after, ${fdBefore} before` : null].filter(Boolean).join('; ') || null,
     };
   } catch (err) {
     return { test: 'fds', server: name, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
@@ -743,18 +785,18 @@ const HELD_TESTS = {
 function logHeld(r) {
   const f = (v, d = 0) => fmt(v, d);
   if (r.test === 'idle') {
-    return `run ${r.run} idle ${r.server}: ${r.tunnels ?? 0} tunnels, ${f(r.bytesPerTunnel)} B/tunnel user space (anonymous ${f(r.anonBytesPerTunnel)}, Pss ${f(r.pssBytesPerTunnel)}), kernel TCP ${f(r.kernelTcpBytesPerTunnel)} B, slab ${f(r.kernelSlabBytesPerTunnel)} B; fds ${r.fdBefore} → ${r.fdHeld} → ${r.fdAfter}${r.ok ? '' : `, FAILED: ${r.error}`}`;
+    return `run ${r.run} idle ${r.server}: ${r.tunnels ?? 0} tunnels, ${f(r.bytesPerTunnel)} B/tunnel user space (anonymous ${f(r.anonBytesPerTunnel)}, Pss ${f(r.pssBytesPerTunnel)}), kernel TCP ${f(r.kernelTcpBytesPerTunnel)} B, slab ${f(r.kernelSlabBytesPerTunnel)} B; fds ${r.fdBefore} → ${r.fdHeld} → ${r.fdAfter} (TCP ${r.tcpFdBefore} → ${r.tcpFdAfter}, processes ${r.processesBefore} → ${r.processesAfter})${r.ok ? '' : `, FAILED: ${r.error}`}`;
   }
   if (r.test === 'c10k') {
     return `run ${r.run} c10k ${r.server}: ${r.tunnels ?? 0} tunnels, ${r.echoes ?? 0} echoes, ${r.failures ?? '?'} failures, p50 ${f(r.p50Ms, 3)} ms, p99 ${f(r.p99Ms, 3)} ms, CPU ${f(r.cpuPercent, 1)}% of a core, RSS ${f((r.rss ?? NaN) / 2 ** 20, 1)} MiB${r.ok ? '' : `, FAILED: ${r.error}`}`;
   }
-  return `run ${r.run} fds ${r.server}: ${r.done ?? 0} connections (${r.errors ?? 0} errors) at ${f(r.connsPerSec)} conn/s; fds fresh ${r.fdFresh}, before ${r.fdBefore}, after ${r.fdAfter}${r.ok ? '' : `, FAILED: ${r.error}`}`;
+  return `run ${r.run} fds ${r.server}: ${r.done ?? 0} connections (${r.errors ?? 0} errors) at ${f(r.connsPerSec)} conn/s; fds fresh ${r.fdFresh}, before ${r.fdBefore}, after ${r.fdAfter} (TCP ${r.tcpFdBefore} → ${r.tcpFdAfter}, processes ${r.processesBefore} → ${r.processesAfter})${r.ok ? '' : `, FAILED: ${r.error}`}`;
 }
 
 const HELD_METRICS = {
-  idle: ['tunnels', 'bytesPerTunnel', 'anonBytesPerTunnel', 'pssBytesPerTunnel', 'kernelTcpBytesPerTunnel', 'kernelSlabBytesPerTunnel', 'rssBefore', 'rssHeld', 'fdBefore', 'fdHeld', 'fdAfter', 'processes'],
+  idle: ['tunnels', 'bytesPerTunnel', 'anonBytesPerTunnel', 'pssBytesPerTunnel', 'kernelTcpBytesPerTunnel', 'kernelSlabBytesPerTunnel', 'rssBefore', 'rssHeld', 'fdBefore', 'fdHeld', 'fdAfter', 'tcpFdBefore', 'tcpFdAfter', 'processesBefore', 'processesAfter'],
   c10k: ['tunnels', 'echoes', 'failures', 'p50Ms', 'p99Ms', 'maxMs', 'cpuPercent', 'rss', 'pss', 'processes'],
-  fds: ['done', 'errors', 'connsPerSec', 'fdFresh', 'fdBefore', 'fdAfter'],
+  fds: ['done', 'errors', 'connsPerSec', 'fdFresh', 'fdBefore', 'fdAfter', 'tcpFdBefore', 'tcpFdAfter', 'processesBefore', 'processesAfter'],
 };
 
 /** Medians per server of the held-tunnel tests, and the worst fd count after (a leak in any run shows). */
@@ -783,10 +825,10 @@ function printHeldTables(held) {
   const fail = (r) => (r.failed ? ` (${r.failed}/${r.runs} failed)` : '');
   if (held.idle) {
     out.push('', `### Idle tunnels: memory per tunnel (${tunnels} SOCKS5 tunnels held ${idleSeconds} s, fresh process${med})`, '');
-    out.push('| server | tunnels | user-space B/tunnel (RSS) | of it anonymous | Pss B/tunnel | kernel TCP buffers B/tunnel | kernel slab B/tunnel | RSS before MiB | RSS held MiB | fds before | held | after closing |');
-    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    out.push('| server | tunnels | user-space B/tunnel (RSS) | of it anonymous | Pss B/tunnel | kernel TCP buffers B/tunnel | kernel slab B/tunnel | RSS before MiB | RSS held MiB | fds before | held | after closing | TCP fds before | after | processes before | after |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of held.idle) {
-      out.push(`| ${r.server}${fail(r)} | ${fmt(r.tunnels, 0)} | ${fmt(r.bytesPerTunnel, 0)} | ${fmt(r.anonBytesPerTunnel, 0)} | ${fmt(r.pssBytesPerTunnel, 0)} | ${fmt(r.kernelTcpBytesPerTunnel, 0)} | ${fmt(r.kernelSlabBytesPerTunnel, 0)} | ${mib(r.rssBefore)} | ${mib(r.rssHeld)} | ${fmt(r.fdBefore, 0)} | ${fmt(r.fdHeld, 0)} | ${fmt(r.fdAfter, 0)} |`);
+      out.push(`| ${r.server}${fail(r)} | ${fmt(r.tunnels, 0)} | ${fmt(r.bytesPerTunnel, 0)} | ${fmt(r.anonBytesPerTunnel, 0)} | ${fmt(r.pssBytesPerTunnel, 0)} | ${fmt(r.kernelTcpBytesPerTunnel, 0)} | ${fmt(r.kernelSlabBytesPerTunnel, 0)} | ${mib(r.rssBefore)} | ${mib(r.rssHeld)} | ${fmt(r.fdBefore, 0)} | ${fmt(r.fdHeld, 0)} | ${fmt(r.fdAfter, 0)} | ${fmt(r.tcpFdBefore, 0)} | ${fmt(r.tcpFdAfter, 0)} | ${fmt(r.processesBefore, 0)} | ${fmt(r.processesAfter, 0)} |`);
     }
     out.push('', 'User-space B/tunnel = (VmRSS held - VmRSS before) / tunnels, summed over the server\'s processes (Dante forks: its RSS counts a shared page once per process, Pss does not); anonymous = RssAnon (heap, stacks), the rest is file pages (code) touched meanwhile.');
     out.push('Kernel TCP buffers = the change of `TCP: mem` in /proc/net/sockstat (socket buffer pages of all four sockets of a tunnel, the driver\'s two included); kernel slab = the change of Slab in /proc/meminfo (socket, file and epoll objects, machine-wide).');
@@ -803,10 +845,10 @@ function printHeldTables(held) {
   }
   if (held.fds) {
     out.push('', `### fd hygiene: ${fdCount} short SOCKS5 connections (64 clients)${med}`, '');
-    out.push('| server | connections done | errors | conn/s | fds fresh | fds before | fds after | worst after − before |');
-    out.push('|---|---:|---:|---:|---:|---:|---:|---:|');
+    out.push('| server | connections done | errors | conn/s | fds fresh | fds before | fds after | worst after − before | TCP fds before | after | processes before | after |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of held.fds) {
-      out.push(`| ${r.server}${fail(r)} | ${fmt(r.done, 0)} | ${fmt(r.errors, 0)} | ${fmt(r.connsPerSec, 0)} | ${fmt(r.fdFresh, 0)} | ${fmt(r.fdBefore, 0)} | ${fmt(r.fdAfter, 0)} | ${fmt(r.fdAfterMax, 0)} |`);
+      out.push(`| ${r.server}${fail(r)} | ${fmt(r.done, 0)} | ${fmt(r.errors, 0)} | ${fmt(r.connsPerSec, 0)} | ${fmt(r.fdFresh, 0)} | ${fmt(r.fdBefore, 0)} | ${fmt(r.fdAfter, 0)} | ${fmt(r.fdAfterMax, 0)} | ${fmt(r.tcpFdBefore, 0)} | ${fmt(r.tcpFdAfter, 0)} | ${fmt(r.processesBefore, 0)} | ${fmt(r.processesAfter, 0)} |`);
     }
     for (const r of held.fds) for (const e of r.errors_) if (e) out.push(`- ${r.server} failure: ${e}`);
   }
