@@ -49,7 +49,8 @@
 //   c10k   (not run by default) the same --tunnels held open, then each echoes 1 KiB through the proxy once a
 //          second (turns spread evenly over the second) for --echo-seconds: failures (a tunnel that fails in
 //          the handshake, errors, sees EOF or gets no echo within 5 s; must be 0), echo latency p50/p99 (the
-//          send to the last echoed byte), the proxy's CPU (seconds, and % of one core) and RSS meanwhile.
+//          send to the last echoed byte), the proxy's CPU (seconds, and % of one core) and RSS meanwhile, and
+//          the driver's and the other processes' CPU (on a busy machine the latency is mostly waiting for a CPU).
 //   fds    (not run by default) fd hygiene: after a warm-up (--warmup connections), --fd-count short SOCKS5
 //          connections (as conn, 64 clients, 1 KiB each way; stops starting new ones after --fd-seconds), then
 //          the proxy's fd count (/proc/PID/fd entries, its tree for Dante) before and after: they must match,
@@ -60,7 +61,8 @@
 //
 // Load driver: bench/socksload.c, compiled at startup with cc -O2 -pthread into
 // .bench-out/socksload-<hash of the source> (cc is required). One process, two epoll threads: the
-// clients, and the targets (request/response server and byte sink). C, not Node, so that on a small
+// clients, and the targets (request/response server, byte sink, echo server; the held tunnels of
+// idle and c10k are the driver's too). C, not Node, so that on a small
 // machine the clients and the target cost little next to the proxy and the proxy is the limit
 // (the `direct` row shows the driver's own ceiling).
 // Proxy CPU: utime+stime+cutime+cstime from /proc/<pid>/stat of the proxy and of every live
