@@ -6,8 +6,11 @@
         ["OS=='linux'", {
           "sources": [
             "native/addon.cc",
+            "native/addon_acceptor.cc",
+            "native/addon_args.cc",
             "native/addon_delivery.cc",
             "native/engine.cc",
+            "native/handshake_io.cc",
             "native/listen_socket.cc",
             "native/loop.cc",
             "native/loop_pump.cc",

@@ -6,14 +6,18 @@
 //                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 1000] [--open 0]
 //                       [--gib 1] [--streams 1,8] [--warmup-mib 64] [--runs 3] [--timeout 120]
 //                       [--tunnels N] [--idle-seconds 3] [--echo-seconds 30] [--fd-count 100000] [--fd-seconds 180]
-//                       [--json FILE]
+//                       [--workers 1,2] [--json FILE]
 //   npm run bench:proxy -- [options]
 //
 // Servers (each started fresh for every measurement, warmed up first; missing ones are skipped):
 //   direct      no proxy: the client talks to the target itself, no SOCKS (the load driver's ceiling)
 //   splice      node dist/cli/main.js proxy --engine splice --log-level silent (info in bulk runs, to check
 //               from its `connection closed` records that every pair used the engine and carried every byte)
+//   splice-t0   the same with --threads 0: the splice loop on the main thread
+//   splice-node the same with --accept node: net.Server and net.Socket for the handshake
 //   js          the same with --engine js
+//   --workers N[,M...]  splice and js run with --workers N (each worker its own SO_REUSEPORT socket); with
+//               more than one level, a row per level: splice-w1, splice-w2, js-w1... (default 1: rows splice, js)
 //   microsocks  microsocks -i 127.0.0.1 -p P                  (a thread per connection)
 //   dante       danted -f <generated danted.conf> -N 1 -p <tmp>  (foreground; forks negotiate, request
 //               and io children: their CPU is counted too, see below)
@@ -66,7 +70,7 @@
 // machine the clients and the target cost little next to the proxy and the proxy is the limit
 // (the `direct` row shows the driver's own ceiling).
 // Proxy CPU: utime+stime+cutime+cstime from /proc/<pid>/stat of the proxy and of every live
-// descendant (Dante's children), read before and after the measured part.
+// descendant (Dante's children, splicer's workers and their supervisor), read before and after the measured part.
 // Everything has a timeout; every child is killed on exit, SIGINT and SIGTERM.
 import { parseArgs } from 'node:util';
 import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
@@ -83,7 +87,15 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'js', 'microsocks', 'dante'];
+const ALL = ['direct', 'splice', 'splice-t0', 'splice-node', 'js', 'microsocks', 'dante'];
+// splicer's rows and their flags: splice accepts on the addon's native path (auto picks it), splice-node on net.Server.
+const SPLICER_ROWS = {
+  splice: ['--engine', 'splice'],
+  'splice-node': ['--engine', 'splice', '--accept', 'node'],
+  'splice-t0': ['--engine', 'splice', '--threads', '0'],
+  js: ['--engine', 'js'],
+};
+const isSplicer = (name) => Object.hasOwn(SPLICER_ROWS, name);
 const TESTS = ['conn', 'bulk', 'idle', 'c10k', 'fds'];
 
 // ---------------------------------------------------------------------------------------------
@@ -110,6 +122,7 @@ const { values: opt } = parseArgs({
     'fd-count': { type: 'string', default: '100000' },
     'fd-seconds': { type: 'string', default: '180' },
     json: { type: 'string' },
+    workers: { type: 'string', default: '1' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -133,6 +146,7 @@ const streamLevels = ints(opt.streams);
 const warmupBytes = Math.round(Number(opt['warmup-mib']) * 2 ** 20);
 const runs = Number(opt.runs);
 const timeoutMs = Number(opt.timeout) * 1000;
+const workerLevels = ints(opt.workers);
 const CONN_TIMEOUT_S = 5; // one connection of the conn test stuck longer than this counts as failed
 const nofileHard = hardNofile('self');
 const tunnels = opt.tunnels !== undefined ? Number(opt.tunnels) : Math.max(1, Math.floor((nofileHard - 400) / 2));
@@ -157,6 +171,7 @@ if (streamLevels.length === 0 || streamLevels.some((s) => !Number.isInteger(s) |
 if (!(warmupBytes >= 0)) bad.push('--warmup-mib >= 0');
 if (!Number.isInteger(runs) || runs < 1) bad.push('--runs: an integer >= 1');
 if (!(timeoutMs > 0)) bad.push('--timeout > 0');
+if (workerLevels.length === 0 || workerLevels.some((w) => !Number.isInteger(w) || w < 1 || w > 64)) bad.push('--workers: integers 1..64');
 const only = opt.only ? list(opt.only) : ALL;
 for (const f of only) if (!ALL.includes(f)) bad.push(`--only: unknown server ${f} (known: ${ALL.join(', ')})`);
 const tests = list(opt.tests);
@@ -179,12 +194,21 @@ const cliJs = path.join(root, 'dist', 'cli', 'main.js');
 
 const skipped = {};
 const servers = only.filter((f) => {
-  if ((f === 'splice' || f === 'js') && !existsSync(cliJs)) skipped[f] = 'dist/cli/main.js missing (npx tsc -p tsconfig.build.json)';
+  if (isSplicer(f) && !existsSync(cliJs)) skipped[f] = 'dist/cli/main.js missing (npx tsc -p tsconfig.build.json)';
   else if (f === 'microsocks' && !microsocksBin) skipped[f] = 'microsocks not on PATH (apt-get install microsocks)';
   else if (f === 'dante' && !danteBin) skipped[f] = 'danted not on PATH (apt-get install dante-server)';
   else return true;
   return false;
-});
+}).flatMap((f) => (isSplicer(f) && (workerLevels.length > 1 || workerLevels[0] !== 1)
+  ? workerLevels.map((w) => (workerLevels.length > 1 ? `${f}-w${w}` : f))
+  : [f]));
+
+/** A row's splicer flags and worker count: splice-w2 → { flags: ['--engine', 'splice'], workers: 2 }; null for others. */
+function splicerRow(name) {
+  const m = /^(.+?)(?:-w(\d+))?$/.exec(name);
+  if (!m || !isSplicer(m[1])) return null;
+  return { flags: SPLICER_ROWS[m[1]], workers: m[2] ? Number(m[2]) : workerLevels[0] };
+}
 for (const [f, why] of Object.entries(skipped)) log(`skipping ${f}: ${why}`);
 
 // ---------------------------------------------------------------------------------------------
@@ -243,12 +267,15 @@ socks pass {
 async function startServer(name, driver, verbose, held = 0) {
   if (name === 'direct') return { name, port: driver.rrPort, cp: null };
   const port = await freePort();
-  if (name === 'splice' || name === 'js') {
+  const splicer = splicerRow(name);
+  if (splicer) {
     const extra = openCount + held;
     const limits = extra > 0 ? ['--max-connections', String(extra + 10000), '--max-per-client', String(extra + 5000)] : [];
-    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, '--engine', name,
-      '--log-level', verbose ? 'info' : 'silent', '--grace', '0', ...limits]);
+    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, ...splicer.flags,
+      '--log-level', verbose ? 'info' : 'silent', '--grace', '0', '--workers', String(splicer.workers), ...limits]);
     await waitListening(port, cp, 15000);
+    // Worker 0 listens first: wait until every worker holds its socket, or the first ones take all the load.
+    if (splicer.workers > 1) await waitWorkersListening(cp, port, splicer.workers, 30000);
     return { name, port, cp };
   }
   if (name === 'microsocks') {
@@ -272,6 +299,26 @@ async function startServer(name, driver, verbose, held = 0) {
     return { name, port, cp, dir };
   }
   throw new Error(`unknown server ${name}`);
+}
+
+/** Resolves once `n` descendants of the supervisor each hold a socket listening on `port` (/proc). */
+async function waitWorkersListening(cp, port, n, ms) {
+  const deadline = Date.now() + ms;
+  const hex = `:${port.toString(16).toUpperCase().padStart(4, '0')}`;
+  for (;;) {
+    const listening = new Set(readFileSync('/proc/net/tcp', 'utf8').split('\n').map((l) => l.trim().split(/\s+/))
+      .filter((f) => f[1]?.endsWith(hex) && f[3] === '0A').map((f) => f[9]));
+    let holders = 0;
+    for (const pid of childPids(cp.pid)) {
+      try {
+        const fds = readdirSync(`/proc/${pid}/fd`);
+        if (fds.some((fd) => { try { return listening.has(readlinkSync(`/proc/${pid}/fd/${fd}`).slice(8, -1)); } catch { return false; } })) holders++;
+      } catch { /* gone */ }
+    }
+    if (holders >= n) return;
+    if (Date.now() > deadline) throw new Error(`${holders}/${n} workers listening on ${port} after ${ms / 1000} s`);
+    await sleep(50);
+  }
 }
 
 async function stopServer(srv) {
@@ -442,7 +489,7 @@ async function measureBulk(name, streams) {
   try {
     driver = await startDriver();
     // splicer at info level: one `connection closed` record per pair, to check engine and bytes.
-    const verbose = name === 'splice' || name === 'js';
+    const verbose = splicerRow(name) !== null;
     srv = await startServer(name, driver, verbose);
     const socks = name === 'direct' ? 0 : 1;
     if (warmupBytes > 0) {
@@ -491,7 +538,7 @@ async function measureBulk(name, streams) {
     if (verbose) {
       const problems = [];
       if (recs.length < streams) problems.push(`${recs.length}/${streams} connection records`);
-      const wrong = recs.filter((x) => x.engine !== name);
+      const wrong = recs.filter((x) => x.engine !== splicerRow(name).engine);
       if (wrong.length) problems.push(`${wrong.length} pairs used engine ${wrong[0].engine ?? '(none)'} (outcome ${wrong[0].outcome})`);
       const sum = recs.reduce((s, x) => s + (x.bytesUp || 0), 0);
       if (recs.length >= streams && sum !== totalBytes) problems.push(`proxy reported ${sum} bytes up, expected ${totalBytes}`);
@@ -920,7 +967,7 @@ function failNote(r) {
 
 function ratioBullets(rows, specs) {
   const out = [];
-  for (const name of ['splice', 'js']) {
+  for (const name of servers.filter((f) => splicerRow(f))) {
     const row = rows.find((r) => r.server === name);
     if (!row) continue;
     for (const ref of REFS) {
@@ -975,7 +1022,7 @@ function printTables({ conn, bulk }) {
   out.push('');
   out.push('Ratios are row / reference (conn/s and GB/s: above 1 is better; latency and CPU: below 1 is better).');
   out.push('Latency = connect() start to the last response byte; handshake = connect() start to the SOCKS5 CONNECT reply.');
-  out.push('Proxy CPU = utime+stime+cutime+cstime of the proxy and its live descendants (Dante\'s children), /proc.');
+  out.push('Proxy CPU = utime+stime+cutime+cstime of the proxy and its live descendants (Dante\'s children, splicer\'s workers), /proc.');
   out.push('direct = no proxy (the load driver alone: its ceiling). Load driver: bench/socksload.c (C, 2 epoll threads).');
   for (const [f, why] of Object.entries(skipped)) out.push(`Skipped ${f}: ${why}.`);
   process.stdout.write(out.join('\n') + '\n');
@@ -1071,6 +1118,7 @@ async function main() {
       bulk: { gib, bytes: totalBytes, streams: streamLevels, warmupBytes, timeoutSeconds: timeoutMs / 1000 },
       held: { tunnels, nofileHard, idleSeconds, echoSeconds, fdCount, fdSeconds },
       runs,
+      workers: workerLevels,
       loadavgStart: load0,
       loadavgEnd: load1,
       git: (() => {
@@ -1100,6 +1148,7 @@ async function main() {
         'vs.<ref>.<metric> = this row / the reference row',
         'dante: danted -f <tmp>/danted.conf -N 1, clientmethod none, socksmethod none, internal/external 127.0.0.1',
         'microsocks: microsocks -i 127.0.0.1 -p P',
+        'splice/js rows: dist/cli/main.js proxy --workers N (splice-wN / js-wN when several levels are given); their CPU is the supervisor\'s and every worker\'s',
       ],
     },
     conn: strip(summary.conn),

@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "addon_acceptor.h"
+#include "addon_args.h"
 #include "addon_delivery.h"
 #include "engine.h"
 #include "listen_socket.h"
@@ -20,91 +22,6 @@
 namespace splicer {
 
 namespace {
-
-// "epoll_create1 failed: EMFILE (Too many open files)", with code, errno and syscall as on
-// Node's own system errors.
-Napi::Error ErrnoError(Napi::Env env, int error, const char* syscall) {
-  const char* code = uv_err_name(-error);
-  Napi::Error err = Napi::Error::New(env, std::string(syscall) + " failed: " + code + " (" + strerror(error) + ")");
-  err.Set("code", Napi::String::New(env, code));
-  err.Set("errno", Napi::Number::New(env, -error));
-  err.Set("syscall", Napi::String::New(env, syscall));
-  return err;
-}
-
-// Argument checks. The TS layer validates first; these make sure that whatever reaches the
-// addon directly (another caller, a bug) is a TypeError or RangeError naming the argument,
-// never a silent cast: a double outside its integer type's range is undefined behaviour.
-constexpr double kMaxSafeInteger = 9007199254740991.0;  // 2^53 - 1: ids, as JS numbers
-constexpr double kMaxFd = 2147483647.0;
-constexpr double kMaxTimerMs = 2147483647.0;              // 2^31 - 1, as setTimeout's limit
-
-std::string Describe(Napi::Value value) {
-  switch (value.Type()) {
-    case napi_undefined: return "undefined";
-    case napi_null: return "null";
-    case napi_number:
-    case napi_boolean:
-    case napi_bigint: return value.ToString().Utf8Value();
-    case napi_string: return "a string";
-    case napi_symbol: return "a symbol";
-    case napi_function: return "a function";
-    default: return value.IsArray() ? "an array" : "an object";
-  }
-}
-
-std::string FormatNumber(double value) {
-  if (std::isnan(value)) return "NaN";
-  if (std::isinf(value)) return value > 0 ? "Infinity" : "-Infinity";
-  char text[32];
-  snprintf(text, sizeof(text), "%.17g", value);
-  return text;
-}
-
-// An integer in [min, max] (both within 2^53, so the double is exact).
-double IntegerArg(Napi::Env env, Napi::Value value, const std::string& name, double min, double max) {
-  if (!value.IsNumber()) throw Napi::TypeError::New(env, name + " must be a number, got " + Describe(value));
-  double number = value.As<Napi::Number>().DoubleValue();
-  if (!std::isfinite(number) || std::trunc(number) != number || number < min || number > max) {
-    throw Napi::RangeError::New(env, name + " must be an integer from " + FormatNumber(min) + " to " + FormatNumber(max) +
-                                         ", got " + FormatNumber(number));
-  }
-  return number;
-}
-
-// As IntegerArg; undefined gives the fallback.
-double OptionalIntegerArg(Napi::Env env, Napi::Value value, const std::string& name, double min, double max, double fallback) {
-  return value.IsUndefined() ? fallback : IntegerArg(env, value, name, min, max);
-}
-
-int FdArg(Napi::Env env, Napi::Value value, const std::string& name) {
-  return static_cast<int>(IntegerArg(env, value, name, 0, kMaxFd));
-}
-
-uint64_t IdArg(Napi::Env env, Napi::Value value, const std::string& name) {
-  return static_cast<uint64_t>(IntegerArg(env, value, name, 1, kMaxSafeInteger));
-}
-
-Napi::Object ObjectArg(Napi::Env env, Napi::Value value, const std::string& name) {
-  if (!value.IsObject()) throw Napi::TypeError::New(env, name + " must be an object, got " + Describe(value));
-  return value.As<Napi::Object>();
-}
-
-// A Buffer or another typed array. napi_is_buffer says yes to a DataView too, whose bytes
-// napi_get_buffer_info then refuses.
-bool IsBytes(Napi::Value value) { return value.IsBuffer() && value.IsTypedArray(); }
-
-// A Buffer (or another typed array), or null/undefined for none.
-bool OptionalBufferArg(Napi::Env env, Napi::Value value, const std::string& name, const char** data, size_t* length) {
-  *data = nullptr;
-  *length = 0;
-  if (value.IsUndefined() || value.IsNull()) return false;
-  if (!IsBytes(value)) throw Napi::TypeError::New(env, name + " must be a Buffer or null, got " + Describe(value));
-  auto buffer = value.As<Napi::Buffer<char>>();
-  *data = buffer.Data();
-  *length = buffer.Length();
-  return true;
-}
 
 Napi::Error ClosedError(Napi::Env env) {
   Napi::Error err = Napi::Error::New(env, "splice engine is closed");
@@ -139,7 +56,12 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     // The same bounds as SpliceEngine's: a thread count of 2^32 - 1 (what -1 casts to) would
     // start threads until the process runs out of them.
     EngineOptions engineOptions;
-    engineOptions.threads = static_cast<size_t>(OptionalIntegerArg(env, options.Get("threads"), "threads", 1, 64, 1));
+    // 0: the loop runs on this (the JS) thread, driven by libuv.
+    engineOptions.threads = static_cast<size_t>(OptionalIntegerArg(env, options.Get("threads"), "threads", 0, 64, 1));
+    uv_loop_t* jsLoop = nullptr;
+    if (engineOptions.threads == 0 && napi_get_uv_event_loop(env, &jsLoop) != napi_ok) {
+      throw Napi::Error::New(env, "no event loop for an engine on the JS thread");
+    }
     engineOptions.maxPipes = static_cast<size_t>(OptionalIntegerArg(env, options.Get("maxPipes"), "maxPipes", 1, 1 << 20, 256));
     engineOptions.maxPipeSize =
         static_cast<size_t>(OptionalIntegerArg(env, options.Get("maxPipeSize"), "maxPipeSize", 1, 1 << 30, 1 << 20));
@@ -161,7 +83,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
           },
           [send](std::vector<RecorderEvent>&& events) mutable {
             send(new Batch{{}, std::move(events)});
-          });
+          },
+          jsLoop);
     } catch (const SyscallError& err) {
       // The engine has joined what it started and closed what it opened; the TSFN is ours.
       ReleaseTsfn();
@@ -220,8 +143,10 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     if (info.Length() > 5 && !info[5].IsUndefined() && !info[5].IsNull()) {
       record = ParseRecordSpec(env, ObjectArg(env, info[5], "record"));
     }
+    // The handshake path hands over fds it made itself (non-blocking, close-on-exec): no dup.
+    bool adopt = info.Length() > 6 && info[6].ToBoolean().Value();
     int error = 0;
-    uint64_t id = engine_->Add(fdA, fdB, headA, headALength, headB, headBLength, idle, record.get(), &error);
+    uint64_t id = engine_->Add(fdA, fdB, headA, headALength, headB, headBLength, idle, record.get(), &error, adopt);
     if (id == 0) throw ErrnoError(env, error, "dup");
     return Napi::Number::New(env, static_cast<double>(id));
   }
@@ -369,6 +294,7 @@ Napi::Value OpenListenerJs(const Napi::CallbackInfo& info) {
 
 static Napi::Object InitSplicer(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", splicer::EngineWrap::Init(env));
+  exports.Set("Acceptor", splicer::InitAcceptor(env));
   exports.Set("openListener", Napi::Function::New<splicer::OpenListenerJs>(env, "openListener"));
   return exports;
 }

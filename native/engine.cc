@@ -32,7 +32,9 @@ void SetHead(Direction& d, const char* data, size_t length) {
 
 }  // namespace
 
-Engine::Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents) {
+Engine::Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents,
+               uv_loop_s* jsLoop) {
+  bool inlineLoop = options.threads == 0 && jsLoop != nullptr;
   size_t threads = options.threads > 0 ? options.threads : 1;
   size_t pipesPerLoop = options.maxPipes / threads;
   if (pipesPerLoop < 1) pipesPerLoop = 1;
@@ -44,15 +46,19 @@ Engine::Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deli
   // A Start() that throws leaves this constructor unfinished, so ~Engine does not run; the
   // loops_ vector is destroyed all the same, and each ~Loop joins its thread (if it got one)
   // and closes its fds. No pair exists yet, so nothing is delivered.
+  if (inlineLoop) {
+    loops_[0]->StartInline(jsLoop);
+    return;
+  }
   for (auto& loop : loops_) loop->Start();
 }
 
 Engine::~Engine() { Close(); }
 
 uint64_t Engine::Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
-                     size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error) {
-  int a = TakeFd(fdA);
-  int b = a < 0 ? -1 : TakeFd(fdB);
+                     size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error, bool adopt) {
+  int a = adopt ? fdA : TakeFd(fdA);
+  int b = adopt ? fdB : a < 0 ? -1 : TakeFd(fdB);
   if (b < 0) {
     *error = errno;
     if (a >= 0) close(a);

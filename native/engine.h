@@ -14,7 +14,7 @@
 namespace splicer {
 
 struct EngineOptions {
-  size_t threads = 1;
+  size_t threads = 1;  // 0: one loop on the JS thread (Loop::StartInline on `jsLoop`)
   size_t maxPipes = 256;
   size_t maxPipeSize = 1024 * 1024;
   size_t recordBufferBytes = 64 * 1024 * 1024;  // recorded bytes waiting for the writer, all files
@@ -44,7 +44,8 @@ class Engine {
   // Starts options.threads loops. Throws SyscallError when a loop cannot get its epoll set,
   // eventfd or thread; the loops already started are stopped and joined and every fd they
   // opened is closed before the exception leaves (the members' destructors do it).
-  Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents);
+  Engine(const EngineOptions& options, Loop::Deliver deliver, Writer::Deliver deliverRecorderEvents,
+         uv_loop_s* jsLoop = nullptr);
   ~Engine();
   Engine(const Engine&) = delete;
   Engine& operator=(const Engine&) = delete;
@@ -52,8 +53,9 @@ class Engine {
   // Duplicates both fds and hands the pair to a loop. Returns the pair id.
   // On failure returns 0 and sets *error to the errno of the failed dup;
   // nothing is left open and the recorder's use is given back.
+  // `adopt`: the fds themselves are taken (no dup, so no failure): they are the engine's now.
   uint64_t Add(int fdA, int fdB, const char* headAtoB, size_t headAtoBLength, const char* headBtoA,
-               size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error);
+               size_t headBtoALength, uint64_t idleTimeoutMs, RecordSpec* record, int* error, bool adopt = false);
   // Both go to the pair's own loop only; unknown or finished ids are ignored there.
   void Abort(uint64_t id);
   void Release(uint64_t id);

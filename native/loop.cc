@@ -3,6 +3,7 @@
 #include "worker_thread.h"
 
 #include <fcntl.h>
+#include <uv.h>
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
@@ -19,7 +20,7 @@ namespace {
 
 constexpr int kMaxEvents = 256;
 
-// A wake token that is not an Endpoint.
+// A wake token that is not a pair's tagged address.
 char wakeToken;
 
 bool IsReset(int error) { return error == ECONNRESET || error == EPIPE; }
@@ -88,8 +89,82 @@ void Loop::Release(uint64_t id) {
   Wake();
 }
 
+void Loop::StartInline(uv_loop_s* loop) {
+  epollFd_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
+  if (!epollFd_.Valid()) throw SyscallError(errno, "epoll_create1");
+  inlinePoll_ = new uv_poll_t;
+  int error = uv_poll_init(loop, inlinePoll_, epollFd_.Get());
+  if (error != 0) {
+    delete inlinePoll_;
+    inlinePoll_ = nullptr;
+    throw SyscallError(-error, "uv_poll_init");
+  }
+  inlinePoll_->data = this;
+  uv_poll_start(inlinePoll_, UV_READABLE, [](uv_poll_t* handle, int, int) {
+    if (handle->data != nullptr) static_cast<Loop*>(handle->data)->Turn(0);
+  });
+  inlineTimer_ = new uv_timer_t;
+  uv_timer_init(loop, inlineTimer_);
+  inlineTimer_->data = this;
+  // Pairs in flight keep the process alive through the engine's completion channel, not these.
+  uv_unref(reinterpret_cast<uv_handle_t*>(inlinePoll_));
+  uv_unref(reinterpret_cast<uv_handle_t*>(inlineTimer_));
+  started_ = true;
+}
+
+void Loop::Turn(int waitMs) {
+  struct epoll_event events[kMaxEvents];
+  int n = epoll_wait(epollFd_.Get(), events, kMaxEvents, waitMs);
+  nowMs_ = NowMs();
+  for (int i = 0; i < n; i++) {
+    if (events[i].data.ptr == &wakeToken) {
+      uint64_t count;
+      ssize_t ignored = read(wakeFd_.Get(), &count, sizeof(count));
+      (void)ignored;
+      DrainCommands();
+      continue;
+    }
+    uintptr_t tagged = static_cast<uintptr_t>(events[i].data.u64);
+    HandleEvent(reinterpret_cast<Pair*>(tagged & ~uintptr_t{1}), static_cast<int>(tagged & 1), events[i].events);
+  }
+  RunReady();
+  RunTimers();
+  ended_.clear();
+  Flush();
+  if (inlinePoll_ != nullptr) ArmInlineTimer();
+}
+
+void Loop::ArmInlineTimer() {
+  int timeout = NextTimeoutMs();
+  if (timeout < 0) {
+    uv_timer_stop(inlineTimer_);
+    return;
+  }
+  uv_timer_start(inlineTimer_, [](uv_timer_t* timer) {
+    if (timer->data != nullptr) static_cast<Loop*>(timer->data)->Turn(0);
+  }, static_cast<uint64_t>(timeout), 0);
+}
+
+// As Run's end: pairs still running end as aborted, their completions delivered; then libuv
+// lets go of the handles (their memory goes with their close callbacks).
+void Loop::StopInline() {
+  stopping_.store(true);
+  AbortAll();
+  inlinePoll_->data = nullptr;
+  inlineTimer_->data = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(inlinePoll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(inlineTimer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  inlinePoll_ = nullptr;
+  inlineTimer_ = nullptr;
+  joined_ = true;
+}
+
 void Loop::Stop() {
   if (!started_ || joined_) return;
+  if (inlinePoll_ != nullptr) {
+    StopInline();
+    return;
+  }
   stopping_.store(true);
   Wake();
   if (thread_.joinable()) thread_.join();
@@ -97,33 +172,28 @@ void Loop::Stop() {
 }
 
 void Loop::Wake() {
+  if (inlinePoll_ != nullptr) {
+    // Same thread: take the command now. No JS runs from here (completions go through the
+    // engine's thread-safe function), so nothing can re-enter.
+    DrainCommands();
+    RunReady();
+    ended_.clear();
+    Flush();
+    ArmInlineTimer();
+    return;
+  }
   uint64_t one = 1;
   ssize_t ignored = write(wakeFd_.Get(), &one, sizeof(one));
   (void)ignored;
 }
 
 void Loop::Run() {
-  struct epoll_event events[kMaxEvents];
-  while (!stopping_.load()) {
-    int n = epoll_wait(epollFd_.Get(), events, kMaxEvents, NextTimeoutMs());
-    nowMs_ = NowMs();
-    for (int i = 0; i < n; i++) {
-      if (events[i].data.ptr == &wakeToken) {
-        uint64_t count;
-        ssize_t ignored = read(wakeFd_.Get(), &count, sizeof(count));
-        (void)ignored;
-        DrainCommands();
-        continue;
-      }
-      uintptr_t tagged = static_cast<uintptr_t>(events[i].data.u64);
-      HandleEvent(reinterpret_cast<Pair*>(tagged & ~uintptr_t{1}), static_cast<int>(tagged & 1), events[i].events);
-    }
-    RunReady();
-    RunTimers();
-    ended_.clear();
-    Flush();
-  }
-  // Stopping: pairs still queued or running end as aborted.
+  while (!stopping_.load()) Turn(NextTimeoutMs());
+  AbortAll();
+}
+
+// Stopping: pairs still queued or running end as aborted, and their completions go out.
+void Loop::AbortAll() {
   DrainCommands();
   std::vector<uint64_t> ids;
   ids.reserve(pairs_.size());

@@ -19,6 +19,10 @@
 #include "recorder.h"
 #include "unique_fd.h"
 
+struct uv_loop_s;
+struct uv_poll_s;
+struct uv_timer_s;
+
 namespace splicer {
 
 enum class EndReason { kEof, kReset, kError, kAborted, kTimeout, kReleased };
@@ -108,7 +112,12 @@ class Loop {
   // (epoll_create1, eventfd, epoll_ctl, pthread_create); what was created before the failure
   // is closed by the Loop's destructor, and no thread is left running.
   void Start();
-  // From any thread. The loop takes the pair (and its fds) over.
+  // Runs the loop on the JS thread instead, driven by libuv: its epoll set is watched as one
+  // fd of libuv's, its timers are a libuv timer, and a pair handed to Add() is taken at once.
+  // No thread, no wake fd: no thread switch per pair, for many short pairs. Every call below
+  // must then come from that thread. Throws SyscallError (epoll_create1, uv_poll_init).
+  void StartInline(uv_loop_s* loop);
+  // From any thread (the JS thread only, inline). The loop takes the pair (and its fds) over.
   void Add(std::unique_ptr<Pair> pair);
   void Abort(uint64_t id);
   // Hands the pair back to JS (a kReleased completion). Unknown or finished ids are ignored.
@@ -137,7 +146,13 @@ class Loop {
   };
 
   void Run();
+  // One turn of Run's loop: what epoll has ready (without waiting), the ready list, the
+  // timers, and the completions delivered.
+  void Turn(int waitMs);
   void Wake();
+  void ArmInlineTimer();
+  void StopInline();
+  void AbortAll();
   void DrainCommands();
   void Adopt(std::unique_ptr<Pair> pair);
   void HandleEvent(Pair* pair, int side, uint32_t events);
@@ -178,6 +193,9 @@ class Loop {
   UniqueFd epollFd_;
   UniqueFd wakeFd_;
   std::thread thread_;
+  // Inline only: libuv's handles on the JS thread; freed by their close callbacks.
+  uv_poll_s* inlinePoll_ = nullptr;
+  uv_timer_s* inlineTimer_ = nullptr;
   std::atomic<bool> stopping_{false};
   bool started_ = false;
   bool joined_ = false;

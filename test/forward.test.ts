@@ -1,5 +1,5 @@
 // forward(a, b) end to end over loopback: one suite, run against both engines.
-import { describe, it, expect, afterEach, afterAll } from 'vitest';
+import { describe, it, expect, afterEach, afterAll, beforeAll } from 'vitest';
 import net from 'node:net';
 import http from 'node:http';
 import tls from 'node:tls';
@@ -34,12 +34,28 @@ describe('engines()', () => {
   });
 });
 
-describe.each(ENGINES)('forward() with engine %s', (engine) => {
-  const opts = (extra: ForwardOptions = {}): ForwardOptions => ({ engine, ...extra });
+// The splice engine twice: its loop on a thread of its own, and on the JS thread (threads: 0).
+const VARIANTS = ENGINES.flatMap((engine): { engine: EngineName; threads: number; label: string }[] =>
+  engine === 'splice'
+    ? [
+        { engine, threads: 1, label: 'splice' },
+        { engine, threads: 0, label: 'splice, its loop on the JS thread' },
+      ]
+    : [{ engine, threads: 1, label: engine }],
+);
+
+describe.each(VARIANTS)('forward() with engine $label', ({ engine, threads }) => {
+  // Made before any test takes an fd baseline; the default engine serves threads 1.
+  let onJsThread: SpliceEngine | undefined;
+  beforeAll(() => {
+    if (threads === 0) onJsThread = new SpliceEngine({ threads: 0 });
+  });
+  afterAll(() => onJsThread?.close());
+  const opts = (extra: ForwardOptions = {}): ForwardOptions => ({ engine, spliceEngine: onJsThread, ...extra });
   /** A dedicated SpliceEngine for the splice variant (closed in teardown), none for js. */
   const dedicatedEngine = (): SpliceEngine | undefined => {
     if (engine !== 'splice') return undefined;
-    const e = new SpliceEngine();
+    const e = new SpliceEngine({ threads });
     h.onCleanup(() => void e.close());
     return e;
   };

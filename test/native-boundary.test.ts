@@ -293,7 +293,7 @@ describe('the addon checks every argument (called directly, as a buggy caller wo
     for (const options of [{ threads: -1 }, { threads: 65 }, { threads: 1.5 }, { maxPipes: NaN }, { maxPipeSize: Infinity }, { recordBufferBytes: 0 }]) {
       expect(() => new Engine(options, () => {}), JSON.stringify(options)).toThrow(RangeError);
     }
-    expect(() => new Engine({ threads: -1 }, () => {})).toThrow('threads must be an integer from 1 to 64, got -1');
+    expect(() => new Engine({ threads: -1 }, () => {})).toThrow('threads must be an integer from 0 to 64, got -1');
   });
 
   it('add(): fds that are not numbers are TypeErrors, fds out of range RangeErrors; an fd that is not open is EBADF from dup, and nothing leaks', () => {

@@ -21,7 +21,12 @@ beforeAll(() => {
   fdTable = h.fdTable();
 });
 
-describe.each(testEngines)('proxy with the %s engine and real clients', (engine) => {
+// The splice engine behind both accept paths: the addon's (no net.Socket for a CONNECT) and net.Server's.
+const VARIANTS = testEngines.flatMap((engine): { engine: 'splice' | 'js'; accept: 'native' | 'node' }[] =>
+  engine === 'splice' ? [{ engine, accept: 'native' }, { engine, accept: 'node' }] : [{ engine, accept: 'node' }],
+);
+
+describe.each(VARIANTS)('proxy with the $engine engine, $accept accept path, and real clients', ({ engine, accept }) => {
   let origin: p.Origin;
   let echo: h.TestServer;
   let spliceEngine: SpliceEngine | undefined;
@@ -41,8 +46,10 @@ describe.each(testEngines)('proxy with the %s engine and real clients', (engine)
     await spliceEngine?.close();
   });
 
-  const start = (extra: Parameters<typeof p.startProxy>[0] = {}) => {
-    return p.startProxy({ engine, spliceEngine, ...extra });
+  const start = async (extra: Parameters<typeof p.startProxy>[0] = {}) => {
+    const proxy = await p.startProxy({ engine, spliceEngine, accept, ...extra });
+    expect(proxy.server.acceptPath, 'the accept path asked for').toBe(accept);
+    return proxy;
   };
   const withAuth = () => start({ credentials: Credentials.fromEntries(['alice:s3cret']) });
 

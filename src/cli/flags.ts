@@ -73,7 +73,10 @@ export function commandEngine(choice: EngineChoice, options: SpliceEngineOptions
   return { engine: 'splice', spliceEngine: new SpliceEngine(options) };
 }
 
-export const threadsOption = () => new Option('--threads <n>', 'splice engine loop threads').argParser(integerArg('--threads', 1, 64)).default(1);
+export const threadsOption = () =>
+  new Option('--threads <n>', 'splice engine loop threads; 0 runs the loop on the main thread (no thread switch per connection: cheapest for short connections)')
+    .argParser(integerArg('--threads', 0, 64))
+    .default(1);
 
 /** `what`: what a command's connections are called in its help (pairs, connections, streams). */
 export const idleTimeoutOption = (what: string, seconds = 0) =>

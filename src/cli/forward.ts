@@ -3,7 +3,8 @@ import { Command } from 'commander';
 import { commandEngine, engineOption, hostPortArg, hostPortListArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Forwarder } from '../forwarder/server.js';
-import { createLogger, type LOG_LEVELS } from '../logger.js';
+import type { LOG_LEVELS } from '../logger.js';
+import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 
 interface ForwardCliOptions {
@@ -14,15 +15,23 @@ interface ForwardCliOptions {
   idleTimeout: number;
   connectTimeout: number;
   grace: number;
+  workers: number;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
 async function runForward(options: ForwardCliOptions): Promise<void> {
-  const logger = createLogger(options.logLevel);
-  const listen = options.listen ?? [{ host: '127.0.0.1', port: 9000 }];
+  const role = workerRole();
+  if (options.workers > 1 && !role) {
+    const unavailable = workersUnavailable();
+    if (unavailable) throw new Error(unavailable);
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel });
+  }
+  const logger = commandLogger(options.logLevel, role);
+  const listen = role?.listen ?? options.listen ?? [{ host: '127.0.0.1', port: 9000 }];
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const forwarder = new Forwarder({
     listen,
+    listenFd: role ? reusePortListenFd() : undefined,
     to: options.to,
     engine: options.engine,
     idleTimeout: idleMs(options.idleTimeout),
@@ -31,6 +40,8 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     logger,
   });
   const bound = await forwarder.listen();
+  // Before the startup line: whoever sees it may stop the process at once.
+  onStopSignal(logger, options.grace, forwarder, spliceEngine);
   logger.info(
     {
       listen: bound.map(formatHostPort),
@@ -41,7 +52,7 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     },
     'forwarding',
   );
-  onStopSignal(logger, options.grace, forwarder, spliceEngine);
+  if (role) workerListening(bound, logger);
 }
 
 export function addForwardCommand(program: Command): void {
@@ -55,6 +66,7 @@ export function addForwardCommand(program: Command): void {
     .addOption(idleTimeoutOption('pair'))
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
     .addOption(graceOption('pair'))
+    .addOption(workersOption())
     .addOption(logLevelOption())
     .action(runForward);
 }

@@ -1,13 +1,14 @@
 // `splicer proxy`: SOCKS4/4a/5 and HTTP on one port.
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
-import { createLogger, type LOG_LEVELS } from '../logger.js';
+import type { LOG_LEVELS } from '../logger.js';
+import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { Credentials, CredentialsError } from '../proxy/auth.js';
 import { parseRule, RuleError, type Rule } from '../proxy/rules.js';
 import { createProxyServer, openProxyRisk } from '../proxy/server.js';
-import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS } from '../proxy/options.js';
+import { ACCEPT_PATHS, DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/options.js';
 
 interface ProxyCliOptions {
   listen?: HostPort[];
@@ -23,8 +24,10 @@ interface ProxyCliOptions {
   maxPerClient: number;
   udpAdvertise?: string;
   engine: EngineChoice;
+  accept: AcceptPath;
   threads: number;
   grace: number;
+  workers: number;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -46,11 +49,13 @@ function credentialsFrom(options: ProxyCliOptions): Credentials | undefined {
 }
 
 async function runProxy(options: ProxyCliOptions): Promise<void> {
-  const logger = createLogger(options.logLevel);
+  const role = workerRole();
+  const logger = commandLogger(options.logLevel, role);
   const credentials = credentialsFrom(options);
   const rules = options.rule ?? [];
   const proxyOptions = {
-    listen: options.listen ?? [{ host: '127.0.0.1', port: 1080 }],
+    listen: role?.listen ?? options.listen ?? [{ host: '127.0.0.1', port: 1080 }],
+    listenFd: role ? reusePortListenFd() : undefined,
     credentials,
     allowEmptyCredentials: options.allowEmptyCredentials,
     rules,
@@ -58,14 +63,22 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
     timeouts: { handshake: options.handshakeTimeout * 1000, connect: options.connectTimeout * 1000, idle: idleMs(options.idleTimeout) },
     limits: { connections: options.maxConnections, perClient: options.maxPerClient },
     engine: options.engine,
+    accept: options.accept,
     udpAdvertise: options.udpAdvertise,
     logger,
   };
   const risk = openProxyRisk(proxyOptions);
   if (risk) throw new Error(`refusing to start: ${risk}`);
+  if (options.workers > 1 && !role) {
+    const unavailable = workersUnavailable();
+    if (unavailable) throw new Error(unavailable);
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel });
+  }
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const server = createProxyServer({ ...proxyOptions, spliceEngine });
   const bound = await server.listen();
+  // Before the startup line: whoever sees it may stop the process at once.
+  onStopSignal(logger, options.grace, server, spliceEngine);
   logger.info(
     {
       listen: bound.map(formatHostPort),
@@ -75,10 +88,11 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
       protectHost: server.protectsHost,
       engine,
       spliceOff,
+      accept: server.acceptPath,
     },
     'proxy listening',
   );
-  onStopSignal(logger, options.grace, server, spliceEngine);
+  if (role) workerListening(bound, logger);
 }
 
 // --allow and --deny share one list so that their order on the command line is the order they are tried in.
@@ -110,12 +124,22 @@ export function addProxyCommand(program: Command): void {
     .option('--handshake-timeout <seconds>', 'close a client that has not sent its request by then', secondsArg('--handshake-timeout'), DEFAULT_TIMEOUTS.handshake / 1000)
     .option('--connect-timeout <seconds>', 'give up on a destination after this long (SOCKS5 reply 06, HTTP 504)', secondsArg('--connect-timeout'), DEFAULT_TIMEOUTS.connect / 1000)
     .addOption(idleTimeoutOption('pair', DEFAULT_TIMEOUTS.idle / 1000))
-    .option('--max-connections <n>', 'client connections open at once; past it new ones are closed', integerArg('--max-connections', 1, 1_000_000), DEFAULT_LIMITS.connections)
-    .option('--max-per-client <n>', 'client connections open at once from one IP', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
+    .option('--max-connections <n>', 'client connections open at once (per worker with --workers); past it new ones are closed', integerArg('--max-connections', 1, 1_000_000), DEFAULT_LIMITS.connections)
+    .option('--max-per-client <n>', 'client connections open at once from one IP (per worker with --workers)', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
     .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')
     .addOption(engineOption())
+    .addOption(
+      new Option(
+        '--accept <path>',
+        'who accepts and reads the handshakes: native (the addon: no Node socket on the SOCKS CONNECT path; Linux, ' +
+          'splice engine), node (net.Server), auto (native where it can be)',
+      )
+        .choices(ACCEPT_PATHS)
+        .default('auto'),
+    )
     .addOption(threadsOption())
     .addOption(graceOption('connection'))
+    .addOption(workersOption(', as are --max-connections and --max-per-client'))
     .addOption(logLevelOption())
     .addHelpText(
       'after',

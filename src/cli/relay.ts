@@ -3,7 +3,8 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
-import { createLogger, type LOG_LEVELS } from '../logger.js';
+import type { LOG_LEVELS } from '../logger.js';
+import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import { drain } from '../net/drain.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { DEFAULT_API_PORT } from '../relay/api.js';
@@ -30,6 +31,7 @@ interface RelayCliOptions {
   connectTimeout: number;
   idleTimeout: number;
   grace: number;
+  workers: number;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -86,11 +88,25 @@ function relaysFrom(options: RelayCliOptions): RelayConfig[] {
 }
 
 async function runRelay(options: RelayCliOptions): Promise<void> {
-  const logger = createLogger(options.logLevel);
+  const role = workerRole();
+  const logger = commandLogger(options.logLevel, role);
   const relays = relaysFrom(options);
   if (relays.length === 0 && !options.api) {
     throw new Error('nothing to relay: give --listen HOST:PORT --to HOST:PORT, --config FILE, or --api to create relays over HTTP');
   }
+  if (options.workers > 1) {
+    if (options.api) {
+      throw new Error('--workers: the relay API holds state (its relays and toxics, changed live), so a relay with --api runs as one process; drop --workers or --api');
+    }
+    if (options.record) throw new Error('--workers: a recording is written by one process; drop --workers or --record');
+  }
+  if (options.workers > 1 && !role) {
+    const unavailable = workersUnavailable();
+    if (unavailable) throw new Error(unavailable);
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel });
+  }
+  // In a worker: every relay on the address worker 0 bound (its port 0 made a real port).
+  if (role?.listen) relays.forEach((relay, i) => (relay.listen = role.listen![i] ? formatHostPort(role.listen![i]!) : relay.listen));
   const api = options.api === true ? { host: '127.0.0.1', port: DEFAULT_API_PORT } : options.api;
   const { spliceEngine } = commandEngine(options.engine, { threads: options.threads, recordBufferBytes: options.recordBuffer * 2 ** 20 });
   const relay = await createRelay({
@@ -100,6 +116,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     seed: options.seed,
     engine: options.engine,
     spliceEngine,
+    listenFd: role ? reusePortListenFd() : undefined,
     open: options.open,
     strictApi: options.strictApi,
     connectTimeout: options.connectTimeout * 1000,
@@ -120,6 +137,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     },
   };
   onStopSignal(logger, options.grace, stoppable, spliceEngine);
+  if (role) workerListening(relays.map((config) => relay.address(config.name)), logger);
 }
 
 export function relayCommand(): Command {
@@ -157,6 +175,7 @@ export function relayCommand(): Command {
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
     .addOption(idleTimeoutOption('connection'))
     .addOption(graceOption('connection'))
+    .addOption(workersOption('; not with --api (its relays and toxics live in one process) or --record'))
     .addOption(logLevelOption())
     .addHelpText(
       'after',

@@ -6,6 +6,7 @@ import { Command, InvalidArgumentError } from 'commander';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
+import { refusedWorkersOption } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { createTunnelClient } from '../tunnel/client.js';
 import { parseFingerprint } from '../tunnel/server-dialer.js';
@@ -240,6 +241,7 @@ export function tunnelCommand(): Command {
     .addOption(threadsOption())
     .addOption(graceOption('stream'))
     .addOption(logLevelOption())
+    .addOption(refusedWorkersOption('the tunnel server holds session state (logins, published ports, the data-connection pool) and runs as one process'))
     .action(runServer);
 
   tunnel
@@ -262,6 +264,7 @@ export function tunnelCommand(): Command {
     .addOption(threadsOption())
     .addOption(graceOption('stream'))
     .addOption(logLevelOption())
+    .addOption(refusedWorkersOption('the tunnel client holds one session with its server and runs as one process'))
     .action(runClient);
 
   return tunnel;

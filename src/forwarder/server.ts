@@ -7,7 +7,7 @@ import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { forward } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
-import { Listeners } from '../net/listeners.js';
+import { Listeners, type OpenListenFd } from '../net/listeners.js';
 import { OpenSet } from '../net/drain.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
@@ -15,6 +15,8 @@ import type { EngineChoice, EngineName, EndReason } from '../engine/contract.js'
 
 export interface ForwarderOptions {
   listen: HostPort[];
+  /** Listen on sockets this makes (SO_REUSEPORT ones, one per worker process) rather than Node's. */
+  listenFd?: OpenListenFd;
   to: HostPort;
   engine?: EngineChoice;
   /** ms with no byte either way before a pair is closed; 0 = never. */
@@ -48,7 +50,7 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
     this.#options = options;
     // Clients are not read until the upstream is connected: their first bytes wait in the kernel and get spliced.
-    this.#listeners = new Listeners((socket) => void this.#serve(socket), { pauseOnConnect: true, logger: options.logger });
+    this.#listeners = new Listeners((socket) => void this.#serve(socket), { pauseOnConnect: true, listenFd: options.listenFd, logger: options.logger });
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */

@@ -41,7 +41,35 @@ function mostTelling(codes: string[]): string {
   return codes[codes.length - 1] ?? 'ETIMEDOUT';
 }
 
-export async function dial(host: string, port: number, options: DialOptions): Promise<net.Socket> {
+/**
+ * Starts one connection attempt to a numeric address and calls `settled` once, with the
+ * connection or an errno name, unless the returned function is called first: that one gives the
+ * attempt up (destroys what it opened).
+ */
+export type Connector<T> = (address: string, port: number, settled: (code: string | null, connection?: T) => void) => () => void;
+
+/** Node's own TCP connect: half-open allowed, Nagle off. */
+export const tcpConnector: Connector<net.Socket> = (address, port, settled) => {
+  const socket = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
+  const onError = (err: NodeJS.ErrnoException) => {
+    socket.destroy();
+    settled(err.code ?? 'ECONNREFUSED');
+  };
+  socket.once('error', onError);
+  socket.once('connect', () => {
+    socket.off('error', onError);
+    socket.on('error', ignore);
+    settled(null, socket);
+  });
+  return () => socket.destroy();
+};
+
+export function dial(host: string, port: number, options: DialOptions): Promise<net.Socket> {
+  return dialWith(tcpConnector, host, port, options);
+}
+
+/** dial() over another kind of connection (the addon's, for the native handshake path). */
+export async function dialWith<T>(connector: Connector<T>, host: string, port: number, options: DialOptions): Promise<T> {
   const { timeout, signal, allowAddress, attemptDelay = 250 } = options;
   const deadline = Date.now() + timeout;
   let addresses: string[];
@@ -60,7 +88,7 @@ export async function dial(host: string, port: number, options: DialOptions): Pr
     addresses = addresses.filter(allowAddress);
     if (addresses.length === 0) throw new DialError('EACCES', `every address of ${host} is denied by the rules`);
   }
-  return race(addresses, port, deadline, attemptDelay, signal);
+  return race(connector, addresses, port, deadline, attemptDelay, signal);
 }
 
 const aborted = () => new DialError('ABORT_ERR', 'aborted');
@@ -73,44 +101,48 @@ function withDeadline<T>(promise: Promise<T>, deadline: number, signal?: AbortSi
   });
 }
 
-function race(addresses: string[], port: number, deadline: number, attemptDelay: number, signal?: AbortSignal): Promise<net.Socket> {
+function race<T>(connector: Connector<T>, addresses: string[], port: number, deadline: number, attemptDelay: number, signal?: AbortSignal): Promise<T> {
   if (signal?.aborted) return Promise.reject(aborted());
   const timedOut = () => new DialError('ETIMEDOUT', `connect to port ${port} timed out`);
-  return settleWithin<net.Socket>({ timeoutMs: Math.max(0, deadline - Date.now()), signal, timedOut, aborted }, (resolve, reject) => {
-    const pending = new Set<net.Socket>();
+  return settleWithin<T>({ timeoutMs: Math.max(0, deadline - Date.now()), signal, timedOut, aborted }, (resolve, reject) => {
+    // Attempts still pending, each with the function that gives it up.
+    const pending = new Set<() => void>();
     const codes: string[] = [];
     let next = 0;
     let settled = false;
-    let winner: net.Socket | undefined;
     let stagger: NodeJS.Timeout | undefined;
 
     const attempt = () => {
       clearTimeout(stagger);
       if (settled || next >= addresses.length) return;
       const address = addresses[next++];
-      const socket = net.connect({ host: address, port, allowHalfOpen: true, noDelay: true });
-      pending.add(socket);
-      socket.once('connect', () => {
-        // Errors from here on belong to whoever forwards the socket; until then, none may go unhandled.
-        socket.removeAllListeners('error');
-        socket.on('error', ignore);
-        winner = socket;
-        resolve(socket);
-      });
-      socket.once('error', (err: NodeJS.ErrnoException) => {
-        pending.delete(socket);
-        socket.destroy();
-        codes.push(err.code ?? 'ECONNREFUSED');
+      let cancel: (() => void) | undefined;
+      let done = false;
+      const giveUp = () => cancel?.();
+      cancel = connector(address, port, (code, connection) => {
+        done = true;
+        pending.delete(giveUp);
+        if (settled) {
+          // Late: the race is over (a winner, a timeout, an abort).
+          if (code === null) cancel?.();
+          return;
+        }
+        if (code === null) {
+          resolve(connection as T);
+          return;
+        }
+        codes.push(code);
         if (next < addresses.length) attempt();
         else if (pending.size === 0) reject(new DialError(mostTelling(codes), `connect to port ${port} failed: ${codes.join(', ')}`));
       });
+      if (!done) pending.add(giveUp);
       if (next < addresses.length) stagger = setTimeout(attempt, attemptDelay);
     };
     attempt();
     return () => {
       settled = true;
       clearTimeout(stagger);
-      for (const socket of pending) if (socket !== winner) socket.destroy();
+      for (const giveUp of pending) giveUp();
       pending.clear();
     };
   });

@@ -1,12 +1,22 @@
 // The listening sockets of a service: bind every address or none, report what
 // was bound, and keep accepting when accept() fails (EMFILE, ENFILE).
+import dns from 'node:dns/promises';
 import net from 'node:net';
-import type { HostPort } from './host-port.js';
+import { formatHostPort, type HostPort } from './host-port.js';
 import type { Logger } from '../logger.js';
+
+/**
+ * Makes a listening socket for a numeric host and returns its fd, which the Listeners then own
+ * (the addon's `openListener(host, port, backlog, true)`: a socket with SO_REUSEPORT, which Node 20
+ * cannot ask for, so that each worker process holds a socket of its own on one port).
+ */
+export type OpenListenFd = (host: string, port: number) => number;
 
 export interface ListenersOptions {
   /** Leave new connections unread until the handler reads them (their first bytes stay in the kernel). */
   pauseOnConnect?: boolean;
+  /** Listen on sockets made by this function rather than by Node; host names are resolved first. */
+  listenFd?: OpenListenFd;
   logger?: Logger;
 }
 
@@ -30,12 +40,15 @@ export class Listeners {
         );
         server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
         this.#servers.push(server);
+        const fd = this.#options.listenFd ? await this.#openFd(this.#options.listenFd, address) : undefined;
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
-          server.listen(address.port, address.host, () => {
+          const listening = () => {
             server.off('error', reject);
             resolve();
-          });
+          };
+          if (fd === undefined) server.listen(address.port, address.host, listening);
+          else server.listen({ fd }, listening);
         });
       }
     } catch (err) {
@@ -43,6 +56,21 @@ export class Listeners {
       throw err;
     }
     return this.addresses();
+  }
+
+  /** The fd of a socket listening on `address` (its name resolved as Node's listen() would). */
+  async #openFd(open: OpenListenFd, address: HostPort): Promise<number> {
+    const host = net.isIP(address.host) ? address.host : (await dns.lookup(address.host)).address;
+    let fd: number;
+    try {
+      fd = open(host, address.port);
+    } catch (err) {
+      // As Node words its own: "listen EADDRINUSE: address already in use 127.0.0.1:1080" names the address.
+      if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
+      throw err;
+    }
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`listenFd returned ${String(fd)}, not an fd`);
+    return fd;
   }
 
   addresses(): HostPort[] {

@@ -3,13 +3,16 @@
 // protocol's reply, and hand the pair to forward().
 import net from 'node:net';
 import { formatHostPort } from '../net/host-port.js';
-import { forward } from '../engine/forward.js';
+import { defaultSpliceEngine, forward } from '../engine/forward.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
-import type { EngineChoice } from '../engine/contract.js';
+import type { EngineChoice, ForwardResult } from '../engine/contract.js';
 import { DialError } from '../net/connect.js';
 import { dial, type LookupAll } from '../net/dial.js';
 import { evaluateAccess, type ProxyCommand, type Rule } from './rules.js';
-import type { ClientSession } from './session.js';
+import { SessionClosed, type ClientSession, type HandshakeSession } from './session.js';
+import { NativeSession } from './native-session.js';
+import type { NativeUpstream } from '../engine/splice/acceptor.js';
+import { dialWith } from '../net/dial.js';
 import type { ProxyConnectionRecord } from './options.js';
 
 /** How a protocol words its replies. */
@@ -40,7 +43,12 @@ export interface Destination {
   user?: string;
 }
 
-function check(ctx: TunnelContext, client: net.Socket, dest: Destination, destAddress?: string) {
+/** Who asks: a socket or a session, by its address. */
+export interface Client {
+  readonly remoteAddress?: string;
+}
+
+function check(ctx: TunnelContext, client: Client, dest: Destination, destAddress?: string) {
   const subject = {
     client: client.remoteAddress ?? '',
     destHost: dest.host,
@@ -53,7 +61,7 @@ function check(ctx: TunnelContext, client: net.Socket, dest: Destination, destAd
 }
 
 /** Whether the rules (and the host guard) let this client reach `dest` at `destAddress` (the resolved address, when it is known). */
-export function allowed(ctx: TunnelContext, client: net.Socket, dest: Destination, destAddress?: string): boolean {
+export function allowed(ctx: TunnelContext, client: Client, dest: Destination, destAddress?: string): boolean {
   return check(ctx, client, dest, destAddress).allowed;
 }
 
@@ -62,34 +70,29 @@ export function allowed(ctx: TunnelContext, client: net.Socket, dest: Destinatio
  * its address (an allow rule by CIDR), so only an explicit deny refuses it here;
  * every resolved address is checked before it is tried.
  */
-export function refusedBeforeLookup(ctx: TunnelContext, client: net.Socket, dest: Destination): boolean {
+export function refusedBeforeLookup(ctx: TunnelContext, client: Client, dest: Destination): boolean {
   const verdict = check(ctx, client, dest);
   if (verdict.allowed) return false;
   return verdict.rule !== undefined || net.isIP(dest.host) !== 0;
 }
 
 export async function connectAndForward(
-  session: ClientSession,
+  session: HandshakeSession,
   dest: Destination,
   replies: Replies,
   ctx: TunnelContext,
   record: ProxyConnectionRecord,
 ): Promise<void> {
-  const client = session.socket;
   record.destination = formatHostPort(dest);
-  if (refusedBeforeLookup(ctx, client, dest)) return refuse(session, replies, 'EACCES', 'denied', record);
+  if (refusedBeforeLookup(ctx, session, dest)) return refuse(session, replies, 'EACCES', 'denied', record);
+  if (session instanceof NativeSession) return connectAndSplice(session, dest, replies, ctx, record);
+  const client = (session as ClientSession).socket;
 
   let upstream: net.Socket;
   try {
-    upstream = await dial(dest.host, dest.port, {
-      timeout: ctx.connectTimeout,
-      lookup: ctx.lookup,
-      signal: ctx.signal,
-      allowAddress: (address) => allowed(ctx, client, dest, address),
-    });
+    upstream = await dial(dest.host, dest.port, dialOptions(ctx, session, dest));
   } catch (err) {
-    const code = err instanceof DialError ? err.code : ((err as NodeJS.ErrnoException).code ?? 'EIO');
-    return refuse(session, replies, code, code === 'EACCES' ? 'denied' : code, record);
+    return refuseFor(err, session, replies, record);
   }
   if (client.destroyed) {
     upstream.destroy();
@@ -99,6 +102,54 @@ export async function connectAndForward(
 
   const optimistic = session.detach();
   await replyAndForward(client, upstream, replies.success({ host: upstream.localAddress ?? '0.0.0.0', port: upstream.localPort ?? 0 }), optimistic, ctx, record);
+}
+
+/** CONNECT on the native path: the addon dials, and the engine adopts both fds. No net.Socket. */
+async function connectAndSplice(session: NativeSession, dest: Destination, replies: Replies, ctx: TunnelContext, record: ProxyConnectionRecord): Promise<void> {
+  let upstream: NativeUpstream;
+  try {
+    upstream = await dialWith(session.acceptor.connector, dest.host, dest.port, dialOptions(ctx, session, dest));
+  } catch (err) {
+    return refuseFor(err, session, replies, record);
+  }
+  if (session.gone) {
+    session.acceptor.destroy(upstream.id);
+    record.outcome = 'client-closed';
+    return;
+  }
+  const success = replies.success({ host: upstream.localAddress, port: upstream.localPort });
+  session.write(success.reply);
+  record.reply = success.code;
+  const optimistic = session.detach();
+  let result: ForwardResult;
+  try {
+    result = await session.splice(upstream, optimistic, ctx.spliceEngine ?? defaultSpliceEngine(), { idleTimeout: ctx.idleTimeout, signal: ctx.signal });
+  } catch (err) {
+    session.acceptor.destroy(upstream.id);
+    session.destroy();
+    record.outcome = err instanceof SessionClosed || (err as NodeJS.ErrnoException).code === 'ECONNRESET' ? 'client-closed' : 'error';
+    return;
+  }
+  record.engine = result.engine;
+  // The engine counts the heads it was given among the bytes it carried.
+  record.bytesUp = result.bytesAtoB;
+  record.bytesDown = result.bytesBtoA;
+  record.outcome = result.reason;
+  if (result.error) record.code = result.error.code;
+}
+
+function dialOptions(ctx: TunnelContext, client: Client, dest: Destination) {
+  return {
+    timeout: ctx.connectTimeout,
+    lookup: ctx.lookup,
+    signal: ctx.signal,
+    allowAddress: (address: string) => allowed(ctx, client, dest, address),
+  };
+}
+
+function refuseFor(err: unknown, session: HandshakeSession, replies: Replies, record: ProxyConnectionRecord): void {
+  const code = err instanceof DialError ? err.code : ((err as NodeJS.ErrnoException).code ?? 'EIO');
+  refuse(session, replies, code, code === 'EACCES' ? 'denied' : code, record);
 }
 
 /**
@@ -130,7 +181,7 @@ export async function replyAndForward(
   if (result.error) record.code = result.error.code;
 }
 
-export function refuse(session: ClientSession, replies: Replies, code: string, outcome: string, record: ProxyConnectionRecord): void {
+export function refuse(session: HandshakeSession, replies: Replies, code: string, outcome: string, record: ProxyConnectionRecord): void {
   const { reply, code: replyCode } = replies.failure(code);
   record.outcome = outcome;
   record.reply = replyCode;

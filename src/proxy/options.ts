@@ -4,6 +4,7 @@ import type { EngineChoice, EngineName } from '../engine/contract.js';
 import type { Logger } from '../logger.js';
 import type { Credentials } from './auth.js';
 import type { LookupAll } from '../net/dial.js';
+import type { OpenListenFd } from '../net/listeners.js';
 import type { ProxyCommand, Rule } from './rules.js';
 
 export type ProxyProtocol = 'socks4' | 'socks4a' | 'socks5' | 'http';
@@ -24,8 +25,13 @@ export interface ProxyLimits {
   perClient: number;
 }
 
+export const ACCEPT_PATHS = ['auto', 'native', 'node'] as const;
+export type AcceptPath = (typeof ACCEPT_PATHS)[number];
+
 export interface ProxyOptions {
   listen: HostPort[];
+  /** Listen on sockets this makes (SO_REUSEPORT ones, one per worker process) rather than Node's. */
+  listenFd?: OpenListenFd;
   /** Users; when empty, no authentication is asked for. */
   credentials?: Credentials;
   /** Accept a client that sends an empty username and password when auth is on. */
@@ -43,6 +49,12 @@ export interface ProxyOptions {
   limits?: Partial<ProxyLimits>;
   engine?: EngineChoice;
   spliceEngine?: SpliceEngine;
+  /**
+   * Who accepts and reads the handshakes. 'native': the addon, with no net.Socket on the CONNECT
+   * path (Linux, the splice engine; not with engine 'js'). 'node': net.Server and net.Socket.
+   * 'auto' (the default): native where it can be.
+   */
+  accept?: AcceptPath;
   /** Address given to SOCKS5 UDP clients as where to send datagrams (behind NAT: the public one). */
   udpAdvertise?: string;
   lookup?: LookupAll;

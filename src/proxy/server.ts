@@ -9,7 +9,9 @@ import { detectProtocol } from '../protocol/detect.js';
 import { hostAddressTest } from './host-guard.js';
 import { hasClientAllowRule } from './rules.js';
 import { HttpProxy } from './http-proxy.js';
-import { ClientSession, SessionClosed } from './session.js';
+import { ClientSession, SessionClosed, type HandshakeSession } from './session.js';
+import { NativeSession } from './native-session.js';
+import { Acceptor, acceptorUnavailable } from '../engine/splice/acceptor.js';
 import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
 import { bindAndForward } from './bind.js';
 import { udpAssociate } from './udp.js';
@@ -44,11 +46,33 @@ export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'protectHost
   return options.listen.some((address) => !isLoopback(address.host));
 }
 
+/**
+ * Whether the native accept path serves these options, or why not; throws when 'native' was
+ * asked for and cannot be had.
+ */
+export function nativeAccept(options: Pick<ProxyOptions, 'accept' | 'engine'>): boolean {
+  const asked = options.accept ?? 'auto';
+  if (asked === 'node') return false;
+  const why = options.engine === 'js' ? 'the js engine reads every byte through net.Socket' : acceptorUnavailable();
+  if (why === null) return true;
+  if (asked === 'native') throw Object.assign(new Error(`the native accept path is not available: ${why}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
+  return false;
+}
+
+/** The rest of a handshake that needs a stream (HTTP, BIND, UDP ASSOCIATE): the client as a net.Socket. */
+function onSocket(session: HandshakeSession): ClientSession {
+  return session instanceof NativeSession ? session.toClientSession() : (session as ClientSession);
+}
+
 export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionRecord] }> {
   readonly #options: ProxyOptions;
   readonly #timeouts: ProxyTimeouts;
   readonly #limits: ProxyLimits;
   readonly #listeners: Listeners;
+  /** Whether the native accept path serves (ProxyOptions.accept); the listeners are unused then. */
+  readonly #native: boolean;
+  /** The native path's, made by listen(). */
+  #acceptor: Acceptor | undefined;
   /** Client sockets not yet closed; a pair handed to the splice engine leaves it when Node's socket closes. */
   readonly #sockets = new Set<net.Socket>();
   /** Connections being served, closed sockets of live pairs included: what the limits count. */
@@ -70,7 +94,8 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#options = options;
     // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
-    this.#listeners = new Listeners((socket) => this.#accept(socket), { logger: options.logger });
+    this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
+    this.#native = nativeAccept(options);
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     const tunnel = {
@@ -88,15 +113,29 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#socks = {
       ...tunnel,
       ...auth,
-      bind: (session, dest, replies, record) => bindAndForward(session, dest, replies, tunnel, record),
-      udpAssociate: (session, hint, record) => udpAssociate(session, hint, udp, record),
+      bind: (session, dest, replies, record) => bindAndForward(onSocket(session), dest, replies, tunnel, record),
+      udpAssociate: (session, hint, record) => udpAssociate(onSocket(session), hint, udp, record),
     };
     this.#http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: this.#timeouts.handshake });
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
-  listen(): Promise<HostPort[]> {
-    return this.#listeners.listen(this.#options.listen);
+  async listen(): Promise<HostPort[]> {
+    if (!this.#native) return this.#listeners.listen(this.#options.listen);
+    const acceptor: Acceptor = new Acceptor({ onConnection: (id, host, port) => this.#acceptNative(acceptor, id, host, port), logger: this.#options.logger });
+    try {
+      const bound = await acceptor.listen(this.#options.listen, { listenFd: this.#options.listenFd });
+      this.#acceptor = acceptor;
+      return bound;
+    } catch (err) {
+      acceptor.close();
+      throw err;
+    }
+  }
+
+  /** Which accept path serves: 'native' (the addon's) or 'node' (net.Server). */
+  get acceptPath(): 'native' | 'node' {
+    return this.#native ? 'native' : 'node';
   }
 
   /** Whether destinations on this host are refused unless a rule names them (ProxyOptions.protectHost). */
@@ -105,7 +144,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   }
 
   addresses(): HostPort[] {
-    return this.#listeners.addresses();
+    return this.#acceptor ? this.#acceptor.addresses() : this.#listeners.addresses();
   }
 
   get activeConnections(): number {
@@ -116,17 +155,44 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   async close(graceMs = 0): Promise<void> {
     // Settles only once every accepted socket is gone: awaited last, or open connections would hold close() past the grace.
     const closed = this.#listeners.close();
+    this.#acceptor?.closeListeners();
     await this.#active.drained(graceMs);
     this.#shutdown.abort();
     for (const socket of this.#sockets) socket.destroy();
+    // Every handshake still on the native path is failed; adopted pairs end with the signal.
+    this.#acceptor?.close();
     await Promise.all(this.#active);
     await closed;
   }
 
   #accept(socket: net.Socket): void {
     const clientIp = socket.remoteAddress ?? '';
+    const admitted = this.#admit(clientIp, socket.remotePort ?? 0);
+    if (!admitted) {
+      socket.on('error', ignore);
+      socket.destroy();
+      return;
+    }
+    this.#sockets.add(socket);
+    // The splice engine destroys Node's socket once it holds the fds: the set must not keep it alive for the pair's life.
+    socket.once('close', () => this.#sockets.delete(socket));
+    this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted.record), clientIp, admitted.record, admitted.started);
+  }
+
+  #acceptNative(acceptor: Acceptor, id: number, clientIp: string, clientPort: number): void {
+    const admitted = this.#admit(clientIp, clientPort);
+    if (!admitted) {
+      acceptor.destroy(id);
+      return;
+    }
+    const session = new NativeSession(acceptor, id, clientIp, this.#timeouts.handshake);
+    this.#track(this.#serve(session, admitted.record), clientIp, admitted.record, admitted.started);
+  }
+
+  /** The connection's record, counted against the limits; null (reported as `limit`) past them. */
+  #admit(clientIp: string, clientPort: number): { record: ProxyConnectionRecord; started: number } | null {
     const record: ProxyConnectionRecord = {
-      client: formatHostPort({ host: clientIp || '?', port: socket.remotePort ?? 0 }),
+      client: formatHostPort({ host: clientIp || '?', port: clientPort }),
       protocol: 'unknown',
       bytesUp: 0,
       bytesDown: 0,
@@ -136,18 +202,13 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     const started = performance.now();
     const fromClient = this.#perClient.get(clientIp) ?? 0;
     if (this.#open >= this.#limits.connections || fromClient >= this.#limits.perClient) {
-      socket.on('error', ignore);
-      socket.destroy();
       record.outcome = 'limit';
       this.#report(record, started);
-      return;
+      return null;
     }
     this.#open++;
-    this.#sockets.add(socket);
-    // The splice engine destroys Node's socket once it holds the fds: the set must not keep it alive for the pair's life.
-    socket.once('close', () => this.#sockets.delete(socket));
     this.#perClient.set(clientIp, fromClient + 1);
-    this.#track(this.#serve(socket, record), clientIp, record, started);
+    return { record, started };
   }
 
   // Apart from #accept, so that the closure kept until the pair ends holds no socket.
@@ -163,8 +224,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#active.add(done);
   }
 
-  async #serve(socket: net.Socket, record: ProxyConnectionRecord): Promise<void> {
-    const session = new ClientSession(socket, this.#timeouts.handshake);
+  async #serve(session: HandshakeSession, record: ProxyConnectionRecord): Promise<void> {
     try {
       const protocol = detectProtocol(await session.peek());
       switch (protocol) {
@@ -172,8 +232,10 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
           return await serveSocks4(session, this.#socks, record);
         case 'socks5':
           return await serveSocks5(session, this.#socks, record);
-        case 'http':
-          return await this.#http.serve(socket, session.detach(), record);
+        case 'http': {
+          const onNode = onSocket(session);
+          return await this.#http.serve(onNode.socket, onNode.detach(), record);
+        }
         default:
           // TLS on a plain port, or bytes of no protocol served here: nothing to reply in a language it speaks.
           record.outcome = 'bad-request';
@@ -188,7 +250,8 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       // A bug of ours must cost one connection, not the process.
       record.outcome = 'internal-error';
       this.#options.logger?.error({ err }, 'connection failed');
-      socket.destroy();
+      if (session instanceof NativeSession) session.destroy();
+      else (session as ClientSession).socket.destroy();
     }
   }
 

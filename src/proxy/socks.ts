@@ -1,4 +1,4 @@
-// The SOCKS4/4a and SOCKS5 handshakes, as linear async flows over a ClientSession:
+// The SOCKS4/4a and SOCKS5 handshakes, as linear async flows over a HandshakeSession:
 // greeting → auth → request → the command's handler. Every failure sends the
 // protocol's full-length reply before closing.
 import { encodeSocks4Reply, parseSocks4Request, SOCKS4_REPLY, socks4ReplyForErrno } from '../protocol/socks4.js';
@@ -14,7 +14,7 @@ import {
   socks5ReplyForErrno,
 } from '../protocol/socks5.js';
 import type { Credentials } from './auth.js';
-import type { ClientSession } from './session.js';
+import type { HandshakeSession } from './session.js';
 import { connectAndForward, type Replies, type TunnelContext } from './connect-step.js';
 import type { ProxyConnectionRecord } from './options.js';
 import { isIPv4 } from 'node:net';
@@ -24,8 +24,8 @@ export interface SocksContext extends TunnelContext {
   credentials?: Credentials;
   allowEmptyCredentials: boolean;
   /** BIND and UDP ASSOCIATE, when the server offers them. */
-  bind?: (session: ClientSession, dest: { host: string; port: number }, replies: BindReplies, record: ProxyConnectionRecord) => Promise<void>;
-  udpAssociate?: (session: ClientSession, clientHint: { host: string; port: number }, record: ProxyConnectionRecord) => Promise<void>;
+  bind?: (session: HandshakeSession, dest: { host: string; port: number }, replies: BindReplies, record: ProxyConnectionRecord) => Promise<void>;
+  udpAssociate?: (session: HandshakeSession, clientHint: { host: string; port: number }, record: ProxyConnectionRecord) => Promise<void>;
 }
 
 /** BIND sends two replies: where it listens, then who connected. */
@@ -58,7 +58,7 @@ function credentialsOk(ctx: SocksContext, user: string | Buffer, pass: string | 
   return ctx.credentials?.verify(user, pass) ?? false;
 }
 
-export async function serveSocks4(session: ClientSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<void> {
+export async function serveSocks4(session: HandshakeSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<void> {
   record.protocol = 'socks4';
   const parsed = await session.read(parseSocks4Request);
   if (parsed.status === 'error') {
@@ -84,7 +84,7 @@ export async function serveSocks4(session: ClientSession, ctx: SocksContext, rec
   return connectAndForward(session, { ...dest, command: 'connect', user: record.user }, socks4Replies, ctx, record);
 }
 
-export async function serveSocks5(session: ClientSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<void> {
+export async function serveSocks5(session: HandshakeSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<void> {
   record.protocol = 'socks5';
   const greeting = await session.read(parseSocks5Greeting);
   if (greeting.status === 'error') {
@@ -142,7 +142,7 @@ export async function serveSocks5(session: ClientSession, ctx: SocksContext, rec
   }
 }
 
-function refuseCommand(session: ClientSession, record: ProxyConnectionRecord, reply: Buffer, code: number): void {
+function refuseCommand(session: HandshakeSession, record: ProxyConnectionRecord, reply: Buffer, code: number): void {
   record.outcome = 'unsupported';
   record.reply = code;
   session.close(reply);

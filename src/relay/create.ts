@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { engines } from '../engine/forward.js';
 import type { Logger } from '../logger.js';
+import type { OpenListenFd } from '../net/listeners.js';
 import { SpliceEngine } from '../engine/splice/engine.js';
 import type { EngineChoice, EngineName } from '../engine/contract.js';
 import { startRelayApi, type RelayApi } from './api.js';
@@ -33,6 +34,8 @@ export interface RelayOptions {
   engine?: EngineChoice;
   /** Default: one made for this relay (and closed with it) when the addon is there. */
   spliceEngine?: SpliceEngine;
+  /** Listen on sockets this makes (SO_REUSEPORT ones, one per worker process) rather than Node's. */
+  listenFd?: OpenListenFd;
   /** Allow listen and API addresses beyond loopback. */
   open?: boolean;
   /**
@@ -84,6 +87,7 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
         seed: this.seed,
         engine: options.engine,
         spliceEngine,
+        listenFd: options.listenFd,
         recorder: this.recorder,
         connectTimeout: options.connectTimeout,
         idleTimeout: options.idleTimeout,

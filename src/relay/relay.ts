@@ -9,7 +9,7 @@ import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { chooseEngine, defaultSpliceEngine } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
-import { Listeners } from '../net/listeners.js';
+import { Listeners, type OpenListenFd } from '../net/listeners.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
 import { NativePcapSink } from '../engine/splice/pcap-sink.js';
@@ -27,6 +27,8 @@ export interface RelayDataOptions {
   /** `auto` (default): unfaulted connections are spliced when the addon and sockets allow it. */
   engine?: EngineChoice;
   spliceEngine?: SpliceEngine;
+  /** Listen on sockets this makes (SO_REUSEPORT ones, one per worker process) rather than Node's. */
+  listenFd?: OpenListenFd;
   /** Every random decision of every toxic derives from this. */
   seed: number;
   recorder?: Recorder;
@@ -99,7 +101,7 @@ class DataListener implements RelayListener {
     this.#rng = rng;
     this.#options = options;
     // The client is not read before the upstream is connected: what it sends meanwhile waits in the kernel.
-    this.#listeners = new Listeners((socket) => this.#accept(socket), { pauseOnConnect: true, logger: options.logger });
+    this.#listeners = new Listeners((socket) => this.#accept(socket), { pauseOnConnect: true, listenFd: options.listenFd, logger: options.logger });
   }
 
   async listen(address: HostPort): Promise<void> {

@@ -1,6 +1,7 @@
 // The JS side of the native engine: validates, takes sockets over from Node and hands their
 // fds to the addon. What comes back (results, released pairs) is read in results.ts; the pcap
 // recorders are kept in recorders.ts.
+import fs from 'node:fs';
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { loadNative, type NativeCompletion, type NativeEngine, type NativeEngineOptions, type NativeEngineStats } from './native.js';
@@ -62,11 +63,11 @@ function destroyBoth(a: net.Socket, b: net.Socket): void {
   b.destroy();
 }
 
-function positiveInteger(name: string, value: unknown, fallback: number, max: number): number {
+function positiveInteger(name: string, value: unknown, fallback: number, max: number, min = 1): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
-  if (!Number.isInteger(value) || value < 1 || value > max) {
-    throw new RangeError(`${name} must be an integer from 1 to ${max}, got ${String(value)}`);
+  if (!Number.isInteger(value) || value < min || value > max) {
+    throw new RangeError(`${name} must be an integer from ${min} to ${max}, got ${String(value)}`);
   }
   return value;
 }
@@ -102,7 +103,7 @@ export class SpliceEngine {
   #drained: (() => void) | undefined;
 
   constructor(options: SpliceEngineOptions = {}) {
-    const threads = positiveInteger('threads', options.threads, 1, 64);
+    const threads = positiveInteger('threads', options.threads, 1, 64, 0);
     const maxPipes = positiveInteger('maxPipes', options.maxPipes, 256, 1 << 20);
     const maxPipeSize = positiveInteger('maxPipeSize', options.maxPipeSize, 1 << 20, 1 << 30);
     const recordBufferBytes = positiveInteger('recordBufferBytes', options.recordBufferBytes, 64 << 20, 2 ** 40);
@@ -269,6 +270,31 @@ export class SpliceEngine {
   }
 
   /**
+   * Hands the engine two connected socket fds that are the caller's alone (the Acceptor's, not
+   * Node's): no dup, no net.Socket. From the call on they are the engine's, and closed by it,
+   * even when it throws (engine closed: ERR_SPLICE_CLOSED) or the signal has aborted already.
+   * `headAtoB`/`headBtoA` are written first, in order.
+   */
+  adopt(fdA: number, fdB: number, headAtoB: Buffer | null, headBtoA: Buffer | null, options: Pick<SpliceForwardOptions, 'idleTimeout' | 'signal'> = {}): Promise<ForwardResult> {
+    const idleTimeout = checkIdleTimeout(options.idleTimeout);
+    const signal = options.signal;
+    if (this.#closed || signal?.aborted) {
+      closeFds(fdA, fdB);
+      if (this.#closed) throw Object.assign(new Error('splice engine is closed'), { code: 'ERR_SPLICE_CLOSED' });
+      return Promise.resolve({ engine: 'splice', bytesAtoB: 0, bytesBtoA: 0, durationMs: 0, reason: 'aborted' });
+    }
+    let id: number;
+    try {
+      id = this.#native.add(fdA, fdB, headAtoB, headBtoA, idleTimeout, null, true);
+    } catch (err) {
+      closeFds(fdA, fdB);
+      throw err;
+    }
+    this.#hold();
+    return this.#register(id, signal, undefined, undefined);
+  }
+
+  /**
    * Opens a recorder on a dup of `fd` (the caller closes its own fd). Used by openNativePcap,
    * which opens the file and writes its global header first. `onError` hears of the write
    * error that stops the recorder (ENOSPC, EPIPE...), as soon as it happens.
@@ -337,5 +363,15 @@ export class SpliceEngine {
       reason: code === 'ECONNRESET' || code === 'EPIPE' ? 'reset' : 'error',
       error: new ForwardError(code, failedSide, err.syscall),
     };
+  }
+}
+
+function closeFds(...fds: number[]): void {
+  for (const fd of fds) {
+    try {
+      fs.closeSync(fd);
+    } catch {
+      // already gone
+    }
   }
 }

@@ -94,7 +94,12 @@ export interface NativeEngineStats {
  * (NaN, Infinity, fractions, 0) a RangeError naming the option. Absent: the default.
  */
 export interface NativeEngineOptions {
-  /** Loop threads, each with its own epoll set: 1 to 64. Default 1. */
+  /**
+   * Loop threads, each with its own epoll set: 0 to 64. Default 1. 0: one loop on the JS
+   * thread, driven by libuv (no thread switch per pair: cheapest for many short connections,
+   * and what each of several worker processes wants); pairs then share that thread's time
+   * with JS.
+   */
   threads?: number;
   /** Pipes the engine may hold at once, 1 to 2^20; past that, pairs use read/write. Default 256. */
   maxPipes?: number;
@@ -126,6 +131,8 @@ export interface NativeEngine {
     headBtoA: Buffer | null,
     idleTimeoutMs: number,
     record?: NativeRecordSpec | null,
+    /** Take fdA and fdB themselves, no dup: they are the engine's once add() returns. */
+    adopt?: boolean,
   ): number;
   /** Ends a pair with reason `aborted`. Goes to the pair's own loop; unknown or finished ids are ignored. */
   abort(id: number): void;
@@ -165,10 +172,57 @@ export interface NativeBinding {
   /**
    * A listening TCP socket (SO_REUSEADDR, and SO_REUSEPORT when asked) on a numeric host;
    * "::" takes IPv4 too. Returns a non-blocking fd the caller owns: give it to
-   * `net.Server.listen({ fd })` or close it. Throws an Error with `code`, `errno` and `syscall`
-   * (EADDRINUSE from bind, EINVAL from inet_pton for a host that is not an address).
+   * `net.Server.listen({ fd })` or `Acceptor.listen`, or close it. Throws an Error with `code`,
+   * `errno` and `syscall` (EADDRINUSE from bind, EINVAL from inet_pton for a host that is not an address).
    */
   openListener(host: string, port: number, backlog?: number, reusePort?: boolean): number;
+  /**
+   * The handshake's sockets without Node streams: an epoll set of the addon's, watched by libuv
+   * on the JS thread. `onEvent(kind, id, a, b, c)` (ACCEPTOR_EVENT) is called from libuv.
+   */
+  Acceptor: new (onEvent: (kind: number, id: number, a?: unknown, b?: unknown, c?: unknown) => void) => NativeAcceptor;
+}
+
+/** The kinds of `Acceptor` events and their arguments. */
+export const ACCEPTOR_EVENT = {
+  /** (id, listener, peer host, peer port) */
+  accepted: 1,
+  /** (id, Buffer) */
+  data: 2,
+  /** (id): the peer's FIN; the connection stays open */
+  eof: 3,
+  /** (id, errno): a read or queued write failed; the connection is closed */
+  failed: 4,
+  /** (id, errno, local host, local port): errno 0, or the connection is closed */
+  connected: 5,
+  /** (id): an ended connection saw the peer close; it is closed */
+  drained: 6,
+  /** (listener, errno): accept() failed (EMFILE...); the listener rests 100 ms */
+  listenFailed: 7,
+} as const;
+
+/**
+ * Every fd the acceptor holds is its own until `release` hands it out or `destroy`/`end`/
+ * `closeListener`/`close` closes it. Ids are never reused.
+ */
+export interface NativeAcceptor {
+  /** Takes a listening fd over; returns the listener id. */
+  listen(fd: number): number;
+  listenerAddress(listener: number): [string, number] | undefined;
+  closeListener(listener: number): void;
+  /** A non-blocking connect to a numeric host; the outcome comes as `connected`. */
+  connect(host: string, port: number): number;
+  /** 0: written; 1: the rest queued (written as the socket drains, or taken by takeUnsent); -errno: failed. */
+  write(id: number, data: Buffer): number;
+  /** The last bytes, FIN, then `drained` once the peer closes (its input is read and dropped meanwhile). */
+  end(id: number, data: Buffer | null): void;
+  destroy(id: number): void;
+  takeUnsent(id: number): Buffer | null;
+  /** The fd, now the caller's (-1 for an unknown id). */
+  release(id: number): number;
+  /** Closes every listener and connection, without events. */
+  close(): void;
+  counts(): { connections: number; listeners: number };
 }
 
 export type NativeLoad = { binding: NativeBinding; reason?: undefined } | { binding: null; reason: string };

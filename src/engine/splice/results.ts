@@ -59,7 +59,7 @@ function toResult(done: NativeCompletion): ForwardResult {
 }
 
 /** A net.Socket on an fd the engine handed back; closes the fd when Node cannot take it. */
-function socketOnFd(fd: number): net.Socket {
+export function socketOnFd(fd: number): net.Socket {
   try {
     // pauseOnCreate: no read starts before the caller resumes (Node's own option, used by
     // cluster; not in @types/node). allowHalfOpen: an EOF must not end the other direction.

@@ -1,0 +1,214 @@
+// The handshake's sockets without net.Socket: the addon accepts, reads, writes and connects in
+// an epoll set of its own on the JS thread, and this routes its events to whoever holds each
+// connection. A service keeps every decision (parsers, rules, replies); what leaves here is
+// either closed or an fd handed on whole: to the splice engine (SpliceEngine.adopt) or to a
+// net.Socket (socketOnFd) for the paths that need one.
+import dns from 'node:dns';
+import net from 'node:net';
+import { getSystemErrorName } from 'node:util';
+import { formatHostPort, type HostPort } from '../../net/host-port.js';
+import type { OpenListenFd } from '../../net/listeners.js';
+import type { Connector } from '../../net/dial.js';
+import type { Logger } from '../../logger.js';
+import { ACCEPTOR_EVENT, loadNative, type NativeAcceptor } from './native.js';
+
+/** What an accepted connection tells its holder. Each is called at most once, except `data`. */
+export interface AcceptedHandler {
+  data(chunk: Buffer): void;
+  /** The peer's FIN: the connection is half-closed, still writable. */
+  eof(): void;
+  /** A read or write failed (errno name): the fd is closed already. */
+  failed(code: string): void;
+  /** After end(): the peer closed too, and the fd is closed. */
+  drained(): void;
+}
+
+/** An upstream connection made by `connector`, held (not read) until it is released. */
+export interface NativeUpstream {
+  id: number;
+  localAddress: string;
+  localPort: number;
+}
+
+export interface AcceptorOptions {
+  /** A new connection, already being read; `attach` it, or `destroy` it. */
+  onConnection: (id: number, remoteAddress: string, remotePort: number) => void;
+  logger?: Logger;
+}
+
+type ConnectWaiter = (code: string | null, upstream?: NativeUpstream) => void;
+
+const errnoName = (errno: number) => {
+  try {
+    return getSystemErrorName(-errno);
+  } catch {
+    return 'EIO';
+  }
+};
+
+/** Why the acceptor cannot be used here, or null. */
+export function acceptorUnavailable(): string | null {
+  const load = loadNative();
+  return load.binding ? null : load.reason;
+}
+
+export class Acceptor {
+  readonly #native: NativeAcceptor;
+  readonly #options: AcceptorOptions;
+  readonly #handlers = new Map<number, AcceptedHandler>();
+  readonly #connecting = new Map<number, ConnectWaiter>();
+  readonly #listeners: number[] = [];
+  #closed = false;
+
+  constructor(options: AcceptorOptions) {
+    const load = loadNative();
+    if (!load.binding) throw Object.assign(new Error(`native acceptor unavailable: ${load.reason}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
+    this.#options = options;
+    this.#native = new load.binding.Acceptor((kind, id, a, b, c) => this.#onEvent(kind, id, a, b, c));
+  }
+
+  /**
+   * Binds every address (names are resolved first: the addon takes numeric hosts), on sockets
+   * `listenFd` makes (workers: SO_REUSEPORT) or the addon's plain ones; on a failure closes what
+   * was bound and rejects with the bind's error (EADDRINUSE...).
+   */
+  async listen(addresses: readonly HostPort[], options: { listenFd?: OpenListenFd } = {}): Promise<HostPort[]> {
+    const binding = loadNative().binding!;
+    const open = options.listenFd ?? ((host: string, port: number) => binding.openListener(host, port));
+    try {
+      for (const address of addresses) {
+        const host = net.isIP(address.host) ? address.host : (await dns.promises.lookup(address.host)).address;
+        let fd: number;
+        try {
+          fd = open(host, address.port);
+        } catch (err) {
+          // As Node words its own: the error names the address.
+          if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
+          throw err;
+        }
+        this.#listeners.push(this.#native.listen(fd));
+      }
+    } catch (err) {
+      this.closeListeners();
+      throw err;
+    }
+    return this.addresses();
+  }
+
+  addresses(): HostPort[] {
+    return this.#listeners.flatMap((listener) => {
+      const address = this.#native.listenerAddress(listener);
+      return address ? [{ host: address[0], port: address[1] }] : [];
+    });
+  }
+
+  /** Stops accepting; connections are not touched. */
+  closeListeners(): void {
+    for (const listener of this.#listeners.splice(0)) this.#native.closeListener(listener);
+  }
+
+  /** Routes the connection's events to `handler` from now on. */
+  attach(id: number, handler: AcceptedHandler): void {
+    this.#handlers.set(id, handler);
+  }
+
+  /** 0: written; 1: the rest queued; else the write failed (errno name). */
+  write(id: number, data: Buffer): 0 | 1 | string {
+    const written = this.#native.write(id, data);
+    return written >= 0 ? (written as 0 | 1) : errnoName(-written);
+  }
+
+  /** Writes `data`, FIN, drops what still comes, and closes once the peer has: `drained` follows. */
+  end(id: number, data: Buffer | null): void {
+    this.#native.end(id, data);
+  }
+
+  destroy(id: number): void {
+    this.#handlers.delete(id);
+    this.#connecting.delete(id);
+    this.#native.destroy(id);
+  }
+
+  /**
+   * The fd, now the caller's, with the bytes queued for it and not yet written (to be written
+   * first). Null when the connection is gone.
+   */
+  release(id: number): { fd: number; unsent: Buffer | null } | null {
+    this.#handlers.delete(id);
+    const unsent = this.#native.takeUnsent(id);
+    const fd = this.#native.release(id);
+    return fd < 0 ? null : { fd, unsent };
+  }
+
+  /** Dial attempts for dialWith(): a non-blocking connect of the addon's, raced like any other. */
+  readonly connector: Connector<NativeUpstream> = (address, port, settled) => {
+    let id: number;
+    try {
+      id = this.#native.connect(address, port);
+    } catch (err) {
+      queueMicrotask(() => settled((err as NodeJS.ErrnoException).code ?? 'EIO'));
+      return () => {};
+    }
+    this.#connecting.set(id, settled);
+    return () => this.destroy(id);
+  };
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Closes every listener and connection; each holder hears `failed` (ECONNABORTED). */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#listeners.length = 0;
+    this.#native.close();
+    const handlers = [...this.#handlers.values()];
+    const connecting = [...this.#connecting.values()];
+    this.#handlers.clear();
+    this.#connecting.clear();
+    for (const handler of handlers) handler.failed('ECONNABORTED');
+    for (const settled of connecting) settled('ECONNABORTED');
+  }
+
+  #onEvent(kind: number, id: number, a: unknown, b: unknown, c: unknown): void {
+    switch (kind) {
+      case ACCEPTOR_EVENT.data:
+        this.#handlers.get(id)?.data(a as Buffer);
+        return;
+      case ACCEPTOR_EVENT.accepted:
+        this.#options.onConnection(id, b as string, c as number);
+        return;
+      case ACCEPTOR_EVENT.connected: {
+        const settled = this.#connecting.get(id);
+        this.#connecting.delete(id);
+        if (!settled) {
+          // Its dial gave up meanwhile.
+          this.#native.destroy(id);
+          return;
+        }
+        if (a === 0) settled(null, { id, localAddress: b as string, localPort: c as number });
+        else settled(errnoName(a as number));
+        return;
+      }
+      case ACCEPTOR_EVENT.eof:
+        this.#handlers.get(id)?.eof();
+        return;
+      case ACCEPTOR_EVENT.failed: {
+        const handler = this.#handlers.get(id);
+        this.#handlers.delete(id);
+        handler?.failed(errnoName(a as number));
+        return;
+      }
+      case ACCEPTOR_EVENT.drained: {
+        const handler = this.#handlers.get(id);
+        this.#handlers.delete(id);
+        handler?.drained();
+        return;
+      }
+      case ACCEPTOR_EVENT.listenFailed:
+        this.#options.logger?.warn({ err: errnoName(a as number) }, 'accept failed');
+        return;
+    }
+  }
+}
