@@ -2,9 +2,10 @@
 // SOCKS5 proxy benchmark: splicer's proxy (engine splice and engine js) side by side with microsocks
 // and Dante, in the same run, on 127.0.0.1 only.
 //
-//   node bench/proxy.js [--only direct,splice,js,microsocks,dante] [--tests conn,bulk]
+//   node bench/proxy.js [--only direct,splice,js,microsocks,dante] [--tests conn,bulk,idle,c10k,fds]
 //                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 1000] [--open 0]
 //                       [--gib 1] [--streams 1,8] [--warmup-mib 64] [--runs 3] [--timeout 120]
+//                       [--tunnels N] [--idle-seconds 3] [--echo-seconds 30] [--fd-count 100000] [--fd-seconds 180]
 //                       [--workers 1,2] [--json FILE]
 //   npm run bench:proxy -- [options]
 //
@@ -34,12 +35,38 @@
 //   bulk   --gib GiB one direction (client → target) through SOCKS5 CONNECT, split across --streams
 //          connections: GB/s (10^9 bytes/s, first connect to the last byte at the target) and proxy CPU
 //          seconds per GiB.
+//   idle   (not run by default) a fresh server; its RLIMIT_NOFILE soft limit raised to the hard limit (prlimit, on
+//          every process of its tree), splicer with --max-connections/--max-per-client raised to fit. 200 short
+//          connections first (one-off costs: code loaded, JIT), then its RSS (VmRSS of /proc/PID/status, summed
+//          over the process and its live descendants: Dante's children; Pss from smaps_rollup too, which does not
+//          count a page shared by Dante's forks once per process), fds (/proc/PID/fd) and the kernel's TCP memory.
+//          Then --tunnels SOCKS5 CONNECTs through it to the driver's echo target, held idle for --idle-seconds,
+//          then measured again. Reported per idle tunnel: user-space bytes = (RSS after - RSS before) / tunnels;
+//          kernel socket-buffer bytes = the change of `TCP: mem` in /proc/net/sockstat (pages of every TCP
+//          socket of the machine: a tunnel is four sockets on loopback, two of the proxy's and two of the
+//          driver's; an idle one holds next to nothing there) and kernel slab bytes = the change of Slab in
+//          /proc/meminfo (socket, file, epoll and pipe objects of the four sockets and the proxy's; machine-wide,
+//          so a busy neighbour moves it). Then every tunnel is closed and the proxy's fd count must come back to
+//          its count before (fdBefore, fdAfter).
+//          --tunnels: default (hard RLIMIT_NOFILE - 400) / 2, as many as the fd limit allows (the driver holds
+//          two fds a tunnel, the client side and the target side, as the proxy does): 9800 with 20000.
+//   c10k   (not run by default) the same --tunnels held open, then each echoes 1 KiB through the proxy once a
+//          second (turns spread evenly over the second) for --echo-seconds: failures (a tunnel that fails in
+//          the handshake, errors, sees EOF or gets no echo within 5 s; must be 0), echo latency p50/p99 (the
+//          send to the last echoed byte), the proxy's CPU (seconds, and % of one core) and RSS meanwhile, and
+//          the driver's and the other processes' CPU (on a busy machine the latency is mostly waiting for a CPU).
+//   fds    (not run by default) fd hygiene: after a warm-up (--warmup connections), --fd-count short SOCKS5
+//          connections (as conn, 64 clients, 1 KiB each way; stops starting new ones after --fd-seconds), then
+//          the proxy's fd count (/proc/PID/fd entries, its tree for Dante) before and after: they must match,
+//          and so must its TCP sockets (fds whose inode is in /proc/net/tcp*). A server that forked more
+//          children meanwhile (Dante keeps a pool, each child with fds of its own) passes on its TCP sockets.
 // --runs N repeats everything N times (interleaved: every server per measurement, then the next run)
 // and reports medians.
 //
 // Load driver: bench/socksload.c, compiled at startup with cc -O2 -pthread into
 // .bench-out/socksload-<hash of the source> (cc is required). One process, two epoll threads: the
-// clients, and the targets (request/response server and byte sink). C, not Node, so that on a small
+// clients, and the targets (request/response server, byte sink, echo server; the held tunnels of
+// idle and c10k are the driver's too). C, not Node, so that on a small
 // machine the clients and the target cost little next to the proxy and the proxy is the limit
 // (the `direct` row shows the driver's own ceiling).
 // Proxy CPU: utime+stime+cutime+cstime from /proc/<pid>/stat of the proxy and of every live
@@ -69,7 +96,7 @@ const SPLICER_ROWS = {
   js: ['--engine', 'js'],
 };
 const isSplicer = (name) => Object.hasOwn(SPLICER_ROWS, name);
-const TESTS = ['conn', 'bulk'];
+const TESTS = ['conn', 'bulk', 'idle', 'c10k', 'fds'];
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -89,6 +116,11 @@ const { values: opt } = parseArgs({
     'warmup-mib': { type: 'string', default: '64' },
     runs: { type: 'string', default: '3' },
     timeout: { type: 'string', default: '120' },
+    tunnels: { type: 'string' },
+    'idle-seconds': { type: 'string', default: '3' },
+    'echo-seconds': { type: 'string', default: '30' },
+    'fd-count': { type: 'string', default: '100000' },
+    'fd-seconds': { type: 'string', default: '180' },
     json: { type: 'string' },
     workers: { type: 'string', default: '1' },
     help: { type: 'boolean', short: 'h', default: false },
@@ -116,7 +148,18 @@ const runs = Number(opt.runs);
 const timeoutMs = Number(opt.timeout) * 1000;
 const workerLevels = ints(opt.workers);
 const CONN_TIMEOUT_S = 5; // one connection of the conn test stuck longer than this counts as failed
+const nofileHard = hardNofile('self');
+const tunnels = opt.tunnels !== undefined ? Number(opt.tunnels) : Math.max(1, Math.floor((nofileHard - 400) / 2));
+const idleSeconds = Number(opt['idle-seconds']);
+const echoSeconds = Number(opt['echo-seconds']);
+const fdCount = Number(opt['fd-count']);
+const fdSeconds = Number(opt['fd-seconds']);
 const bad = [];
+if (!Number.isInteger(tunnels) || tunnels < 1 || tunnels > 500000) bad.push('--tunnels: an integer, 1..500000');
+if (!(idleSeconds >= 0)) bad.push('--idle-seconds >= 0');
+if (!(echoSeconds > 0)) bad.push('--echo-seconds > 0');
+if (!Number.isInteger(fdCount) || fdCount < 1) bad.push('--fd-count: an integer >= 1');
+if (!(fdSeconds > 0)) bad.push('--fd-seconds > 0');
 if (!Number.isInteger(count) || count < 1) bad.push('--count: an integer >= 1');
 if (clientLevels.length === 0 || clientLevels.some((c) => !Number.isInteger(c) || c < 1 || c > 4096)) bad.push('--clients: integers 1..4096');
 if (!(maxSeconds > 0)) bad.push('--max-seconds > 0');
@@ -221,12 +264,13 @@ socks pass {
 `;
 }
 
-async function startServer(name, driver, verbose) {
+async function startServer(name, driver, verbose, held = 0) {
   if (name === 'direct') return { name, port: driver.rrPort, cp: null };
   const port = await freePort();
   const splicer = splicerRow(name);
   if (splicer) {
-    const limits = openCount > 0 ? ['--max-connections', String(openCount + 10000), '--max-per-client', String(openCount + 5000)] : [];
+    const extra = openCount + held;
+    const limits = extra > 0 ? ['--max-connections', String(extra + 10000), '--max-per-client', String(extra + 5000)] : [];
     const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, ...splicer.flags,
       '--log-level', verbose ? 'info' : 'silent', '--grace', '0', '--workers', String(splicer.workers), ...limits]);
     await waitListening(port, cp, 15000);
@@ -515,6 +559,362 @@ async function measureBulk(name, streams) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Held tunnels: idle memory, C10K, fd hygiene
+
+/** The hard RLIMIT_NOFILE of a process ('self' or a pid), from /proc/<pid>/limits. */
+function hardNofile(pid) {
+  try {
+    const line = readFileSync(`/proc/${pid}/limits`, 'utf8').split('\n').find((l) => l.startsWith('Max open files'));
+    const hard = line.trim().split(/\s+/)[4];
+    return hard === 'unlimited' ? 1 << 20 : Number(hard);
+  } catch { return 1024; }
+}
+
+function treePids(pid) {
+  const out = [];
+  const seen = new Set();
+  const stack = [pid];
+  while (stack.length) {
+    const p = stack.pop();
+    if (seen.has(p)) continue;
+    seen.add(p);
+    out.push(p);
+    stack.push(...childPids(p));
+  }
+  return out;
+}
+
+/** Raises the soft RLIMIT_NOFILE of every process of the tree to its hard limit (prlimit). */
+function raiseNofile(pid) {
+  const prlimit = which('prlimit');
+  if (!prlimit) throw new Error('prlimit not on PATH (util-linux): cannot raise the server\'s fd limit');
+  for (const p of treePids(pid)) {
+    const hard = hardNofile(p);
+    try { execFileSync(prlimit, ['--pid', String(p), `--nofile=${hard}:${hard}`], { stdio: 'ignore', timeout: 5000 }); } catch { /* gone */ }
+  }
+}
+
+/** VmRSS, its anonymous part (RssAnon) and Pss (bytes) summed over the process tree. */
+function treeMemory(pid) {
+  let rss = 0;
+  let anon = 0;
+  let pss = 0;
+  for (const p of treePids(pid)) {
+    try {
+      const status = readFileSync(`/proc/${p}/status`, 'utf8');
+      const m = /VmRSS:\s+(\d+) kB/.exec(status);
+      if (m) rss += Number(m[1]) * 1024;
+      const a = /RssAnon:\s+(\d+) kB/.exec(status);
+      if (a) anon += Number(a[1]) * 1024;
+      const q = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${p}/smaps_rollup`, 'utf8'));
+      if (q) pss += Number(q[1]) * 1024;
+    } catch { /* gone */ }
+  }
+  return { rss, anon, pss };
+}
+
+/** Open fds of the process tree (/proc/<pid>/fd entries). */
+function treeFds(pid) {
+  let n = 0;
+  for (const p of treePids(pid)) {
+    try { n += readdirSync(`/proc/${p}/fd`).length; } catch { /* gone */ }
+  }
+  return n;
+}
+
+/**
+ * The tree's fds that are TCP sockets (their inodes in /proc/net/tcp and tcp6): the connections it
+ * holds, whatever its pool of helper processes (Dante keeps the children it forked, each with its
+ * own fds, for a while) holds besides.
+ */
+function treeTcpFds(pid) {
+  const inodes = new Set();
+  for (const f of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    try {
+      for (const line of readFileSync(f, 'utf8').split('\n').slice(1)) {
+        const inode = line.trim().split(/\s+/)[9];
+        if (inode && inode !== '0') inodes.add(inode);
+      }
+    } catch { /* none */ }
+  }
+  let n = 0;
+  for (const p of treePids(pid)) {
+    let fds = [];
+    try { fds = readdirSync(`/proc/${p}/fd`); } catch { continue; }
+    for (const fd of fds) {
+      try {
+        const m = /^socket:\[(\d+)\]$/.exec(readlinkSync(`/proc/${p}/fd/${fd}`));
+        if (m && inodes.has(m[1])) n++;
+      } catch { /* closed meanwhile */ }
+    }
+  }
+  return n;
+}
+
+/** The machine's kernel memory that held tunnels add to: TCP socket buffers (sockstat) and slab (meminfo), bytes. */
+function kernelMemory() {
+  let tcp = null;
+  let slab = null;
+  try {
+    const m = /^TCP:.* mem (\d+)/m.exec(readFileSync('/proc/net/sockstat', 'utf8'));
+    if (m) tcp = Number(m[1]) * 4096;
+  } catch { /* none */ }
+  try {
+    const m = /^Slab:\s+(\d+) kB/m.exec(readFileSync('/proc/meminfo', 'utf8'));
+    if (m) slab = Number(m[1]) * 1024;
+  } catch { /* none */ }
+  return { tcp, slab };
+}
+
+/** Waits until the tree's fd count is at most `target` (or the time is up); the last count. */
+async function fdsBackTo(pid, target, ms) {
+  const deadline = Date.now() + ms;
+  let n = treeFds(pid);
+  while (n > target && Date.now() < deadline) {
+    await sleep(100);
+    n = treeFds(pid);
+  }
+  return n;
+}
+
+const HOLD_PARALLEL = 100; // handshakes in flight while the tunnels are opened
+const HOLD_TIMEOUT_S = 180;
+
+/** A fresh server with its fd limit raised, warmed up by a few short connections: { driver, srv, pid }. */
+async function startHeldServer(name, warm) {
+  const driver = await startDriver();
+  let srv;
+  try {
+    srv = await startServer(name, driver, false, tunnels);
+    const pid = srv.cp.pid;
+    raiseNofile(pid);
+    if (warm > 0) {
+      const w = await driverCommand(driver, { cmd: 'rate', port: srv.port, socks: 1, clients: Math.min(16, warm), count: warm, seconds: 60, size, timeout: CONN_TIMEOUT_S }, 'rate', 90000);
+      if (w.done === 0) throw new Error(`warm-up failed: ${w.firstError ?? w.error ?? 'no connection done'}`);
+    }
+    return { driver, srv, pid };
+  } catch (err) {
+    await stopServer(srv).catch(() => {});
+    await stopChild(driver.cp).catch(() => {});
+    throw err;
+  }
+}
+
+async function holdTunnels(driver, srv) {
+  const h = await driverCommand(driver, { cmd: 'hold', port: srv.port, count: tunnels, clients: HOLD_PARALLEL, timeout: HOLD_TIMEOUT_S }, 'hold', (HOLD_TIMEOUT_S + 30) * 1000);
+  if (h.open === 0) throw new Error(`no tunnel opened: ${h.firstError ?? h.error ?? 'unknown'}`);
+  return h;
+}
+
+async function measureIdle(name) {
+  let ctx;
+  const started = Date.now();
+  try {
+    ctx = await startHeldServer(name, 200);
+    const { driver, srv, pid } = ctx;
+    await sleep(1000);
+    const fdBefore = treeFds(pid);
+    const tcpFdBefore = treeTcpFds(pid);
+    const processesBefore = treeSize(pid);
+    const mem0 = treeMemory(pid);
+    const k0 = kernelMemory();
+    const h = await holdTunnels(driver, srv);
+    await sleep(idleSeconds * 1000);
+    const mem1 = treeMemory(pid);
+    const k1 = kernelMemory();
+    const fdHeld = treeFds(pid);
+    const processes = treeSize(pid);
+    const c = await driverCommand(driver, { cmd: 'close' }, 'close', 60000);
+    const fdAfter = await fdsBackTo(pid, fdBefore, 20000);
+    const tcpFdAfter = treeTcpFds(pid);
+    const processesAfter = treeSize(pid);
+    const mem2 = treeMemory(pid);
+    const n = h.open;
+    const per = (a, b) => (a === null || b === null ? null : (b - a) / n);
+    return {
+      test: 'idle', server: name,
+      // A server that forks (Dante) keeps a pool of children, each with fds of its own: its TCP sockets are what must come back.
+      ok: h.ok && c.lost === 0 && tcpFdAfter <= tcpFdBefore && (processesAfter > processesBefore || fdAfter <= fdBefore),
+      tunnels: n, wanted: tunnels, openSeconds: h.seconds, holdErrors: h.errors, lost: c.lost,
+      rssBefore: mem0.rss, rssHeld: mem1.rss, rssClosed: mem2.rss,
+      bytesPerTunnel: per(mem0.rss, mem1.rss),
+      anonBytesPerTunnel: per(mem0.anon, mem1.anon),
+      pssBytesPerTunnel: per(mem0.pss, mem1.pss),
+      kernelTcpBytesPerTunnel: per(k0.tcp, k1.tcp),
+      kernelSlabBytesPerTunnel: per(k0.slab, k1.slab),
+      fdBefore, fdHeld, fdAfter, tcpFdBefore, tcpFdAfter, processes, processesBefore, processesAfter,
+      error: [h.ok ? null : `${h.open}/${tunnels} tunnels opened (${h.errors} failed: ${h.firstError ?? h.error})`,
+        c.lost ? `${c.lost} tunnels closed by the proxy while idle` : null,
+        tcpFdAfter > tcpFdBefore ? `${tcpFdAfter} TCP fds after closing, ${tcpFdBefore} before` : null,
+        fdAfter > fdBefore && processesAfter <= processesBefore ? `fd count ${fdAfter} after closing, ${fdBefore} before` : null].filter(Boolean).join('; ') || null,
+    };
+  } catch (err) {
+    return { test: 'idle', server: name, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    await stopServer(ctx?.srv).catch(() => {});
+    await stopChild(ctx?.driver.cp).catch(() => {});
+  }
+}
+
+async function measureC10k(name) {
+  let ctx;
+  const started = Date.now();
+  try {
+    ctx = await startHeldServer(name, 200);
+    const { driver, srv, pid } = ctx;
+    const h = await holdTunnels(driver, srv);
+    await sleep(500);
+    const cpu0 = treeCpuSeconds(pid);
+    const load0 = cpuSeconds(driver.cp.pid);
+    const m0 = machineBusySeconds();
+    const st0 = machineStealSeconds();
+    const e = await driverCommand(driver, { cmd: 'echo', seconds: echoSeconds, size: 1024, interval: 1, timeout: 5 }, 'echo', (echoSeconds + 60) * 1000);
+    const cpu1 = treeCpuSeconds(pid);
+    const load1 = cpuSeconds(driver.cp.pid);
+    const m1 = machineBusySeconds();
+    const st1 = machineStealSeconds();
+    const mem = treeMemory(pid);
+    const processes = treeSize(pid);
+    await driverCommand(driver, { cmd: 'close' }, 'close', 60000);
+    const failures = (tunnels - h.open) + e.failures;
+    return {
+      test: 'c10k', server: name,
+      ok: failures === 0 && e.ok,
+      tunnels: h.open, wanted: tunnels, echoes: e.echoes, turns: e.turns, failures, late: e.late, seconds: e.seconds,
+      p50Ms: e.latencyUs ? e.latencyUs.p50 / 1000 : null,
+      p99Ms: e.latencyUs ? e.latencyUs.p99 / 1000 : null,
+      maxMs: e.latencyUs ? e.latencyUs.max / 1000 : null,
+      cpuSec: cpu1 - cpu0,
+      cpuPercent: (cpu1 - cpu0) / e.seconds * 100,
+      // The driver's CPU, and other processes' and the hypervisor's (as in conn): echo latency here is
+      // mostly queueing for a CPU when the machine is busy.
+      loadCpuPercent: (load1 - load0) / e.seconds * 100,
+      otherCpuPercent: ((m1 - m0) + (st1 - st0) - (cpu1 - cpu0) - (load1 - load0)) / e.seconds * 100,
+      rss: mem.rss, pss: mem.pss, processes,
+      error: failures ? `${failures} failed tunnels: ${h.firstError ?? e.firstError ?? ''}` : (e.ok ? null : e.error ?? 'no echo'),
+    };
+  } catch (err) {
+    return { test: 'c10k', server: name, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    await stopServer(ctx?.srv).catch(() => {});
+    await stopChild(ctx?.driver.cp).catch(() => {});
+  }
+}
+
+async function measureFds(name) {
+  let driver;
+  let srv;
+  const started = Date.now();
+  try {
+    driver = await startDriver();
+    srv = await startServer(name, driver, false);
+    const pid = srv.cp.pid;
+    const fdFresh = treeFds(pid);
+    if (warmup > 0) await driverCommand(driver, { cmd: 'rate', port: srv.port, socks: 1, clients: 64, count: Math.max(warmup, 64), seconds: maxSeconds, size, timeout: CONN_TIMEOUT_S }, 'rate', (maxSeconds + 30) * 1000);
+    const fdBefore = await fdsBackTo(pid, fdFresh, 5000);
+    const tcpFdBefore = treeTcpFds(pid);
+    const processesBefore = treeSize(pid);
+    const r = await driverCommand(driver, { cmd: 'rate', port: srv.port, socks: 1, clients: 64, count: fdCount, seconds: fdSeconds, size, timeout: CONN_TIMEOUT_S }, 'rate', (fdSeconds + 60) * 1000);
+    const fdAfter = await fdsBackTo(pid, fdBefore, 10000);
+    const tcpFdAfter = treeTcpFds(pid);
+    const processesAfter = treeSize(pid);
+    return {
+      test: 'fds', server: name,
+      ok: r.done === fdCount && tcpFdAfter <= tcpFdBefore && (processesAfter > processesBefore || fdAfter <= fdBefore),
+      done: r.done, errors: r.errors, wanted: fdCount, seconds: r.seconds, connsPerSec: r.connsPerSec,
+      fdFresh, fdBefore, fdAfter, tcpFdBefore, tcpFdAfter, processesBefore, processesAfter,
+      error: [r.done < fdCount ? `${r.done}/${fdCount} connections done (${r.errors} failed${r.firstError ? `: ${r.firstError}` : ''})` : null,
+        tcpFdAfter > tcpFdBefore ? `${tcpFdAfter} TCP fds after, ${tcpFdBefore} before` : null,
+        fdAfter > fdBefore && processesAfter <= processesBefore ? `fd count ${fdAfter} after, ${fdBefore} before` : null].filter(Boolean).join('; ') || null,
+    };
+  } catch (err) {
+    return { test: 'fds', server: name, ok: false, error: err.message, wallSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    await stopServer(srv).catch(() => {});
+    await stopChild(driver?.cp).catch(() => {});
+  }
+}
+
+const HELD_TESTS = {
+  idle: { measure: measureIdle, timeoutMs: () => (HOLD_TIMEOUT_S + idleSeconds + 180) * 1000 },
+  c10k: { measure: measureC10k, timeoutMs: () => (HOLD_TIMEOUT_S + echoSeconds + 240) * 1000 },
+  fds: { measure: measureFds, timeoutMs: () => (fdSeconds + maxSeconds + 180) * 1000 },
+};
+
+function logHeld(r) {
+  const f = (v, d = 0) => fmt(v, d);
+  if (r.test === 'idle') {
+    return `run ${r.run} idle ${r.server}: ${r.tunnels ?? 0} tunnels, ${f(r.bytesPerTunnel)} B/tunnel user space (anonymous ${f(r.anonBytesPerTunnel)}, Pss ${f(r.pssBytesPerTunnel)}), kernel TCP ${f(r.kernelTcpBytesPerTunnel)} B, slab ${f(r.kernelSlabBytesPerTunnel)} B; fds ${r.fdBefore} → ${r.fdHeld} → ${r.fdAfter} (TCP ${r.tcpFdBefore} → ${r.tcpFdAfter}, processes ${r.processesBefore} → ${r.processesAfter})${r.ok ? '' : `, FAILED: ${r.error}`}`;
+  }
+  if (r.test === 'c10k') {
+    return `run ${r.run} c10k ${r.server}: ${r.tunnels ?? 0} tunnels, ${r.echoes ?? 0} echoes, ${r.failures ?? '?'} failures, p50 ${f(r.p50Ms, 3)} ms, p99 ${f(r.p99Ms, 3)} ms, CPU ${f(r.cpuPercent, 1)}% of a core (driver ${f(r.loadCpuPercent, 1)}%, other processes ${f(r.otherCpuPercent, 1)}%), RSS ${f((r.rss ?? NaN) / 2 ** 20, 1)} MiB${r.ok ? '' : `, FAILED: ${r.error}`}`;
+  }
+  return `run ${r.run} fds ${r.server}: ${r.done ?? 0} connections (${r.errors ?? 0} errors) at ${f(r.connsPerSec)} conn/s; fds fresh ${r.fdFresh}, before ${r.fdBefore}, after ${r.fdAfter} (TCP ${r.tcpFdBefore} → ${r.tcpFdAfter}, processes ${r.processesBefore} → ${r.processesAfter})${r.ok ? '' : `, FAILED: ${r.error}`}`;
+}
+
+const HELD_METRICS = {
+  idle: ['tunnels', 'bytesPerTunnel', 'anonBytesPerTunnel', 'pssBytesPerTunnel', 'kernelTcpBytesPerTunnel', 'kernelSlabBytesPerTunnel', 'rssBefore', 'rssHeld', 'fdBefore', 'fdHeld', 'fdAfter', 'tcpFdBefore', 'tcpFdAfter', 'processesBefore', 'processesAfter'],
+  c10k: ['tunnels', 'echoes', 'failures', 'p50Ms', 'p99Ms', 'maxMs', 'cpuPercent', 'loadCpuPercent', 'otherCpuPercent', 'rss', 'pss', 'processes'],
+  fds: ['done', 'errors', 'connsPerSec', 'fdFresh', 'fdBefore', 'fdAfter', 'tcpFdBefore', 'tcpFdAfter', 'processesBefore', 'processesAfter'],
+};
+
+/** Medians per server of the held-tunnel tests, and the worst fd count after (a leak in any run shows). */
+function summarizeHeld(all) {
+  const out = {};
+  for (const test of Object.keys(HELD_TESTS)) {
+    if (!tests.includes(test)) continue;
+    out[test] = servers.filter((s) => s !== 'direct').map((s) => {
+      const rs = all.filter((r) => r.test === test && r.server === s);
+      const good = rs.filter((r) => r.tunnels > 0 || r.done > 0);
+      const row = { server: s, runs: rs.length, failed: rs.filter((r) => !r.ok).length };
+      for (const m of HELD_METRICS[test]) row[m] = median(good.map((r) => r[m]));
+      if (test !== 'c10k') row.fdAfterMax = good.length ? Math.max(...good.map((r) => r.fdAfter - r.fdBefore)) : null;
+      if (test === 'c10k') row.failuresTotal = rs.reduce((n, r) => n + (r.failures ?? 0), 0);
+      row.errors_ = [...new Set(rs.filter((r) => !r.ok).map((r) => r.error))];
+      return row;
+    });
+  }
+  return out;
+}
+
+function printHeldTables(held) {
+  const out = [];
+  const med = runs > 1 ? `, medians of ${runs} runs` : '';
+  const mib = (b) => fmt(b / 2 ** 20, 1);
+  const fail = (r) => (r.failed ? ` (${r.failed}/${r.runs} failed)` : '');
+  if (held.idle) {
+    out.push('', `### Idle tunnels: memory per tunnel (${tunnels} SOCKS5 tunnels held ${idleSeconds} s, fresh process${med})`, '');
+    out.push('| server | tunnels | user-space B/tunnel (RSS) | of it anonymous | Pss B/tunnel | kernel TCP buffers B/tunnel | kernel slab B/tunnel | RSS before MiB | RSS held MiB | fds before | held | after closing | TCP fds before | after | processes before | after |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of held.idle) {
+      out.push(`| ${r.server}${fail(r)} | ${fmt(r.tunnels, 0)} | ${fmt(r.bytesPerTunnel, 0)} | ${fmt(r.anonBytesPerTunnel, 0)} | ${fmt(r.pssBytesPerTunnel, 0)} | ${fmt(r.kernelTcpBytesPerTunnel, 0)} | ${fmt(r.kernelSlabBytesPerTunnel, 0)} | ${mib(r.rssBefore)} | ${mib(r.rssHeld)} | ${fmt(r.fdBefore, 0)} | ${fmt(r.fdHeld, 0)} | ${fmt(r.fdAfter, 0)} | ${fmt(r.tcpFdBefore, 0)} | ${fmt(r.tcpFdAfter, 0)} | ${fmt(r.processesBefore, 0)} | ${fmt(r.processesAfter, 0)} |`);
+    }
+    out.push('', 'User-space B/tunnel = (VmRSS held - VmRSS before) / tunnels, summed over the server\'s processes (Dante forks: its RSS counts a shared page once per process, Pss does not); anonymous = RssAnon (heap, stacks), the rest is file pages (code) touched meanwhile.');
+    out.push('Kernel TCP buffers = the change of `TCP: mem` in /proc/net/sockstat (socket buffer pages of all four sockets of a tunnel, the driver\'s two included); kernel slab = the change of Slab in /proc/meminfo (socket, file and epoll objects, machine-wide).');
+    for (const r of held.idle) for (const e of r.errors_) if (e) out.push(`- ${r.server} failure: ${e}`);
+  }
+  if (held.c10k) {
+    out.push('', `### C10K: ${tunnels} tunnels each echo 1 KiB once a second for ${echoSeconds} s${med}`, '');
+    out.push('| server | tunnels | echoes | failures | echo p50 ms | p99 ms | max ms | proxy CPU % of a core | driver CPU % | other processes CPU % | proxy RSS MiB |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of held.c10k) {
+      out.push(`| ${r.server}${fail(r)} | ${fmt(r.tunnels, 0)} | ${fmt(r.echoes, 0)} | ${fmt(r.failuresTotal, 0)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${fmt(r.maxMs, 1)} | ${fmt(r.cpuPercent, 1)} | ${fmt(r.loadCpuPercent, 1)} | ${fmt(r.otherCpuPercent, 1)} | ${mib(r.rss)} |`);
+    }
+    for (const r of held.c10k) for (const e of r.errors_) if (e) out.push(`- ${r.server} failure: ${e}`);
+  }
+  if (held.fds) {
+    out.push('', `### fd hygiene: ${fdCount} short SOCKS5 connections (64 clients)${med}`, '');
+    out.push('| server | connections done | errors | conn/s | fds fresh | fds before | fds after | worst after − before | TCP fds before | after | processes before | after |');
+    out.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const r of held.fds) {
+      out.push(`| ${r.server}${fail(r)} | ${fmt(r.done, 0)} | ${fmt(r.errors, 0)} | ${fmt(r.connsPerSec, 0)} | ${fmt(r.fdFresh, 0)} | ${fmt(r.fdBefore, 0)} | ${fmt(r.fdAfter, 0)} | ${fmt(r.fdAfterMax, 0)} | ${fmt(r.tcpFdBefore, 0)} | ${fmt(r.tcpFdAfter, 0)} | ${fmt(r.processesBefore, 0)} | ${fmt(r.processesAfter, 0)} |`);
+    }
+    for (const r of held.fds) for (const e of r.errors_) if (e) out.push(`- ${r.server} failure: ${e}`);
+  }
+  if (out.length) process.stdout.write(out.join('\n') + '\n');
+}
+
+// ---------------------------------------------------------------------------------------------
 // Report
 
 function fmt(x, digits = 2) {
@@ -664,6 +1064,17 @@ async function main() {
         }
       }
     }
+    for (const test of Object.keys(HELD_TESTS)) {
+      if (!tests.includes(test)) continue;
+      for (const s of servers) {
+        if (s === 'direct') continue;
+        const r = await withTimeout(HELD_TESTS[test].measure(s), HELD_TESTS[test].timeoutMs(), `${test} ${s}`)
+          .catch((err) => ({ test, server: s, ok: false, error: err.message }));
+        r.run = run;
+        all.push(r);
+        log(logHeld(r));
+      }
+    }
     if (tests.includes('bulk')) {
       for (const st of streamLevels) {
         for (const s of servers) {
@@ -680,7 +1091,9 @@ async function main() {
   }
   const load1 = loadavg();
   const summary = summarize(all);
+  const held = summarizeHeld(all);
   printTables(summary);
+  printHeldTables(held);
   const sum = (k) => all.reduce((n, r) => n + (Number.isFinite(r[k]) ? r[k] : 0), 0);
   const worst = all.reduce((w, r) => (Number.isFinite(r.otherCpuSec) && r.otherCpuSec > (w?.otherCpuSec ?? -Infinity) ? r : w), null);
   process.stdout.write(`Machine: load average ${load0.map((v) => v.toFixed(2)).join(' ')} at start, ${load1.map((v) => v.toFixed(2)).join(' ')} at end `
@@ -703,6 +1116,7 @@ async function main() {
       tests,
       conn: { count, clients: clientLevels, maxSeconds, size, warmup, connTimeoutSeconds: CONN_TIMEOUT_S },
       bulk: { gib, bytes: totalBytes, streams: streamLevels, warmupBytes, timeoutSeconds: timeoutMs / 1000 },
+      held: { tunnels, nofileHard, idleSeconds, echoSeconds, fdCount, fdSeconds },
       runs,
       workers: workerLevels,
       loadavgStart: load0,
@@ -739,6 +1153,7 @@ async function main() {
     },
     conn: strip(summary.conn),
     bulk: strip(summary.bulk),
+    ...strip(held),
     runs: all,
   };
   const text = JSON.stringify(json, null, 2);

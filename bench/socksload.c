@@ -2,13 +2,14 @@
 // C process, so that neither the client nor the target is what limits a proxy under test.
 //
 // Two threads, each with its own epoll loop over non-blocking sockets:
-//   main thread    reads commands on stdin and is the target server, on two listening sockets:
+//   main thread    reads commands on stdin and is the target server, on three listening sockets:
 //                    rr    request/response: reads SIZE bytes, answers SIZE bytes, closes on EOF
 //                    sink  counts bytes until EOF (bulk transfers), then closes
+//                    echo  writes back what it reads, closes on EOF (held tunnels: idle, C10K)
 //   client thread  runs the clients of a command (commands in through a pipe)
 //
 // Protocol (one JSON object per line):
-//   stdout  {"type":"ready","rrPort":R,"sinkPort":S}
+//   stdout  {"type":"ready","rrPort":R,"sinkPort":S,"echoPort":E}
 //   stdin   {"cmd":"rate","port":P,"socks":1,"clients":C,"count":N,"seconds":T,"size":1024,"timeout":5}
 //           C clients in parallel, N connections in all (or until T seconds have passed): each one
 //           connect()s to 127.0.0.1:P, does a SOCKS5 greeting (no auth) and CONNECT 127.0.0.1:R (socks:0
@@ -22,6 +23,20 @@
 //           them, from a preallocated random 1 MiB buffer, then shutdown(SHUT_WR)
 //   stdout  {"type":"bulk","ok":bool,"bytes":n,"expected":B,"seconds":s,"error"?:string}
 //           seconds: from the command to the last byte received (all S connections ended at the sink)
+//   stdin   {"cmd":"hold","port":P,"count":N,"clients":C,"timeout":T}
+//           opens N SOCKS5 CONNECTs through P to the echo target (at most C handshakes at a time) and
+//           holds them open, idle, for the commands below; gives up after T seconds
+//   stdout  {"type":"hold","ok":bool,"open":n,"errors":e,"seconds":s,"firstError"?:string}
+//   stdin   {"cmd":"echo","seconds":T,"size":1024,"interval":1,"timeout":5}
+//           every held tunnel sends SIZE bytes every INTERVAL seconds (the tunnels' turns spread evenly
+//           over the interval) for T seconds and reads them back from the echo target; a tunnel that
+//           fails (error, EOF, no echo within TIMEOUT seconds) counts once and is used no more
+//   stdout  {"type":"echo","ok":bool,"echoes":n,"failures":f,"late":l,"seconds":s,"latencyUs":{...},"firstError"?:string}
+//           latency: the send to the last echoed byte; late: turns skipped because the previous echo
+//           of that tunnel was still out
+//   stdin   {"cmd":"close"}
+//           closes every held tunnel (the echo target then sees EOF through the proxy)
+//   stdout  {"type":"close","closed":n,"lost":l}   lost: tunnels found closed by the other side
 // One command at a time (the caller waits for the result). The process exits when stdin closes.
 //
 //   cc -O2 -Wall -Wextra -pthread -o socksload bench/socksload.c
@@ -50,17 +65,17 @@
 #define MAX_SIZE (1 << 20)
 #define TAG(run, fd) (((uint64_t)(run) << 32) | (uint32_t)(fd))
 
-enum { CMD_RATE = 1, CMD_BULK = 2 };
+enum { CMD_RATE = 1, CMD_BULK = 2, CMD_HOLD = 3, CMD_ECHO = 4, CMD_CLOSE = 5 };
 struct cmd {
   uint32_t kind, run, port, socks, clients, size, streams;
   uint64_t count, bytes;
-  double seconds, timeout;
+  double seconds, timeout, interval;
 };
 struct err { uint32_t run; char msg[120]; };
 
 static char sendbuf[BUF_SIZE], recvbuf[BUF_SIZE];
 static int cmd_pipe[2], err_pipe[2];
-static uint16_t rr_port, sink_port;
+static uint16_t rr_port, sink_port, echo_port;
 static volatile uint32_t rr_size = 1024; // set by the main thread before a rate command goes to the client
 static pthread_mutex_t out_lock = PTHREAD_MUTEX_INITIALIZER;
 
@@ -374,6 +389,287 @@ static void run_rate(const struct cmd *k) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Client: held tunnels (hold, echo, close). They stay open between commands; the client thread
+// touches them only while one of these commands runs.
+
+struct hconn {
+  struct conn c;      // the handshake (c.active: open and usable)
+  int fd;
+  int waiting;        // an echo is out
+  uint32_t got;       // echoed bytes of the current turn
+  size_t sendoff;     // bytes of the current turn sent
+  double tsend;
+};
+
+static struct held {
+  int ep;
+  struct hconn *h;    // in the order opened
+  size_t n, cap;
+  int32_t *byfd;      // fd -> index in h, -1 when none
+  size_t nbyfd;
+} H = { .ep = -1 };
+
+static void held_grow_fd(int fd) {
+  if ((size_t)fd >= H.nbyfd) {
+    size_t m = (size_t)fd * 2 + 64;
+    int32_t *q = realloc(H.byfd, m * sizeof *q);
+    if (!q) die("realloc");
+    for (size_t i = H.nbyfd; i < m; i++) q[i] = -1;
+    H.byfd = q;
+    H.nbyfd = m;
+  }
+}
+
+static void held_error(char *first, size_t n, uint64_t *errors, const char *what) {
+  (*errors)++;
+  if (!first[0]) snprintf(first, n, "%s", what);
+}
+
+static void held_drop(struct hconn *x) {
+  if (x->fd < 0) return;
+  epoll_ctl(H.ep, EPOLL_CTL_DEL, x->fd, NULL);
+  H.byfd[x->fd] = -1;
+  close(x->fd);
+  x->fd = -1;
+  x->c.active = 0;
+}
+
+static void run_hold(const struct cmd *k) {
+  if (H.ep < 0 && (H.ep = epoll_create1(EPOLL_CLOEXEC)) < 0) die("epoll_create1");
+  if (H.cap < H.n + k->count) {
+    H.cap = H.n + k->count;
+    H.h = realloc(H.h, H.cap * sizeof *H.h);
+    if (!H.h) die("realloc");
+  }
+  uint64_t started = 0, open = 0, errors = 0, inflight = 0;
+  char first[160] = "";
+  double t0 = now(), deadline = t0 + k->timeout;
+  struct epoll_event evs[MAX_EVENTS];
+  size_t base = H.n;
+  for (;;) {
+    while (inflight < k->clients && started < k->count && now() < deadline) {
+      started++;
+      int e = 0;
+      int fd = client_socket((uint16_t)k->port, &e);
+      if (fd < 0) {
+        char m[96];
+        snprintf(m, sizeof m, "connect: %s", strerror(e));
+        held_error(first, sizeof first, &errors, m);
+        continue;
+      }
+      held_grow_fd(fd);
+      struct hconn *x = &H.h[H.n];
+      *x = (struct hconn){ .c = { .state = C_CONNECTING, .active = 0, .t0 = now() }, .fd = fd };
+      H.byfd[fd] = (int32_t)H.n++;
+      inflight++;
+      epoll_set(H.ep, EPOLL_CTL_ADD, fd, EPOLLOUT, (uint64_t)(uint32_t)fd);
+    }
+    if (inflight == 0 && (started >= k->count || now() >= deadline)) break;
+    if (now() >= deadline) {
+      for (size_t i = base; i < H.n; i++) {
+        if (H.h[i].fd >= 0 && !H.h[i].c.active) {
+          held_error(first, sizeof first, &errors, "timeout in the handshake");
+          held_drop(&H.h[i]);
+          inflight--;
+        }
+      }
+      break;
+    }
+    int n = epoll_wait(H.ep, evs, MAX_EVENTS, 100);
+    if (n < 0 && errno != EINTR) die("epoll_wait");
+    for (int i = 0; i < n; i++) {
+      int fd = (int)(uint32_t)evs[i].data.u64;
+      if ((size_t)fd >= H.nbyfd || H.byfd[fd] < 0) continue;
+      struct hconn *x = &H.h[H.byfd[fd]];
+      struct conn *c = &x->c;
+      if (c->active) continue; // an established tunnel: nothing to do while holding
+      const char *msg = NULL;
+      char m[120];
+      int fail = 0;
+      if (c->state == C_CONNECTING) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+        if (err || (evs[i].events & (EPOLLERR | EPOLLHUP))) {
+          snprintf(m, sizeof m, "connect: %s", strerror(err ? err : ECONNRESET));
+          msg = m;
+          fail = 1;
+        } else {
+          c->state = C_GREET;
+          c->out = greeting; c->outlen = sizeof greeting; c->outoff = 0;
+        }
+      } else if (evs[i].events & EPOLLOUT) {
+        // pending bytes, sent below
+      } else {
+        int r = read_handshake(fd, c, &msg);
+        if (r < 0) fail = 1;
+        else if (r == 0) continue;
+        else if (r == 2) set_connect_request(c, echo_port);
+        else {
+          c->active = 1; // established: idle from now on
+          inflight--;
+          open++;
+          epoll_set(H.ep, EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLRDHUP | EPOLLET, (uint64_t)(uint32_t)fd);
+          continue;
+        }
+      }
+      if (!fail) {
+        int r = flush_out(fd, c);
+        if (r < 0) { snprintf(m, sizeof m, "send: %s", strerror(errno)); msg = m; fail = 1; }
+        else epoll_set(H.ep, EPOLL_CTL_MOD, fd, r ? EPOLLIN : EPOLLOUT, (uint64_t)(uint32_t)fd);
+      }
+      if (fail) {
+        held_error(first, sizeof first, &errors, msg);
+        held_drop(x);
+        inflight--;
+      }
+    }
+  }
+  char line[512];
+  int len = snprintf(line, sizeof line, "{\"type\":\"hold\",\"ok\":%s,\"open\":%llu,\"errors\":%llu,\"seconds\":%.6f",
+                     open == k->count ? "true" : "false", (unsigned long long)open, (unsigned long long)errors, now() - t0);
+  if (first[0]) len += snprintf(line + len, sizeof line - (size_t)len, ",\"firstError\":\"%s\"", first);
+  snprintf(line + len, sizeof line - (size_t)len, "}\n");
+  emit(line);
+}
+
+// One event of a held tunnel during an echo run: 1 when its turn completed, -1 failed, 0 more to do.
+static int echo_event(struct hconn *x, uint32_t size, const char **msg, char *m, size_t mn) {
+  if (x->sendoff < size) {
+    int fd = x->fd;
+    while (x->sendoff < size) {
+      ssize_t w = send(fd, sendbuf + x->sendoff, size - x->sendoff, MSG_NOSIGNAL);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        if (errno == EAGAIN) { epoll_set(H.ep, EPOLL_CTL_MOD, fd, EPOLLOUT | EPOLLIN | EPOLLRDHUP, (uint64_t)(uint32_t)fd); break; }
+        snprintf(m, mn, "send: %s", strerror(errno));
+        *msg = m;
+        return -1;
+      }
+      x->sendoff += (size_t)w;
+    }
+    if (x->sendoff == size) epoll_set(H.ep, EPOLL_CTL_MOD, fd, EPOLLIN | EPOLLRDHUP, (uint64_t)(uint32_t)fd);
+  }
+  for (;;) {
+    ssize_t r = recv(x->fd, recvbuf, BUF_SIZE, 0);
+    if (r > 0) { x->got += (uint32_t)r; continue; }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) break;
+    snprintf(m, mn, "%s after %u echoed bytes", r < 0 ? strerror(errno) : "EOF", x->got);
+    *msg = m;
+    return -1;
+  }
+  if (x->got > size) { snprintf(m, mn, "%u bytes echoed for %u sent", x->got, size); *msg = m; return -1; }
+  return x->got == size && x->sendoff == size ? 1 : 0;
+}
+
+static void run_echo(const struct cmd *k) {
+  uint64_t echoes = 0, failures = 0, late = 0, turns = 0;
+  char first[160] = "";
+  size_t n = 0;
+  for (size_t i = 0; i < H.n; i++) if (H.h[i].fd >= 0 && H.h[i].c.active) H.h[n++] = H.h[i];
+  H.n = n;
+  for (size_t i = 0; i < n; i++) { H.byfd[H.h[i].fd] = (int32_t)i; H.h[i].waiting = 0; }
+  size_t maxlat = (size_t)(k->seconds / k->interval + 2) * (n ? n : 1);
+  double *lat = malloc(maxlat * sizeof *lat);
+  if (!lat) die("malloc");
+  double t0 = now(), stop = t0 + k->seconds;
+  uint64_t scheduled = 0; // turns handed out so far, in order: tunnel (scheduled % n)
+  struct epoll_event evs[MAX_EVENTS];
+  double last_scan = t0;
+  for (;;) {
+    double t = now();
+    if (n > 0 && t < stop) {
+      uint64_t due = (uint64_t)((t - t0) / k->interval * (double)n) + 1;
+      for (; scheduled < due; scheduled++) {
+        struct hconn *x = &H.h[scheduled % n];
+        if (x->fd < 0) continue;
+        if (x->waiting) { late++; continue; }
+        x->waiting = 1;
+        x->got = 0;
+        x->sendoff = 0;
+        x->tsend = now();
+        turns++;
+        const char *msg = NULL;
+        char m[120];
+        int r = echo_event(x, k->size, &msg, m, sizeof m);
+        if (r < 0) { held_error(first, sizeof first, &failures, msg); held_drop(x); }
+        else if (r > 0) { if (echoes < maxlat) lat[echoes] = now() - x->tsend; echoes++; x->waiting = 0; }
+      }
+    }
+    int outstanding = 0;
+    if (t >= stop) {
+      for (size_t i = 0; i < n; i++) if (H.h[i].fd >= 0 && H.h[i].waiting) { outstanding = 1; break; }
+      if (!outstanding) break;
+    }
+    int timeout_ms = 1;
+    if (t >= stop) timeout_ms = 10;
+    int got = epoll_wait(H.ep, evs, MAX_EVENTS, timeout_ms);
+    if (got < 0 && errno != EINTR) die("epoll_wait");
+    for (int i = 0; i < got; i++) {
+      int fd = (int)(uint32_t)evs[i].data.u64;
+      if ((size_t)fd >= H.nbyfd || H.byfd[fd] < 0) continue;
+      struct hconn *x = &H.h[H.byfd[fd]];
+      const char *msg = NULL;
+      char m[120];
+      if (!x->waiting) {
+        // Nothing is out: only an EOF or error can come.
+        char b;
+        ssize_t r = recv(fd, &b, 1, MSG_PEEK);
+        if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+        held_error(first, sizeof first, &failures, r == 0 ? "EOF on an idle tunnel" : r > 0 ? "bytes on an idle tunnel" : strerror(errno));
+        held_drop(x);
+        continue;
+      }
+      int r = echo_event(x, k->size, &msg, m, sizeof m);
+      if (r < 0) { held_error(first, sizeof first, &failures, msg); held_drop(x); }
+      else if (r > 0) { if (echoes < maxlat) lat[echoes] = now() - x->tsend; echoes++; x->waiting = 0; }
+    }
+    t = now();
+    if (t - last_scan >= 0.1) {
+      last_scan = t;
+      for (size_t i = 0; i < n; i++) {
+        struct hconn *x = &H.h[i];
+        if (x->fd >= 0 && x->waiting && t - x->tsend > k->timeout) {
+          char m[96];
+          snprintf(m, sizeof m, "no echo within %.0f s", k->timeout);
+          held_error(first, sizeof first, &failures, m);
+          held_drop(x);
+        }
+      }
+    }
+  }
+  char l1[256], line[1024];
+  size_t nl = echoes < maxlat ? echoes : maxlat;
+  stats_json(l1, sizeof l1, lat, nl);
+  int len = snprintf(line, sizeof line,
+                     "{\"type\":\"echo\",\"ok\":%s,\"tunnels\":%zu,\"turns\":%llu,\"echoes\":%llu,\"failures\":%llu,\"late\":%llu,\"seconds\":%.6f,\"latencyUs\":%s",
+                     failures == 0 && echoes > 0 ? "true" : "false", n, (unsigned long long)turns, (unsigned long long)echoes,
+                     (unsigned long long)failures, (unsigned long long)late, now() - t0, l1);
+  if (first[0]) len += snprintf(line + len, sizeof line - (size_t)len, ",\"firstError\":\"%s\"", first);
+  snprintf(line + len, sizeof line - (size_t)len, "}\n");
+  emit(line);
+  free(lat);
+}
+
+static void run_close(void) {
+  uint64_t closed = 0, lost = 0;
+  for (size_t i = 0; i < H.n; i++) {
+    struct hconn *x = &H.h[i];
+    if (x->fd < 0) continue;
+    char b;
+    ssize_t r = recv(x->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) lost++;
+    held_drop(x);
+    closed++;
+  }
+  H.n = 0;
+  char line[160];
+  snprintf(line, sizeof line, "{\"type\":\"close\",\"closed\":%llu,\"lost\":%llu}\n", (unsigned long long)closed, (unsigned long long)lost);
+  emit(line);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Client: the bulk command. Errors go to the main thread, which reports the run.
 
 static uint32_t reported_run;
@@ -487,6 +783,9 @@ static void *client(void *arg) {
         struct cmd k;
         if (read(fd, &k, sizeof k) != (ssize_t)sizeof k) die("read cmd pipe");
         if (k.kind == CMD_RATE) run_rate(&k); // blocks this thread until the rate run is over
+        else if (k.kind == CMD_HOLD) run_hold(&k); // these three block it too
+        else if (k.kind == CMD_ECHO) run_echo(&k);
+        else if (k.kind == CMD_CLOSE) run_close();
         else { socks = k.socks; run_bulk(&k, ep, &conns, &nconns); }
         continue;
       }
@@ -507,7 +806,7 @@ static struct run {
   double t0;
 } t;
 
-struct sconn { int kind; uint32_t wrote, run; uint64_t got; }; // kind 1 rr, 2 sink
+struct sconn { int kind; uint32_t wrote, run; uint64_t got; }; // kind 1 rr, 2 sink, 3 echo
 static struct sconn *sconns;
 static size_t nsconns;
 
@@ -558,6 +857,36 @@ static void command(const char *line) {
     c.size = (uint32_t)size;
     c.timeout = timeout;
     rr_size = c.size;
+  } else if (strstr(line, "\"cmd\":\"hold\"")) {
+    number(line, "\"count\":", &count);
+    number(line, "\"clients\":", &clients);
+    timeout = 120;
+    number(line, "\"timeout\":", &timeout);
+    if (!okport || count < 1 || count > 1e6 || clients < 1 || clients > 16384 || !(timeout > 0)) {
+      emit("{\"type\":\"hold\",\"ok\":false,\"error\":\"bad hold command\"}\n");
+      return;
+    }
+    c.kind = CMD_HOLD;
+    c.count = (uint64_t)count;
+    c.clients = (uint32_t)clients;
+    c.timeout = timeout;
+  } else if (strstr(line, "\"cmd\":\"echo\"")) {
+    double interval = 1;
+    number(line, "\"seconds\":", &seconds);
+    number(line, "\"size\":", &size);
+    number(line, "\"interval\":", &interval);
+    number(line, "\"timeout\":", &timeout);
+    if (size < 1 || size > 65536 || !(seconds > 0) || !(interval > 0) || !(timeout > 0)) {
+      emit("{\"type\":\"echo\",\"ok\":false,\"error\":\"bad echo command\"}\n");
+      return;
+    }
+    c.kind = CMD_ECHO;
+    c.seconds = seconds;
+    c.size = (uint32_t)size;
+    c.interval = interval;
+    c.timeout = timeout;
+  } else if (strstr(line, "\"cmd\":\"close\"")) {
+    c.kind = CMD_CLOSE;
   } else if (strstr(line, "\"cmd\":\"bulk\"")) {
     t = (struct run){ .run = t.run + 1, .active = 1 };
     number(line, "\"streams\":", &streams);
@@ -649,6 +978,30 @@ static void sink_event(int fd) {
   }
 }
 
+// The echo target: writes back what it reads (a held tunnel's 1 KiB fits in any socket buffer: a
+// write that would block loses the connection, and the client reports the missing echo).
+static void echo_target_event(int fd) {
+  for (;;) {
+    ssize_t r = recv(fd, recvbuf, BUF_SIZE, 0);
+    if (r > 0) {
+      ssize_t off = 0;
+      while (off < r) {
+        ssize_t w = send(fd, recvbuf + off, (size_t)(r - off), MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) goto gone;
+        off += w;
+      }
+      continue;
+    }
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0 && errno == EAGAIN) return;
+    break;
+  }
+gone:
+  sconns[fd].kind = 0;
+  close(fd);
+}
+
 int main(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -658,7 +1011,7 @@ int main(void) {
   srand((unsigned)time(NULL) ^ (unsigned)getpid());
   for (size_t i = 0; i < BUF_SIZE; i++) sendbuf[i] = (char)(rand() >> 7);
 
-  int rr_fd = listen_socket(&rr_port), sink_fd = listen_socket(&sink_port);
+  int rr_fd = listen_socket(&rr_port), sink_fd = listen_socket(&sink_port), echo_fd = listen_socket(&echo_port);
   if (pipe2(cmd_pipe, O_CLOEXEC) < 0 || pipe2(err_pipe, O_CLOEXEC) < 0) die("pipe2");
   pthread_t th;
   if (pthread_create(&th, NULL, client, NULL) != 0) die("pthread_create");
@@ -668,9 +1021,10 @@ int main(void) {
   epoll_set(ep, EPOLL_CTL_ADD, STDIN_FILENO, EPOLLIN, TAG(0, STDIN_FILENO));
   epoll_set(ep, EPOLL_CTL_ADD, rr_fd, EPOLLIN, TAG(0, rr_fd));
   epoll_set(ep, EPOLL_CTL_ADD, sink_fd, EPOLLIN, TAG(0, sink_fd));
+  epoll_set(ep, EPOLL_CTL_ADD, echo_fd, EPOLLIN, TAG(0, echo_fd));
   epoll_set(ep, EPOLL_CTL_ADD, err_pipe[0], EPOLLIN, TAG(0, err_pipe[0]));
   char ready[128];
-  snprintf(ready, sizeof ready, "{\"type\":\"ready\",\"rrPort\":%u,\"sinkPort\":%u}\n", rr_port, sink_port);
+  snprintf(ready, sizeof ready, "{\"type\":\"ready\",\"rrPort\":%u,\"sinkPort\":%u,\"echoPort\":%u}\n", rr_port, sink_port, echo_port);
   emit(ready);
 
   static char line[65536];
@@ -697,7 +1051,7 @@ int main(void) {
         struct err e;
         if (read(fd, &e, sizeof e) != (ssize_t)sizeof e) die("read err pipe");
         if (t.active && e.run == t.run) bulk_result(e.msg, 0);
-      } else if (fd == rr_fd || fd == sink_fd) {
+      } else if (fd == rr_fd || fd == sink_fd || fd == echo_fd) {
         int cfd;
         while ((cfd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0) {
           sconns = grow(sconns, &nsconns, (size_t)cfd, sizeof *sconns);
@@ -706,18 +1060,23 @@ int main(void) {
             fprintf(stderr, "socksload: stray sink connection outside a transfer\n");
             continue;
           }
-          if (fd == rr_fd) {
+          if (fd == rr_fd || fd == echo_fd) {
             int one = 1;
             setsockopt(cfd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
           }
-          sconns[cfd] = (struct sconn){ .kind = fd == rr_fd ? 1 : 2, .run = t.run };
+          sconns[cfd] = (struct sconn){ .kind = fd == rr_fd ? 1 : fd == sink_fd ? 2 : 3, .run = t.run };
           epoll_set(ep, EPOLL_CTL_ADD, cfd, EPOLLIN | EPOLLRDHUP, TAG(0, cfd));
         }
-        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) die("accept4");
+        if (errno == EMFILE || errno == ENFILE) {
+          fprintf(stderr, "socksload: accept4: %s (out of fds: fewer tunnels, or a higher limit)\n", strerror(errno));
+          sleep(1);
+        } else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED) die("accept4");
       } else if ((size_t)fd < nsconns && sconns[fd].kind == 1) {
         rr_event(ep, fd, evs[i].events);
       } else if ((size_t)fd < nsconns && sconns[fd].kind == 2) {
         sink_event(fd);
+      } else if ((size_t)fd < nsconns && sconns[fd].kind == 3) {
+        echo_target_event(fd);
       }
     }
   }

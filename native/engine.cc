@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
+#include <cstring>
 
 namespace splicer {
 
@@ -21,7 +23,9 @@ int TakeFd(int fd) {
 
 void SetHead(Direction& d, const char* data, size_t length) {
   if (length == 0) return;
-  d.buffer.assign(data, data + length);
+  d.buffer.reset(new char[length]);
+  memcpy(d.buffer.get(), data, length);
+  d.bufferSize = length > UINT32_MAX ? UINT32_MAX : static_cast<uint32_t>(length);  // read only as "less than 64 KiB"
   d.bufferStart = 0;
   d.bufferEnd = length;
 }

@@ -20,7 +20,7 @@ namespace {
 
 constexpr int kMaxEvents = 256;
 
-// A wake token that is not an Endpoint.
+// A wake token that is not a pair's tagged address.
 char wakeToken;
 
 bool IsReset(int error) { return error == ECONNRESET || error == EPIPE; }
@@ -124,8 +124,8 @@ void Loop::Turn(int waitMs) {
       DrainCommands();
       continue;
     }
-    Endpoint* endpoint = static_cast<Endpoint*>(events[i].data.ptr);
-    HandleEvent(endpoint->pair, endpoint->side, events[i].events);
+    uintptr_t tagged = static_cast<uintptr_t>(events[i].data.u64);
+    HandleEvent(reinterpret_cast<Pair*>(tagged & ~uintptr_t{1}), static_cast<int>(tagged & 1), events[i].events);
   }
   RunReady();
   RunTimers();
@@ -237,13 +237,12 @@ void Loop::Adopt(std::unique_ptr<Pair> owned) {
   // Bytes Node had read enter the pair now, so they are recorded now, before anything else.
   for (int di = 0; di < 2 && pair->record; di++) {
     Direction& d = pair->dir[di];
-    if (d.bufferEnd > d.bufferStart) RecordCopy(pair, di, d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart);
+    if (d.bufferEnd > d.bufferStart) RecordCopy(pair, di, d.buffer.get() + d.bufferStart, d.bufferEnd - d.bufferStart);
   }
   for (int side = 0; side < 2; side++) {
-    pair->endpoint[side] = Endpoint{pair, side};
     struct epoll_event ev = {};
     ev.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
-    ev.data.ptr = &pair->endpoint[side];
+    ev.data.u64 = reinterpret_cast<uintptr_t>(pair) | static_cast<uintptr_t>(side);
     if (epoll_ctl(epollFd_.Get(), EPOLL_CTL_ADD, pair->fd[side], &ev) != 0) {
       Fail(pair, side, errno, "epoll_ctl");
       return;
@@ -348,7 +347,7 @@ void Loop::HandBack(Pair* pair) {
   for (int di = 0; di < 2; di++) {
     Direction& d = pair->dir[di];
     std::string& pending = released->pending[di];
-    pending.assign(d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart);
+    if (d.bufferEnd > d.bufferStart) pending.assign(d.buffer.get() + d.bufferStart, d.bufferEnd - d.bufferStart);
     d.bufferStart = d.bufferEnd = 0;
     bool intact = true;
     while (d.inPipe > 0) {

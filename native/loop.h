@@ -56,35 +56,34 @@ struct Completion {
   std::shared_ptr<Released> released;  // kReleased only
 };
 
-// One direction of a pair: bytes read from fd[src] are written to fd[1 - src].
+// One direction of a pair: bytes read from fd[src] are written to fd[1 - src]. Kept small: a
+// server may hold tens of thousands of idle pairs, and an idle spliced pair holds no pipe and no
+// buffer, only this.
 struct Direction {
   Pipe* pipe = nullptr;        // held only while bytes are in it
   size_t inPipe = 0;
-  std::vector<char> buffer;    // bytes Node had read (written first), then the read/write fallback
+  // The bytes Node had read (written first, then freed), or the read/write fallback's buffer
+  // (kept while the direction reads that way); null when there is neither.
+  std::unique_ptr<char[]> buffer;
   size_t bufferStart = 0;
   size_t bufferEnd = 0;
+  uint64_t bytes = 0;
+  uint32_t bufferSize = 0;     // the buffer's capacity
+  uint8_t streak = 0;          // fills in a row without EAGAIN (saturating): a streaming flow, worth a bigger pipe
   bool readWrite = false;      // no pipe to be had, or splice refused this socket
   bool sourceEof = false;
   bool done = false;           // EOF seen and passed on as shutdown(SHUT_WR)
   bool scheduled = false;      // in the loop's ready list (budget ran out while data remained)
   bool blockedOnOutput = false;  // bytes wait for the destination's EPOLLOUT; reads of the source wait too
-  int streak = 0;              // fills in a row without EAGAIN: a streaming flow, worth a bigger pipe
-  uint64_t bytes = 0;
 };
 
-struct Pair;
-
-// What epoll hands back: which pair and which of its two sockets.
-struct Endpoint {
-  Pair* pair;
-  int side;
-};
+// What epoll hands back for a socket of a pair: the Pair's address with the side (0 or 1) in
+// its lowest bit, which a Pair's alignment leaves free.
 
 struct Pair {
   uint64_t id = 0;
   int fd[2] = {-1, -1};
   Direction dir[2];            // dir[0]: a -> b, dir[1]: b -> a
-  Endpoint endpoint[2];
   uint64_t idleTimeoutMs = 0;
   uint64_t lastActivityMs = 0;
   uint64_t startNs = 0;
@@ -92,6 +91,7 @@ struct Pair {
   bool countedReadWrite = false;
   std::unique_ptr<PairRecord> record;  // null when the pair is not recorded
 };
+static_assert(alignof(Pair) >= 2, "the side of an epoll event is in the lowest bit of the Pair's address");
 
 // A pair built on the JS thread, waiting to be adopted by a loop.
 struct PairRequest {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 
 namespace splicer {
 
@@ -58,7 +59,7 @@ bool Loop::FlushBuffer(Pair* pair, int di) {
   Direction& d = pair->dir[di];
   int dst = pair->fd[1 - di];
   while (d.bufferStart < d.bufferEnd) {
-    ssize_t n = send(dst, d.buffer.data() + d.bufferStart, d.bufferEnd - d.bufferStart, MSG_NOSIGNAL);
+    ssize_t n = send(dst, d.buffer.get() + d.bufferStart, d.bufferEnd - d.bufferStart, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno == EAGAIN) d.blockedOnOutput = true; else Fail(pair, 1 - di, errno, "write");
@@ -70,6 +71,11 @@ bool Loop::FlushBuffer(Pair* pair, int di) {
     Touch(pair);
   }
   d.bufferStart = d.bufferEnd = 0;
+  // The head Node had read is written: a spliced direction needs no buffer any more.
+  if (!d.readWrite && d.buffer) {
+    d.buffer.reset();
+    d.bufferSize = 0;
+  }
   return true;
 }
 
@@ -115,7 +121,7 @@ bool Loop::Fill(Pair* pair, int di) {
       if (n > 0) {
         d.pipe = pipe;
         d.inPipe = static_cast<size_t>(n);
-        d.streak++;
+        if (d.streak < UINT8_MAX) d.streak++;
         bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
         // The pipe was empty before this fill: a tee now copies exactly the bytes just read.
         if (pair->record) RecordSpliced(pair, di, static_cast<size_t>(n));
@@ -143,16 +149,20 @@ bool Loop::Fill(Pair* pair, int di) {
       readWriteFallbacks_.fetch_add(1, std::memory_order_relaxed);
     }
   }
-  if (d.buffer.size() < kReadWriteBufferSize) d.buffer.resize(kReadWriteBufferSize);
+  // Empty here (the pump flushed it before filling): a head buffer is replaced.
+  if (d.bufferSize < kReadWriteBufferSize) {
+    d.buffer.reset(new char[kReadWriteBufferSize]);
+    d.bufferSize = kReadWriteBufferSize;
+  }
   ssize_t n;
   do {
-    n = recv(src, d.buffer.data(), d.buffer.size(), 0);
+    n = recv(src, d.buffer.get(), d.bufferSize, 0);
   } while (n < 0 && errno == EINTR);
   if (n > 0) {
     d.bufferStart = 0;
     d.bufferEnd = static_cast<size_t>(n);
     bytesBuffered_.fetch_add(n, std::memory_order_relaxed);
-    if (pair->record) RecordCopy(pair, di, d.buffer.data(), static_cast<size_t>(n));
+    if (pair->record) RecordCopy(pair, di, d.buffer.get(), static_cast<size_t>(n));
     return true;
   }
   if (n == 0) {

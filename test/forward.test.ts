@@ -333,6 +333,37 @@ describe.each(VARIANTS)('forward() with engine $label', ({ engine, threads }) =>
       expect(await fwd.result(0)).toMatchObject({ engine, reason: 'aborted' });
     });
 
+    it('pairs sharing one signal: aborting it resets those still open, not one that ended before', async () => {
+      const ac = new AbortController();
+      const srv = await h.startServer();
+      const fwd = await h.startForwarder(srv, opts({ signal: ac.signal }));
+      const open = async (n: number) => {
+        const client = await h.connectTo(fwd.port);
+        const server = await srv.conns.nth(n);
+        client.write('x');
+        expect((await h.readBytes(server, 1)).toString()).toBe('x');
+        server.write('y');
+        expect((await h.readBytes(client, 1)).toString()).toBe('y');
+        client.resume();
+        server.resume();
+        return { client, server, wc: h.watch(client), ws: h.watch(server) };
+      };
+      const first = await open(0);
+      const second = await open(1);
+      first.client.end();
+      first.server.end();
+      expect(await h.within(fwd.resultOf(first.client), 10_000, 'the first pair to end')).toMatchObject({ engine, reason: 'eof' });
+      const third = await open(2);
+      ac.abort();
+      for (const pair of [second, third]) {
+        const [c, s] = await h.within(Promise.all([pair.wc.finished, pair.ws.finished]), 10_000, 'both peers to close');
+        expect(c).toMatchObject({ errorCode: 'ECONNRESET', ended: false });
+        expect(s).toMatchObject({ errorCode: 'ECONNRESET', ended: false });
+        expect(await fwd.resultOf(pair.client)).toMatchObject({ engine, reason: 'aborted' });
+      }
+      expect(await fwd.resultOf(first.client)).toMatchObject({ engine, reason: 'eof' });
+    });
+
     it('idle timeout closes both peers with a FIN; reason timeout, durationMs >= idleTimeout', async () => {
       const IDLE = 300;
       const { fwd, client, server, wc, ws } = await establishedPair(opts({ idleTimeout: IDLE }));

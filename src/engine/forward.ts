@@ -66,10 +66,16 @@ export function chooseEngine(a: Duplex, b: Duplex, options: ForwardOptions = {})
  * are destroyed by then. A drop-in for `a.pipe(b).pipe(a)` that keeps half-close,
  * turns a reset into a reset, and on Linux moves the bytes with splice().
  */
-export async function forward(a: Duplex, b: Duplex, options: ForwardOptions = {}): Promise<ForwardResult> {
-  validate(options);
-  const { engine } = chooseEngine(a, b, options);
-  const pairOptions = { idleTimeout: options.idleTimeout, signal: options.signal };
-  if (engine === 'js') return forwardJs(a, b, pairOptions);
-  return (options.spliceEngine ?? defaultSpliceEngine()).forward(a, b, pairOptions);
+export function forward(a: Duplex, b: Duplex, options: ForwardOptions = {}): Promise<ForwardResult> {
+  // Not async: the promise returned is the engine's own, not one more wrapped around it for the
+  // pair's whole life; a bad option still rejects.
+  try {
+    validate(options);
+    const { engine } = chooseEngine(a, b, options);
+    const pairOptions = { idleTimeout: options.idleTimeout, signal: options.signal };
+    if (engine === 'js') return forwardJs(a, b, pairOptions);
+    return (options.spliceEngine ?? defaultSpliceEngine()).forward(a, b, pairOptions);
+  } catch (err) {
+    return Promise.reject(err);
+  }
 }

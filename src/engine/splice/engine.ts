@@ -6,10 +6,10 @@ import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { loadNative, type NativeCompletion, type NativeEngine, type NativeEngineOptions, type NativeEngineStats } from './native.js';
 import { onAbort } from '../../net/abort.js';
-import type { TcpConversation } from '../../pcap/tcp-conversation.js';
+import type { ConversationState, TcpConversation } from '../../pcap/tcp-conversation.js';
 import { giveBack, resetSocket, settle, socketFd, takeReadable, unsettled, whyNoFd } from './takeover.js';
 import { checkIdleTimeout, ForwardError, type ForwardResult, type Side } from '../contract.js';
-import { closeUnclaimed, deliver, PendingPairs, type Pending } from './results.js';
+import { closeUnclaimed, deliver, PendingPairs } from './results.js';
 import { nativeConversation, Recorders, type NativeRecorder } from './recorders.js';
 
 /** The engine's options: declared once, with the addon's (native.ts), which checks them again. */
@@ -58,6 +58,11 @@ export interface SpliceForwardOptions {
   record?: SpliceRecordOptions;
 }
 
+function destroyBoth(a: net.Socket, b: net.Socket): void {
+  a.destroy();
+  b.destroy();
+}
+
 function positiveInteger(name: string, value: unknown, fallback: number, max: number, min = 1): number {
   if (value === undefined) return fallback;
   if (typeof value !== 'number') throw new TypeError(`${name} must be a number, got ${typeof value}`);
@@ -89,6 +94,9 @@ function positiveInteger(name: string, value: unknown, fallback: number, max: nu
 export class SpliceEngine {
   readonly #native: NativeEngine;
   readonly #pending = new PendingPairs();
+  /** The signals of the pairs out, each with the ids of the pairs it aborts; and each pair's signal. */
+  readonly #bySignal = new Map<AbortSignal, { ids: Set<number>; detach: () => void }>();
+  readonly #signalOf = new Map<number, AbortSignal>();
   readonly #recorders: Recorders;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -120,8 +128,20 @@ export class SpliceEngine {
    * take them (a dup fails: `dup failed: EMFILE (Too many open files)`), forward() rejects with
    * that error and the sockets are the caller's again, whole: what Node had read is put back
    * and they read again, so forwardJs() can carry them.
+   *
+   * Not an async function: a pair that needs no waiting is handed over synchronously and the
+   * promise returned is the one its completion resolves, so that an idle pair costs one promise,
+   * not a chain of them; every error still comes as a rejection.
    */
-  async forward(a: Duplex, b: Duplex, options: SpliceForwardOptions = {}): Promise<ForwardResult> {
+  forward(a: Duplex, b: Duplex, options: SpliceForwardOptions = {}): Promise<ForwardResult> {
+    try {
+      return this.#forward(a, b, options);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+  }
+
+  #forward(a: Duplex, b: Duplex, options: SpliceForwardOptions): Promise<ForwardResult> {
     const started = performance.now();
     const idleTimeout = checkIdleTimeout(options.idleTimeout);
     const record = options.record;
@@ -140,33 +160,42 @@ export class SpliceEngine {
     const socketA = a as net.Socket;
     const socketB = b as net.Socket;
     // Most pairs come connected with nothing queued: waiting on them would only cost promises and a tick.
-    if (unsettled(socketA) || unsettled(socketB)) {
-      try {
-        await Promise.all([settle(socketA), settle(socketB)]);
-      } catch (err) {
-        return this.#endEarly(socketA, socketB, started, err as NodeJS.ErrnoException);
-      }
+    if (unsettled(socketA) || unsettled(socketB)) return this.#settleThenStart(socketA, socketB, started, idleTimeout, options);
+    return this.#start(socketA, socketB, started, idleTimeout, options);
+  }
+
+  async #settleThenStart(socketA: net.Socket, socketB: net.Socket, started: number, idleTimeout: number, options: SpliceForwardOptions): Promise<ForwardResult> {
+    try {
+      await Promise.all([settle(socketA), settle(socketB)]);
+    } catch (err) {
+      return this.#endEarly(socketA, socketB, started, err as NodeJS.ErrnoException);
     }
+    return this.#start(socketA, socketB, started, idleTimeout, options);
+  }
+
+  // Synchronous from the checks to native.add(): no read can slip in between. Throws what
+  // forward() rejects with.
+  #start(socketA: net.Socket, socketB: net.Socket, started: number, idleTimeout: number, options: SpliceForwardOptions): Promise<ForwardResult> {
     if (this.#closed) throw Object.assign(new Error('splice engine is closed'), { code: 'ERR_SPLICE_CLOSED' });
     const signal = options.signal;
     if (signal?.aborted) {
       resetSocket(socketA);
       resetSocket(socketB);
-      return { engine: 'splice', bytesAtoB: 0, bytesBtoA: 0, durationMs: performance.now() - started, reason: 'aborted' };
+      return Promise.resolve({ engine: 'splice', bytesAtoB: 0, bytesBtoA: 0, durationMs: performance.now() - started, reason: 'aborted' });
     }
     const fdA = socketFd(socketA);
     const fdB = socketFd(socketB);
     if (fdA === null || fdB === null) {
-      return this.#endEarly(socketA, socketB, started, Object.assign(new Error('socket closed'), { code: 'ECONNRESET' }), fdA === null ? 'a' : 'b');
+      return Promise.resolve(this.#endEarly(socketA, socketB, started, Object.assign(new Error('socket closed'), { code: 'ECONNRESET' }), fdA === null ? 'a' : 'b'));
     }
 
+    const record = options.record;
     // Checked here, after the wait and before anything is taken from the sockets: from this
     // check to native.add() nothing can close the recorder.
     if (record?.sink.closed) throw Object.assign(new Error(`the pcap sink ${record.sink.path} is closed`), { code: 'ERR_PCAP_CLOSED' });
     // The legs' states are taken now, after every record the caller wrote before forward().
     const legs = record?.legs.map(nativeConversation);
     const spec = record && legs ? { recorder: record.sink.recorder.id, legs: legs.map((leg) => leg.native) } : null;
-    // From here to native.add() everything is synchronous: no read can slip in between.
     const headAtoB = takeReadable(socketA);
     const headBtoA = takeReadable(socketB);
     let id: number;
@@ -182,26 +211,24 @@ export class SpliceEngine {
     this.#hold();
     // Destroying inside this libuv callback after a dup makes libuv < 1.49 with io_uring
     // spin on the dead fd (libuv#4323); a later tick avoids it. No FIN is sent: our dup holds the socket.
-    setImmediate(() => {
-      socketA.destroy();
-      socketB.destroy();
-    });
+    // Arguments, not a closure: nothing kept for the pair's life may hold its sockets.
+    setImmediate(destroyBoth, socketA, socketB);
+    return this.#register(id, signal, legs?.map((leg) => leg.state), options.onStart);
+  }
 
-    const result = new Promise<ForwardResult>((resolve) => {
-      const pending: Pending = { resolve, legs: legs?.map((leg) => leg.state) };
-      if (signal) {
-        pending.detachSignal = onAbort(signal, () => this.#native.abort(id));
-      }
-      this.#pending.set(id, pending);
-    });
-    if (options.onStart) {
+  // Apart from #start, so that what is kept for the pair's life (the promise's resolving function,
+  // the release control) shares no closure context with the sockets.
+  #register(id: number, signal: AbortSignal | undefined, legs: ConversationState[] | undefined, onStart: SpliceForwardOptions['onStart']): Promise<ForwardResult> {
+    const result = new Promise<ForwardResult>((resolve) => this.#pending.set(id, resolve, legs));
+    if (signal) this.#watch(signal, id);
+    if (onStart) {
       const control: SpliceControl = {
         release: () => {
           if (this.#pending.has(id)) this.#native.release(id);
         },
       };
       try {
-        options.onStart(control);
+        onStart(control);
       } catch (err) {
         // The caller cannot know what became of the pair: it ends, and forward() rejects.
         this.#native.abort(id);
@@ -209,6 +236,37 @@ export class SpliceEngine {
       }
     }
     return result;
+  }
+
+  // One abort callback per signal, not per pair: the ids of the pairs a signal aborts are kept in
+  // a Set (a server's shutdown signal is shared by all its connections).
+  #watch(signal: AbortSignal, id: number): void {
+    let group = this.#bySignal.get(signal);
+    if (!group) {
+      const ids = new Set<number>();
+      const detach = onAbort(signal, () => {
+        this.#bySignal.delete(signal);
+        for (const pairId of ids) this.#native.abort(pairId);
+        ids.clear();
+      });
+      group = { ids, detach };
+      this.#bySignal.set(signal, group);
+    }
+    group.ids.add(id);
+    this.#signalOf.set(id, signal);
+  }
+
+  #unwatch(id: number): void {
+    const signal = this.#signalOf.get(id);
+    if (!signal) return;
+    this.#signalOf.delete(id);
+    const group = this.#bySignal.get(signal);
+    if (!group) return;
+    group.ids.delete(id);
+    if (group.ids.size === 0) {
+      group.detach();
+      this.#bySignal.delete(signal);
+    }
   }
 
   /**
@@ -233,11 +291,7 @@ export class SpliceEngine {
       throw err;
     }
     this.#hold();
-    return new Promise<ForwardResult>((resolve) => {
-      const pending: Pending = { resolve };
-      if (signal) pending.detachSignal = onAbort(signal, () => this.#native.abort(id));
-      this.#pending.set(id, pending);
-    });
+    return this.#register(id, signal, undefined, undefined);
   }
 
   /**
@@ -287,8 +341,9 @@ export class SpliceEngine {
       closeUnclaimed(done);
       return;
     }
+    this.#unwatch(done.id);
     try {
-      deliver(pending, done);
+      deliver(pending.resolve, pending.legs, done);
     } finally {
       this.#settled();
     }

@@ -6,17 +6,18 @@ import type { NativeCompletion, NativeReleased } from './native.js';
 import type { ConversationState } from '../../pcap/tcp-conversation.js';
 import { ForwardError, type ForwardResult, type ReleasedPair, type Side } from '../contract.js';
 
-/** A forward() waiting for its pair's completion. */
-export interface Pending {
-  resolve: (result: ForwardResult) => void;
-  detachSignal?: () => void;
-  /** The recorded legs' states as handed to the engine: addresses for the states it gives back. */
-  legs?: ConversationState[];
-}
+/** Resolves a forward() waiting for its pair's completion. */
+export type Resolve = (result: ForwardResult) => void;
 
-/** The pairs the engine holds, by id. */
+/**
+ * The pairs the engine holds, by id: for each, only the function that resolves its forward(), and
+ * for a recorded pair its legs' states as handed to the engine (addresses for the states it gives
+ * back). With thousands of idle pairs open this is all JS keeps of one: a Map entry and the
+ * promise's resolving function, no record and no closure of its own.
+ */
 export class PendingPairs {
-  readonly #byId = new Map<number, Pending>();
+  readonly #byId = new Map<number, Resolve>();
+  readonly #legs = new Map<number, ConversationState[]>();
 
   get size(): number {
     return this.#byId.size;
@@ -26,15 +27,19 @@ export class PendingPairs {
     return this.#byId.has(id);
   }
 
-  set(id: number, pending: Pending): void {
-    this.#byId.set(id, pending);
+  set(id: number, resolve: Resolve, legs?: ConversationState[]): void {
+    this.#byId.set(id, resolve);
+    if (legs) this.#legs.set(id, legs);
   }
 
   /** The pair's waiter, now no longer held; undefined when none waits. */
-  take(id: number): Pending | undefined {
-    const pending = this.#byId.get(id);
+  take(id: number): { resolve: Resolve; legs: ConversationState[] | undefined } | undefined {
+    const resolve = this.#byId.get(id);
+    if (!resolve) return undefined;
     this.#byId.delete(id);
-    return pending;
+    const legs = this.#legs.get(id);
+    if (legs) this.#legs.delete(id);
+    return { resolve, legs };
   }
 }
 
@@ -105,12 +110,11 @@ function releasedPair(released: NativeReleased, legs: ConversationState[] | unde
 }
 
 /** Resolves the waiting forward() with the pair's result (and the pair itself, when it was released). */
-export function deliver(pending: Pending, done: NativeCompletion): void {
-  pending.detachSignal?.();
+export function deliver(resolve: Resolve, legs: ConversationState[] | undefined, done: NativeCompletion): void {
   const result = toResult(done);
   if (done.released) {
     try {
-      result.released = releasedPair(done.released, pending.legs);
+      result.released = releasedPair(done.released, legs);
     } catch (err) {
       // Node could not take an fd back (both are closed by now): the pair is lost.
       const e = err as NodeJS.ErrnoException & { side?: Side };
@@ -118,7 +122,7 @@ export function deliver(pending: Pending, done: NativeCompletion): void {
       result.error = new ForwardError(e.code ?? 'EBADF', e.side ?? 'a', 'open');
     }
   }
-  pending.resolve(result);
+  resolve(result);
 }
 
 /**
