@@ -96,7 +96,7 @@ export async function bindAndForward(
   const { peer } = waited;
   const peerAddress = { host: unmapIPv4(peer.remoteAddress ?? ''), port: peer.remotePort ?? 0 };
   record.destination = formatHostPort(peerAddress);
-  await replyAndForward(client, peer, replies.success(peerAddress), optimistic, ctx, record);
+  await replyAndForward(client, peer, replies.success(peerAddress), optimistic, ctx, record).forwarding;
 }
 
 async function expectedPeers(host: string, ctx: TunnelContext): Promise<string[] | 'any'> {

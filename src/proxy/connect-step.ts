@@ -36,6 +36,15 @@ export interface TunnelContext {
   signal: AbortSignal;
 }
 
+/**
+ * A connection whose pair the engine holds: the handshake's work is done, and its frames can end
+ * while `forwarding` runs, so that nothing the handshake used stays alive for the pair's life.
+ * `forwarding` resolves when the pair ends, the record complete.
+ */
+export interface Handover {
+  forwarding: Promise<void>;
+}
+
 export interface Destination {
   host: string;
   port: number;
@@ -82,7 +91,7 @@ export async function connectAndForward(
   replies: Replies,
   ctx: TunnelContext,
   record: ProxyConnectionRecord,
-): Promise<void> {
+): Promise<Handover | void> {
   record.destination = formatHostPort(dest);
   if (refusedBeforeLookup(ctx, session, dest)) return refuse(session, replies, 'EACCES', 'denied', record);
   if (session instanceof NativeSession) return connectAndSplice(session, dest, replies, ctx, record);
@@ -101,11 +110,11 @@ export async function connectAndForward(
   }
 
   const optimistic = session.detach();
-  await replyAndForward(client, upstream, replies.success({ host: upstream.localAddress ?? '0.0.0.0', port: upstream.localPort ?? 0 }), optimistic, ctx, record);
+  return replyAndForward(client, upstream, replies.success({ host: upstream.localAddress ?? '0.0.0.0', port: upstream.localPort ?? 0 }), optimistic, ctx, record);
 }
 
 /** CONNECT on the native path: the addon dials, and the engine adopts both fds. No net.Socket. */
-async function connectAndSplice(session: NativeSession, dest: Destination, replies: Replies, ctx: TunnelContext, record: ProxyConnectionRecord): Promise<void> {
+async function connectAndSplice(session: NativeSession, dest: Destination, replies: Replies, ctx: TunnelContext, record: ProxyConnectionRecord): Promise<Handover | void> {
   let upstream: NativeUpstream;
   try {
     upstream = await dialWith(session.acceptor.connector, dest.host, dest.port, dialOptions(ctx, session, dest));
@@ -121,21 +130,28 @@ async function connectAndSplice(session: NativeSession, dest: Destination, repli
   session.write(success.reply);
   record.reply = success.code;
   const optimistic = session.detach();
-  let result: ForwardResult;
+  let result: Promise<ForwardResult>;
   try {
-    result = await session.splice(upstream, optimistic, ctx.spliceEngine ?? defaultSpliceEngine(), { idleTimeout: ctx.idleTimeout, signal: ctx.signal });
+    result = session.splice(upstream, optimistic, ctx.spliceEngine ?? defaultSpliceEngine(), { idleTimeout: ctx.idleTimeout, signal: ctx.signal });
   } catch (err) {
     session.acceptor.destroy(upstream.id);
     session.destroy();
     record.outcome = err instanceof SessionClosed || (err as NodeJS.ErrnoException).code === 'ECONNRESET' ? 'client-closed' : 'error';
     return;
   }
-  record.engine = result.engine;
   // The engine counts the heads it was given among the bytes it carried.
-  record.bytesUp = result.bytesAtoB;
-  record.bytesDown = result.bytesBtoA;
-  record.outcome = result.reason;
-  if (result.error) record.code = result.error.code;
+  return { forwarding: result.then(completes(record, 0)) };
+}
+
+/** What completes the record when the pair ends; a closure over the record alone. */
+function completes(record: ProxyConnectionRecord, sentAhead: number): (result: ForwardResult) => void {
+  return (result) => {
+    record.engine = result.engine;
+    record.bytesUp = result.bytesAtoB + sentAhead;
+    record.bytesDown = result.bytesBtoA;
+    record.outcome = result.reason;
+    if (result.error) record.code = result.error.code;
+  };
 }
 
 function dialOptions(ctx: TunnelContext, client: Client, dest: Destination) {
@@ -157,28 +173,30 @@ function refuseFor(err: unknown, session: HandshakeSession, replies: Replies, re
  * right behind its request to the other side first (forward() waits until they are written), then
  * the pair to forward(), whose result completes the record.
  */
-export async function replyAndForward(
+export function replyAndForward(
   client: net.Socket,
   other: net.Socket,
   success: { reply: Buffer; code: number },
   optimistic: Buffer,
   ctx: TunnelContext,
   record: ProxyConnectionRecord,
-): Promise<void> {
+): Handover {
   client.write(success.reply);
   record.reply = success.code;
   if (optimistic.length > 0) other.write(optimistic);
-  const result = await forward(client, other, {
+  const result = forward(client, other, {
     engine: ctx.engine,
     idleTimeout: ctx.idleTimeout,
     signal: ctx.signal,
     spliceEngine: ctx.spliceEngine,
   });
-  record.engine = result.engine;
-  record.bytesUp = result.bytesAtoB + optimistic.length;
-  record.bytesDown = result.bytesBtoA;
-  record.outcome = result.reason;
-  if (result.error) record.code = result.error.code;
+  // forward() rejects only before the pair runs (an engine closed under it): the sockets are still ours then.
+  const release = (err: unknown) => {
+    client.destroy();
+    other.destroy();
+    throw err;
+  };
+  return { forwarding: result.then(completes(record, optimistic.length), release) };
 }
 
 export function refuse(session: HandshakeSession, replies: Replies, code: string, outcome: string, record: ProxyConnectionRecord): void {

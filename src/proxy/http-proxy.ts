@@ -141,7 +141,8 @@ export class HttpProxy {
         record.reply = 400;
         return session.close(errorResponse(400));
       }
-      await connectAndForward(session, { host: target.host, port: target.port, command: 'connect', user: auth.user }, connectReplies, this.#ctx, record);
+      const handed = await connectAndForward(session, { host: target.host, port: target.port, command: 'connect', user: auth.user }, connectReplies, this.#ctx, record);
+      await handed?.forwarding;
     };
     state.tunnel = run().catch(() => {
       record.outcome = 'client-closed';

@@ -13,6 +13,7 @@ import { ClientSession, SessionClosed, type HandshakeSession } from './session.j
 import { NativeSession } from './native-session.js';
 import { Acceptor, acceptorUnavailable } from '../engine/splice/acceptor.js';
 import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
+import type { Handover } from './connect-step.js';
 import { bindAndForward } from './bind.js';
 import { udpAssociate } from './udp.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
@@ -224,35 +225,50 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#active.add(done);
   }
 
+  /**
+   * The handshake, then (once the engine holds the pair) the pair's life. The handshake's frames
+   * end at the handover: what the pair's life keeps is the forwarding promise and the record.
+   */
   async #serve(session: HandshakeSession, record: ProxyConnectionRecord): Promise<void> {
+    let handed: Handover | void;
     try {
-      const protocol = detectProtocol(await session.peek());
-      switch (protocol) {
-        case 'socks4':
-          return await serveSocks4(session, this.#socks, record);
-        case 'socks5':
-          return await serveSocks5(session, this.#socks, record);
-        case 'http': {
-          const onNode = onSocket(session);
-          return await this.#http.serve(onNode.socket, onNode.detach(), record);
-        }
-        default:
-          // TLS on a plain port, or bytes of no protocol served here: nothing to reply in a language it speaks.
-          record.outcome = 'bad-request';
-          return session.close();
-      }
+      handed = await this.#handshake(session, record);
     } catch (err) {
       if (err instanceof SessionClosed) {
         record.outcome = err.code === 'ETIMEDOUT' ? 'handshake-timeout' : err.code === 'EOVERSIZE' ? 'bad-request' : 'client-closed';
         session.close();
         return;
       }
-      // A bug of ours must cost one connection, not the process.
-      record.outcome = 'internal-error';
-      this.#options.logger?.error({ err }, 'connection failed');
+      this.#failed(err, record);
       if (session instanceof NativeSession) session.destroy();
       else (session as ClientSession).socket.destroy();
+      return;
     }
+    if (handed) return handed.forwarding.catch((err: unknown) => this.#failed(err, record));
+  }
+
+  async #handshake(session: HandshakeSession, record: ProxyConnectionRecord): Promise<Handover | void> {
+    const protocol = detectProtocol(await session.peek());
+    switch (protocol) {
+      case 'socks4':
+        return serveSocks4(session, this.#socks, record);
+      case 'socks5':
+        return serveSocks5(session, this.#socks, record);
+      case 'http': {
+        const onNode = onSocket(session);
+        return this.#http.serve(onNode.socket, onNode.detach(), record);
+      }
+      default:
+        // TLS on a plain port, or bytes of no protocol served here: nothing to reply in a language it speaks.
+        record.outcome = 'bad-request';
+        return session.close();
+    }
+  }
+
+  /** A bug of ours must cost one connection, not the process. */
+  #failed(err: unknown, record: ProxyConnectionRecord): void {
+    record.outcome = 'internal-error';
+    this.#options.logger?.error({ err }, 'connection failed');
   }
 
   #report(record: ProxyConnectionRecord, started: number): void {

@@ -15,7 +15,7 @@ import {
 } from '../protocol/socks5.js';
 import type { Credentials } from './auth.js';
 import type { HandshakeSession } from './session.js';
-import { connectAndForward, type Replies, type TunnelContext } from './connect-step.js';
+import { connectAndForward, type Handover, type Replies, type TunnelContext } from './connect-step.js';
 import type { ProxyConnectionRecord } from './options.js';
 import { isIPv4 } from 'node:net';
 import { unmapIPv4 } from '../net/ip.js';
@@ -58,7 +58,7 @@ function credentialsOk(ctx: SocksContext, user: string | Buffer, pass: string | 
   return ctx.credentials?.verify(user, pass) ?? false;
 }
 
-export async function serveSocks4(session: HandshakeSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<void> {
+export async function serveSocks4(session: HandshakeSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<Handover | void> {
   record.protocol = 'socks4';
   const parsed = await session.read(parseSocks4Request);
   if (parsed.status === 'error') {
@@ -81,10 +81,10 @@ export async function serveSocks4(session: HandshakeSession, ctx: SocksContext, 
     if (!ctx.bind) return refuseCommand(session, record, encodeSocks4Reply(SOCKS4_REPLY.REJECTED), SOCKS4_REPLY.REJECTED);
     return ctx.bind(session, dest, socks4Replies, record);
   }
-  return connectAndForward(session, { ...dest, command: 'connect', user: record.user }, socks4Replies, ctx, record);
+  return connectAndForward(session, { host: dest.host, port: dest.port, command: 'connect', user: record.user }, socks4Replies, ctx, record);
 }
 
-export async function serveSocks5(session: HandshakeSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<void> {
+export async function serveSocks5(session: HandshakeSession, ctx: SocksContext, record: ProxyConnectionRecord): Promise<Handover | void> {
   record.protocol = 'socks5';
   const greeting = await session.read(parseSocks5Greeting);
   if (greeting.status === 'error') {
@@ -130,7 +130,7 @@ export async function serveSocks5(session: HandshakeSession, ctx: SocksContext, 
   switch (request.command) {
     case 'connect':
       record.command = 'connect';
-      return connectAndForward(session, { ...dest, command: 'connect', user: record.user }, socks5Replies, ctx, record);
+      return connectAndForward(session, { host: dest.host, port: dest.port, command: 'connect', user: record.user }, socks5Replies, ctx, record);
     case 'bind':
       record.command = 'bind';
       if (!ctx.bind) return refuseCommand(session, record, encodeSocks5Reply(SOCKS5_REPLY.COMMAND_NOT_SUPPORTED), SOCKS5_REPLY.COMMAND_NOT_SUPPORTED);
