@@ -136,6 +136,9 @@ describe('relay recording read back by tshark', () => {
     await writeBuffer(upstream, back.subarray(0, 200_000), { end: false });
     // Mid-stream: a toxic arrives, so the pair leaves the splice engine with bytes possibly in flight.
     relay.listener.setToxics([parseToxic({ type: 'latency', stream: 'downstream', attributes: { latency: 5 } })]);
+    // The release is asynchronous: the FINs below must not reach the engine before it, or the pair
+    // ends spliced, the toxic too late for it.
+    expect(await waitFor(() => relay.spliceEngine!.stats().pairs === 0, 5000), 'the pair left the engine').toBe(true);
     await writeBuffer(client, second, { end: true });
     await writeBuffer(upstream, back.subarray(200_000), { end: true });
     expect((await within(serverGot, 10_000, 'server end')).equals(Buffer.concat([first, second]))).toBe(true);
