@@ -5,8 +5,10 @@ import {
   httpStatusForErrno,
   parseAbsoluteUri,
   parseBasicAuth,
+  parseConnectHead,
   parseConnectTarget,
   stripHopByHop,
+  MAX_HEAD_BYTES,
 } from '../src/protocol/http.js';
 
 describe('parseConnectTarget', () => {
@@ -128,5 +130,62 @@ describe('encodeHttpResponse', () => {
     expect(httpStatusForErrno('ENOTFOUND')).toBe(502);
     expect(httpStatusForErrno('ETIMEDOUT')).toBe(504);
     expect(httpStatusForErrno('ERR_DENIED')).toBe(403);
+  });
+});
+
+describe('parseConnectHead', () => {
+  const head = (text: string) => Buffer.from(text, 'latin1');
+  const plain = 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: Basic YWxpY2U6czNjcmV0\r\n\r\n';
+
+  it('reads a plain CONNECT head: target, credentials, and where the tunnel bytes start', () => {
+    const buf = Buffer.concat([head(plain), head('\x16\x03\x01tls')]);
+    expect(parseConnectHead(buf)).toEqual({
+      status: 'ok',
+      consumed: plain.length,
+      head: { target: 'example.com:443', proxyAuthorization: 'Basic YWxpY2U6czNjcmV0' },
+    });
+    expect(parseConnectHead(head('CONNECT [::1]:22 HTTP/1.0\r\n\r\n'))).toMatchObject({ head: { target: '[::1]:22', proxyAuthorization: undefined } });
+  });
+
+  it('is incomplete until the empty line, whatever the split', () => {
+    for (let cut = 0; cut < plain.length; cut++) {
+      expect(parseConnectHead(head(plain.slice(0, cut))), `first ${cut} bytes`).toEqual({ status: 'incomplete' });
+    }
+  });
+
+  it('leaves every other request, and a CONNECT in any other form, to Node\'s parser (head null, nothing consumed)', () => {
+    const others = [
+      'GET http://example.com/ HTTP/1.1\r\n\r\n',
+      'G',
+      'CONNECT example.com:443 HTTP/2.0\r\n\r\n',
+      'CONNECT  example.com:443 HTTP/1.1\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\nHost: x\n\n\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\nHost : x\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\n folded\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\nContent-Length: 5\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\nProxy-Authorization: a\r\nProxy-Authorization: b\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\nX: caf\xe9\r\n\r\n',
+      'CONNECT example.com:443 HTTP/1.1\r\nX: a\rb\r\n\r\n',
+    ];
+    for (const text of others) expect(parseConnectHead(head(text)), JSON.stringify(text)).toEqual({ status: 'ok', consumed: 0, head: null });
+  });
+
+  it('gives a head past the size limit to Node\'s parser (which answers 431)', () => {
+    const long = head(`CONNECT example.com:443 HTTP/1.1\r\nX: ${'a'.repeat(MAX_HEAD_BYTES)}`);
+    expect(parseConnectHead(long)).toEqual({ status: 'ok', consumed: 0, head: null });
+  });
+
+  it('never throws, and never consumes past what it was given (property)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), fc.boolean(), (bytes, prefixed) => {
+        const buf = Buffer.concat([prefixed ? head('CONNECT ') : Buffer.alloc(0), Buffer.from(bytes)]);
+        const result = parseConnectHead(buf);
+        if (result.status === 'ok') {
+          expect(result.consumed).toBeLessThanOrEqual(buf.length);
+          if (result.head) expect(buf.subarray(result.consumed - 4, result.consumed).toString('latin1')).toBe('\r\n\r\n');
+        }
+      }),
+    );
   });
 });

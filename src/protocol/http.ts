@@ -49,6 +49,57 @@ export function parseConnectTarget(target: string): { status: 'ok'; host: string
   return { status: 'ok', host: parts.host, port: parts.port };
 }
 
+/** The most a request head may take, as the proxy's http.Server is configured (maxHeaderSize). */
+export const MAX_HEAD_BYTES = 16 * 1024;
+
+/** A plain CONNECT request head: its target and the one Proxy-Authorization header, if any. */
+export interface ConnectHead {
+  target: string;
+  proxyAuthorization: string | undefined;
+}
+
+const CONNECT_PREFIX = Buffer.from('CONNECT ', 'latin1');
+// RFC 9110 5.5: field values are VCHAR, SP and HTAB (obs-text is left to Node's parser).
+const FIELD_VALUE = /^[\t\x20-\x7e]*$/;
+// Request-target of a CONNECT: authority-form, visible ASCII without spaces.
+const AUTHORITY = /^[\x21-\x7e]+$/;
+
+/**
+ * The head of a CONNECT request in its plainest form (RFC 9112): `CONNECT host:port HTTP/1.x`, CRLF
+ * line ends, token names, no obs-fold, no body framing, at most one Proxy-Authorization. `consumed`
+ * covers the head through its empty line; what follows is the tunnel's first bytes. `head: null`
+ * (with `consumed: 0`) for any other request, or a CONNECT in any other form: those go to Node's
+ * own HTTP parser, which answers malformed ones as it always does. Incomplete until the empty line
+ * arrives, at most MAX_HEAD_BYTES.
+ */
+export function parseConnectHead(buf: Buffer): { status: 'incomplete' } | { status: 'ok'; consumed: number; head: ConnectHead | null } {
+  const other = { status: 'ok' as const, consumed: 0, head: null };
+  const prefix = Math.min(buf.length, CONNECT_PREFIX.length);
+  if (buf.compare(CONNECT_PREFIX, 0, prefix, 0, prefix) !== 0) return other;
+  const end = buf.indexOf('\r\n\r\n', 0, 'latin1');
+  if (end < 0) return buf.length >= MAX_HEAD_BYTES ? other : { status: 'incomplete' };
+  if (end + 4 > MAX_HEAD_BYTES) return other;
+  const lines = buf.toString('latin1', 0, end).split('\r\n');
+  const request = /^CONNECT ([^ ]+) HTTP\/1\.[01]$/.exec(lines[0]);
+  if (!request || !AUTHORITY.test(request[1])) return other;
+  let proxyAuthorization: string | undefined;
+  for (let i = 1; i < lines.length; i++) {
+    const line = lines[i];
+    const colon = line.indexOf(':');
+    if (colon <= 0 || line.includes('\n')) return other;
+    const name = line.slice(0, colon);
+    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, '');
+    if (!TOKEN.test(name) || !FIELD_VALUE.test(value)) return other;
+    const lower = name.toLowerCase();
+    if (lower === 'content-length' || lower === 'transfer-encoding') return other;
+    if (lower === 'proxy-authorization') {
+      if (proxyAuthorization !== undefined) return other;
+      proxyAuthorization = value;
+    }
+  }
+  return { status: 'ok', consumed: end + 4, head: { target: request[1], proxyAuthorization } };
+}
+
 /**
  * An absolute-form target (RFC 9112 3.2.2) split for forwarding: `path` is the origin-form to send
  * upstream, byte for byte (no URL normalisation: the origin must see what the client sent).

@@ -4,12 +4,12 @@
 import http from 'node:http';
 import type net from 'node:net';
 import { formatHostPort } from '../net/host-port.js';
-import { encodeHttpResponse, httpStatusForErrno, parseAbsoluteUri, parseBasicAuth, parseConnectTarget, stripHopByHop, type HttpHeaders } from '../protocol/http.js';
+import { encodeHttpResponse, httpStatusForErrno, parseAbsoluteUri, parseBasicAuth, parseConnectTarget, stripHopByHop, type ConnectHead, type HttpHeaders } from '../protocol/http.js';
 import type { Credentials } from './auth.js';
 import { DialError } from '../net/connect.js';
 import { dial } from '../net/dial.js';
-import { ClientSession } from './session.js';
-import { allowed, connectAndForward, refusedBeforeLookup, type Replies, type TunnelContext } from './connect-step.js';
+import { ClientSession, type HandshakeSession } from './session.js';
+import { allowed, connectAndForward, refusedBeforeLookup, type Handover, type Replies, type TunnelContext } from './connect-step.js';
 import type { ProxyConnectionRecord } from './options.js';
 
 export interface HttpProxyContext extends TunnelContext {
@@ -109,6 +109,29 @@ export class HttpProxy {
       // The bytes put back are in the stream's buffer, not the handle's: they reach the parser as 'data'.
       socket.resume();
     });
+  }
+
+  /**
+   * A CONNECT whose head was read without Node's parser (the native accept path, parseConnectHead):
+   * the same checks and replies as #onConnect, and the same connect step.
+   */
+  serveConnect(session: HandshakeSession, head: ConnectHead, record: ProxyConnectionRecord): Promise<Handover | void> | void {
+    record.protocol = 'http';
+    record.command = 'connect';
+    const auth = this.#authorized(head.proxyAuthorization);
+    record.user = auth.user;
+    if (!auth.ok) {
+      record.outcome = 'auth-failed';
+      record.reply = 407;
+      return session.close(errorResponse(407));
+    }
+    const target = parseConnectTarget(head.target);
+    if (target.status !== 'ok') {
+      record.outcome = 'bad-request';
+      record.reply = 400;
+      return session.close(errorResponse(400));
+    }
+    return connectAndForward(session, { host: target.host, port: target.port, command: 'connect', user: auth.user }, connectReplies, this.#ctx, record);
   }
 
   #authorized(header: string | undefined): { ok: boolean; user?: string } {

@@ -6,6 +6,7 @@ import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Listeners } from '../net/listeners.js';
 import { OpenSet } from '../net/drain.js';
 import { detectProtocol } from '../protocol/detect.js';
+import { parseConnectHead } from '../protocol/http.js';
 import { hostAddressTest } from './host-guard.js';
 import { hasClientAllowRule } from './rules.js';
 import { HttpProxy } from './http-proxy.js';
@@ -255,6 +256,12 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       case 'socks5':
         return serveSocks5(session, this.#socks, record);
       case 'http': {
+        // A plain CONNECT stays on the native path; any other request goes to Node's HTTP parser.
+        if (session instanceof NativeSession) {
+          record.protocol = 'http';
+          const parsed = await session.read(parseConnectHead);
+          if (parsed.status === 'ok' && parsed.head) return this.#http.serveConnect(session, parsed.head, record);
+        }
         const onNode = onSocket(session);
         return this.#http.serve(onNode.socket, onNode.detach(), record);
       }
