@@ -131,7 +131,7 @@ export function addProxyCommand(program: Command): void {
     .addOption(
       new Option(
         '--accept <path>',
-        'who accepts and reads the handshakes: native (the addon: no Node socket on the SOCKS CONNECT path; Linux, ' +
+        'who accepts and reads the handshakes: native (the addon: no Node socket for a SOCKS or HTTP CONNECT; Linux, ' +
           'splice engine), node (net.Server), auto (native where it can be)',
       )
         .choices(ACCEPT_PATHS)
