@@ -206,11 +206,12 @@ const servers = only.filter((f) => {
   ? workerLevels.map((w) => (workerLevels.length > 1 ? `${f}-w${w}` : f))
   : [f]));
 
-/** A row's splicer flags and worker count: splice-w2 → { flags: ['--engine', 'splice'], workers: 2 }; null for others. */
+/** A row's splicer flags, engine and worker count: splice-w2 → { flags: ['--engine', 'splice'], engine: 'splice', workers: 2 }; null for others. */
 function splicerRow(name) {
   const m = /^(.+?)(?:-w(\d+))?$/.exec(name);
   if (!m || !isSplicer(m[1])) return null;
-  return { flags: SPLICER_ROWS[m[1]], workers: m[2] ? Number(m[2]) : workerLevels[0] };
+  const flags = SPLICER_ROWS[m[1]];
+  return { flags, engine: flags[flags.indexOf('--engine') + 1], workers: m[2] ? Number(m[2]) : workerLevels[0] };
 }
 for (const [f, why] of Object.entries(skipped)) log(`skipping ${f}: ${why}`);
 
