@@ -151,12 +151,14 @@ class AcceptorWrap : public Napi::ObjectWrap<AcceptorWrap>, public HandshakeEven
     return *io_;
   }
 
-  // listen(fd): takes a listening fd (openListener's) over; returns the listener's id.
+  // listen(fd, hold?): takes a listening fd (openListener's) over; returns the listener's id.
+  // hold: its connections are not read until released.
   Napi::Value Listen(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int fd = FdArg(env, info[0], "fd");
+    bool hold = info[1].ToBoolean().Value();
     try {
-      return Num(Io(env).Listen(fd));
+      return Num(Io(env).Listen(fd, hold));
     } catch (const SyscallError& err) {
       throw ErrnoError(env, err.Errno(), err.Syscall());
     }
@@ -230,9 +232,11 @@ class AcceptorWrap : public Napi::ObjectWrap<AcceptorWrap>, public HandshakeEven
     if (io_) io_->End(id, data, length);
   }
 
+  // destroy(id, reset?): reset sends the peer a RST (SO_LINGER 0).
   void Destroy(const Napi::CallbackInfo& info) {
     uint64_t id = IdArg(info.Env(), info[0], "id");
-    if (io_) io_->Destroy(id);
+    bool reset = info[1].ToBoolean().Value();
+    if (io_) io_->Destroy(id, reset);
   }
 
   // The bytes queued and not yet written, or null.

@@ -58,7 +58,7 @@ HandshakeIo::~HandshakeIo() {
   }
 }
 
-uint32_t HandshakeIo::Listen(int fd) {
+uint32_t HandshakeIo::Listen(int fd, bool hold) {
   uint32_t id = nextListener_++;
   epoll_event event{};
   event.events = EPOLLIN;
@@ -69,6 +69,7 @@ uint32_t HandshakeIo::Listen(int fd) {
     throw SyscallError(error, "epoll_ctl");
   }
   listeners_[id].fd = UniqueFd(fd);
+  listeners_[id].hold = hold;
   UpdateRef();
   return id;
 }
@@ -150,7 +151,15 @@ void HandshakeIo::End(uint64_t id, const char* data, size_t length) {
   Watch(connection, id);
 }
 
-void HandshakeIo::Destroy(uint64_t id) { Close(id); }
+void HandshakeIo::Destroy(uint64_t id, bool reset) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  if (reset) {
+    struct linger lg = {1, 0};
+    setsockopt(it->second.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  }
+  Close(id);
+}
 
 std::string HandshakeIo::TakeUnsent(uint64_t id) {
   auto it = connections_.find(id);
@@ -244,6 +253,7 @@ void HandshakeIo::AcceptFrom(uint32_t id) {
     uint64_t connectionId = nextId_++;
     Connection& connection = connections_[connectionId];
     connection.fd = fd;
+    if (it->second.hold) connection.state = State::kHeld;
     Watch(connection, connectionId);
     UpdateRef();
     events_->Accepted(id, connectionId, peer);

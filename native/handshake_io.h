@@ -49,8 +49,9 @@ class HandshakeIo {
   HandshakeIo(const HandshakeIo&) = delete;
   HandshakeIo& operator=(const HandshakeIo&) = delete;
 
-  // Takes a listening fd over. Throws SyscallError (epoll_ctl).
-  uint32_t Listen(int fd);
+  // Takes a listening fd over. Throws SyscallError (epoll_ctl). `hold`: its connections are not
+  // read (their bytes wait in the kernel) until they are released: a forwarder's.
+  uint32_t Listen(int fd, bool hold = false);
   void CloseListener(uint32_t id);
   bool LocalAddress(uint32_t listener, sockaddr_storage* out) const;
 
@@ -66,8 +67,8 @@ class HandshakeIo {
   // (closing with unread input would send a RST that can destroy the reply before the
   // client reads it); then closes and reports Drained.
   void End(uint64_t id, const char* data, size_t length);
-  // Closes at once. Unknown ids are ignored.
-  void Destroy(uint64_t id);
+  // Closes at once; `reset`: with SO_LINGER 0, so the peer sees a reset. Unknown ids are ignored.
+  void Destroy(uint64_t id, bool reset = false);
   // The queued bytes not yet written (to be sent first by the new owner), emptied.
   std::string TakeUnsent(uint64_t id);
   // Stops watching and hands the fd to the caller; -1 for an unknown id.
@@ -92,6 +93,7 @@ class HandshakeIo {
   struct Listener {
     UniqueFd fd;
     bool resting = false;
+    bool hold = false;
   };
 
   static constexpr uint64_t kListenerBit = 1ull << 63;

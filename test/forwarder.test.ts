@@ -1,7 +1,7 @@
 // The Forwarder (what `splicer forward` runs) as a library: bytes intact, one record per connection
 // for whoever takes it, none made for nobody, and close(grace) ending what outlives the grace.
 import net from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Forwarder, type ConnectionRecord } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB } from './helpers.js';
@@ -11,9 +11,14 @@ const expectedEngine = spliceSkipReason ? 'js' : 'splice';
 
 afterEach(h.closeAll);
 
+// With the addon: both accept paths (the addon's, no net.Socket; and net.Server's). Without: net.Server.
+const ACCEPT_PATHS = spliceSkipReason ? (['node'] as const) : (['native', 'node'] as const);
+let accept: 'native' | 'node' = 'node';
+
 async function startForwarder(to: number): Promise<{ forwarder: Forwarder; port: number }> {
-  const forwarder = new Forwarder({ listen: [{ host: h.HOST, port: 0 }], to: { host: h.HOST, port: to } });
+  const forwarder = new Forwarder({ listen: [{ host: h.HOST, port: 0 }], to: { host: h.HOST, port: to }, accept });
   h.onCleanup(() => void forwarder.close());
+  expect(forwarder.acceptPath).toBe(accept);
   const [{ port }] = await forwarder.listen();
   return { forwarder, port };
 }
@@ -29,7 +34,11 @@ async function exchange(port: number, service: h.HashServer, seed: number, bytes
   return socket;
 }
 
-describe('Forwarder', () => {
+describe.each(ACCEPT_PATHS)('Forwarder, %s accept path', (path) => {
+  beforeEach(() => {
+    accept = path;
+  });
+
   it('carries the same bytes with nobody taking records, and reports every connection to a listener', async () => {
     const service = await h.startHashServer({ replyBytes: 48 * KiB, when: 'connect' });
     const { forwarder, port } = await startForwarder(service.port);

@@ -73,6 +73,16 @@ export function commandEngine(choice: EngineChoice, options: SpliceEngineOptions
   return { engine: 'splice', spliceEngine: new SpliceEngine(options) };
 }
 
+/** --accept: who accepts a service's connections (the addon's native path, or net.Server). */
+export const acceptOption = (what: string) =>
+  new Option(
+    '--accept <path>',
+    `who accepts the connections: native (the addon: no Node socket for ${what}; Linux, splice engine), ` +
+      'node (net.Server), auto (native where it can be)',
+  )
+    .choices(['auto', 'native', 'node'])
+    .default('auto');
+
 export const threadsOption = () =>
   new Option('--threads <n>', 'splice engine loop threads; 0 runs the loop on the main thread (no thread switch per connection: cheapest for short connections)')
     .argParser(integerArg('--threads', 0, 64))

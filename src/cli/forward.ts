@@ -1,16 +1,18 @@
 // `splicer forward`: forward every connection on --listen to one upstream.
 import { Command } from 'commander';
-import { commandEngine, engineOption, hostPortArg, hostPortListArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
+import { acceptOption, commandEngine, engineOption, hostPortArg, hostPortListArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Forwarder } from '../forwarder/server.js';
 import type { LOG_LEVELS } from '../logger.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
+import type { AcceptPath } from '../engine/splice/acceptor.js';
 
 interface ForwardCliOptions {
   listen?: HostPort[];
   to: HostPort;
   engine: EngineChoice;
+  accept: AcceptPath;
   threads: number;
   idleTimeout: number;
   connectTimeout: number;
@@ -34,6 +36,7 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     listenFd: role ? reusePortListenFd() : undefined,
     to: options.to,
     engine: options.engine,
+    accept: options.accept,
     idleTimeout: idleMs(options.idleTimeout),
     connectTimeout: options.connectTimeout * 1000,
     spliceEngine,
@@ -48,6 +51,7 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
       to: formatHostPort(options.to),
       engine,
       spliceOff,
+      accept: forwarder.acceptPath,
       exposed: listen.some((address) => !isLoopback(address.host)) || undefined,
     },
     'forwarding',
@@ -62,6 +66,7 @@ export function addForwardCommand(program: Command): void {
     .requiredOption('--to <host:port>', 'upstream to connect each client to', hostPortArg())
     .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
     .addOption(engineOption())
+    .addOption(acceptOption('a pair'))
     .addOption(threadsOption())
     .addOption(idleTimeoutOption('pair'))
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)

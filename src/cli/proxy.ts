@@ -1,6 +1,6 @@
 // `splicer proxy`: SOCKS4/4a/5 and HTTP on one port.
-import { Command, InvalidArgumentError, Option } from 'commander';
-import { collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
+import { Command, InvalidArgumentError } from 'commander';
+import { acceptOption, collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { LOG_LEVELS } from '../logger.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
@@ -8,7 +8,7 @@ import type { EngineChoice } from '../engine/contract.js';
 import { Credentials, CredentialsError } from '../proxy/auth.js';
 import { parseRule, RuleError, type Rule } from '../proxy/rules.js';
 import { createProxyServer, openProxyRisk } from '../proxy/server.js';
-import { ACCEPT_PATHS, DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/options.js';
+import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/options.js';
 
 interface ProxyCliOptions {
   listen?: HostPort[];
@@ -128,15 +128,7 @@ export function addProxyCommand(program: Command): void {
     .option('--max-per-client <n>', 'client connections open at once from one IP (per worker with --workers)', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
     .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')
     .addOption(engineOption())
-    .addOption(
-      new Option(
-        '--accept <path>',
-        'who accepts and reads the handshakes: native (the addon: no Node socket for a SOCKS or HTTP CONNECT; Linux, ' +
-          'splice engine), node (net.Server), auto (native where it can be)',
-      )
-        .choices(ACCEPT_PATHS)
-        .default('auto'),
-    )
+    .addOption(acceptOption('a SOCKS or HTTP CONNECT'))
     .addOption(threadsOption())
     .addOption(graceOption('connection'))
     .addOption(workersOption(', as are --max-connections and --max-per-client'))

@@ -2,10 +2,13 @@
 // forwarded to one upstream. The client is not read until the upstream is
 // connected, so its first bytes stay in the kernel and are spliced like the rest.
 import { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
-import { forward, type ForwardOptions } from '../engine/forward.js';
+import { defaultSpliceEngine, forward, type ForwardOptions } from '../engine/forward.js';
+import { Acceptor, nativeAccept, type AcceptPath } from '../engine/splice/acceptor.js';
+import { dialWith } from '../net/dial.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import { Listeners, type OpenListenFd } from '../net/listeners.js';
 import { RunningTasks } from '../net/drain.js';
@@ -24,6 +27,12 @@ export interface ForwarderOptions {
   /** ms to wait for the upstream to accept; the client is reset after that. */
   connectTimeout?: number;
   spliceEngine?: SpliceEngine;
+  /**
+   * Who accepts: 'native' (the addon: accept, connect and the engine's adoption of both fds, no
+   * net.Socket; Linux, not with engine 'js'), 'node' (net.Server), 'auto' (the default): native
+   * where it can be.
+   */
+  accept?: AcceptPath;
   logger?: Logger;
 }
 
@@ -47,6 +56,8 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   readonly #upstream: string;
   readonly #forward: ForwardOptions;
   readonly #connectTimeout: number;
+  readonly #native: boolean;
+  #acceptor: Acceptor | undefined;
   #closing = false;
 
   constructor(options: ForwarderOptions) {
@@ -58,15 +69,35 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     this.#forward = { engine: options.engine, idleTimeout: options.idleTimeout, signal: this.#active.signal, spliceEngine: options.spliceEngine };
     // Clients are not read until the upstream is connected: their first bytes wait in the kernel and get spliced.
     this.#listeners = new Listeners((socket) => this.#active.run(this.#serve(socket)), { pauseOnConnect: true, listenFd: options.listenFd, logger: options.logger });
+    this.#native = nativeAccept(options.accept, options.engine);
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
-  listen(): Promise<HostPort[]> {
-    return this.#listeners.listen(this.#options.listen);
+  async listen(): Promise<HostPort[]> {
+    if (!this.#native) return this.#listeners.listen(this.#options.listen);
+    // Held: a client is not read until its upstream is connected, as on the Node path.
+    const acceptor: Acceptor = new Acceptor({
+      hold: true,
+      onConnection: (id, host, port) => this.#active.run(this.#serveNative(acceptor, id, host, port)),
+      logger: this.#options.logger,
+    });
+    try {
+      const bound = await acceptor.listen(this.#options.listen, { listenFd: this.#options.listenFd });
+      this.#acceptor = acceptor;
+      return bound;
+    } catch (err) {
+      acceptor.close();
+      throw err;
+    }
+  }
+
+  /** Which accept path serves: 'native' (the addon's) or 'node' (net.Server). */
+  get acceptPath(): 'native' | 'node' {
+    return this.#native ? 'native' : 'node';
   }
 
   addresses(): HostPort[] {
-    return this.#listeners.addresses();
+    return this.#acceptor ? this.#acceptor.addresses() : this.#listeners.addresses();
   }
 
   get activeConnections(): number {
@@ -77,7 +108,10 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   async close(graceMs = 0): Promise<void> {
     this.#closing = true;
     const closed = this.#listeners.close();
+    this.#acceptor?.closeListeners();
     await this.#active.close(graceMs);
+    // Connections still waiting for their upstream are closed with it.
+    this.#acceptor?.close();
     await closed;
   }
 
@@ -99,6 +133,37 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
       code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       resetSocket(client);
     }
+    this.#report(started, host, port, result, code);
+  }
+
+  /** The native path: no net.Socket; the addon connects, and the engine adopts both fds. */
+  async #serveNative(acceptor: Acceptor, id: number, host: string, port: number): Promise<void> {
+    const started = performance.now();
+    let result: ForwardResult | undefined;
+    let code: string | undefined;
+    try {
+      if (this.#closing) throw Object.assign(new Error('shutting down'), { code: 'ESHUTDOWN' });
+      const to = this.#options.to;
+      const upstream = await dialWith(acceptor.connector, to.host, to.port, { timeout: this.#connectTimeout, signal: this.#active.signal });
+      const server = acceptor.release(upstream.id);
+      const client = acceptor.release(id);
+      if (!server || !client) {
+        if (server) closeFd(server.fd);
+        if (client) closeFd(client.fd);
+        throw Object.assign(new Error('connection closed'), { code: 'ECONNRESET' });
+      }
+      const engine = this.#options.spliceEngine ?? defaultSpliceEngine();
+      result = await engine.adopt(client.fd, server.fd, null, null, this.#forward);
+      code = result.error?.code;
+    } catch (err) {
+      // The upstream could not be reached: the client learns it by a reset, as from the server itself.
+      code = (err as NodeJS.ErrnoException).code ?? 'EIO';
+      acceptor.destroy(id, true);
+    }
+    this.#report(started, host, port, result, code);
+  }
+
+  #report(started: number, host: string | undefined, port: number | undefined, result: ForwardResult | undefined, code: string | undefined): void {
     const logger = this.#options.logger;
     const logs = logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info'));
     // Nobody reads the record: none is made.
@@ -115,6 +180,14 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     if (code !== undefined) record.code = code;
     logger?.info(record, 'connection closed');
     this.emit('connection', record);
+  }
+}
+
+function closeFd(fd: number): void {
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // already gone
   }
 }
 

@@ -6,6 +6,7 @@ import type { Credentials } from './auth.js';
 import type { LookupAll } from '../net/dial.js';
 import type { OpenListenFd } from '../net/listeners.js';
 import type { ProxyCommand, Rule } from './rules.js';
+import type { AcceptPath } from '../engine/splice/acceptor.js';
 
 export type ProxyProtocol = 'socks4' | 'socks4a' | 'socks5' | 'http';
 
@@ -25,8 +26,7 @@ export interface ProxyLimits {
   perClient: number;
 }
 
-export const ACCEPT_PATHS = ['auto', 'native', 'node'] as const;
-export type AcceptPath = (typeof ACCEPT_PATHS)[number];
+export type { AcceptPath };
 
 export interface ProxyOptions {
   listen: HostPort[];

@@ -12,7 +12,7 @@ import { hasClientAllowRule } from './rules.js';
 import { HttpProxy } from './http-proxy.js';
 import { ClientSession, SessionClosed, type HandshakeSession } from './session.js';
 import { NativeSession } from './native-session.js';
-import { Acceptor, acceptorUnavailable } from '../engine/splice/acceptor.js';
+import { Acceptor, nativeAccept } from '../engine/splice/acceptor.js';
 import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
 import type { Handover } from './connect-step.js';
 import { bindAndForward } from './bind.js';
@@ -46,19 +46,6 @@ export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'protectHost
   const setting = options.protectHost ?? 'auto';
   if (setting !== 'auto') return setting;
   return options.listen.some((address) => !isLoopback(address.host));
-}
-
-/**
- * Whether the native accept path serves these options, or why not; throws when 'native' was
- * asked for and cannot be had.
- */
-export function nativeAccept(options: Pick<ProxyOptions, 'accept' | 'engine'>): boolean {
-  const asked = options.accept ?? 'auto';
-  if (asked === 'node') return false;
-  const why = options.engine === 'js' ? 'the js engine reads every byte through net.Socket' : acceptorUnavailable();
-  if (why === null) return true;
-  if (asked === 'native') throw Object.assign(new Error(`the native accept path is not available: ${why}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
-  return false;
 }
 
 /** The rest of a handshake that needs a stream (HTTP, BIND, UDP ASSOCIATE): the client as a net.Socket. */
@@ -97,7 +84,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
     this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
-    this.#native = nativeAccept(options);
+    this.#native = nativeAccept(options.accept, options.engine);
     this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
     this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
     const tunnel = {

@@ -31,9 +31,26 @@ export interface NativeUpstream {
 }
 
 export interface AcceptorOptions {
-  /** A new connection, already being read; `attach` it, or `destroy` it. */
+  /** A new connection, already being read (unless `hold`); `attach` it, or `destroy` it. */
   onConnection: (id: number, remoteAddress: string, remotePort: number) => void;
+  /** Accepted connections are not read: their bytes wait in the kernel until `release` (a forwarder's). */
+  hold?: boolean;
   logger?: Logger;
+}
+
+/** Who accepts a service's connections: 'native' (the Acceptor), 'node' (net.Server), or 'auto'. */
+export type AcceptPath = 'auto' | 'native' | 'node';
+
+/**
+ * Whether the native accept path serves a service with this engine choice; throws (code
+ * ERR_SPLICE_UNAVAILABLE) when 'native' was asked for and cannot be had.
+ */
+export function nativeAccept(asked: AcceptPath = 'auto', engine?: string): boolean {
+  if (asked === 'node') return false;
+  const why = engine === 'js' ? 'the js engine reads every byte through net.Socket' : acceptorUnavailable();
+  if (why === null) return true;
+  if (asked === 'native') throw Object.assign(new Error(`the native accept path is not available: ${why}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
+  return false;
 }
 
 type ConnectWaiter = (code: string | null, upstream?: NativeUpstream) => void;
@@ -86,7 +103,7 @@ export class Acceptor {
           if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
           throw err;
         }
-        this.#listeners.push(this.#native.listen(fd));
+        this.#listeners.push(this.#native.listen(fd, this.#options.hold ?? false));
       }
     } catch (err) {
       this.closeListeners();
@@ -123,10 +140,11 @@ export class Acceptor {
     this.#native.end(id, data);
   }
 
-  destroy(id: number): void {
+  /** Closes at once; `reset`: the peer sees a reset (SO_LINGER 0). */
+  destroy(id: number, reset = false): void {
     this.#handlers.delete(id);
     this.#connecting.delete(id);
-    this.#native.destroy(id);
+    this.#native.destroy(id, reset);
   }
 
   /**

@@ -206,8 +206,8 @@ export const ACCEPTOR_EVENT = {
  * `closeListener`/`close` closes it. Ids are never reused.
  */
 export interface NativeAcceptor {
-  /** Takes a listening fd over; returns the listener id. */
-  listen(fd: number): number;
+  /** Takes a listening fd over; returns the listener id. `hold`: its connections are not read until released. */
+  listen(fd: number, hold?: boolean): number;
   listenerAddress(listener: number): [string, number] | undefined;
   closeListener(listener: number): void;
   /** A non-blocking connect to a numeric host; the outcome comes as `connected`. */
@@ -216,7 +216,8 @@ export interface NativeAcceptor {
   write(id: number, data: Buffer): number;
   /** The last bytes, FIN, then `drained` once the peer closes (its input is read and dropped meanwhile). */
   end(id: number, data: Buffer | null): void;
-  destroy(id: number): void;
+  /** Closes at once; `reset` with SO_LINGER 0, so the peer sees a reset. */
+  destroy(id: number, reset?: boolean): void;
   takeUnsent(id: number): Buffer | null;
   /** The fd, now the caller's (-1 for an unknown id). */
   release(id: number): number;
