@@ -130,6 +130,7 @@ class AcceptorWrap : public Napi::ObjectWrap<AcceptorWrap>, public HandshakeEven
     auto* wrap = static_cast<AcceptorWrap*>(self);
     wrap->cleanupHookSet_ = false;
     wrap->io_.reset();
+    wrap->retired_.reset();
   }
 
   Napi::Number Num(double value) { return Napi::Number::New(env_, value); }
@@ -259,7 +260,13 @@ class AcceptorWrap : public Napi::ObjectWrap<AcceptorWrap>, public HandshakeEven
 
   // Closes every listener and connection; later calls throw ERR_ACCEPTOR_CLOSED (write
   // returns -EBADF, destroy and end do nothing).
-  void Close(const Napi::CallbackInfo& info) { io_.reset(); }
+  // A close from inside one of the acceptor's own events (a handler that ends the server) must not
+  // free the HandshakeIo whose Dispatch is on the stack: it is shut down, and kept until the end.
+  void Close(const Napi::CallbackInfo& info) {
+    if (!io_) return;
+    io_->Shutdown();
+    retired_ = std::move(io_);
+  }
 
   Napi::Value Counts(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
@@ -273,6 +280,7 @@ class AcceptorWrap : public Napi::ObjectWrap<AcceptorWrap>, public HandshakeEven
   Napi::FunctionReference onEvent_;
   Napi::AsyncContext context_;
   std::unique_ptr<HandshakeIo> io_;
+  std::unique_ptr<HandshakeIo> retired_;  // shut down by close(); freed with the wrap
   bool cleanupHookSet_ = false;
 };
 

@@ -45,17 +45,23 @@ HandshakeIo::HandshakeIo(uv_loop_t* loop, HandshakeEvents* events) : loop_(loop)
   UpdateRef();
 }
 
-HandshakeIo::~HandshakeIo() {
+HandshakeIo::~HandshakeIo() { Shutdown(); }
+
+void HandshakeIo::Shutdown() {
   CloseAll();
   // The handles' memory goes with their close callbacks; they no longer point here.
   if (poll_) {
     poll_->data = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    poll_ = nullptr;
   }
   if (rest_) {
     rest_->data = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(rest_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    rest_ = nullptr;
   }
+  // A Dispatch under way (this was called from one of its events) finds the set gone and stops.
+  epollFd_.Reset();
 }
 
 uint32_t HandshakeIo::Listen(int fd, bool hold) {
@@ -63,11 +69,7 @@ uint32_t HandshakeIo::Listen(int fd, bool hold) {
   epoll_event event{};
   event.events = EPOLLIN;
   event.data.u64 = kListenerBit | id;
-  if (epoll_ctl(epollFd_.Get(), EPOLL_CTL_ADD, fd, &event) != 0) {
-    int error = errno;
-    close(fd);
-    throw SyscallError(error, "epoll_ctl");
-  }
+  if (epoll_ctl(epollFd_.Get(), EPOLL_CTL_ADD, fd, &event) != 0) throw SyscallError(errno, "epoll_ctl");
   listeners_[id].fd = UniqueFd(fd);
   listeners_[id].hold = hold;
   UpdateRef();
@@ -212,10 +214,10 @@ void HandshakeIo::Dispatch() {
   dispatching_ = true;
   epoll_event ready[kBatch];
   int handled = 0;
-  while (handled < kBudget) {
+  while (handled < kBudget && epollFd_.Valid()) {
     int count = epoll_wait(epollFd_.Get(), ready, kBatch, 0);
     if (count <= 0) break;
-    for (int i = 0; i < count; i++) {
+    for (int i = 0; i < count && epollFd_.Valid(); i++) {
       uint64_t key = ready[i].data.u64;
       if (key & kListenerBit) {
         AcceptFrom(static_cast<uint32_t>(key & ~kListenerBit));
@@ -245,7 +247,7 @@ void HandshakeIo::AcceptFrom(uint32_t id) {
       epoll_event event{};
       event.data.u64 = kListenerBit | id;
       epoll_ctl(epollFd_.Get(), EPOLL_CTL_MOD, it->second.fd.Get(), &event);
-      if (!uv_is_active(reinterpret_cast<uv_handle_t*>(rest_))) uv_timer_start(rest_, OnRested, kRestMs, 0);
+      if (rest_ != nullptr && !uv_is_active(reinterpret_cast<uv_handle_t*>(rest_))) uv_timer_start(rest_, OnRested, kRestMs, 0);
       events_->ListenFailed(id, error);
       return;
     }

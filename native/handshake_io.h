@@ -49,7 +49,7 @@ class HandshakeIo {
   HandshakeIo(const HandshakeIo&) = delete;
   HandshakeIo& operator=(const HandshakeIo&) = delete;
 
-  // Takes a listening fd over. Throws SyscallError (epoll_ctl). `hold`: its connections are not
+  // Takes a listening fd over. Throws SyscallError (epoll_ctl); the fd is then still the caller's. `hold`: its connections are not
   // read (their bytes wait in the kernel) until they are released: a forwarder's.
   uint32_t Listen(int fd, bool hold = false);
   void CloseListener(uint32_t id);
@@ -75,6 +75,9 @@ class HandshakeIo {
   int Release(uint64_t id);
   // Closes every listener and connection.
   void CloseAll();
+  // CloseAll, then lets go of libuv's handles and closes the epoll set. Safe from inside one of
+  // this object's own events (JS may close the acceptor there): the object lives on, inert.
+  void Shutdown();
 
   size_t ConnectionCount() const { return connections_.size(); }
   size_t ListenerCount() const { return listeners_.size(); }

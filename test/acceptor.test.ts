@@ -139,6 +139,27 @@ describe('Acceptor', () => {
     expect(await h.waitFor(() => h.openFdCount() <= baseline, 5000), `fds ${h.openFdCount()} vs baseline ${baseline}`).toBe(true);
   });
 
+  it('can be closed from inside one of its own events (a handler that shuts the server down), and is inert after', async () => {
+    const baseline = h.openFdCount();
+    const closedInside = new h.Arrivals<number>();
+    const acceptor: Acceptor = new Acceptor({
+      onConnection: (id) => {
+        acceptor.close();
+        closedInside.push(id);
+      },
+    });
+    h.onCleanup(() => acceptor.close());
+    const [bound] = await acceptor.listen([{ host: HOST, port: 0 }]);
+    // Several at once, so that the close lands in the middle of a batch of events.
+    const clients = await Promise.all([1, 2, 3, 4].map(() => connectTo(bound.port).catch(() => null)));
+    await closedInside.nth(0, 'the first connection');
+    for (const client of clients) client?.destroy();
+    expect(acceptor.closed).toBe(true);
+    expect(acceptor.write(1, Buffer.from('x'))).toBe('EBADF');
+    await expect(acceptor.listen([{ host: HOST, port: 0 }])).rejects.toThrow(/acceptor is closed/);
+    expect(await h.waitFor(() => h.openFdCount() <= baseline, 5000), `fds ${h.openFdCount()} vs baseline ${baseline}`).toBe(true);
+  });
+
   it('checks its arguments: a wrong type is a TypeError, a number out of range a RangeError', () => {
     const { acceptor } = startAcceptor();
     expect(() => acceptor.write('1' as never, Buffer.alloc(1))).toThrow(TypeError);

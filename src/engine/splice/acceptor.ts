@@ -4,6 +4,7 @@
 // either closed or an fd handed on whole: to the splice engine (SpliceEngine.adopt) or to a
 // net.Socket (socketOnFd) for the paths that need one.
 import dns from 'node:dns';
+import fs from 'node:fs';
 import net from 'node:net';
 import { getSystemErrorName } from 'node:util';
 import { formatHostPort, type HostPort } from '../../net/host-port.js';
@@ -103,7 +104,13 @@ export class Acceptor {
           if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
           throw err;
         }
-        this.#listeners.push(this.#native.listen(fd, this.#options.hold ?? false));
+        try {
+          this.#listeners.push(this.#native.listen(fd, this.#options.hold ?? false));
+        } catch (err) {
+          // Not taken over (a closed acceptor): the fd is still ours.
+          fs.closeSync(fd);
+          throw err;
+        }
       }
     } catch (err) {
       this.closeListeners();

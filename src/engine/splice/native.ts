@@ -206,7 +206,10 @@ export const ACCEPTOR_EVENT = {
  * `closeListener`/`close` closes it. Ids are never reused.
  */
 export interface NativeAcceptor {
-  /** Takes a listening fd over; returns the listener id. `hold`: its connections are not read until released. */
+  /**
+   * Takes a listening fd over; returns the listener id. `hold`: its connections are not read until
+   * released. When it throws (a closed acceptor, epoll_ctl) the fd is still the caller's.
+   */
   listen(fd: number, hold?: boolean): number;
   listenerAddress(listener: number): [string, number] | undefined;
   closeListener(listener: number): void;
