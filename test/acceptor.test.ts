@@ -1,5 +1,6 @@
 // The native accept path's I/O (the addon's Acceptor) on its own: real sockets on 127.0.0.1, what a
 // peer observes, and every fd accounted for.
+import fs from 'node:fs';
 import net from 'node:net';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Acceptor, type AcceptedHandler } from '../src/engine/splice/acceptor.js';
@@ -158,6 +159,37 @@ describe('Acceptor', () => {
     expect(acceptor.write(1, Buffer.from('x'))).toBe('EBADF');
     await expect(acceptor.listen([{ host: HOST, port: 0 }])).rejects.toThrow(/acceptor is closed/);
     expect(await h.waitFor(() => h.openFdCount() <= baseline, 5000), `fds ${h.openFdCount()} vs baseline ${baseline}`).toBe(true);
+  });
+
+  it('SpliceEngine.adopt() owns the fds from the call on: a closed engine or an aborted signal closes them', async () => {
+    const server = await h.startServer();
+    const pairOfFds = async () => {
+      const { acceptor } = startAcceptor();
+      const a = await dialWith(acceptor.connector, HOST, server.port, { timeout: 5000 });
+      const b = await dialWith(acceptor.connector, HOST, server.port, { timeout: 5000 });
+      return [acceptor.release(a.id)!.fd, acceptor.release(b.id)!.fd] as const;
+    };
+    const open = (fd: number) => {
+      try {
+        fs.fstatSync(fd);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const closed = new SpliceEngine();
+    await closed.close();
+    const [a1, b1] = await pairOfFds();
+    expect(() => closed.adopt(a1, b1, null, null)).toThrow(expect.objectContaining({ code: 'ERR_SPLICE_CLOSED' }));
+    expect([open(a1), open(b1)]).toEqual([false, false]);
+
+    const engine = new SpliceEngine();
+    h.onCleanup(() => void engine.close());
+    const [a2, b2] = await pairOfFds();
+    const result = engine.adopt(a2, b2, null, null, { signal: AbortSignal.abort() });
+    // Checked at once: an fd number closed is free for the next open.
+    expect([open(a2), open(b2)]).toEqual([false, false]);
+    expect(await result).toMatchObject({ engine: 'splice', reason: 'aborted' });
   });
 
   it('checks its arguments: a wrong type is a TypeError, a number out of range a RangeError', () => {
