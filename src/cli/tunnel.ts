@@ -129,6 +129,8 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     logger,
   });
   const bound = await server.listen();
+  // Before the startup line: whoever sees it may stop the process at once.
+  onStopSignal(logger, options.grace, server, spliceEngine);
   logger.info(
     {
       listen: formatHostPort(bound),
@@ -141,7 +143,6 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     },
     'tunnel server listening',
   );
-  onStopSignal(logger, options.grace, server, spliceEngine);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -198,6 +199,8 @@ async function runClient(options: ClientCliOptions): Promise<void> {
   // Besides the JSON log, one line a person can read: where each service is published.
   client.on('tunnelUp', ({ name, local, remote }) => process.stderr.write(`splicer tunnel: ${name} ${formatHostPort(remote)} -> ${local}\n`));
   client.on('tunnelRefused', ({ name, code, message }) => process.stderr.write(`splicer tunnel: ${name} refused (${code}): ${message}\n`));
+  // Before the startup line: whoever sees it may stop the process at once.
+  onStopSignal(logger, options.grace, client, spliceEngine);
   logger.info(
     {
       server: formatHostPort(options.server),
@@ -211,7 +214,6 @@ async function runClient(options: ClientCliOptions): Promise<void> {
     'tunnel client starting',
   );
   client.start();
-  onStopSignal(logger, options.grace, client, spliceEngine);
 }
 
 // ---------------------------------------------------------------------------------------------
