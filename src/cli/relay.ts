@@ -109,7 +109,25 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
   if (role?.listen) relays.forEach((relay, i) => (relay.listen = role.listen![i] ? formatHostPort(role.listen![i]!) : relay.listen));
   const api = options.api === true ? { host: '127.0.0.1', port: DEFAULT_API_PORT } : options.api;
   const { spliceEngine } = commandEngine(options.engine, { threads: options.threads, recordBufferBytes: options.recordBuffer * 2 ** 20 });
-  const relay = await createRelay({
+  // Set before createRelay logs its startup line: whoever sees it may stop the process at once.
+  // Relays and the API stay up through the grace; relay.close() then ends what is left.
+  let relay: Awaited<ReturnType<typeof createRelay>> | undefined;
+  const stoppable = {
+    get activeConnections() {
+      return relay?.activeConnections ?? 0;
+    },
+    async close(graceMs: number) {
+      const running = relay;
+      if (!running) return;
+      await drain(() => running.activeConnections, graceMs, (changed) => {
+        running.on('connection', changed);
+        return () => running.off('connection', changed);
+      });
+      await running.close();
+    },
+  };
+  onStopSignal(logger, options.grace, stoppable, spliceEngine);
+  relay = await createRelay({
     relays,
     api,
     record: options.record ? { path: options.record, legs: options.recordLegs, maxQueuedBytes: options.recordBuffer * 2 ** 20 } : undefined,
@@ -123,20 +141,6 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     idleTimeout: idleMs(options.idleTimeout),
     logger,
   });
-  // Relays and the API stay up through the grace; relay.close() then ends what is left.
-  const stoppable = {
-    get activeConnections() {
-      return relay.activeConnections;
-    },
-    async close(graceMs: number) {
-      await drain(() => relay.activeConnections, graceMs, (changed) => {
-        relay.on('connection', changed);
-        return () => relay.off('connection', changed);
-      });
-      await relay.close();
-    },
-  };
-  onStopSignal(logger, options.grace, stoppable, spliceEngine);
   if (role) workerListening(relays.map((config) => relay.address(config.name)), logger);
 }
 
