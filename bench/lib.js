@@ -275,6 +275,21 @@ export function childPids(pid) {
   return out;
 }
 
+/** `pid` (one, or an array of them) and every live descendant, each once. */
+export function treePids(pid) {
+  const out = [];
+  const seen = new Set();
+  const stack = Array.isArray(pid) ? [...pid] : [pid];
+  while (stack.length) {
+    const p = stack.pop();
+    if (seen.has(p)) continue;
+    seen.add(p);
+    out.push(p);
+    stack.push(...childPids(p));
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 
 export function sleep(ms) {

@@ -84,7 +84,7 @@ import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
 import {
   HOST, installExitHandlers, spawnChild, waitLine, stopChild, freePort, waitListening,
-  cpuSeconds, childPids, sleep, median, which, machineBusySeconds, clockTicks, compileC,
+  cpuSeconds, childPids, sleep, median, which, machineBusySeconds, clockTicks, compileC, treePids,
 } from './lib.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -572,20 +572,6 @@ function hardNofile(pid) {
     const hard = line.trim().split(/\s+/)[4];
     return hard === 'unlimited' ? 1 << 20 : Number(hard);
   } catch { return 1024; }
-}
-
-function treePids(pid) {
-  const out = [];
-  const seen = new Set();
-  const stack = [pid];
-  while (stack.length) {
-    const p = stack.pop();
-    if (seen.has(p)) continue;
-    seen.add(p);
-    out.push(p);
-    stack.push(...childPids(p));
-  }
-  return out;
 }
 
 /** Raises the soft RLIMIT_NOFILE of every process of the tree to its hard limit (prlimit). */

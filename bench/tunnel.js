@@ -52,8 +52,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
 import {
-  HOST, installExitHandlers, spawnChild, waitLine, stopChild, freePort, waitListening, cpuSeconds, childPids, sleep, median, which,
-  machineBusySeconds, compileC,
+  HOST, installExitHandlers, spawnChild, waitLine, stopChild, freePort, waitListening, cpuSeconds, sleep, median, which,
+  machineBusySeconds, compileC, treePids,
 } from './lib.js';
 import { sshUnavailable, startSshTunnel } from './tunnel-ssh.js';
 
@@ -249,20 +249,6 @@ async function startSetup(name, driver, logLevel) {
 
 // ---------------------------------------------------------------------------------------------
 // /proc readers
-
-function treePids(pids) {
-  const out = [];
-  const stack = [...pids];
-  const seen = new Set();
-  while (stack.length) {
-    const p = stack.pop();
-    if (seen.has(p)) continue;
-    seen.add(p);
-    out.push(p);
-    stack.push(...childPids(p));
-  }
-  return out;
-}
 
 function treeCpu(pids) {
   let total = 0;

@@ -6,8 +6,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <utility>
 
 #include "syscall_error.h"
+#include "uv_watch.h"
 
 namespace splicer {
 
@@ -29,15 +31,7 @@ void NoDelay(int fd) {
 HandshakeIo::HandshakeIo(uv_loop_t* loop, HandshakeEvents* events) : loop_(loop), events_(events) {
   epollFd_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
   if (!epollFd_.Valid()) throw SyscallError(errno, "epoll_create1");
-  poll_ = new uv_poll_t;
-  int error = uv_poll_init(loop_, poll_, epollFd_.Get());
-  if (error != 0) {
-    delete poll_;
-    poll_ = nullptr;
-    throw SyscallError(-error, "uv_poll_init");
-  }
-  poll_->data = this;
-  uv_poll_start(poll_, UV_READABLE, OnReady);
+  poll_ = WatchReadable(loop_, epollFd_.Get(), this, OnReady);
   rest_ = new uv_timer_t;
   uv_timer_init(loop_, rest_);
   rest_->data = this;
@@ -49,17 +43,8 @@ HandshakeIo::~HandshakeIo() { Shutdown(); }
 
 void HandshakeIo::Shutdown() {
   CloseAll();
-  // The handles' memory goes with their close callbacks; they no longer point here.
-  if (poll_) {
-    poll_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-    poll_ = nullptr;
-  }
-  if (rest_) {
-    rest_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(rest_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    rest_ = nullptr;
-  }
+  if (poll_) CloseHandle(std::exchange(poll_, nullptr));
+  if (rest_) CloseHandle(std::exchange(rest_, nullptr));
   // A Dispatch under way (this was called from one of its events) finds the set gone and stops.
   epollFd_.Reset();
 }

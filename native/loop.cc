@@ -1,6 +1,7 @@
 #include "loop.h"
 #include "syscall_error.h"
 #include "worker_thread.h"
+#include "uv_watch.h"
 
 #include <fcntl.h>
 #include <uv.h>
@@ -13,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <ctime>
+#include <utility>
 
 namespace splicer {
 
@@ -92,15 +94,7 @@ void Loop::Release(uint64_t id) {
 void Loop::StartInline(uv_loop_s* loop) {
   epollFd_ = UniqueFd(epoll_create1(EPOLL_CLOEXEC));
   if (!epollFd_.Valid()) throw SyscallError(errno, "epoll_create1");
-  inlinePoll_ = new uv_poll_t;
-  int error = uv_poll_init(loop, inlinePoll_, epollFd_.Get());
-  if (error != 0) {
-    delete inlinePoll_;
-    inlinePoll_ = nullptr;
-    throw SyscallError(-error, "uv_poll_init");
-  }
-  inlinePoll_->data = this;
-  uv_poll_start(inlinePoll_, UV_READABLE, [](uv_poll_t* handle, int, int) {
+  inlinePoll_ = WatchReadable(loop, epollFd_.Get(), this, [](uv_poll_t* handle, int, int) {
     if (handle->data != nullptr) static_cast<Loop*>(handle->data)->Turn(0);
   });
   inlineTimer_ = new uv_timer_t;
@@ -150,12 +144,8 @@ void Loop::ArmInlineTimer() {
 void Loop::StopInline() {
   stopping_.store(true);
   AbortAll();
-  inlinePoll_->data = nullptr;
-  inlineTimer_->data = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(inlinePoll_), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-  uv_close(reinterpret_cast<uv_handle_t*>(inlineTimer_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-  inlinePoll_ = nullptr;
-  inlineTimer_ = nullptr;
+  CloseHandle(std::exchange(inlinePoll_, nullptr));
+  CloseHandle(std::exchange(inlineTimer_, nullptr));
   joined_ = true;
 }
 

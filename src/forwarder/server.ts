@@ -76,19 +76,13 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   async listen(): Promise<HostPort[]> {
     if (!this.#native) return this.#listeners.listen(this.#options.listen);
     // Held: a client is not read until its upstream is connected, as on the Node path.
-    const acceptor: Acceptor = new Acceptor({
+    this.#acceptor = await Acceptor.open(this.#options.listen, {
       hold: true,
-      onConnection: (id, host, port) => this.#active.run(this.#serveNative(acceptor, id, host, port)),
+      onConnection: (id, host, port, acceptor) => this.#active.run(this.#serveNative(acceptor, id, host, port)),
+      listenFd: this.#options.listenFd,
       logger: this.#options.logger,
     });
-    try {
-      const bound = await acceptor.listen(this.#options.listen, { listenFd: this.#options.listenFd });
-      this.#acceptor = acceptor;
-      return bound;
-    } catch (err) {
-      acceptor.close();
-      throw err;
-    }
+    return this.#acceptor.addresses();
   }
 
   /** Which accept path serves: 'native' (the addon's) or 'node' (net.Server). */

@@ -12,6 +12,24 @@ import type { Logger } from '../logger.js';
  */
 export type OpenListenFd = (host: string, port: number) => number;
 
+/**
+ * The fd of a socket listening on `address`, made by `open` (its name resolved first, as Node's
+ * listen() would). A failure names the address, as Node's own "listen EADDRINUSE: address already
+ * in use 127.0.0.1:1080" does.
+ */
+export async function openListenFd(open: OpenListenFd, address: HostPort): Promise<number> {
+  const host = net.isIP(address.host) ? address.host : (await dns.lookup(address.host)).address;
+  let fd: number;
+  try {
+    fd = open(host, address.port);
+  } catch (err) {
+    if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
+    throw err;
+  }
+  if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`listenFd returned ${String(fd)}, not an fd`);
+  return fd;
+}
+
 export interface ListenersOptions {
   /** Leave new connections unread until the handler reads them (their first bytes stay in the kernel). */
   pauseOnConnect?: boolean;
@@ -40,7 +58,7 @@ export class Listeners {
         );
         server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
         this.#servers.push(server);
-        const fd = this.#options.listenFd ? await this.#openFd(this.#options.listenFd, address) : undefined;
+        const fd = this.#options.listenFd ? await openListenFd(this.#options.listenFd, address) : undefined;
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
           const listening = () => {
@@ -56,21 +74,6 @@ export class Listeners {
       throw err;
     }
     return this.addresses();
-  }
-
-  /** The fd of a socket listening on `address` (its name resolved as Node's listen() would). */
-  async #openFd(open: OpenListenFd, address: HostPort): Promise<number> {
-    const host = net.isIP(address.host) ? address.host : (await dns.lookup(address.host)).address;
-    let fd: number;
-    try {
-      fd = open(host, address.port);
-    } catch (err) {
-      // As Node words its own: "listen EADDRINUSE: address already in use 127.0.0.1:1080" names the address.
-      if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
-      throw err;
-    }
-    if (!Number.isInteger(fd) || fd < 0) throw new TypeError(`listenFd returned ${String(fd)}, not an fd`);
-    return fd;
   }
 
   addresses(): HostPort[] {

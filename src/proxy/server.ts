@@ -111,15 +111,12 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
   async listen(): Promise<HostPort[]> {
     if (!this.#native) return this.#listeners.listen(this.#options.listen);
-    const acceptor: Acceptor = new Acceptor({ onConnection: (id, host, port) => this.#acceptNative(acceptor, id, host, port), logger: this.#options.logger });
-    try {
-      const bound = await acceptor.listen(this.#options.listen, { listenFd: this.#options.listenFd });
-      this.#acceptor = acceptor;
-      return bound;
-    } catch (err) {
-      acceptor.close();
-      throw err;
-    }
+    this.#acceptor = await Acceptor.open(this.#options.listen, {
+      onConnection: (id, host, port, acceptor) => this.#acceptNative(acceptor, id, host, port),
+      listenFd: this.#options.listenFd,
+      logger: this.#options.logger,
+    });
+    return this.#acceptor.addresses();
   }
 
   /** Which accept path serves: 'native' (the addon's) or 'node' (net.Server). */
@@ -228,8 +225,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
         return;
       }
       this.#failed(err, record);
-      if (session instanceof NativeSession) session.destroy();
-      else (session as ClientSession).socket.destroy();
+      session.destroy();
       return;
     }
     if (handed) return handed.forwarding.catch((err: unknown) => this.#failed(err, record));

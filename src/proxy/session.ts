@@ -56,6 +56,8 @@ export abstract class HandshakeSession {
    * reply before the client reads it.
    */
   abstract close(reply?: Buffer): void;
+  /** Closes at once (a bug of ours, a shutdown). */
+  abstract destroy(): void;
   /**
    * Ends the handshake: stops reading and returns the bytes read past the last message
    * (optimistic data), which the caller must send on first.
@@ -184,6 +186,12 @@ export class ClientSession extends HandshakeSession {
     socket.end(reply ?? EMPTY);
     // A client that never closes must not hold the socket open.
     setTimeout(() => socket.destroy(), CLOSE_WAIT_MS).unref();
+  }
+
+  destroy(): void {
+    this.#stop();
+    this.finish();
+    this.socket.destroy();
   }
 
   #stop(): void {

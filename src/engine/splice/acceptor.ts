@@ -3,12 +3,10 @@
 // connection. A service keeps every decision (parsers, rules, replies); what leaves here is
 // either closed or an fd handed on whole: to the splice engine (SpliceEngine.adopt) or to a
 // net.Socket (socketOnFd) for the paths that need one.
-import dns from 'node:dns';
 import fs from 'node:fs';
-import net from 'node:net';
 import { getSystemErrorName } from 'node:util';
-import { formatHostPort, type HostPort } from '../../net/host-port.js';
-import type { OpenListenFd } from '../../net/listeners.js';
+import type { HostPort } from '../../net/host-port.js';
+import { openListenFd, type OpenListenFd } from '../../net/listeners.js';
 import type { Connector } from '../../net/dial.js';
 import type { Logger } from '../../logger.js';
 import { ACCEPTOR_EVENT, loadNative, type NativeAcceptor } from './native.js';
@@ -33,7 +31,7 @@ export interface NativeUpstream {
 
 export interface AcceptorOptions {
   /** A new connection, already being read (unless `hold`); `attach` it, or `destroy` it. */
-  onConnection: (id: number, remoteAddress: string, remotePort: number) => void;
+  onConnection: (id: number, remoteAddress: string, remotePort: number, acceptor: Acceptor) => void;
   /** Accepted connections are not read: their bytes wait in the kernel until `release` (a forwarder's). */
   hold?: boolean;
   logger?: Logger;
@@ -78,6 +76,21 @@ export class Acceptor {
   readonly #listeners: number[] = [];
   #closed = false;
 
+  /**
+   * An acceptor listening on every address (`listen`), on sockets `listenFd` makes or the addon's
+   * own; when one cannot be bound, it is closed again and the bind's error rejects.
+   */
+  static async open(addresses: readonly HostPort[], options: AcceptorOptions & { listenFd?: OpenListenFd }): Promise<Acceptor> {
+    const acceptor = new Acceptor(options);
+    try {
+      await acceptor.listen(addresses, { listenFd: options.listenFd });
+      return acceptor;
+    } catch (err) {
+      acceptor.close();
+      throw err;
+    }
+  }
+
   constructor(options: AcceptorOptions) {
     const load = loadNative();
     if (!load.binding) throw Object.assign(new Error(`native acceptor unavailable: ${load.reason}`), { code: 'ERR_SPLICE_UNAVAILABLE' });
@@ -95,15 +108,7 @@ export class Acceptor {
     const open = options.listenFd ?? ((host: string, port: number) => binding.openListener(host, port));
     try {
       for (const address of addresses) {
-        const host = net.isIP(address.host) ? address.host : (await dns.promises.lookup(address.host)).address;
-        let fd: number;
-        try {
-          fd = open(host, address.port);
-        } catch (err) {
-          // As Node words its own: the error names the address.
-          if (err instanceof Error) err.message = `${err.message} (listening on ${formatHostPort({ host, port: address.port })})`;
-          throw err;
-        }
+        const fd = await openListenFd(open, address);
         try {
           this.#listeners.push(this.#native.listen(fd, this.#options.hold ?? false));
         } catch (err) {
@@ -202,7 +207,7 @@ export class Acceptor {
         this.#handlers.get(id)?.data(a as Buffer);
         return;
       case ACCEPTOR_EVENT.accepted:
-        this.#options.onConnection(id, b as string, c as number);
+        this.#options.onConnection(id, b as string, c as number, this);
         return;
       case ACCEPTOR_EVENT.connected: {
         const settled = this.#connecting.get(id);
