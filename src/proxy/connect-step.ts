@@ -144,30 +144,34 @@ async function connectAndSplice(session: NativeSession, dest: Destination, repli
 
 /**
  * The handover of a pair adopted by the engine (the native path): no promise while the pair
- * lives. The engine holds `ended`, which completes the record (the engine counts the heads it was
- * given among the bytes it carried) and calls what `onEnd` was given; `forwarding` is made only
- * when asked for.
+ * lives. The engine holds `ended` (bound to it), which completes the record (the engine counts
+ * the heads it was given among the bytes it carried) and calls what `onEnd` was given;
+ * `forwarding` is made only when asked for.
  */
 export class SplicedHandover implements Handover {
-  #ended = false;
-  #listener: (() => void) | undefined;
   readonly ended: (result: ForwardResult) => void;
+  #record: ProxyConnectionRecord | undefined;
+  #listener: (() => void) | undefined;
 
   constructor(record: ProxyConnectionRecord) {
-    const complete = completes(record, 0);
-    this.ended = (result) => {
-      complete(result);
-      this.#ended = true;
-      const listener = this.#listener;
-      this.#listener = undefined;
-      listener?.();
-    };
+    this.#record = record;
+    this.ended = this.#ended.bind(this);
+  }
+
+  #ended(result: ForwardResult): void {
+    const record = this.#record;
+    if (!record) return;
+    this.#record = undefined;
+    completes(record, 0)(result);
+    const listener = this.#listener;
+    this.#listener = undefined;
+    listener?.();
   }
 
   /** Calls `listener` once the pair has ended and the record is complete (at once if it has). */
   onEnd(listener: () => void): void {
-    if (this.#ended) listener();
-    else this.#listener = listener;
+    if (this.#record) this.#listener = listener;
+    else listener();
   }
 
   get forwarding(): Promise<void> {

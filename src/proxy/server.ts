@@ -234,16 +234,23 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   // life keeps of the connection is `end` (its record, client and start) and, on the native path,
   // the engine's entry: no promise.
   #track(serving: Promise<Handover | void>, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    serving.then(
+      (handed) => this.#handedOver(handed, clientIp, record, started),
+      (err: unknown) => this.#failedThenEnd(err, clientIp, record, started),
+    );
+  }
+
+  // Apart from #track: `end`'s context, kept for the pair's life, holds these four and nothing else.
+  #handedOver(handed: Handover | void, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    if (!handed) return this.#end(clientIp, record, started);
     const end = () => this.#end(clientIp, record, started);
-    const failed = (err: unknown) => {
-      this.#failed(err, record);
-      end();
-    };
-    serving.then((handed) => {
-      if (!handed) end();
-      else if (handed instanceof SplicedHandover) handed.onEnd(end);
-      else handed.forwarding.then(end, failed);
-    }, failed);
+    if (handed instanceof SplicedHandover) handed.onEnd(end);
+    else handed.forwarding.then(end, (err: unknown) => this.#failedThenEnd(err, clientIp, record, started));
+  }
+
+  #failedThenEnd(err: unknown, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    this.#failed(err, record);
+    this.#end(clientIp, record, started);
   }
 
   #end(clientIp: string, record: ProxyConnectionRecord, started: number): void {
