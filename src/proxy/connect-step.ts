@@ -130,17 +130,53 @@ async function connectAndSplice(session: NativeSession, dest: Destination, repli
   session.write(success.reply);
   record.reply = success.code;
   const optimistic = session.detach();
-  let result: Promise<ForwardResult>;
+  const handover = new SplicedHandover(record);
   try {
-    result = session.splice(upstream, optimistic, ctx.spliceEngine ?? defaultSpliceEngine(), { idleTimeout: ctx.idleTimeout, signal: ctx.signal });
+    session.splice(upstream, optimistic, ctx.spliceEngine ?? defaultSpliceEngine(), { idleTimeout: ctx.idleTimeout, signal: ctx.signal }, handover.ended);
   } catch (err) {
     session.acceptor.destroy(upstream.id);
     session.destroy();
     record.outcome = err instanceof SessionClosed || (err as NodeJS.ErrnoException).code === 'ECONNRESET' ? 'client-closed' : 'error';
     return;
   }
-  // The engine counts the heads it was given among the bytes it carried.
-  return { forwarding: result.then(completes(record, 0)) };
+  return handover;
+}
+
+/**
+ * The handover of a pair adopted by the engine (the native path): no promise while the pair
+ * lives. The engine holds `ended` (bound to it), which completes the record (the engine counts
+ * the heads it was given among the bytes it carried) and calls what `onEnd` was given;
+ * `forwarding` is made only when asked for.
+ */
+export class SplicedHandover implements Handover {
+  readonly ended: (result: ForwardResult) => void;
+  #record: ProxyConnectionRecord | undefined;
+  #listener: (() => void) | undefined;
+
+  constructor(record: ProxyConnectionRecord) {
+    this.#record = record;
+    this.ended = this.#ended.bind(this);
+  }
+
+  #ended(result: ForwardResult): void {
+    const record = this.#record;
+    if (!record) return;
+    this.#record = undefined;
+    completes(record, 0)(result);
+    const listener = this.#listener;
+    this.#listener = undefined;
+    listener?.();
+  }
+
+  /** Calls `listener` once the pair has ended and the record is complete (at once if it has). */
+  onEnd(listener: () => void): void {
+    if (this.#record) this.#listener = listener;
+    else listener();
+  }
+
+  get forwarding(): Promise<void> {
+    return new Promise((resolve) => this.onEnd(resolve));
+  }
 }
 
 /** What completes the record when the pair ends; a closure over the record alone. */

@@ -88,9 +88,10 @@ export class NativeSession extends HandshakeSession implements AcceptedHandler {
 
   /**
    * Hands the client and `upstream` to the engine: `optimistic` (read past the request) goes
-   * to the upstream first, whatever of the replies is still queued to the client first.
+   * to the upstream first, whatever of the replies is still queued to the client first; the
+   * pair's result goes to `onEnd` (SpliceEngine.adoptThen).
    */
-  splice(upstream: NativeUpstream, optimistic: Buffer, engine: SpliceEngine, options: { idleTimeout: number; signal: AbortSignal }): Promise<ForwardResult> {
+  splice(upstream: NativeUpstream, optimistic: Buffer, engine: SpliceEngine, options: { idleTimeout: number; signal: AbortSignal }, onEnd: (result: ForwardResult) => void): void {
     const server = this.acceptor.release(upstream.id);
     if (!server) throw Object.assign(new Error('upstream connection gone'), { code: 'ECONNRESET' });
     let client: { fd: number; unsent: Buffer | null };
@@ -100,7 +101,7 @@ export class NativeSession extends HandshakeSession implements AcceptedHandler {
       fs.closeSync(server.fd);
       throw err;
     }
-    return engine.adopt(client.fd, server.fd, optimistic.length > 0 ? optimistic : null, client.unsent, options);
+    engine.adoptThen(client.fd, server.fd, optimistic.length > 0 ? optimistic : null, client.unsent, options, onEnd);
   }
 
   #release(): { fd: number; unsent: Buffer | null } {

@@ -4,7 +4,7 @@ import { EventEmitter, setMaxListeners } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Listeners } from '../net/listeners.js';
-import { OpenSet } from '../net/drain.js';
+import { drain } from '../net/drain.js';
 import { detectProtocol } from '../protocol/detect.js';
 import { parseConnectHead } from '../protocol/http.js';
 import { hostAddressTest } from './host-guard.js';
@@ -14,7 +14,7 @@ import { ClientSession, SessionClosed, type HandshakeSession } from './session.j
 import { NativeSession } from './native-session.js';
 import { Acceptor, nativeAccept } from '../engine/splice/acceptor.js';
 import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
-import type { Handover } from './connect-step.js';
+import { SplicedHandover, type Handover } from './connect-step.js';
 import { bindAndForward } from './bind.js';
 import { udpAssociate } from './udp.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
@@ -67,7 +67,8 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   /** Connections being served, closed sockets of live pairs included: what the limits count. */
   #open = 0;
   readonly #perClient = new Map<string, number>();
-  readonly #active = new OpenSet<Promise<void>>();
+  /** Called at each connection's end while close() waits for them (the connections are counted by #open). */
+  readonly #onEnd = new Set<() => void>();
   readonly #shutdown = new AbortController();
   readonly #socks: SocksContext;
   readonly #http: HttpProxy;
@@ -142,13 +143,30 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     // Settles only once every accepted socket is gone: awaited last, or open connections would hold close() past the grace.
     const closed = this.#listeners.close();
     this.#acceptor?.closeListeners();
-    await this.#active.drained(graceMs);
+    await this.#ended(graceMs);
     this.#shutdown.abort();
     for (const socket of this.#sockets) socket.destroy();
     // Every handshake still on the native path is failed; adopted pairs end with the signal.
     this.#acceptor?.close();
-    await Promise.all(this.#active);
+    await this.#ended();
     await closed;
+  }
+
+  /** Resolves true once every connection has ended (reported), or false once `graceMs` has passed with some left; no grace: waits. */
+  #ended(graceMs?: number): Promise<boolean> {
+    const onChange = (changed: () => void) => {
+      this.#onEnd.add(changed);
+      return () => this.#onEnd.delete(changed);
+    };
+    if (graceMs !== undefined) return drain(() => this.#open, graceMs, onChange);
+    if (this.#open === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const stop = onChange(() => {
+        if (this.#open > 0) return;
+        stop();
+        resolve(true);
+      });
+    });
   }
 
   #accept(socket: net.Socket): void {
@@ -197,27 +215,46 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     return { record, started };
   }
 
-  // Apart from #accept, so that the closure kept until the pair ends holds no socket.
-  #track(serving: Promise<void>, clientIp: string, record: ProxyConnectionRecord, started: number): void {
-    const done = serving.finally(() => {
-      this.#open--;
-      const left = (this.#perClient.get(clientIp) ?? 1) - 1;
-      if (left > 0) this.#perClient.set(clientIp, left);
-      else this.#perClient.delete(clientIp);
-      this.#active.delete(done);
-      this.#report(record, started);
-    });
-    this.#active.add(done);
+  // Apart from #accept, so that the closure kept until the pair ends holds no socket. What a pair's
+  // life keeps of the connection is `end` (its record, client and start) and, on the native path,
+  // the engine's entry: no promise.
+  #track(serving: Promise<Handover | void>, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    serving.then(
+      (handed) => this.#handedOver(handed, clientIp, record, started),
+      (err: unknown) => this.#failedThenEnd(err, clientIp, record, started),
+    );
+  }
+
+  // Apart from #track: `end`'s context, kept for the pair's life, holds these four and nothing else.
+  #handedOver(handed: Handover | void, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    if (!handed) return this.#end(clientIp, record, started);
+    const end = () => this.#end(clientIp, record, started);
+    if (handed instanceof SplicedHandover) handed.onEnd(end);
+    else handed.forwarding.then(end, (err: unknown) => this.#failedThenEnd(err, clientIp, record, started));
+  }
+
+  #failedThenEnd(err: unknown, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    this.#failed(err, record);
+    this.#end(clientIp, record, started);
+  }
+
+  #end(clientIp: string, record: ProxyConnectionRecord, started: number): void {
+    this.#open--;
+    const left = (this.#perClient.get(clientIp) ?? 1) - 1;
+    if (left > 0) this.#perClient.set(clientIp, left);
+    else this.#perClient.delete(clientIp);
+    this.#report(record, started);
+    // Called at every connection's end: no copy when nothing waits.
+    if (this.#onEnd.size > 0) for (const changed of [...this.#onEnd]) changed();
   }
 
   /**
-   * The handshake, then (once the engine holds the pair) the pair's life. The handshake's frames
-   * end at the handover: what the pair's life keeps is the forwarding promise and the record.
+   * The handshake; once the engine holds the pair, the handover, whose frames are then done: what
+   * the pair's life keeps is the record and what hears the pair's end (see #track).
    */
-  async #serve(session: HandshakeSession, record: ProxyConnectionRecord): Promise<void> {
-    let handed: Handover | void;
+  async #serve(session: HandshakeSession, record: ProxyConnectionRecord): Promise<Handover | void> {
     try {
-      handed = await this.#handshake(session, record);
+      return await this.#handshake(session, record);
     } catch (err) {
       if (err instanceof SessionClosed) {
         record.outcome = err.code === 'ETIMEDOUT' ? 'handshake-timeout' : err.code === 'EOVERSIZE' ? 'bad-request' : 'client-closed';
@@ -226,9 +263,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       }
       this.#failed(err, record);
       session.destroy();
-      return;
     }
-    if (handed) return handed.forwarding.catch((err: unknown) => this.#failed(err, record));
   }
 
   async #handshake(session: HandshakeSession, record: ProxyConnectionRecord): Promise<Handover | void> {

@@ -9,7 +9,7 @@ import { onAbort } from '../../net/abort.js';
 import type { ConversationState, TcpConversation } from '../../pcap/tcp-conversation.js';
 import { giveBack, resetSocket, settle, socketFd, takeReadable, unsettled, whyNoFd } from './takeover.js';
 import { checkIdleTimeout, ForwardError, type ForwardResult, type Side } from '../contract.js';
-import { closeUnclaimed, deliver, PendingPairs } from './results.js';
+import { closeUnclaimed, deliver, PendingPairs, type Resolve } from './results.js';
 import { nativeConversation, Recorders, type NativeRecorder } from './recorders.js';
 
 /** The engine's options: declared once, with the addon's (native.ts), which checks them again. */
@@ -276,12 +276,26 @@ export class SpliceEngine {
    * `headAtoB`/`headBtoA` are written first, in order.
    */
   adopt(fdA: number, fdB: number, headAtoB: Buffer | null, headBtoA: Buffer | null, options: Pick<SpliceForwardOptions, 'idleTimeout' | 'signal'> = {}): Promise<ForwardResult> {
+    let resolve!: Resolve;
+    const result = new Promise<ForwardResult>((r) => { resolve = r; });
+    this.adoptThen(fdA, fdB, headAtoB, headBtoA, options, resolve);
+    return result;
+  }
+
+  /**
+   * As adopt(), with the pair's result handed to `onEnd` (on a later turn, never during the call)
+   * instead of a promise: what is kept for the pair's life is then `onEnd` and the engine's entry
+   * for the pair, no promise. Throws as adopt() does (the fds are closed then, and `onEnd` never
+   * called); `onEnd` must not throw.
+   */
+  adoptThen(fdA: number, fdB: number, headAtoB: Buffer | null, headBtoA: Buffer | null, options: Pick<SpliceForwardOptions, 'idleTimeout' | 'signal'>, onEnd: Resolve): void {
     const idleTimeout = checkIdleTimeout(options.idleTimeout);
     const signal = options.signal;
     if (this.#closed || signal?.aborted) {
       closeFds(fdA, fdB);
       if (this.#closed) throw Object.assign(new Error('splice engine is closed'), { code: 'ERR_SPLICE_CLOSED' });
-      return Promise.resolve({ engine: 'splice', bytesAtoB: 0, bytesBtoA: 0, durationMs: 0, reason: 'aborted' });
+      queueMicrotask(() => onEnd({ engine: 'splice', bytesAtoB: 0, bytesBtoA: 0, durationMs: 0, reason: 'aborted' }));
+      return;
     }
     let id: number;
     try {
@@ -291,7 +305,8 @@ export class SpliceEngine {
       throw err;
     }
     this.#hold();
-    return this.#register(id, signal, undefined, undefined);
+    this.#pending.set(id, onEnd);
+    if (signal) this.#watch(signal, id);
   }
 
   /**
