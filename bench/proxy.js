@@ -5,7 +5,7 @@
 //   node bench/proxy.js [--only direct,splice,js,microsocks,dante] [--tests conn,bulk,idle,c10k,fds]
 //                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 4000] [--open 0]
 //                       [--gib 1] [--streams 1,8] [--warmup-mib 64] [--runs 3] [--timeout 120]
-//                       [--tunnels N] [--idle-seconds 3] [--echo-seconds 30] [--fd-count 100000] [--fd-seconds 180]
+//                       [--tunnels N] [--idle-seconds 30] [--echo-seconds 30] [--fd-count 100000] [--fd-seconds 180]
 //                       [--workers 1,2] [--json FILE]
 //   npm run bench:proxy -- [options]
 //
@@ -43,8 +43,9 @@
 //          connections first (one-off costs: code loaded, JIT), then its RSS (VmRSS of /proc/PID/status, summed
 //          over the process and its live descendants: Dante's children; Pss from smaps_rollup too, which does not
 //          count a page shared by Dante's forks once per process), fds (/proc/PID/fd) and the kernel's TCP memory.
-//          Then --tunnels SOCKS5 CONNECTs through it to the driver's echo target, held idle for --idle-seconds,
-//          then measured again. Reported per idle tunnel: user-space bytes = (RSS after - RSS before) / tunnels;
+//          That is measured after --idle-seconds of rest, as the held state is: a garbage-collected heap gives
+//          memory back only once it has been quiet for a while, so both are measured at rest. Then --tunnels
+//          SOCKS5 CONNECTs through it to the driver's echo target, held idle for --idle-seconds, then measured again. Reported per idle tunnel: user-space bytes = (RSS after - RSS before) / tunnels;
 //          kernel socket-buffer bytes = the change of `TCP: mem` in /proc/net/sockstat (pages of every TCP
 //          socket of the machine: a tunnel is four sockets on loopback, two of the proxy's and two of the
 //          driver's; an idle one holds next to nothing there) and kernel slab bytes = the change of Slab in
@@ -120,7 +121,7 @@ const { values: opt } = parseArgs({
     runs: { type: 'string', default: '3' },
     timeout: { type: 'string', default: '120' },
     tunnels: { type: 'string' },
-    'idle-seconds': { type: 'string', default: '3' },
+    'idle-seconds': { type: 'string', default: '30' },
     'echo-seconds': { type: 'string', default: '30' },
     'fd-count': { type: 'string', default: '100000' },
     'fd-seconds': { type: 'string', default: '180' },
@@ -702,7 +703,9 @@ async function measureIdle(name) {
   try {
     ctx = await startHeldServer(name, 200);
     const { driver, srv, pid } = ctx;
-    await sleep(1000);
+    // The same rest before both measurements: a garbage-collected heap gives memory back only once
+    // its owner has been quiet for a while (V8's memory reducer: seconds after the last major GC).
+    await sleep(idleSeconds * 1000);
     const fdBefore = treeFds(pid);
     const tcpFdBefore = treeTcpFds(pid);
     const processesBefore = treeSize(pid);

@@ -3,6 +3,7 @@
 import { Command } from 'commander';
 import { createRequire } from 'node:module';
 import { addEnginesCommand } from './engines.js';
+import { keepYoungGenerationSmall } from './heap.js';
 import { addForwardCommand } from './forward.js';
 import { addProxyCommand } from './proxy.js';
 import { relayCommand } from './relay.js';
@@ -24,6 +25,7 @@ export function buildProgram(): Command {
   return program;
 }
 
+keepYoungGenerationSmall();
 buildProgram()
   .parseAsync(process.argv)
   .catch((err: Error) => {
