@@ -3,7 +3,7 @@
 // side by side with `ssh -R` through a local sshd, and with no tunnel at all, in the same run, on
 // 127.0.0.1 only.
 //
-//   node bench/tunnel.js [--only direct,splice,splice-pool,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
+//   node bench/tunnel.js [--only direct,splice,splice-node,splice-t0,splice-pool,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
 //                        [--gib 1] [--streams 1,8] [--count 500] [--warmup 3000] [--idle 1000] [--pool 8] [--runs 3]
 //                        [--warmup-mib 64] [--ssh-cipher aes128-gcm@openssh.com] [--timeout 120] [--json FILE]
 //   npm run bench:tunnel -- [options]
@@ -12,6 +12,10 @@
 //   direct       no tunnel: the load driver talks to its own targets (the ceiling)
 //   splice       node dist/cli/main.js tunnel server + tunnel client, --engine splice, --pool 0 (each
 //                public connection asks the client for a data connection)
+//   splice-node  as splice, the client's streams on net.Socket (--data-path node) instead of the
+//                addon's connections
+//   splice-t0    as splice, both with --threads 0 (the engine's loop on the main thread: no thread
+//                switch per connection)
 //   splice-pool  the same with --pool N (--pool, default 8): data connections dialled ahead of need
 //   js           both with --engine js, --pool 0
 //   tls          both with TLS (a throwaway self-signed certificate, pinned by fingerprint); the JS
@@ -60,7 +64,7 @@ import { sshUnavailable, startSshTunnel } from './tunnel-ssh.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'splice-pool', 'js', 'tls', 'ssh', 'forward', 'relay'];
+const ALL = ['direct', 'splice', 'splice-node', 'splice-t0', 'splice-pool', 'js', 'tls', 'ssh', 'forward', 'relay'];
 /** One hop in front of the echo service: measured by the latency test only. */
 const HOPS = ['forward', 'relay'];
 const TESTS = ['bulk', 'latency', 'idle'];
@@ -219,18 +223,20 @@ async function startSetup(name, driver, logLevel) {
   const listenPort = await freePort();
   const tlsServer = [];
   const tlsClient = [];
+  const threads = name === 'splice-t0' ? ['--threads', '0'] : [];
+  const dataPath = name === 'splice-node' ? ['--data-path', 'node'] : [];
   if (name === 'tls') {
     makeCert();
     tlsServer.push('--tls-cert', path.join(certDir, 'cert.pem'), '--tls-key', path.join(certDir, 'key.pem'));
     tlsClient.push('--tls-fingerprint', fingerprint);
   }
   const server = spawnChild(process.execPath, [cliJs, 'tunnel', 'server', '--listen', `${HOST}:${listenPort}`, '--engine', engine,
-    '--log-level', logLevel, '--grace', '0', '--max-pool', '64', ...tlsServer]);
+    '--log-level', logLevel, '--grace', '0', '--max-pool', '64', ...threads, ...tlsServer]);
   let client;
   try {
     await waitListening(listenPort, server, 15000);
     client = spawnChild(process.execPath, [cliJs, 'tunnel', 'client', '--server', `${HOST}:${listenPort}`, '--engine', engine,
-      '--log-level', logLevel, '--grace', '0', '--pool', name === 'splice-pool' ? String(pool) : '0', ...tlsClient,
+      '--log-level', logLevel, '--grace', '0', '--pool', name === 'splice-pool' ? String(pool) : '0', ...threads, ...dataPath, ...tlsClient,
       ...Object.entries(targets).flatMap(([n, p]) => ['--expose', `${n}=${HOST}:${p}@0`])]);
     const ports = await publishedPorts(client, Object.keys(targets));
     return {
@@ -488,6 +494,8 @@ const ratio = (a, b, d = 2) => (a == null || b == null || b === 0 ? '–' : `${(
 const label = {
   direct: 'no tunnel (the limit)',
   splice: '**splicer tunnel, splice engine**',
+  'splice-node': 'splicer tunnel, splice engine, client --data-path node',
+  'splice-t0': 'splicer tunnel, splice engine, --threads 0',
   'splice-pool': `splicer tunnel, splice, --pool ${pool}`,
   js: 'splicer tunnel, JS engine',
   tls: 'splicer tunnel, TLS (JS engine)',

@@ -59,6 +59,7 @@ class AcceptorWrap : public Napi::ObjectWrap<AcceptorWrap>, public HandshakeEven
                            InstanceMethod<&AcceptorWrap::Destroy>("destroy"),
                            InstanceMethod<&AcceptorWrap::TakeUnsent>("takeUnsent"),
                            InstanceMethod<&AcceptorWrap::Release>("release"),
+                           InstanceMethod<&AcceptorWrap::SetHeld>("setHeld"),
                            InstanceMethod<&AcceptorWrap::Close>("close"),
                            InstanceMethod<&AcceptorWrap::Counts>("counts"),
                        });
@@ -248,6 +249,13 @@ class AcceptorWrap : public Napi::ObjectWrap<AcceptorWrap>, public HandshakeEven
     std::string unsent = io_->TakeUnsent(id);
     if (unsent.empty()) return env.Null();
     return Napi::Buffer<char>::Copy(env, unsent.data(), unsent.size());
+  }
+
+  // setHeld(id, held): held, its bytes wait in the kernel; not held, they come as `data` events.
+  void SetHeld(const Napi::CallbackInfo& info) {
+    uint64_t id = IdArg(info.Env(), info[0], "id");
+    bool held = info[1].ToBoolean().Value();
+    if (io_) io_->SetHeld(id, held);
   }
 
   // release(id): the fd, now the caller's; -1 for an unknown id.

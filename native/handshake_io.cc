@@ -156,6 +156,15 @@ std::string HandshakeIo::TakeUnsent(uint64_t id) {
   return unsent;
 }
 
+void HandshakeIo::SetHeld(uint64_t id, bool held) {
+  auto it = connections_.find(id);
+  if (it == connections_.end()) return;
+  Connection& connection = it->second;
+  if (connection.state != State::kReading && connection.state != State::kHeld) return;
+  connection.state = held ? State::kHeld : State::kReading;
+  Watch(connection, id);
+}
+
 int HandshakeIo::Release(uint64_t id) {
   auto it = connections_.find(id);
   if (it == connections_.end()) return -1;

@@ -71,6 +71,10 @@ class HandshakeIo {
   void Destroy(uint64_t id, bool reset = false);
   // The queued bytes not yet written (to be sent first by the new owner), emptied.
   std::string TakeUnsent(uint64_t id);
+  // Holds a connection unread (its bytes wait in the kernel), or reads it again: a connect's
+  // upstream starts held, and is read from the first Resume. Only a reading or held connection
+  // changes; unknown ids are ignored.
+  void SetHeld(uint64_t id, bool held);
   // Stops watching and hands the fd to the caller; -1 for an unknown id.
   int Release(uint64_t id);
   // Closes every listener and connection.

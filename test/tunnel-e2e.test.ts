@@ -3,7 +3,7 @@
 import net from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
-import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { createTunnelClient, createTunnelServer, defaultSpliceEngine, SpliceEngine, type TunnelClient } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB } from './helpers.js';
@@ -23,7 +23,18 @@ beforeAll(() => {
   if (spliceAvailable) defaultSpliceEngine();
 });
 
-describe('streams through the tunnel', () => {
+// With the splice engine the client's streams run on the addon's connections (native) or on
+// net.Socket (node): both carry the same streams.
+const dataPaths = spliceAvailable ? (['native', 'node'] as const) : (['auto'] as const);
+
+describe.each(dataPaths)('streams through the tunnel (client data path: %s)', (dataPath) => {
+  beforeEach(() => {
+    t.clientDefaults.dataPath = dataPath;
+  });
+  afterEach(() => {
+    delete t.clientDefaults.dataPath;
+  });
+
   it(`carries 200 concurrent public connections, every byte intact both ways, on the ${expectedEngine} engine at both ends`, async () => {
     const N = 200;
     const sizeFor = (seed: number) => 16 * KiB + Math.floor(h.prng(seed)() * 240 * KiB);

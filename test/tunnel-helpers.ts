@@ -76,6 +76,9 @@ export interface TestClient {
   records: Arrivals<ClientConnectionRecord>;
 }
 
+/** Options every startClient() gets unless it says otherwise (a describe block's data path). */
+export const clientDefaults: Partial<TunnelClientOptions> = {};
+
 /** A started client; `service` ports become tunnels named s0, s1, ... unless `tunnels` is given. */
 export function startClient(server: HostPort, options: Partial<TunnelClientOptions> & { service?: number[] } = {}): TestClient {
   const { service = [], ...rest } = options;
@@ -84,6 +87,7 @@ export function startClient(server: HostPort, options: Partial<TunnelClientOptio
     token: TOKEN,
     tunnels: service.map((port, i) => ({ name: `s${i}`, local: { host: HOST, port } })),
     reconnect: QUICK_RECONNECT,
+    ...clientDefaults,
     ...rest,
   });
   clients.add(client);

@@ -2,7 +2,7 @@
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
@@ -160,6 +160,7 @@ interface ClientCliOptions extends TokenOptions {
   backoffMax: number;
   idleTimeout: number;
   engine: EngineChoice;
+  dataPath: 'auto' | 'native' | 'node';
   threads: number;
   grace: number;
   logLevel: LogLevel;
@@ -193,6 +194,7 @@ async function runClient(options: ClientCliOptions): Promise<void> {
     reconnect: { maxDelay: Math.max(1, Math.round(options.backoffMax * 1000)) },
     idleTimeout: idleMs(options.idleTimeout),
     engine: options.engine,
+    dataPath: options.dataPath,
     spliceEngine,
     logger,
   });
@@ -263,6 +265,11 @@ export function tunnelCommand(): Command {
     .option('--backoff-max <seconds>', 'longest wait between reconnection attempts (they start at 0.5 s and double)', secondsArg('--backoff-max'), 30)
     .addOption(idleTimeoutOption('stream'))
     .addOption(engineOption())
+    .addOption(
+      new Option('--data-path <path>', "how a spliced stream's connections to the server and the service are made: native (the addon's: no Node socket; Linux, splice engine, no TLS), node (net.Socket), auto (native where it can be)")
+        .choices(['auto', 'native', 'node'])
+        .default('auto'),
+    )
     .addOption(threadsOption())
     .addOption(graceOption('stream'))
     .addOption(logLevelOption())

@@ -1,7 +1,10 @@
 // The client's data connections: one dialled for each `connect` the server sends, authenticated
 // with the session key, then waiting for START; START names the tunnel, and the data connection
 // becomes one stream to the local service with forward(), reported once when it ends.
+// With the splice engine and no TLS, both connections are the addon's (Acceptor): dialled,
+// authenticated and read with no net.Socket, then adopted by the engine whole.
 import type { EventEmitter } from 'node:events';
+import fs from 'node:fs';
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { connectTcp } from '../net/connect.js';
@@ -12,6 +15,12 @@ import type { DialError } from '../net/connect.js';
 import { RunningTasks } from '../net/drain.js';
 import type { ServerDialer } from './server-dialer.js';
 import { readHeader, type HeaderError } from './header.js';
+import { readNativeHeader } from './native-header.js';
+import { Acceptor, nativeAccept, type NativeUpstream } from '../engine/splice/acceptor.js';
+import { dialWith } from '../net/dial.js';
+import { defaultSpliceEngine } from '../engine/forward.js';
+import type { SpliceEngine } from '../engine/splice/engine.js';
+import type { ForwardResult } from '../engine/contract.js';
 import type { ResolvedClientOptions } from './options.js';
 import { dataMac, encodeDataHello, parseDataReply } from './protocol.js';
 import type { ClientConnectionRecord, TunnelClientEvents } from './client-events.js';
@@ -40,12 +49,17 @@ export class DataConnections {
   readonly #events: EventEmitter<TunnelClientEvents>;
   readonly #streams = new RunningTasks();
   #forward: ForwardOptions | undefined;
+  /** The addon's connections, when streams are carried on it (see #native); made at the first. */
+  #acceptor: Acceptor | undefined;
+  readonly #nativePath: boolean;
 
   constructor(o: ResolvedClientOptions, dialer: ServerDialer, tunnels: ReadonlyMap<string, StreamTunnel>, events: EventEmitter<TunnelClientEvents>) {
     this.#o = o;
     this.#dialer = dialer;
     this.#tunnels = tunnels;
     this.#events = events;
+    // Throws (ERR_SPLICE_UNAVAILABLE) when `native` was asked for and cannot be had.
+    this.#nativePath = !dialer.tls && nativeAccept(o.dataPath, o.engine);
   }
 
   /** Streams running. */
@@ -56,10 +70,25 @@ export class DataConnections {
   /** Gives the streams `graceMs` to finish, then aborts them; resolves once all have ended. */
   async drain(graceMs: number): Promise<void> {
     await this.#streams.close(graceMs);
+    this.#acceptor?.close();
+    this.#acceptor = undefined;
+  }
+
+  /**
+   * Where streams run: the addon's connections and the engine's adopt() when the splice engine
+   * carries them and the server is reached without TLS; else net.Socket and forward().
+   */
+  #native(): { acceptor: Acceptor; engine: SpliceEngine } | undefined {
+    const o = this.#o;
+    if (!this.#nativePath) return undefined;
+    this.#acceptor ??= new Acceptor({ onConnection: (id, _host, _port, acceptor) => acceptor.destroy(id), logger: o.logger });
+    return { acceptor: this.#acceptor, engine: o.spliceEngine ?? defaultSpliceEngine() };
   }
 
   /** One data connection for request `id`: dial, authenticate, wait for START, then carry one stream. */
   async open(session: DataSession, id: number): Promise<void> {
+    const native = this.#native();
+    if (native) return this.#openNative(session, id, native.acceptor, native.engine);
     const signal = session.abort.signal;
     let socket: net.Socket;
     try {
@@ -137,6 +166,97 @@ export class DataConnections {
           this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
         }
       }
+    })());
+  }
+
+  async #openNative(session: DataSession, id: number, acceptor: Acceptor, engine: SpliceEngine): Promise<void> {
+    const signal = session.abort.signal;
+    const server = this.#dialer.server;
+    let data: NativeUpstream;
+    try {
+      data = await dialWith(acceptor.connector, server.host, server.port, { timeout: this.#o.connectTimeout, signal });
+    } catch (err) {
+      if (signal.aborted) return;
+      const code = (err as DialError).code ?? 'EIO';
+      this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');
+      session.channel.send({ type: 'connect-failed', id, code: code.slice(0, 64) });
+      return;
+    }
+    const written = acceptor.write(data.id, encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
+    if (typeof written === 'string') {
+      acceptor.destroy(data.id);
+      this.#o.logger?.debug({ request: id, code: written }, 'data connection closed before START');
+      return;
+    }
+    let reply;
+    let rest: Buffer;
+    try {
+      ({ header: reply, rest } = await readNativeHeader(acceptor, data.id, parseDataReply, { signal, maxBytes: 1024 }));
+    } catch (err) {
+      if (!signal.aborted) this.#o.logger?.debug({ request: id, code: (err as HeaderError).code }, 'data connection closed before START');
+      return;
+    }
+    if (reply.status === 'error' || reply.type === 'error') {
+      acceptor.destroy(data.id);
+      if (reply.status === 'error') this.#o.logger?.warn({ request: id, code: reply.code, message: reply.message }, 'bad reply on a data connection');
+      else this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
+      return;
+    }
+    this.#serveNativeStream(acceptor, engine, data.id, rest, reply.streamId, reply.tunnel, reply.client);
+  }
+
+  #serveNativeStream(acceptor: Acceptor, engine: SpliceEngine, dataId: number, rest: Buffer, streamId: number, name: string, from: HostPort | null): void {
+    const started = performance.now();
+    const tunnel = this.#tunnels.get(name);
+    const base = () => ({ tunnel: name, local: tunnel?.status.local ?? '?', client: from ? formatHostPort(from) : '?', streamId });
+    const fail = (reason: 'connect-failed' | 'unknown-tunnel' | 'error', code: string) => {
+      // The public client sees a reset, as it would from the service itself.
+      acceptor.destroy(dataId, true);
+      if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
+    };
+    if (!tunnel) {
+      this.#o.logger?.error({ tunnel: name, streamId }, 'unknown tunnel in START');
+      return fail('unknown-tunnel', 'ENOENT');
+    }
+    if (this.#events.listenerCount('connectionOpen') > 0) {
+      const { client } = base();
+      this.#events.emit('connectionOpen', { tunnel: name, client, streamId });
+    }
+    this.#streams.run((async () => {
+      const signal = this.#streams.signal;
+      let local: NativeUpstream;
+      try {
+        local = await dialWith(acceptor.connector, tunnel.spec.local.host, tunnel.spec.local.port, { timeout: this.#o.localConnectTimeout, signal });
+      } catch (err) {
+        return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
+      }
+      const dataEnd = acceptor.release(dataId);
+      const localEnd = acceptor.release(local.id);
+      if (!dataEnd || !localEnd) {
+        // The public side went away while the service was dialled.
+        if (dataEnd) fs.closeSync(dataEnd.fd);
+        if (localEnd) fs.closeSync(localEnd.fd);
+        if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: 'ECONNRESET' });
+        return;
+      }
+      let result: ForwardResult;
+      try {
+        // What came after START goes to the service first; the hello is written (the reply proves it).
+        result = await engine.adopt(dataEnd.fd, localEnd.fd, rest.length > 0 ? rest : null, null, { idleTimeout: this.#o.idleTimeout, signal });
+      } catch (err) {
+        if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
+        return;
+      }
+      if (!this.#recording()) return;
+      this.#report({
+        ...base(),
+        engine: result.engine,
+        bytesUp: result.bytesAtoB,
+        bytesDown: result.bytesBtoA,
+        durationMs: round(performance.now() - started),
+        reason: result.reason,
+        ...(result.error ? { code: result.error.code } : {}),
+      });
     })());
   }
 

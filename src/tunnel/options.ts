@@ -140,6 +140,12 @@ export const TunnelClientOptionsSchema = z
     handshakeTimeout: msOption(10_000),
     /** Connecting to the local service; past it the public client is reset. */
     localConnectTimeout: msOption(10_000),
+    /**
+     * How a spliced stream's two connections (to the server, to the service) are made: `native`,
+     * the addon's (no net.Socket; Linux, splice engine, no TLS); `node`, net.Socket; `auto`,
+     * native where it can be.
+     */
+    dataPath: z.enum(['auto', 'native', 'node']).default('auto'),
     reconnect: z
       .object({ initialDelay: msOption(500), maxDelay: msOption(30_000), stableAfter: msOption(10_000) })
       .prefault({}),
@@ -151,6 +157,7 @@ export const TunnelClientOptionsSchema = z
       names.add(t.name);
     });
     if (o.tls && o.engine === 'splice') ctx.addIssue({ code: 'custom', path: ['engine'], message: "TLS data connections cannot be spliced: use engine 'auto' or 'js'" });
+    if (o.tls && o.dataPath === 'native') ctx.addIssue({ code: 'custom', path: ['dataPath'], message: "TLS data connections are carried by net.Socket: use dataPath 'auto' or 'node'" });
   });
 
 export type TunnelServerOptions = z.input<typeof TunnelServerOptionsSchema>;

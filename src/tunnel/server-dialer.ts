@@ -48,6 +48,11 @@ export class ServerDialer {
     this.#pin = tlsOptions?.fingerprint ? parseFingerprint(tlsOptions.fingerprint) : undefined;
   }
 
+  /** The server's address. */
+  get server(): HostPort {
+    return this.#server;
+  }
+
   get tls(): boolean {
     return this.#tls !== undefined;
   }

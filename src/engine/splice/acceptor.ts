@@ -141,6 +141,14 @@ export class Acceptor {
     this.#handlers.set(id, handler);
   }
 
+  /**
+   * Reads a held connection (an upstream from `connector` starts held), its events going to the
+   * handler `attach` gave it; or holds it again, its bytes waiting in the kernel.
+   */
+  setHeld(id: number, held: boolean): void {
+    this.#native.setHeld(id, held);
+  }
+
   /** 0: written; 1: the rest queued; else the write failed (errno name). */
   write(id: number, data: Buffer): 0 | 1 | string {
     const written = this.#native.write(id, data);

@@ -222,6 +222,8 @@ export interface NativeAcceptor {
   /** Closes at once; `reset` with SO_LINGER 0, so the peer sees a reset. */
   destroy(id: number, reset?: boolean): void;
   takeUnsent(id: number): Buffer | null;
+  /** Held: its bytes wait in the kernel; not held: they come as `data` events (a connect's upstream starts held). */
+  setHeld(id: number, held: boolean): void;
   /** The fd, now the caller's (-1 for an unknown id). */
   release(id: number): number;
   /** Closes every listener and connection, without events. */
