@@ -2,7 +2,7 @@
 import { InvalidArgumentError, Option } from 'commander';
 import { AddressError, parseHostPort, type HostPort } from '../net/host-port.js';
 import { engines } from '../engine/forward.js';
-import { LOG_LEVELS, type Logger } from '../logger.js';
+import { flushLogs, LOG_LEVELS, type Logger } from '../logger.js';
 import { SpliceEngine, type SpliceEngineOptions } from '../engine/splice/engine.js';
 import { MAX_IDLE_TIMEOUT_MS, type EngineChoice, type EngineName } from '../engine/contract.js';
 
@@ -105,6 +105,18 @@ export interface Stoppable {
   close(graceMs: number): Promise<void>;
 }
 
+/**
+ * Ends the process by `signal`'s default action. For when its last log lines cannot be written (a
+ * stalled reader holds a write of theirs in Node's thread pool, which a normal exit would wait
+ * for, for ever): service managers count a stop by SIGTERM or SIGINT as clean.
+ */
+export function exitBySignal(signal: string): never {
+  process.removeAllListeners(signal);
+  process.kill(process.pid, signal as NodeJS.Signals);
+  // The signal is delivered at once; this only keeps the type checker sure nothing follows.
+  return process.exit(1);
+}
+
 /** On SIGINT/SIGTERM: log, close the service with `grace` seconds for its connections, close the engine, exit 0. */
 export function onStopSignal(logger: Logger, grace: number, service: Stoppable, spliceEngine: SpliceEngine | undefined): void {
   let stopping = false;
@@ -115,8 +127,8 @@ export function onStopSignal(logger: Logger, grace: number, service: Stoppable, 
     await service.close(grace * 1000);
     await spliceEngine?.close();
     logger.info('stopped');
-    logger.flush?.();
-    process.exit(0);
+    if (await flushLogs(logger)) process.exit(0);
+    exitBySignal(signal);
   };
   process.on('SIGINT', () => void stop('SIGINT'));
   process.on('SIGTERM', () => void stop('SIGTERM'));

@@ -17,7 +17,8 @@ import { InvalidArgumentError, Option } from 'commander';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { OpenListenFd } from '../net/listeners.js';
 import { loadNative } from '../engine/splice/native.js';
-import { createLogger, type Logger, type LOG_LEVELS } from '../logger.js';
+import { createLogger, LogDestination, type Logger, type LOG_LEVELS } from '../logger.js';
+import { exitBySignal } from './flags.js';
 
 /** Set by the supervisor in each worker: its index, 0 to N-1. */
 export const WORKER_ENV = 'SPLICER_WORKER';
@@ -114,8 +115,6 @@ interface ListeningMessage {
  */
 export function workerListening(addresses: HostPort[], logger: Logger): void {
   process.once('disconnect', () => {
-    // Its stdout went with it: a line written to it now could only fail (and pino's exit flush
-    // retries a broken pipe for ever).
     logger.level = 'silent';
     process.kill(process.pid, 'SIGTERM');
   });
@@ -148,8 +147,9 @@ interface Slot {
  * have (0 when every one exited 0), or with 1 when a worker cannot start.
  */
 export function superviseWorkers(options: SuperviseOptions): Promise<void> {
-  // Every line, the workers' and its own, goes through process.stdout, whole and in order.
-  const logger = createLogger(options.logLevel, { base: { worker: 'supervisor' }, destination: process.stdout });
+  // Every line, the workers' and its own, goes through one destination, whole and in order.
+  const stdout = new LogDestination(1);
+  const logger = createLogger(options.logLevel, { base: { worker: 'supervisor' }, destination: stdout });
   const slots: Slot[] = Array.from({ length: options.workers }, (_, index) => ({ index, listening: false, startedAt: 0, startFailures: 0, quickDeaths: 0 }));
   let listen: HostPort[] | undefined;
   let announced = false;
@@ -159,11 +159,10 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
   let stopSignal: NodeJS.Signals | undefined;
 
   const live = () => slots.filter((slot) => slot.child);
-  const exit = (code: number) => {
-    logger.flush?.();
-    // process.stdout may still hold lines (it is asynchronous where it is a pipe on some systems).
-    process.stdout.write('', () => process.exit(code));
-  };
+  // The last lines get a moment to be written, and no more: a stalled reader must not keep the
+  // supervisor from exiting.
+  const exit = (code: number) =>
+    void stdout.flushWithin(1000).then((flushed) => (flushed || !stopSignal ? process.exit(code) : exitBySignal(stopSignal)));
 
   const start = (slot: Slot) => {
     slot.restartTimer = undefined;
@@ -174,7 +173,7 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
     slot.child = child;
     slot.listening = false;
     slot.startedAt = Date.now();
-    passLines(child);
+    passLines(child, stdout);
     child.on('message', (message: ListeningMessage) => {
       if (message?.type !== 'listening') return;
       slot.listening = true;
@@ -263,7 +262,7 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
 }
 
 /** A worker's stdout, written to ours in whole lines only, so that lines of two workers never mix. */
-function passLines(child: ChildProcess): void {
+function passLines(child: ChildProcess, stdout: LogDestination): void {
   let partial: Buffer | undefined;
   child.stdout!.on('data', (chunk: Buffer) => {
     const end = chunk.lastIndexOf(0x0a);
@@ -273,10 +272,10 @@ function passLines(child: ChildProcess): void {
     }
     const whole = partial ? Buffer.concat([partial, chunk.subarray(0, end + 1)]) : chunk.subarray(0, end + 1);
     partial = end + 1 < chunk.length ? chunk.subarray(end + 1) : undefined;
-    process.stdout.write(whole);
+    stdout.write(whole.toString());
   });
   child.stdout!.on('end', () => {
-    if (partial) process.stdout.write(Buffer.concat([partial, Buffer.from('\n')]));
+    if (partial) stdout.write(`${partial.toString()}\n`);
     partial = undefined;
   });
 }
