@@ -18,6 +18,7 @@ import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { OpenListenFd } from '../net/listeners.js';
 import { loadNative } from '../engine/splice/native.js';
 import { createLogger, type Logger, type LOG_LEVELS } from '../logger.js';
+import { superviseMetrics, type MetricsFlags } from './metrics.js';
 
 /** Set by the supervisor in each worker: its index, 0 to N-1. */
 export const WORKER_ENV = 'SPLICER_WORKER';
@@ -128,6 +129,8 @@ export interface SuperviseOptions {
   /** Seconds the workers drain for on SIGTERM/SIGINT (their --grace); past it and a margin, they are killed. */
   grace: number;
   logLevel: (typeof LOG_LEVELS)[number];
+  /** --metrics (and --open): served by the supervisor, summed over the workers. */
+  metrics?: MetricsFlags;
 }
 
 interface Slot {
@@ -147,7 +150,7 @@ interface Slot {
  * Runs the command as `workers` processes and resolves never: the supervisor exits when its workers
  * have (0 when every one exited 0), or with 1 when a worker cannot start.
  */
-export function superviseWorkers(options: SuperviseOptions): Promise<void> {
+export async function superviseWorkers(options: SuperviseOptions): Promise<void> {
   // Every line, the workers' and its own, goes through process.stdout, whole and in order.
   const logger = createLogger(options.logLevel, { base: { worker: 'supervisor' }, destination: process.stdout });
   const slots: Slot[] = Array.from({ length: options.workers }, (_, index) => ({ index, listening: false, startedAt: 0, startFailures: 0, quickDeaths: 0 }));
@@ -257,6 +260,8 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
     for (const slot of running) slot.child!.kill('SIGHUP');
   });
 
+  // Before any worker: an address it cannot have stops the command before it serves.
+  await superviseMetrics(options.metrics ?? {}, () => live().map((slot) => slot.child!), logger);
   logger.info({ workers: options.workers }, 'starting workers');
   start(slots[0]!);
   return new Promise<void>(() => {});
