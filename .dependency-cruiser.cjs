@@ -79,6 +79,13 @@ module.exports = {
       to: { path: `^src/${SERVICES}/`, pathNot: '^src/$1/' },
     },
     {
+      name: 'metrics-imports-no-service',
+      severity: 'error',
+      comment: 'metrics/ reads what the commands hand it; it imports no service and no command.',
+      from: { path: '^src/metrics/' },
+      to: { path: `^src/(${SERVICES.slice(1, -1)}|cli)/` },
+    },
+    {
       name: 'only-cli-imports-cli',
       severity: 'error',
       comment: 'cli/ is the top: nothing else imports it (index.ts included: importing cli/main runs the program).',

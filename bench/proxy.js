@@ -15,6 +15,8 @@
 //               from its `connection closed` records that every pair used the engine and carried every byte)
 //   splice-t0   the same with --threads 0: the splice loop on the main thread
 //   splice-node the same with --accept node: net.Server and net.Socket for the handshake
+//   splice-metrics  splice with --metrics on, scraped (GET /metrics) once a second while it runs: the
+//               cost of metrics, as a ratio to the splice row of the same run
 //   js          the same with --engine js
 //   --workers N[,M...]  splice and js run with --workers N (each worker its own SO_REUSEPORT socket); with
 //               more than one level, a row per level: splice-w1, splice-w2, js-w1... (default 1: rows splice, js)
@@ -80,6 +82,7 @@ import { parseArgs } from 'node:util';
 import { mkdtempSync, writeFileSync, rmSync, existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { tmpdir, release, cpus, loadavg } from 'node:os';
 import net from 'node:net';
+import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execFileSync } from 'node:child_process';
@@ -91,12 +94,14 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'splice-t0', 'splice-node', 'js', 'microsocks', 'dante'];
+const ALL = ['direct', 'splice', 'splice-metrics', 'splice-t0', 'splice-node', 'js', 'microsocks', 'dante'];
 // splicer's rows and their flags: splice accepts on the addon's native path (auto picks it), splice-node on net.Server.
 const SPLICER_ROWS = {
   splice: ['--engine', 'splice'],
   'splice-node': ['--engine', 'splice', '--accept', 'node'],
   'splice-t0': ['--engine', 'splice', '--threads', '0'],
+  // --metrics HOST:PORT is added when it starts (a free port), with a scraper once a second.
+  'splice-metrics': ['--engine', 'splice'],
   js: ['--engine', 'js'],
 };
 const isSplicer = (name) => Object.hasOwn(SPLICER_ROWS, name);
@@ -212,7 +217,7 @@ function splicerRow(name) {
   const m = /^(.+?)(?:-w(\d+))?$/.exec(name);
   if (!m || !isSplicer(m[1])) return null;
   const flags = SPLICER_ROWS[m[1]];
-  return { flags, engine: flags[flags.indexOf('--engine') + 1], workers: m[2] ? Number(m[2]) : workerLevels[0] };
+  return { flags, engine: flags[flags.indexOf('--engine') + 1], workers: m[2] ? Number(m[2]) : workerLevels[0], metrics: m[1] === 'splice-metrics' };
 }
 for (const [f, why] of Object.entries(skipped)) log(`skipping ${f}: ${why}`);
 
@@ -276,12 +281,15 @@ async function startServer(name, driver, verbose, held = 0) {
   if (splicer) {
     const extra = openCount + held;
     const limits = extra > 0 ? ['--max-connections', String(extra + 10000), '--max-per-client', String(extra + 5000)] : [];
+    const metricsPort = splicer.metrics ? await freePort() : undefined;
+    const metrics = metricsPort ? ['--metrics', `${HOST}:${metricsPort}`] : [];
     const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, ...splicer.flags,
-      '--log-level', verbose ? 'info' : 'silent', '--grace', '0', '--workers', String(splicer.workers), ...limits]);
+      '--log-level', verbose ? 'info' : 'silent', '--grace', '0', '--workers', String(splicer.workers), ...limits, ...metrics]);
     await waitListening(port, cp, 15000);
     // Worker 0 listens first: wait until every worker holds its socket, or the first ones take all the load.
     if (splicer.workers > 1) await waitWorkersListening(cp, port, splicer.workers, 30000);
-    return { name, port, cp };
+    const scraper = metricsPort ? scrapeEverySecond(metricsPort) : undefined;
+    return { name, port, cp, scraper };
   }
   if (name === 'microsocks') {
     const cp = spawnChild(microsocksBin, ['-i', HOST, '-p', String(port)]);
@@ -326,8 +334,25 @@ async function waitWorkersListening(cp, port, n, ms) {
   }
 }
 
+/** GET /metrics once a second, as Prometheus would, until stopped; counts the scrapes that answered 200. */
+function scrapeEverySecond(port) {
+  const state = { scrapes: 0, failures: 0 };
+  const once = () => {
+    const req = http.get({ host: HOST, port, path: '/metrics', agent: false, timeout: 5000 }, (res) => {
+      res.resume();
+      res.on('end', () => (res.statusCode === 200 ? state.scrapes++ : state.failures++));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => state.failures++);
+  };
+  const timer = setInterval(once, 1000);
+  once();
+  return { state, stop: () => clearInterval(timer) };
+}
+
 async function stopServer(srv) {
   if (!srv) return;
+  srv.scraper?.stop();
   await stopChild(srv.cp, 3000);
   if (srv.dir) rmSync(srv.dir, { recursive: true, force: true });
 }
@@ -991,6 +1016,12 @@ function printTables({ conn, bulk }) {
       out.push(`| ${r.server}${failNote(r)} | ${fmt(r.connsPerSec, 0)} | ${fmt(r.p50Ms, 3)} | ${fmt(r.p99Ms, 3)} | ${hs} | ${fmt(r.cpuUsPerConn, 0)} | ${x(r.vs.microsocks.connsPerSec)} | ${x(r.vs.dante.connsPerSec)} | ${x(r.vs.microsocks.p99Ms)} | ${x(r.vs.dante.p99Ms)} |`);
     }
     const b = ratioBullets(rows, [['connsPerSec', 'conn/s'], ['p50Ms', 'p50 latency'], ['p99Ms', 'p99 latency'], ['cpuUsPerConn', 'CPU per connection']]);
+    const withMetrics = rows.find((r) => r.server === 'splice-metrics');
+    const without = rows.find((r) => r.server === 'splice');
+    if (withMetrics && without) {
+      b.push(`- splice-metrics vs splice (the cost of --metrics, scraped every second): conn/s ${x(ratio(withMetrics.connsPerSec, without.connsPerSec))}, ` +
+        `p99 latency ${x(ratio(withMetrics.p99Ms, without.p99Ms))}, CPU per connection ${x(ratio(withMetrics.cpuUsPerConn, without.cpuUsPerConn))}`);
+    }
     if (b.length) out.push('', ...b);
     for (const r of rows) for (const e of r.errors_) if (e) out.push(`- ${r.server} failure: ${e}`);
   }

@@ -247,6 +247,8 @@ class EngineWrap : public Napi::ObjectWrap<EngineWrap> {
     out.Set("recordQueuedBytes", Napi::Number::New(env, static_cast<double>(stats.recordQueuedBytes)));
     out.Set("recorders", Napi::Number::New(env, static_cast<double>(stats.recorders)));
     out.Set("recordPipes", Napi::Number::New(env, static_cast<double>(stats.recordPipes)));
+    out.Set("bytesAtoB", Napi::Number::New(env, static_cast<double>(stats.bytesAtoB)));
+    out.Set("bytesBtoA", Napi::Number::New(env, static_cast<double>(stats.bytesBtoA)));
     return out;
   }
 

@@ -111,6 +111,8 @@ EngineStats Engine::Stats() const {
     stats.readWritePairs += loop->ReadWritePairs();
     stats.readWriteFallbacks += loop->ReadWriteFallbacks();
     stats.recordingsDropped += loop->RecordingsDropped();
+    stats.bytesAtoB += loop->BytesMoved(0);
+    stats.bytesBtoA += loop->BytesMoved(1);
   }
   stats.recordQueuedBytes = writer_->QueuedBytes();
   stats.recorders = writer_->RecorderCount();

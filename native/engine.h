@@ -37,6 +37,8 @@ struct EngineStats {
   size_t recordQueuedBytes = 0;
   size_t recorders = 0;
   size_t recordPipes = 0;
+  uint64_t bytesAtoB = 0;  // written by every pair since the engine started, live pairs included
+  uint64_t bytesBtoA = 0;
 };
 
 class Engine {

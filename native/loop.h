@@ -132,6 +132,8 @@ class Loop {
   size_t ReadWritePairs() const { return readWritePairs_.load(std::memory_order_relaxed); }
   uint64_t ReadWriteFallbacks() const { return readWriteFallbacks_.load(std::memory_order_relaxed); }
   uint64_t RecordingsDropped() const { return recordingsDropped_.load(std::memory_order_relaxed); }
+  // Bytes written to destinations by every pair of this loop, live ones included: read at any time.
+  uint64_t BytesMoved(int di) const { return bytesMoved_[di].load(std::memory_order_relaxed); }
 
  private:
   struct Command {
@@ -215,6 +217,7 @@ class Loop {
   std::atomic<size_t> readWritePairs_{0};
   std::atomic<uint64_t> readWriteFallbacks_{0};  // pairs that ever fell back: counts up only
   std::atomic<uint64_t> recordingsDropped_{0};   // pairs whose recording stopped early: counts up only
+  std::atomic<uint64_t> bytesMoved_[2] = {0, 0};  // per direction (0: a -> b), all pairs ever: counts up only
 };
 
 uint64_t MonotonicNs();

@@ -67,6 +67,7 @@ bool Loop::FlushBuffer(Pair* pair, int di) {
     }
     d.bufferStart += static_cast<size_t>(n);
     d.bytes += static_cast<uint64_t>(n);
+    bytesMoved_[di].fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     bytesBuffered_.fetch_sub(n, std::memory_order_relaxed);
     Touch(pair);
   }
@@ -92,6 +93,7 @@ bool Loop::FlushPipe(Pair* pair, int di) {
     }
     d.inPipe -= static_cast<size_t>(n);
     d.bytes += static_cast<uint64_t>(n);
+    bytesMoved_[di].fetch_add(static_cast<uint64_t>(n), std::memory_order_relaxed);
     bytesBuffered_.fetch_sub(n, std::memory_order_relaxed);
     Touch(pair);
   }

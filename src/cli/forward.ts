@@ -7,6 +7,7 @@ import type { LOG_LEVELS } from '../logger.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 import type { AcceptPath } from '../engine/splice/acceptor.js';
+import { checkMetricsFlags, metricsOpenOption, metricsOption, startMetrics } from './metrics.js';
 
 interface ForwardCliOptions {
   listen?: HostPort[];
@@ -18,15 +19,18 @@ interface ForwardCliOptions {
   connectTimeout: number;
   grace: number;
   workers: number;
+  metrics?: HostPort;
+  open?: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
 async function runForward(options: ForwardCliOptions): Promise<void> {
   const role = workerRole();
+  checkMetricsFlags(options);
   if (options.workers > 1 && !role) {
     const unavailable = workersUnavailable();
     if (unavailable) throw new Error(unavailable);
-    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel });
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options });
   }
   const logger = commandLogger(options.logLevel, role);
   const listen = role?.listen ?? options.listen ?? [{ host: '127.0.0.1', port: 9000 }];
@@ -42,6 +46,8 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     spliceEngine,
     logger,
   });
+  const metrics = await startMetrics(options, { service: 'forward', activeConnections: () => forwarder.activeConnections, spliceEngine }, logger, role !== undefined);
+  if (metrics) forwarder.on('connection', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
   const bound = await forwarder.listen();
   // Before the startup line: whoever sees it may stop the process at once.
   onStopSignal(logger, options.grace, forwarder, spliceEngine);
@@ -72,6 +78,8 @@ export function addForwardCommand(program: Command): void {
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
     .addOption(graceOption('pair'))
     .addOption(workersOption())
+    .addOption(metricsOption())
+    .addOption(metricsOpenOption())
     .addOption(logLevelOption())
     .action(runForward);
 }

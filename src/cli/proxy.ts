@@ -9,6 +9,8 @@ import { Credentials, CredentialsError } from '../proxy/auth.js';
 import { parseRule, RuleError, type Rule } from '../proxy/rules.js';
 import { createProxyServer, openProxyRisk } from '../proxy/server.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/options.js';
+import { checkMetricsFlags, metricsOption, startMetrics } from './metrics.js';
+import { proxyHandshakeFailure } from '../metrics/outcomes.js';
 
 interface ProxyCliOptions {
   listen?: HostPort[];
@@ -28,6 +30,7 @@ interface ProxyCliOptions {
   threads: number;
   grace: number;
   workers: number;
+  metrics?: HostPort;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -69,13 +72,16 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
   };
   const risk = openProxyRisk(proxyOptions);
   if (risk) throw new Error(`refusing to start: ${risk}`);
+  checkMetricsFlags(options);
   if (options.workers > 1 && !role) {
     const unavailable = workersUnavailable();
     if (unavailable) throw new Error(unavailable);
-    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel });
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options });
   }
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const server = createProxyServer({ ...proxyOptions, spliceEngine });
+  const metrics = await startMetrics(options, { service: 'proxy', activeConnections: () => server.activeConnections, spliceEngine }, logger, role !== undefined);
+  if (metrics) server.on('connection', (record) => metrics.connectionEnded({ outcome: record.outcome, durationMs: record.durationMs, handshakeFailure: proxyHandshakeFailure(record.outcome) }));
   const bound = await server.listen();
   // Before the startup line: whoever sees it may stop the process at once.
   onStopSignal(logger, options.grace, server, spliceEngine);
@@ -120,7 +126,7 @@ export function addProxyCommand(program: Command): void {
     .option('--allow <rule>', 'allow what the rule matches; rules are tried in the order given, first match wins. ' +
       'RULE: space-separated from=CIDR to=CIDR|HOSTGLOB port=N|N-M cmd=connect|bind|udp user=NAME, values comma-separated', ruleArg('allow'))
     .option('--deny <rule>', 'deny what the rule matches (syntax as --allow). With no match: denied if any --allow is given, else allowed', ruleArg('deny'))
-    .option('--open', 'allow a non-loopback --listen with no auth and no from= allow rule (an open proxy)')
+    .option('--open', 'allow a non-loopback --listen with no auth and no from= allow rule (an open proxy), and a --metrics address beyond loopback')
     .option('--handshake-timeout <seconds>', 'close a client that has not sent its request by then', secondsArg('--handshake-timeout'), DEFAULT_TIMEOUTS.handshake / 1000)
     .option('--connect-timeout <seconds>', 'give up on a destination after this long (SOCKS5 reply 06, HTTP 504)', secondsArg('--connect-timeout'), DEFAULT_TIMEOUTS.connect / 1000)
     .addOption(idleTimeoutOption('pair', DEFAULT_TIMEOUTS.idle / 1000))
@@ -132,6 +138,7 @@ export function addProxyCommand(program: Command): void {
     .addOption(threadsOption())
     .addOption(graceOption('connection'))
     .addOption(workersOption(', as are --max-connections and --max-per-client'))
+    .addOption(metricsOption())
     .addOption(logLevelOption())
     .addHelpText(
       'after',

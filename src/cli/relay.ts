@@ -12,6 +12,7 @@ import { createRelay, type RelayConfig } from '../relay/create.js';
 import type { RecordLegs } from '../relay/recording.js';
 import { parseToxicSpec } from '../relay/toxic-spec.js';
 import { ToxicError, type Toxic } from '../relay/toxics.js';
+import { checkMetricsFlags, metricsOption, startMetrics } from './metrics.js';
 
 interface RelayCliOptions {
   listen?: HostPort[];
@@ -32,6 +33,7 @@ interface RelayCliOptions {
   idleTimeout: number;
   grace: number;
   workers: number;
+  metrics?: HostPort;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -94,6 +96,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
   if (relays.length === 0 && !options.api) {
     throw new Error('nothing to relay: give --listen HOST:PORT --to HOST:PORT, --config FILE, or --api to create relays over HTTP');
   }
+  checkMetricsFlags(options);
   if (options.workers > 1) {
     if (options.api) {
       throw new Error('--workers: the relay API holds state (its relays and toxics, changed live), so a relay with --api runs as one process; drop --workers or --api');
@@ -103,7 +106,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
   if (options.workers > 1 && !role) {
     const unavailable = workersUnavailable();
     if (unavailable) throw new Error(unavailable);
-    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel });
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options });
   }
   // In a worker: every relay on the address worker 0 bound (its port 0 made a real port).
   if (role?.listen) relays.forEach((relay, i) => (relay.listen = role.listen![i] ? formatHostPort(role.listen![i]!) : relay.listen));
@@ -127,6 +130,23 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     },
   };
   onStopSignal(logger, options.grace, stoppable, spliceEngine);
+  const metrics = await startMetrics(
+    options,
+    {
+      service: 'relay',
+      activeConnections: () => relay?.activeConnections ?? 0,
+      spliceEngine,
+      gauges: [
+        {
+          name: 'splicer_relay_toxics_active',
+          help: 'Toxics set on the relays now, all relays together',
+          read: () => Object.values(relay?.list() ?? {}).reduce((sum, view) => sum + view.toxics.length, 0),
+        },
+      ],
+    },
+    logger,
+    role !== undefined,
+  );
   relay = await createRelay({
     relays,
     api,
@@ -141,6 +161,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     idleTimeout: idleMs(options.idleTimeout),
     logger,
   });
+  if (metrics) relay.on('connection', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
   if (role) workerListening(relays.map((config) => relay.address(config.name)), logger);
 }
 
@@ -168,7 +189,7 @@ export function relayCommand(): Command {
     .option('--record-buffer <MiB>', 'recorded bytes that may wait for the disk; past that a connection stops being recorded (its traffic never waits)', integerArg('--record-buffer', 1, 1 << 20), 64)
     .option('--seed <n>', 'seed of every random decision (toxicity rolls, jitter, bit flips): the same seed and traffic give the same faults; logged when not given', seedArg)
     .option('--api [host:port]', `serve Toxiproxy's HTTP API (default 127.0.0.1:${DEFAULT_API_PORT} when given without a value)`, hostPortArg('127.0.0.1'))
-    .option('--open', 'allow --listen, --config and --api addresses beyond loopback')
+    .option('--open', 'allow --listen, --config, --api and --metrics addresses beyond loopback')
     .option(
       '--strict-api',
       "refuse what Toxiproxy's API lets through: unknown fields and attributes, toxicity outside 0..1, a stream not in lower case, " +
@@ -180,6 +201,7 @@ export function relayCommand(): Command {
     .addOption(idleTimeoutOption('connection'))
     .addOption(graceOption('connection'))
     .addOption(workersOption('; not with --api (its relays and toxics live in one process) or --record'))
+    .addOption(metricsOption())
     .addOption(logLevelOption())
     .addHelpText(
       'after',

@@ -7,6 +7,8 @@ import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { commandEngine, engineOption, hostPortArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { createLogger, type LOG_LEVELS, type Logger } from '../logger.js';
 import { refusedWorkersOption } from './workers.js';
+import { checkMetricsFlags, metricsOpenOption, metricsOption, startMetrics } from './metrics.js';
+import { tunnelRejectionReason } from '../metrics/outcomes.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { createTunnelClient } from '../tunnel/client.js';
 import { parseFingerprint } from '../tunnel/server-dialer.js';
@@ -93,6 +95,8 @@ interface ServerCliOptions extends TokenOptions {
   engine: EngineChoice;
   threads: number;
   grace: number;
+  metrics?: HostPort;
+  open?: boolean;
   logLevel: LogLevel;
 }
 
@@ -107,6 +111,7 @@ function readPem(flag: string, file: string): Buffer {
 async function runServer(options: ServerCliOptions): Promise<void> {
   const logger = createLogger(options.logLevel);
   const { token, source } = resolveToken(options);
+  checkMetricsFlags(options);
   if (options.heartbeatTimeout <= options.heartbeat) throw new Error('--heartbeat-timeout must be longer than --heartbeat');
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
   const tls = options.tlsCert ? { cert: readPem('--tls-cert', options.tlsCert), key: readPem('--tls-key', options.tlsKey!) } : undefined;
@@ -128,6 +133,28 @@ async function runServer(options: ServerCliOptions): Promise<void> {
     spliceEngine,
     logger,
   });
+  const metrics = await startMetrics(
+    options,
+    {
+      service: 'tunnel',
+      labels: { role: 'server' },
+      activeConnections: () => server.activeConnections,
+      spliceEngine,
+      gauges: [
+        { name: 'splicer_tunnel_sessions', help: 'Tunnel clients logged in now', read: () => server.sessions().length },
+        { name: 'splicer_tunnel_tunnels_up', help: 'Tunnels published now', read: () => server.tunnels().length },
+      ],
+    },
+    logger,
+    false,
+  );
+  if (metrics) {
+    server.on('connectionClose', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
+    server.on('rejected', (info) => {
+      const reason = tunnelRejectionReason(info.code);
+      if (reason) metrics.handshakeFailed(reason);
+    });
+  }
   const bound = await server.listen();
   // Before the startup line: whoever sees it may stop the process at once.
   onStopSignal(logger, options.grace, server, spliceEngine);
@@ -163,6 +190,8 @@ interface ClientCliOptions extends TokenOptions {
   dataPath: 'auto' | 'native' | 'node';
   threads: number;
   grace: number;
+  metrics?: HostPort;
+  open?: boolean;
   logLevel: LogLevel;
 }
 
@@ -177,6 +206,7 @@ async function runClient(options: ClientCliOptions): Promise<void> {
   const { token, source } = resolveToken(options);
   const expose = options.expose ?? [];
   if (expose.length === 0) throw new Error('give at least one --expose NAME=HOST:PORT@REMOTEPORT');
+  checkMetricsFlags(options);
   const wantsTls = options.tls || options.tlsCa !== undefined || options.tlsFingerprint !== undefined;
   if (options.tlsCa !== undefined && options.tlsFingerprint !== undefined) throw new Error('give --tls-ca or --tls-fingerprint, not both');
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, wantsTls ? TLS_IS_JS : undefined);
@@ -198,6 +228,22 @@ async function runClient(options: ClientCliOptions): Promise<void> {
     spliceEngine,
     logger,
   });
+  const metrics = await startMetrics(
+    options,
+    {
+      service: 'tunnel',
+      labels: { role: 'client' },
+      activeConnections: () => client.activeConnections,
+      spliceEngine,
+      gauges: [
+        { name: 'splicer_tunnel_sessions', help: 'Sessions with the tunnel server now (1 while logged in)', read: () => (client.connected ? 1 : 0) },
+        { name: 'splicer_tunnel_tunnels_up', help: 'Tunnels the server publishes for this client now', read: () => client.tunnels().filter((t) => t.state === 'up').length },
+      ],
+    },
+    logger,
+    false,
+  );
+  if (metrics) client.on('connectionClose', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
   // Besides the JSON log, one line a person can read: where each service is published.
   client.on('tunnelUp', ({ name, local, remote }) => process.stderr.write(`splicer tunnel: ${name} ${formatHostPort(remote)} -> ${local}\n`));
   client.on('tunnelRefused', ({ name, code, message }) => process.stderr.write(`splicer tunnel: ${name} refused (${code}): ${message}\n`));
@@ -244,6 +290,8 @@ export function tunnelCommand(): Command {
     .addOption(engineOption())
     .addOption(threadsOption())
     .addOption(graceOption('stream'))
+    .addOption(metricsOption())
+    .addOption(metricsOpenOption())
     .addOption(logLevelOption())
     .addOption(refusedWorkersOption('the tunnel server holds session state (logins, published ports, the data-connection pool) and runs as one process'))
     .action(runServer);
@@ -272,6 +320,8 @@ export function tunnelCommand(): Command {
     )
     .addOption(threadsOption())
     .addOption(graceOption('stream'))
+    .addOption(metricsOption())
+    .addOption(metricsOpenOption())
     .addOption(logLevelOption())
     .addOption(refusedWorkersOption('the tunnel client holds one session with its server and runs as one process'))
     .action(runClient);

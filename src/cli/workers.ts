@@ -19,6 +19,7 @@ import type { OpenListenFd } from '../net/listeners.js';
 import { loadNative } from '../engine/splice/native.js';
 import { createLogger, LogDestination, type Logger, type LOG_LEVELS } from '../logger.js';
 import { exitBySignal } from './flags.js';
+import { superviseMetrics, type MetricsFlags } from './metrics.js';
 
 /** Set by the supervisor in each worker: its index, 0 to N-1. */
 export const WORKER_ENV = 'SPLICER_WORKER';
@@ -127,6 +128,8 @@ export interface SuperviseOptions {
   /** Seconds the workers drain for on SIGTERM/SIGINT (their --grace); past it and a margin, they are killed. */
   grace: number;
   logLevel: (typeof LOG_LEVELS)[number];
+  /** --metrics (and --open): served by the supervisor, summed over the workers. */
+  metrics?: MetricsFlags;
 }
 
 interface Slot {
@@ -146,7 +149,7 @@ interface Slot {
  * Runs the command as `workers` processes and resolves never: the supervisor exits when its workers
  * have (0 when every one exited 0), or with 1 when a worker cannot start.
  */
-export function superviseWorkers(options: SuperviseOptions): Promise<void> {
+export async function superviseWorkers(options: SuperviseOptions): Promise<void> {
   // Every line, the workers' and its own, goes through one destination, whole and in order.
   const stdout = new LogDestination(1);
   const logger = createLogger(options.logLevel, { base: { worker: 'supervisor' }, destination: stdout });
@@ -256,6 +259,8 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
     for (const slot of running) slot.child!.kill('SIGHUP');
   });
 
+  // Before any worker: an address it cannot have stops the command before it serves.
+  await superviseMetrics(options.metrics ?? {}, () => live().map((slot) => slot.child!), logger);
   logger.info({ workers: options.workers }, 'starting workers');
   start(slots[0]!);
   return new Promise<void>(() => {});

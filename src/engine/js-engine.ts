@@ -113,6 +113,17 @@ function destroySoon(s: Duplex): void {
   else s.once('finish', () => s.destroy());
 }
 
+/** Bytes written a → b ([0]) and b → a ([1]) by every pair of this process, pairs still open included. */
+const movedByAll: [number, number] = [0, 0];
+
+/**
+ * What this engine has moved so far, per direction, live pairs included: a counter read when it
+ * is wanted (a metrics scrape), so that a long transfer shows while it runs.
+ */
+export function jsEngineBytes(): { aToB: number; bToA: number } {
+  return { aToB: movedByAll[0], bToA: movedByAll[1] };
+}
+
 /**
  * Moves bytes both ways between a and b until both directions have finished (reason `eof`), a side
  * errors or is closed, the signal aborts, or nothing moves for `idleTimeout` ms. Resolves once both
@@ -279,6 +290,7 @@ export function forwardThrough(a: Duplex, b: Duplex, options: ThroughOptions = {
     const { through, tap, start = {} } = directions[i];
     if (start.pending && start.pending.length > 0) {
       moved[i] += start.pending.length;
+      movedByAll[i] += start.pending.length;
       dst.write(start.pending);
     }
     if (start.finished) {
@@ -307,6 +319,7 @@ export function forwardThrough(a: Duplex, b: Duplex, options: ThroughOptions = {
       tap?.received?.(chunk);
       if (through === undefined || through.empty) {
         moved[i] += chunk.length;
+        movedByAll[i] += chunk.length;
         tap?.delivered?.(chunk);
         if (highWater > 0 && !corked[i]) coalesce(i);
         if (!dst.write(chunk) && dst.writableLength >= highWater) {
@@ -332,6 +345,7 @@ export function forwardThrough(a: Duplex, b: Duplex, options: ThroughOptions = {
     listen(flowListeners, through.output, 'data', (chunk: Buffer) => {
       lastActivity = performance.now();
       moved[i] += chunk.length;
+      movedByAll[i] += chunk.length;
       tap?.delivered?.(chunk);
       if (highWater > 0 && !corked[i] && !through.keepsWritesApart) coalesce(i);
       if (!dst.write(chunk) && dst.writableLength >= highWater) through.output.pause();

@@ -4,6 +4,7 @@
 import net from 'node:net';
 import { onAbort } from './abort.js';
 import type { HostPort } from './host-port.js';
+import { observed } from './connect-observer.js';
 
 /** How long a service waits for an upstream to accept, unless told otherwise. */
 export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
@@ -103,7 +104,7 @@ export function whenConnected<S extends net.Socket>(connect: () => S, options: W
  * code ETIMEDOUT after `timeoutMs` and ABORT_ERR when the signal aborts; the socket is destroyed then.
  */
 export function connectTcp(to: HostPort, timeoutMs: number, signal?: AbortSignal): Promise<net.Socket> {
-  return whenConnected(() => net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true }), { timeoutMs, signal });
+  return observed(() => whenConnected(() => net.connect({ host: to.host, port: to.port, allowHalfOpen: true, noDelay: true }), { timeoutMs, signal }));
 }
 
 function codeError(message: string, code: string): Error {

@@ -4,6 +4,7 @@
 import dns from 'node:dns';
 import net from 'node:net';
 import { DialError, settleWithin } from './connect.js';
+import { observed } from './connect-observer.js';
 
 export type LookupAll = (hostname: string) => Promise<Array<{ address: string; family: number }>>;
 
@@ -17,6 +18,8 @@ export interface DialOptions {
   allowAddress?: (address: string) => boolean;
   /** ms before the next address is tried while the previous is still pending. */
   attemptDelay?: number;
+  /** Not a connect to an upstream (the tunnel client's own data connections): not observed. */
+  notUpstream?: boolean;
 }
 
 export const systemLookup: LookupAll = (hostname) => dns.promises.lookup(hostname, { all: true, verbatim: true });
@@ -69,7 +72,15 @@ export function dial(host: string, port: number, options: DialOptions): Promise<
 }
 
 /** dial() over another kind of connection (the addon's, for the native handshake path). */
-export async function dialWith<T>(connector: Connector<T>, host: string, port: number, options: DialOptions): Promise<T> {
+export function dialWith<T>(connector: Connector<T>, host: string, port: number, options: DialOptions): Promise<T> {
+  if (options.notUpstream) return dialAddresses(connector, host, port, options);
+  return observed(() => dialAddresses(connector, host, port, options), (err) => err instanceof DeniedByRules);
+}
+
+/** Every address of the host denied by the caller's filter: a refusal, not a failed connect. */
+class DeniedByRules extends DialError {}
+
+async function dialAddresses<T>(connector: Connector<T>, host: string, port: number, options: DialOptions): Promise<T> {
   const { timeout, signal, allowAddress, attemptDelay = 250 } = options;
   const deadline = Date.now() + timeout;
   let addresses: string[];
@@ -86,7 +97,7 @@ export async function dialWith<T>(connector: Connector<T>, host: string, port: n
   }
   if (allowAddress) {
     addresses = addresses.filter(allowAddress);
-    if (addresses.length === 0) throw new DialError('EACCES', `every address of ${host} is denied by the rules`);
+    if (addresses.length === 0) throw new DeniedByRules('EACCES', `every address of ${host} is denied by the rules`);
   }
   return race(connector, addresses, port, deadline, attemptDelay, signal);
 }

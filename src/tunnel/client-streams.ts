@@ -174,7 +174,7 @@ export class DataConnections {
     const server = this.#dialer.server;
     let data: NativeUpstream;
     try {
-      data = await dialWith(acceptor.connector, server.host, server.port, { timeout: this.#o.connectTimeout, signal });
+      data = await dialWith(acceptor.connector, server.host, server.port, { timeout: this.#o.connectTimeout, signal, notUpstream: true });
     } catch (err) {
       if (signal.aborted) return;
       const code = (err as DialError).code ?? 'EIO';

@@ -86,6 +86,9 @@ export interface NativeEngineStats {
   recorders: number;
   /** Record pipes alive (2 fds each): one per recording pair, plus those the writer has yet to empty. */
   recordPipes: number;
+  /** Bytes written a → b (and b → a) by every pair since the engine started, pairs still open included (counts up only). */
+  bytesAtoB: number;
+  bytesBtoA: number;
 }
 
 /**
