@@ -14,6 +14,7 @@ const UNIT_TESTS = [
   'test/ip.test.ts',
   'test/protocol-detect.test.ts',
   'test/protocol-http.test.ts',
+  'test/protocol-proxy.test.ts',
   'test/protocol-socks4.test.ts',
   'test/protocol-socks5.test.ts',
   'test/proxy-auth.test.ts',
