@@ -7,6 +7,8 @@ import type { LOG_LEVELS } from '../logger.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 import type { AcceptPath } from '../engine/splice/acceptor.js';
+import { acceptProxyProtocolOption, sendProxyProtocolOption } from './proxy-protocol-flags.js';
+import type { ProxyProtocolVersion } from '../net/proxy-header.js';
 
 interface ForwardCliOptions {
   listen?: HostPort[];
@@ -19,6 +21,9 @@ interface ForwardCliOptions {
   grace: number;
   workers: number;
   logLevel: (typeof LOG_LEVELS)[number];
+  acceptProxyProtocol: boolean;
+  sendProxyProtocol?: ProxyProtocolVersion;
+  proxyHeaderTimeout: number;
 }
 
 async function runForward(options: ForwardCliOptions): Promise<void> {
@@ -40,6 +45,9 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     idleTimeout: idleMs(options.idleTimeout),
     connectTimeout: options.connectTimeout * 1000,
     spliceEngine,
+    acceptProxyProtocol: options.acceptProxyProtocol,
+    proxyHeaderTimeout: options.proxyHeaderTimeout * 1000,
+    sendProxyProtocol: options.sendProxyProtocol,
     logger,
   });
   const bound = await forwarder.listen();
@@ -52,6 +60,8 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
       engine,
       spliceOff,
       accept: forwarder.acceptPath,
+      acceptProxyProtocol: options.acceptProxyProtocol || undefined,
+      sendProxyProtocol: options.sendProxyProtocol && `v${options.sendProxyProtocol}`,
       exposed: listen.some((address) => !isLoopback(address.host)) || undefined,
     },
     'forwarding',
@@ -67,6 +77,9 @@ export function addForwardCommand(program: Command): void {
     .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
     .addOption(engineOption())
     .addOption(acceptOption('a pair'))
+    .addOption(acceptProxyProtocolOption('--proxy-header-timeout', '; served on the node accept path'))
+    .option('--proxy-header-timeout <seconds>', 'with --accept-proxy-protocol: close a connection whose PROXY header has not come by then', secondsArg('--proxy-header-timeout'), 10)
+    .addOption(sendProxyProtocolOption('; served on the node accept path'))
     .addOption(threadsOption())
     .addOption(idleTimeoutOption('pair'))
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
