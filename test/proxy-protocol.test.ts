@@ -264,7 +264,7 @@ describe.each(testEngines)('relay with PROXY protocol, %s engine', (engine) => {
     ['a latency toxic', ['latency']],
   ])('accepts a v1 header and sends v2, %s: the header first, then every byte', async (_, toxics) => {
     const relay = await createRelay({
-      relays: [{ name: 'pp', listen: `${HOST}:0`, upstream: `${HOST}:${upstream.port}`, toxics: toxics.map((type) => ({ type, attributes: { latency: 20 } })) }],
+      relays: [{ name: 'pp', listen: `${HOST}:0`, upstream: `${HOST}:${upstream.port}`, toxics: toxics.map(() => ({ type: 'latency' as const, attributes: { latency: 20 } })) }],
       engine,
       acceptProxyProtocol: true,
       sendProxyProtocol: 2,
