@@ -13,6 +13,7 @@ import { encodeProxyHeader, parseProxyHeader, type ProxyHeader } from '../src/pr
 import * as h from './helpers.js';
 import * as p from './proxy-helpers.js';
 import { testEngines } from './policy.js';
+import { runCli } from './cli-harness.js';
 
 const { HOST, KiB } = h;
 
@@ -296,5 +297,16 @@ describe('fds', () => {
     await h.closeAll();
     const settled = await h.waitFor(() => h.openFdCount() <= fdBaseline, 10_000);
     expect(settled, `fds: baseline ${fdBaseline}, now ${h.openFdCount()}; new: ${JSON.stringify(h.fdDiff(fdTable, h.fdTable()))}`).toBe(true);
+  });
+});
+
+describe('CLI refusals', () => {
+  it('names what was wrong: a version other than v1/v2, and forward --accept native with a PROXY protocol flag', () => {
+    const badVersion = runCli(['forward', '--to', `${HOST}:1`, '--send-proxy-protocol', 'v3'], { timeout: 20_000 });
+    expect(badVersion.status).not.toBe(0);
+    expect(badVersion.stderr).toContain('--send-proxy-protocol must be v1 or v2');
+    const native = runCli(['forward', '--to', `${HOST}:1`, '--listen', `${HOST}:0`, '--accept', 'native', '--accept-proxy-protocol'], { timeout: 20_000 });
+    expect(native.status).toBe(1);
+    expect(native.stderr).toContain('served on the node accept path, not --accept native');
   });
 });
