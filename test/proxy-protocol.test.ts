@@ -243,6 +243,9 @@ describe.each(testEngines)('forward with PROXY protocol, %s engine', (engine) =>
     const { port } = await start({ acceptProxyProtocol: true, sendProxyProtocol: 1 });
     const { received } = await echoedThrough(port, encodeProxyHeader(2, conn('192.0.2.9', 9)), Buffer.from('tail'));
     expect(received).toEqual({ bytes: 4, sha: h.sha256('tail') });
+    // Nothing after the header but the FIN: the stream has ended before the pair starts, and the FIN still goes on.
+    const empty = await echoedThrough(port, encodeProxyHeader(1, conn('192.0.2.9', 10)), Buffer.alloc(0));
+    expect(empty.received).toEqual({ bytes: 0, sha: h.sha256('') });
   });
 
   it('refuses the native accept path with a PROXY protocol option, saying why', () => {
