@@ -15,6 +15,7 @@ const UNIT_TESTS = [
   'test/metrics-unit.test.ts',
   'test/protocol-detect.test.ts',
   'test/protocol-http.test.ts',
+  'test/protocol-proxy.test.ts',
   'test/protocol-socks4.test.ts',
   'test/protocol-socks5.test.ts',
   'test/proxy-auth.test.ts',

@@ -8,6 +8,8 @@ import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, wo
 import type { EngineChoice } from '../engine/contract.js';
 import type { AcceptPath } from '../engine/splice/acceptor.js';
 import { checkMetricsFlags, metricsOpenOption, metricsOption, startMetrics } from './metrics.js';
+import { acceptProxyProtocolOption, sendProxyProtocolOption } from './proxy-protocol-flags.js';
+import type { ProxyProtocolVersion } from '../net/proxy-header.js';
 
 interface ForwardCliOptions {
   listen?: HostPort[];
@@ -22,6 +24,9 @@ interface ForwardCliOptions {
   metrics?: HostPort;
   open?: boolean;
   logLevel: (typeof LOG_LEVELS)[number];
+  acceptProxyProtocol: boolean;
+  sendProxyProtocol?: ProxyProtocolVersion;
+  proxyHeaderTimeout: number;
 }
 
 async function runForward(options: ForwardCliOptions): Promise<void> {
@@ -44,6 +49,9 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
     idleTimeout: idleMs(options.idleTimeout),
     connectTimeout: options.connectTimeout * 1000,
     spliceEngine,
+    acceptProxyProtocol: options.acceptProxyProtocol,
+    proxyHeaderTimeout: options.proxyHeaderTimeout * 1000,
+    sendProxyProtocol: options.sendProxyProtocol,
     logger,
   });
   const metrics = await startMetrics(options, { service: 'forward', activeConnections: () => forwarder.activeConnections, spliceEngine }, logger, role !== undefined);
@@ -58,6 +66,8 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
       engine,
       spliceOff,
       accept: forwarder.acceptPath,
+      acceptProxyProtocol: options.acceptProxyProtocol || undefined,
+      sendProxyProtocol: options.sendProxyProtocol && `v${options.sendProxyProtocol}`,
       exposed: listen.some((address) => !isLoopback(address.host)) || undefined,
     },
     'forwarding',
@@ -73,6 +83,9 @@ export function addForwardCommand(program: Command): void {
     .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
     .addOption(engineOption())
     .addOption(acceptOption('a pair'))
+    .addOption(acceptProxyProtocolOption('--proxy-header-timeout', '; served on the node accept path'))
+    .option('--proxy-header-timeout <seconds>', 'with --accept-proxy-protocol: close a connection whose PROXY header has not come by then', secondsArg('--proxy-header-timeout'), 10)
+    .addOption(sendProxyProtocolOption('; served on the node accept path'))
     .addOption(threadsOption())
     .addOption(idleTimeoutOption('pair'))
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)

@@ -1,5 +1,6 @@
 // `splicer proxy`: SOCKS4/4a/5 and HTTP on one port.
 import { Command, InvalidArgumentError } from 'commander';
+import { acceptProxyProtocolOption } from './proxy-protocol-flags.js';
 import { acceptOption, collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { LOG_LEVELS } from '../logger.js';
@@ -27,6 +28,7 @@ interface ProxyCliOptions {
   udpAdvertise?: string;
   engine: EngineChoice;
   accept: AcceptPath;
+  acceptProxyProtocol: boolean;
   threads: number;
   grace: number;
   workers: number;
@@ -67,6 +69,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
     limits: { connections: options.maxConnections, perClient: options.maxPerClient },
     engine: options.engine,
     accept: options.accept,
+    acceptProxyProtocol: options.acceptProxyProtocol,
     udpAdvertise: options.udpAdvertise,
     logger,
   };
@@ -95,6 +98,7 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
       engine,
       spliceOff,
       accept: server.acceptPath,
+      acceptProxyProtocol: options.acceptProxyProtocol || undefined,
     },
     'proxy listening',
   );
@@ -135,6 +139,7 @@ export function addProxyCommand(program: Command): void {
     .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')
     .addOption(engineOption())
     .addOption(acceptOption('a SOCKS or HTTP CONNECT'))
+    .addOption(acceptProxyProtocolOption('--handshake-timeout', ' (on either accept path)'))
     .addOption(threadsOption())
     .addOption(graceOption('connection'))
     .addOption(workersOption(', as are --max-connections and --max-per-client'))

@@ -2,6 +2,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { readFileSync } from 'node:fs';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { acceptProxyProtocolOption, sendProxyProtocolOption } from './proxy-protocol-flags.js';
+import type { ProxyProtocolVersion } from '../net/proxy-header.js';
 import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import type { LOG_LEVELS } from '../logger.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
@@ -31,6 +33,9 @@ interface RelayCliOptions {
   threads: number;
   connectTimeout: number;
   idleTimeout: number;
+  acceptProxyProtocol: boolean;
+  proxyHeaderTimeout: number;
+  sendProxyProtocol?: ProxyProtocolVersion;
   grace: number;
   workers: number;
   metrics?: HostPort;
@@ -159,6 +164,9 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     strictApi: options.strictApi,
     connectTimeout: options.connectTimeout * 1000,
     idleTimeout: idleMs(options.idleTimeout),
+    acceptProxyProtocol: options.acceptProxyProtocol,
+    proxyHeaderTimeout: options.proxyHeaderTimeout * 1000,
+    sendProxyProtocol: options.sendProxyProtocol,
     logger,
   });
   if (metrics) relay.on('connection', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
@@ -199,6 +207,9 @@ export function relayCommand(): Command {
     .addOption(threadsOption())
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
     .addOption(idleTimeoutOption('connection'))
+    .addOption(acceptProxyProtocolOption('--proxy-header-timeout'))
+    .option('--proxy-header-timeout <seconds>', 'with --accept-proxy-protocol: close a connection whose PROXY header has not come by then', secondsArg('--proxy-header-timeout'), 10)
+    .addOption(sendProxyProtocolOption(' (ahead of the toxics)'))
     .addOption(graceOption('connection'))
     .addOption(workersOption('; not with --api (its relays and toxics live in one process) or --record'))
     .addOption(metricsOption())

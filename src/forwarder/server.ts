@@ -12,6 +12,8 @@ import { dialWith } from '../net/dial.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import { Listeners, type OpenListenFd } from '../net/listeners.js';
 import { RunningTasks } from '../net/drain.js';
+import { clientOf, headerToSend, ProxyHeaderError, readProxyHeader, type ProxyProtocolVersion } from '../net/proxy-header.js';
+import type { ProxyHeader } from '../protocol/proxy-protocol.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
 import type { EngineChoice, EngineName, EndReason, ForwardResult } from '../engine/contract.js';
@@ -33,8 +35,23 @@ export interface ForwarderOptions {
    * where it can be.
    */
   accept?: AcceptPath;
+  /**
+   * Every connection starts with a PROXY protocol header (v1 or v2), whose source is the client
+   * in records; one without a valid header within `proxyHeaderTimeout` is closed. Served on the
+   * node accept path.
+   */
+  acceptProxyProtocol?: boolean;
+  /** ms a connection has to send its PROXY header (default 10 s). */
+  proxyHeaderTimeout?: number;
+  /**
+   * Writes a PROXY protocol header of this version to each upstream before any client byte: the
+   * client and the address it reached (or what an accepted header said). Served on the node accept path.
+   */
+  sendProxyProtocol?: ProxyProtocolVersion;
   logger?: Logger;
 }
+
+export const DEFAULT_PROXY_HEADER_TIMEOUT_MS = 10_000;
 
 /** What a connection did, reported once when it ends. */
 export interface ConnectionRecord {
@@ -44,7 +61,8 @@ export interface ConnectionRecord {
   bytesUp: number;
   bytesDown: number;
   durationMs: number;
-  reason: EndReason | 'connect-failed';
+  /** `proxy-header`: no valid PROXY header came (code: ERR_PROXY_HEADER, ETIMEDOUT, ECONNRESET). */
+  reason: EndReason | 'connect-failed' | 'proxy-header';
   code?: string;
 }
 
@@ -69,7 +87,7 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     this.#forward = { engine: options.engine, idleTimeout: options.idleTimeout, signal: this.#active.signal, spliceEngine: options.spliceEngine };
     // Clients are not read until the upstream is connected: their first bytes wait in the kernel and get spliced.
     this.#listeners = new Listeners((socket) => this.#active.run(this.#serve(socket)), { pauseOnConnect: true, listenFd: options.listenFd, logger: options.logger });
-    this.#native = nativeAccept(options.accept, options.engine);
+    this.#native = nativeAccept(proxyProtocolAccept(options), options.engine);
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */
@@ -112,17 +130,34 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
   async #serve(client: net.Socket): Promise<void> {
     const started = performance.now();
     // Read now, while the socket has it (it is closed once the engine takes the pair); printed only for a record.
-    const host = client.remoteAddress;
-    const port = client.remotePort;
+    let host = client.remoteAddress;
+    let port = client.remotePort;
+    const peer = { address: host, port };
+    const local = { address: client.localAddress, port: client.localPort };
     let result: ForwardResult | undefined;
     let code: string | undefined;
+    let header: ProxyHeader | undefined;
     try {
       client.on('error', ignore); // a reset before the takeover is reported by forward()
       if (this.#closing) throw Object.assign(new Error('shutting down'), { code: 'ESHUTDOWN' });
+      if (this.#options.acceptProxyProtocol) {
+        header = await readProxyHeader(client, this.#options.proxyHeaderTimeout ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS, this.#active.signal);
+        ({ address: host, port } = clientOf(header, { address: host ?? '', port: port ?? 0 }));
+      }
       const upstream = await connectTcp(this.#options.to, this.#connectTimeout, this.#active.signal);
+      // Queued ahead of the pair: either engine sends it before the client's first byte.
+      const send = this.#options.sendProxyProtocol;
+      if (send) upstream.write(headerToSend(send, header, peer, local));
       result = await forward(client, upstream, this.#forward);
       code = result.error?.code;
     } catch (err) {
+      if (err instanceof ProxyHeaderError) {
+        // Never guessed: a connection that does not say who it is for is not served.
+        this.#options.logger?.debug({ client: formatHostPort({ host: host ?? '?', port: port ?? 0 }), reason: err.message }, 'no PROXY header');
+        client.destroy();
+        this.#report(started, host, port, undefined, err.code, 'proxy-header');
+        return;
+      }
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
       code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       resetSocket(client);
@@ -157,7 +192,7 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     this.#report(started, host, port, result, code);
   }
 
-  #report(started: number, host: string | undefined, port: number | undefined, result: ForwardResult | undefined, code: string | undefined): void {
+  #report(started: number, host: string | undefined, port: number | undefined, result: ForwardResult | undefined, code: string | undefined, failed: ConnectionRecord['reason'] = 'connect-failed'): void {
     const logger = this.#options.logger;
     const logs = logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info'));
     // Nobody reads the record: none is made.
@@ -169,12 +204,24 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
       bytesUp: result?.bytesAtoB ?? 0,
       bytesDown: result?.bytesBtoA ?? 0,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
-      reason: result?.reason ?? 'connect-failed',
+      reason: result?.reason ?? failed,
     };
     if (code !== undefined) record.code = code;
     logger?.info(record, 'connection closed');
     this.emit('connection', record);
   }
+}
+
+/**
+ * The accept path with the PROXY protocol options: the node one, which has the local address a
+ * client reached and reads a header with the rest of the stream put back for either engine.
+ */
+function proxyProtocolAccept(options: ForwarderOptions): AcceptPath | undefined {
+  if (!options.acceptProxyProtocol && !options.sendProxyProtocol) return options.accept;
+  if (options.accept === 'native') {
+    throw Object.assign(new TypeError('the PROXY protocol options (--accept-proxy-protocol, --send-proxy-protocol) are served on the node accept path, not --accept native'), { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+  return 'node';
 }
 
 function closeFd(fd: number): void {

@@ -6,6 +6,8 @@ const PROXY_HANDSHAKE_FAILURES: Record<string, HandshakeFailure> = {
   'auth-failed': 'auth',
   denied: 'denied',
   'bad-request': 'bad_request',
+  // No valid PROXY header (--accept-proxy-protocol): the connection's first bytes were not what was owed.
+  'bad-proxy-header': 'bad_request',
   'handshake-timeout': 'timeout',
 };
 

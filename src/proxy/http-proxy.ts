@@ -56,6 +56,9 @@ interface ConnectionState {
   tunnel: Promise<void> | undefined;
   /** Until the first request head is in: the handshake timeout. */
   headTimer: NodeJS.Timeout | undefined;
+  /** Who the rules see: the client a PROXY header named, else the socket's peer. */
+  client: { readonly remoteAddress?: string };
+  claimedClient: string | undefined;
 }
 
 export class HttpProxy {
@@ -83,12 +86,16 @@ export class HttpProxy {
     });
   }
 
-  /** Serves one client connection whose first bytes (already read) are `first`; resolves when it is over. */
-  serve(socket: net.Socket, first: Buffer, record: ProxyConnectionRecord): Promise<void> {
+  /**
+   * Serves one client connection whose first bytes (already read) are `first`; resolves when it
+   * is over. `claimedClient`: the client a PROXY header named, for the rules.
+   */
+  serve(socket: net.Socket, first: Buffer, record: ProxyConnectionRecord, claimedClient?: string): Promise<void> {
     record.protocol = 'http';
     record.outcome = 'open';
     return new Promise<void>((resolve) => {
-      const state: ConnectionState = { record, tunnel: undefined, headTimer: undefined };
+      const client = claimedClient === undefined ? socket : { remoteAddress: claimedClient };
+      const state: ConnectionState = { record, tunnel: undefined, headTimer: undefined, client, claimedClient };
       this.#states.set(socket, state);
       // Node enforces headersTimeout only on a server that listen()s; this one is handed sockets,
       // so a client that never finishes its request head is timed out here.
@@ -150,6 +157,7 @@ export class HttpProxy {
     const { record } = state;
     record.command = 'connect';
     const session = new ClientSession(socket, this.#ctx.handshakeTimeout, head);
+    if (state.claimedClient !== undefined) session.claimClient(state.claimedClient);
     const auth = this.#authorized(req.headers['proxy-authorization']);
     record.user = auth.user;
     const run = async () => {
@@ -195,7 +203,7 @@ export class HttpProxy {
     if (target.status !== 'ok') return fail(400, 'bad-request');
     const dest = { host: target.host, port: target.port, command: 'connect' as const, user: auth.user };
     record.destination = formatHostPort(dest);
-    if (refusedBeforeLookup(this.#ctx, socket, dest)) return fail(403, 'denied');
+    if (refusedBeforeLookup(this.#ctx, state.client, dest)) return fail(403, 'denied');
 
     let upstream: net.Socket;
     try {
@@ -203,7 +211,7 @@ export class HttpProxy {
         timeout: this.#ctx.connectTimeout,
         lookup: this.#ctx.lookup,
         signal: this.#ctx.signal,
-        allowAddress: (address) => allowed(this.#ctx, socket, dest, address),
+        allowAddress: (address) => allowed(this.#ctx, state.client, dest, address),
       });
     } catch (err) {
       const code = err instanceof DialError ? err.code : 'EIO';

@@ -15,11 +15,15 @@ export class NativeSession extends HandshakeSession implements AcceptedHandler {
   constructor(
     readonly acceptor: Acceptor,
     readonly id: number,
-    readonly remoteAddress: string,
+    readonly peerAddress: string,
     handshakeTimeoutMs: number,
   ) {
     super(handshakeTimeoutMs);
     acceptor.attach(id, this);
+  }
+
+  get remoteAddress(): string {
+    return this.claimedClient ?? this.peerAddress;
   }
 
   get gone(): boolean {
@@ -83,7 +87,9 @@ export class NativeSession extends HandshakeSession implements AcceptedHandler {
     const released = this.#release();
     const socket = socketOnFd(released.fd);
     if (released.unsent) socket.write(released.unsent);
-    return new ClientSession(socket, this.remainingMs, rest);
+    const session = new ClientSession(socket, this.remainingMs, rest);
+    if (this.claimedClient !== undefined) session.claimClient(this.claimedClient);
+    return session;
   }
 
   /**

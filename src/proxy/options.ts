@@ -57,6 +57,12 @@ export interface ProxyOptions {
   accept?: AcceptPath;
   /** Address given to SOCKS5 UDP clients as where to send datagrams (behind NAT: the public one). */
   udpAdvertise?: string;
+  /**
+   * Every connection starts with a PROXY protocol header (v1 or v2); its source address is the
+   * client for the rules, the per-client limit and the record. One without a valid header within
+   * the handshake timeout is closed (outcome `bad-proxy-header`).
+   */
+  acceptProxyProtocol?: boolean;
   lookup?: LookupAll;
   logger?: Logger;
 }
@@ -75,7 +81,7 @@ export interface ProxyConnectionRecord {
   /**
    * How it ended: the forward() reason (eof, reset, error, aborted, timeout) once a pair was
    * forwarded; else what stopped it: denied, auth-failed, bad-request, handshake-timeout,
-   * client-closed, limit, or the connect error's code (ECONNREFUSED, ENOTFOUND, ETIMEDOUT...).
+   * client-closed, limit, bad-proxy-header, or the connect error's code (ECONNREFUSED, ENOTFOUND, ETIMEDOUT...).
    */
   outcome: string;
   /** The protocol's reply code sent to the client (SOCKS REP/CD, or the HTTP status). */

@@ -6,6 +6,7 @@ import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Listeners } from '../net/listeners.js';
 import { drain } from '../net/drain.js';
 import { detectProtocol } from '../protocol/detect.js';
+import { parseProxyHeader } from '../protocol/proxy-protocol.js';
 import { parseConnectHead } from '../protocol/http.js';
 import { hostAddressTest } from './host-guard.js';
 import { hasClientAllowRule } from './rules.js';
@@ -20,6 +21,16 @@ import { udpAssociate } from './udp.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
 
 const ignore = () => {};
+
+/**
+ * A connection counted against the limits. `clientIp`: the key it holds in the per-client count;
+ * null until a PROXY header has named the client (then it is counted).
+ */
+interface Admission {
+  record: ProxyConnectionRecord;
+  started: number;
+  clientIp: string | null;
+}
 
 export class ExposureError extends Error {
   readonly code = 'ERR_OPEN_PROXY';
@@ -180,7 +191,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#sockets.add(socket);
     // The splice engine destroys Node's socket once it holds the fds: the set must not keep it alive for the pair's life.
     socket.once('close', () => this.#sockets.delete(socket));
-    this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted.record), clientIp, admitted.record, admitted.started);
+    this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted), admitted);
   }
 
   #acceptNative(acceptor: Acceptor, id: number, clientIp: string, clientPort: number): void {
@@ -190,11 +201,14 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       return;
     }
     const session = new NativeSession(acceptor, id, clientIp, this.#timeouts.handshake);
-    this.#track(this.#serve(session, admitted.record), clientIp, admitted.record, admitted.started);
+    this.#track(this.#serve(session, admitted), admitted);
   }
 
-  /** The connection's record, counted against the limits; null (reported as `limit`) past them. */
-  #admit(clientIp: string, clientPort: number): { record: ProxyConnectionRecord; started: number } | null {
+  /**
+   * The connection's record, counted against the limits; null (reported as `limit`) past them.
+   * With a PROXY header to come, the per-client limit waits for the client it names.
+   */
+  #admit(clientIp: string, clientPort: number): Admission | null {
     const record: ProxyConnectionRecord = {
       client: formatHostPort({ host: clientIp || '?', port: clientPort }),
       protocol: 'unknown',
@@ -204,56 +218,94 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       outcome: 'open',
     };
     const started = performance.now();
-    const fromClient = this.#perClient.get(clientIp) ?? 0;
+    const knownClient = !this.#options.acceptProxyProtocol;
+    const fromClient = knownClient ? (this.#perClient.get(clientIp) ?? 0) : 0;
     if (this.#open >= this.#limits.connections || fromClient >= this.#limits.perClient) {
       record.outcome = 'limit';
       this.#report(record, started);
       return null;
     }
     this.#open++;
-    this.#perClient.set(clientIp, fromClient + 1);
-    return { record, started };
+    if (knownClient) this.#perClient.set(clientIp, fromClient + 1);
+    return { record, started, clientIp: knownClient ? clientIp : null };
   }
 
   // Apart from #accept, so that the closure kept until the pair ends holds no socket. What a pair's
-  // life keeps of the connection is `end` (its record, client and start) and, on the native path,
-  // the engine's entry: no promise.
-  #track(serving: Promise<Handover | void>, clientIp: string, record: ProxyConnectionRecord, started: number): void {
+  // life keeps of the connection is `end` (its admission) and, on the native path, the engine's
+  // entry: no promise.
+  #track(serving: Promise<Handover | void>, admission: Admission): void {
     serving.then(
-      (handed) => this.#handedOver(handed, clientIp, record, started),
-      (err: unknown) => this.#failedThenEnd(err, clientIp, record, started),
+      (handed) => this.#handedOver(handed, admission),
+      (err: unknown) => this.#failedThenEnd(err, admission),
     );
   }
 
-  // Apart from #track: `end`'s context, kept for the pair's life, holds these four and nothing else.
-  #handedOver(handed: Handover | void, clientIp: string, record: ProxyConnectionRecord, started: number): void {
-    if (!handed) return this.#end(clientIp, record, started);
-    const end = () => this.#end(clientIp, record, started);
+  // Apart from #track: `end`'s context, kept for the pair's life, holds the admission and nothing else.
+  #handedOver(handed: Handover | void, admission: Admission): void {
+    if (!handed) return this.#end(admission);
+    const end = () => this.#end(admission);
     if (handed instanceof SplicedHandover) handed.onEnd(end);
-    else handed.forwarding.then(end, (err: unknown) => this.#failedThenEnd(err, clientIp, record, started));
+    else handed.forwarding.then(end, (err: unknown) => this.#failedThenEnd(err, admission));
   }
 
-  #failedThenEnd(err: unknown, clientIp: string, record: ProxyConnectionRecord, started: number): void {
-    this.#failed(err, record);
-    this.#end(clientIp, record, started);
+  #failedThenEnd(err: unknown, admission: Admission): void {
+    this.#failed(err, admission.record);
+    this.#end(admission);
   }
 
-  #end(clientIp: string, record: ProxyConnectionRecord, started: number): void {
+  #end(admission: Admission): void {
     this.#open--;
-    const left = (this.#perClient.get(clientIp) ?? 1) - 1;
-    if (left > 0) this.#perClient.set(clientIp, left);
-    else this.#perClient.delete(clientIp);
-    this.#report(record, started);
+    const clientIp = admission.clientIp;
+    if (clientIp !== null) {
+      const left = (this.#perClient.get(clientIp) ?? 1) - 1;
+      if (left > 0) this.#perClient.set(clientIp, left);
+      else this.#perClient.delete(clientIp);
+    }
+    this.#report(admission.record, admission.started);
     // Called at every connection's end: no copy when nothing waits.
     if (this.#onEnd.size > 0) for (const changed of [...this.#onEnd]) changed();
+  }
+
+  /**
+   * The PROXY header every connection starts with (ProxyOptions.acceptProxyProtocol): the client
+   * it names becomes the session's for the rules, the record's, and the per-client limit's.
+   * False when the connection was closed instead (no valid header, or the client past its limit).
+   */
+  async #acceptProxyHeader(session: HandshakeSession, admission: Admission): Promise<boolean> {
+    const { record } = admission;
+    const parsed = await session.read(parseProxyHeader);
+    if (parsed.status === 'error') {
+      // Never guessed: a connection that does not say who it is for is not served.
+      record.outcome = 'bad-proxy-header';
+      this.#options.logger?.debug({ client: record.client, reason: parsed.message }, 'no PROXY header');
+      session.close();
+      return false;
+    }
+    const header = parsed.header;
+    if (header.command === 'proxy') {
+      session.claimClient(header.source.address);
+      record.client = formatHostPort({ host: header.source.address, port: header.source.port });
+    }
+    const clientIp = session.remoteAddress ?? '';
+    const fromClient = this.#perClient.get(clientIp) ?? 0;
+    if (fromClient >= this.#limits.perClient) {
+      record.outcome = 'limit';
+      session.close();
+      return false;
+    }
+    this.#perClient.set(clientIp, fromClient + 1);
+    admission.clientIp = clientIp;
+    return true;
   }
 
   /**
    * The handshake; once the engine holds the pair, the handover, whose frames are then done: what
    * the pair's life keeps is the record and what hears the pair's end (see #track).
    */
-  async #serve(session: HandshakeSession, record: ProxyConnectionRecord): Promise<Handover | void> {
+  async #serve(session: HandshakeSession, admission: Admission): Promise<Handover | void> {
+    const { record } = admission;
     try {
+      if (this.#options.acceptProxyProtocol && !(await this.#acceptProxyHeader(session, admission))) return;
       return await this.#handshake(session, record);
     } catch (err) {
       if (err instanceof SessionClosed) {
@@ -281,7 +333,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
           if (parsed.status === 'ok' && parsed.head) return this.#http.serveConnect(session, parsed.head, record);
         }
         const onNode = onSocket(session);
-        return this.#http.serve(onNode.socket, onNode.detach(), record);
+        return this.#http.serve(onNode.socket, onNode.detach(), record, onNode.claimedClient);
       }
       default:
         // TLS on a plain port, or bytes of no protocol served here: nothing to reply in a language it speaks.

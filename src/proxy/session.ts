@@ -37,6 +37,7 @@ export abstract class HandshakeSession {
   #ended = false;
   readonly #timer: NodeJS.Timeout;
   readonly #deadline: number;
+  #claimedClient: string | undefined;
 
   /** `initial`: bytes already read from the client by someone else. */
   constructor(handshakeTimeoutMs: number, initial?: Buffer) {
@@ -45,8 +46,18 @@ export abstract class HandshakeSession {
     this.#timer = setTimeout(() => this.#fail(new SessionClosed('ETIMEDOUT')), handshakeTimeoutMs);
   }
 
-  /** The client's address, for the rules. */
+  /** The client's address, for the rules: the one a PROXY header named, else the peer's. */
   abstract readonly remoteAddress: string | undefined;
+
+  /** The client a PROXY protocol header named: the rules see it from now on. */
+  claimClient(address: string): void {
+    this.#claimedClient = address;
+  }
+
+  /** The address claimClient() set, if any. */
+  get claimedClient(): string | undefined {
+    return this.#claimedClient;
+  }
   /** Whether the client has gone (closed, failed): nothing more can be written to it. */
   abstract readonly gone: boolean;
   abstract write(reply: Buffer): void;
@@ -150,7 +161,7 @@ export class ClientSession extends HandshakeSession {
   }
 
   get remoteAddress(): string | undefined {
-    return this.socket.remoteAddress;
+    return this.claimedClient ?? this.socket.remoteAddress;
   }
 
   get gone(): boolean {

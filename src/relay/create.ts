@@ -47,6 +47,12 @@ export interface RelayOptions {
   connectTimeout?: number;
   /** ms with no byte either way before a connection is closed; 0 = never (default). */
   idleTimeout?: number;
+  /** Every connection of every relay starts with a PROXY protocol header (v1 or v2); one without is closed. */
+  acceptProxyProtocol?: boolean;
+  /** ms a connection has to send its PROXY header. Default 10 s. */
+  proxyHeaderTimeout?: number;
+  /** Each upstream gets a PROXY protocol header of this version before any client byte. */
+  sendProxyProtocol?: 1 | 2;
   logger?: Logger;
 }
 
@@ -91,6 +97,9 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
         recorder: this.recorder,
         connectTimeout: options.connectTimeout,
         idleTimeout: options.idleTimeout,
+        acceptProxyProtocol: options.acceptProxyProtocol,
+        proxyHeaderTimeout: options.proxyHeaderTimeout,
+        sendProxyProtocol: options.sendProxyProtocol,
         logger: options.logger,
         onAccept: () => this.#active++,
         onEnd: () => this.#active--,

@@ -10,6 +10,8 @@ import { connectTcp, DEFAULT_CONNECT_TIMEOUT_MS } from '../net/connect.js';
 import { chooseEngine, defaultSpliceEngine } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import { Listeners, type OpenListenFd } from '../net/listeners.js';
+import { clientOf, headerToSend, ProxyHeaderError, readProxyHeader, type ProxyProtocolVersion } from '../net/proxy-header.js';
+import type { ProxyHeader } from '../protocol/proxy-protocol.js';
 import type { Logger } from '../logger.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
 import { NativePcapSink } from '../engine/splice/pcap-sink.js';
@@ -37,6 +39,12 @@ export interface RelayDataOptions {
   connectTimeout?: number;
   /** ms with no byte either way before a connection is closed; 0 = never. */
   idleTimeout?: number;
+  /** Every connection starts with a PROXY protocol header, whose source is the client in records; one without is closed. */
+  acceptProxyProtocol?: boolean;
+  /** ms a connection has to send its PROXY header. */
+  proxyHeaderTimeout?: number;
+  /** A PROXY protocol header of this version goes to each upstream before any client byte (and before the toxics). */
+  sendProxyProtocol?: ProxyProtocolVersion;
   /** Bytes each toxic stage may hold before it pushes back. */
   stageOptions?: StageOptions;
   logger?: Logger;
@@ -60,12 +68,15 @@ export interface RelayConnectionRecord {
   bytesUp: number;
   bytesDown: number;
   durationMs: number;
-  reason: EndReason | 'connect-failed';
+  /** `proxy-header`: no valid PROXY header came (code: ERR_PROXY_HEADER, ETIMEDOUT, ECONNRESET). */
+  reason: EndReason | 'connect-failed' | 'proxy-header';
   code?: string;
   /** The file its recording went to, when recorded. */
   recording?: string;
   recordingDropped?: boolean;
 }
+
+const DEFAULT_PROXY_HEADER_TIMEOUT_MS = 10_000;
 
 const DIRECTIONS: readonly [Direction, Direction] = ['upstream', 'downstream'];
 
@@ -198,20 +209,36 @@ class RelayConnection {
     const started = performance.now();
     const { client, options } = this;
     // Read now, while the socket has it (it is closed once the engine takes the pair); printed only for a record.
-    const host = client.remoteAddress;
-    const port = client.remotePort;
+    let host = client.remoteAddress;
+    let port = client.remotePort;
+    const peer = { address: host, port };
+    const local = { address: client.localAddress, port: client.localPort };
     let result: ForwardResult | undefined;
     let code: string | undefined;
+    let failed: RelayConnectionRecord['reason'] = 'connect-failed';
+    let header: ProxyHeader | undefined;
     client.on('error', ignore); // a reset before the pair starts is reported by the path
     try {
+      if (options.acceptProxyProtocol) {
+        header = await readProxyHeader(client, options.proxyHeaderTimeout ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS, this.signal);
+        ({ address: host, port } = clientOf(header, { address: host ?? '', port: port ?? 0 }));
+      }
       const upstream = await connectTcp(this.upstream, options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS, this.signal);
+      // Queued ahead of the pair, outside the toxics: it is the relay's word to the upstream, not the client's bytes.
+      if (options.sendProxyProtocol) upstream.write(headerToSend(options.sendProxyProtocol, header, peer, local));
       if (options.recorder) this.#recording = await this.#beginRecording(options.recorder, client, upstream);
       result = await this.#forward(client, upstream, toxics);
       code = result.error?.code;
     } catch (err) {
-      // The upstream could not be reached: the client learns it by a reset, as from the server itself.
       code = (err as NodeJS.ErrnoException).code ?? 'EIO';
-      resetSocket(client);
+      if (err instanceof ProxyHeaderError) {
+        // Never guessed: a connection that does not say who it is for is not served.
+        failed = 'proxy-header';
+        client.destroy();
+      } else {
+        // The upstream could not be reached: the client learns it by a reset, as from the server itself.
+        resetSocket(client);
+      }
     } finally {
       const dropped = this.#recording?.dropped === true;
       if (this.#recording) await options.recorder?.end(this.#recording);
@@ -230,7 +257,7 @@ class RelayConnection {
           bytesUp: result?.bytesAtoB ?? 0,
           bytesDown: result?.bytesBtoA ?? 0,
           durationMs: Math.round((performance.now() - started) * 1000) / 1000,
-          reason: result?.reason ?? 'connect-failed',
+          reason: result?.reason ?? failed,
         };
         if (code !== undefined) record.code = code;
         if (this.#recordingFile !== undefined) record.recording = this.#recordingFile;
