@@ -9,6 +9,7 @@ import base from './vitest.config.js';
 const UNIT_TESTS = [
   'test/abort.test.ts',
   'test/address.test.ts',
+  'test/config-file.test.ts',
   'test/connect.test.ts',
   'test/drain.test.ts',
   'test/ip.test.ts',

@@ -18,6 +18,8 @@ import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { OpenListenFd } from '../net/listeners.js';
 import { loadNative } from '../engine/splice/native.js';
 import { createLogger, type Logger, type LOG_LEVELS } from '../logger.js';
+import { countConfigReload } from '../ops/reload-events.js';
+import { serviceNotifier } from '../ops/systemd-notify.js';
 
 /** Set by the supervisor in each worker: its index, 0 to N-1. */
 export const WORKER_ENV = 'SPLICER_WORKER';
@@ -128,6 +130,11 @@ export interface SuperviseOptions {
   /** Seconds the workers drain for on SIGTERM/SIGINT (their --grace); past it and a margin, they are killed. */
   grace: number;
   logLevel: (typeof LOG_LEVELS)[number];
+  /**
+   * On SIGHUP, before any worker hears of it: reads and checks the command's options again
+   * (its config file) and throws on any error, so that a bad file reaches no worker.
+   */
+  validate?: () => void;
 }
 
 interface Slot {
@@ -150,6 +157,8 @@ interface Slot {
 export function superviseWorkers(options: SuperviseOptions): Promise<void> {
   // Every line, the workers' and its own, goes through process.stdout, whole and in order.
   const logger = createLogger(options.logLevel, { base: { worker: 'supervisor' }, destination: process.stdout });
+  // The supervisor is the service systemd knows: ready when every worker listens, stopping on SIGTERM.
+  const notifier = serviceNotifier(logger);
   const slots: Slot[] = Array.from({ length: options.workers }, (_, index) => ({ index, listening: false, startedAt: 0, startFailures: 0, quickDeaths: 0 }));
   let listen: HostPort[] | undefined;
   let announced = false;
@@ -168,6 +177,8 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
   const start = (slot: Slot) => {
     slot.restartTimer = undefined;
     const env: NodeJS.ProcessEnv = { ...process.env, [WORKER_ENV]: String(slot.index) };
+    // Only the supervisor talks to systemd.
+    for (const name of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete env[name];
     if (listen) env[WORKER_LISTEN_ENV] = JSON.stringify(listen);
     else delete env[WORKER_LISTEN_ENV];
     const child = fork(process.argv[1]!, process.argv.slice(2), { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
@@ -187,6 +198,7 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
       else if (slots.every((s) => s.listening)) {
         announced = true;
         logger.info({ workers: slots.length, pids: slots.map((s) => s.child?.pid), listen: listen.map(formatHostPort) }, 'workers started');
+        notifier.ready();
       }
     });
     // 'close', not 'exit': its last lines are read by then.
@@ -229,6 +241,7 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
   const stopAll = (signal: NodeJS.Signals, failure = false) => {
     if (stopping) return;
     stopping = true;
+    notifier.stopping();
     stopSignal = signal;
     failed = failure;
     for (const slot of slots) clearTimeout(slot.restartTimer);
@@ -252,9 +265,20 @@ export function superviseWorkers(options: SuperviseOptions): Promise<void> {
   process.on('SIGINT', () => stopAll('SIGINT'));
   process.on('SIGTERM', () => stopAll('SIGTERM'));
   process.on('SIGHUP', () => {
+    if (stopping) return;
+    notifier.reloading();
+    try {
+      options.validate?.();
+    } catch (err) {
+      countConfigReload('failure');
+      logger.error({ err: (err as Error).message }, 'config reload failed; the workers keep the running config');
+      notifier.ready();
+      return;
+    }
     const running = live();
     logger.info({ pids: running.map((slot) => slot.child!.pid) }, 'SIGHUP passed to the workers');
     for (const slot of running) slot.child!.kill('SIGHUP');
+    notifier.ready();
   });
 
   logger.info({ workers: options.workers }, 'starting workers');
