@@ -50,6 +50,9 @@ export function resolveToken(options: TokenOptions, env: NodeJS.ProcessEnv = pro
   return { token, source };
 }
 
+/** A `token` key of a config file is not in ps, as --token is. */
+const tokenSourceOf = (command: Command, source: string) => (source === '--token' && command.getOptionValueSource('token') !== 'cli' ? '--config' : source);
+
 function warnAboutToken(logger: Logger, token: string, source: string): void {
   if (source === '--token') logger.warn('--token shows in ps and in shell history: prefer --token-file or ' + TOKEN_ENV);
   if (token.length < SHORT_TOKEN) logger.warn({ length: token.length }, `the token is short: use ${SHORT_TOKEN} or more random characters (openssl rand -hex 32)`);
@@ -149,7 +152,7 @@ async function runServer(cli: ServerCliOptions, command: Command): Promise<void>
   const { token, tokenSource, options: serverOptions } = serverOptionsFrom(options, logger);
   const tls = serverOptions.tls;
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, tls ? TLS_IS_JS : undefined);
-  warnAboutToken(logger, token, tokenSource);
+  warnAboutToken(logger, token, tokenSourceOf(command, tokenSource));
   const server = createTunnelServer({ ...serverOptions, spliceEngine });
   const bound = await server.listen();
   // Before the startup line: whoever sees it may stop the process at once.
@@ -233,7 +236,7 @@ async function runClient(cli: ClientCliOptions, command: Command): Promise<void>
   const wantsTls = options.tls || options.tlsCa !== undefined || options.tlsFingerprint !== undefined;
   if (options.tlsCa !== undefined && options.tlsFingerprint !== undefined) throw new Error('give --tls-ca or --tls-fingerprint, not both');
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, wantsTls ? TLS_IS_JS : undefined);
-  warnAboutToken(logger, token, source);
+  warnAboutToken(logger, token, tokenSourceOf(command, source));
   const client = createTunnelClient({
     server: options.server,
     token,
