@@ -19,6 +19,7 @@ const UNIT_TESTS = [
   'test/protocol-socks5.test.ts',
   'test/proxy-auth.test.ts',
   'test/proxy-rules.test.ts',
+  'test/reload.test.ts',
   'test/relay-pcap.test.ts',
   'test/relay-pcap-state.test.ts',
   'test/relay-random.test.ts',
