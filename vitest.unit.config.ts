@@ -9,6 +9,7 @@ import base from './vitest.config.js';
 const UNIT_TESTS = [
   'test/abort.test.ts',
   'test/address.test.ts',
+  'test/config-file.test.ts',
   'test/connect.test.ts',
   'test/drain.test.ts',
   'test/ip.test.ts',
@@ -20,6 +21,7 @@ const UNIT_TESTS = [
   'test/protocol-socks5.test.ts',
   'test/proxy-auth.test.ts',
   'test/proxy-rules.test.ts',
+  'test/reload.test.ts',
   'test/relay-pcap.test.ts',
   'test/relay-pcap-state.test.ts',
   'test/relay-random.test.ts',

@@ -17,6 +17,7 @@
 #include "addon_delivery.h"
 #include "engine.h"
 #include "listen_socket.h"
+#include "notify_socket.h"
 #include "syscall_error.h"
 
 namespace splicer {
@@ -290,6 +291,21 @@ Napi::Value OpenListenerJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// notify(path, message): one datagram of systemd's notify protocol to `path` ('@' = abstract).
+Napi::Value NotifyJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "path must be a string, got " + Describe(info[0]));
+  if (!info[1].IsString()) throw Napi::TypeError::New(env, "message must be a string, got " + Describe(info[1]));
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string message = info[1].As<Napi::String>().Utf8Value();
+  try {
+    SendNotify(path, message.data(), message.size());
+  } catch (const SyscallError& err) {
+    throw ErrnoError(env, err.Errno(), err.Syscall());
+  }
+  return env.Undefined();
+}
+
 }  // namespace
 
 }  // namespace splicer
@@ -298,6 +314,7 @@ static Napi::Object InitSplicer(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", splicer::EngineWrap::Init(env));
   exports.Set("Acceptor", splicer::InitAcceptor(env));
   exports.Set("openListener", Napi::Function::New<splicer::OpenListenerJs>(env, "openListener"));
+  exports.Set("notify", Napi::Function::New<splicer::NotifyJs>(env, "notify"));
   return exports;
 }
 

@@ -117,12 +117,16 @@ export function exitBySignal(signal: string): never {
   return process.exit(1);
 }
 
-/** On SIGINT/SIGTERM: log, close the service with `grace` seconds for its connections, close the engine, exit 0. */
-export function onStopSignal(logger: Logger, grace: number, service: Stoppable, spliceEngine: SpliceEngine | undefined): void {
+/**
+ * On SIGINT/SIGTERM: log, close the service with `grace` seconds for its connections, close the
+ * engine, exit 0. `notifier` hears that the stop has begun (systemd's STOPPING=1).
+ */
+export function onStopSignal(logger: Logger, grace: number, service: Stoppable, spliceEngine: SpliceEngine | undefined, notifier?: { stopping(): void }): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
+    notifier?.stopping();
     logger.info({ signal, active: service.activeConnections, graceSeconds: grace }, 'stopping');
     await service.close(grace * 1000);
     await spliceEngine?.close();

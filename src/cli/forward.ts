@@ -10,10 +10,14 @@ import type { AcceptPath } from '../engine/splice/acceptor.js';
 import { checkMetricsFlags, metricsOpenOption, metricsOption, startMetrics } from './metrics.js';
 import { acceptProxyProtocolOption, sendProxyProtocolOption } from './proxy-protocol-flags.js';
 import type { ProxyProtocolVersion } from '../net/proxy-header.js';
+import { configOption, configuredOptions } from './config-file.js';
+import { reloadOnSignal } from './reload.js';
+import { serviceNotifier } from '../ops/systemd-notify.js';
 
 interface ForwardCliOptions {
   listen?: HostPort[];
-  to: HostPort;
+  to?: HostPort;
+  config?: string;
   engine: EngineChoice;
   accept: AcceptPath;
   threads: number;
@@ -29,21 +33,25 @@ interface ForwardCliOptions {
   proxyHeaderTimeout: number;
 }
 
-async function runForward(options: ForwardCliOptions): Promise<void> {
+async function runForward(cli: ForwardCliOptions, command: Command): Promise<void> {
+  const read = configuredOptions(command, cli);
+  const options = checkForward(read());
   const role = workerRole();
   checkMetricsFlags(options);
   if (options.workers > 1 && !role) {
     const unavailable = workersUnavailable();
     if (unavailable) throw new Error(unavailable);
-    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options });
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options, validate: () => void checkForward(read()) });
   }
   const logger = commandLogger(options.logLevel, role);
-  const listen = role?.listen ?? options.listen ?? [{ host: '127.0.0.1', port: 9000 }];
+  const notifier = serviceNotifier(logger);
+  const listenOf = (o: ForwardCliOptions) => role?.listen ?? o.listen ?? [{ host: '127.0.0.1', port: 9000 }];
+  const listen = listenOf(options);
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const forwarder = new Forwarder({
     listen,
     listenFd: role ? reusePortListenFd() : undefined,
-    to: options.to,
+    to: options.to!,
     engine: options.engine,
     accept: options.accept,
     idleTimeout: idleMs(options.idleTimeout),
@@ -58,28 +66,51 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
   if (metrics) forwarder.on('connection', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
   const bound = await forwarder.listen();
   // Before the startup line: whoever sees it may stop the process at once.
-  onStopSignal(logger, options.grace, forwarder, spliceEngine);
+  onStopSignal(logger, options.grace, forwarder, spliceEngine, notifier);
+  reloadOnSignal({
+    logger,
+    notifier,
+    read: () => checkForward(read()),
+    initial: options,
+    // A worker's listeners are its SO_REUSEPORT share of the group's addresses.
+    restartOnly: role ? [...FORWARD_RESTART_ONLY, 'listen'] : FORWARD_RESTART_ONLY,
+    apply: async (next) => {
+      await forwarder.reconfigure({ listen: listenOf(next), to: next.to!, idleTimeout: idleMs(next.idleTimeout), connectTimeout: next.connectTimeout * 1000 });
+      logger.level = next.logLevel;
+      return { listen: forwarder.addresses().map(formatHostPort) };
+    },
+  });
   logger.info(
     {
       listen: bound.map(formatHostPort),
-      to: formatHostPort(options.to),
+      to: formatHostPort(options.to!),
       engine,
       spliceOff,
       accept: forwarder.acceptPath,
       acceptProxyProtocol: options.acceptProxyProtocol || undefined,
       sendProxyProtocol: options.sendProxyProtocol && `v${options.sendProxyProtocol}`,
       exposed: listen.some((address) => !isLoopback(address.host)) || undefined,
+      config: options.config,
     },
     'forwarding',
   );
+  notifier.ready();
   if (role) workerListening(bound, logger);
+}
+
+const FORWARD_RESTART_ONLY = ['engine', 'accept', 'threads', 'workers', 'grace', 'metrics'] as const;
+
+/** --to is required, from the command line or the file. */
+function checkForward(options: ForwardCliOptions): ForwardCliOptions {
+  if (!options.to) throw new Error("required option '--to <host:port>' not specified (on the command line or as `to` in --config)");
+  return options;
 }
 
 export function addForwardCommand(program: Command): void {
   program
     .command('forward')
     .description('forward every connection accepted on --listen to --to, both ways, keeping half-close and resets')
-    .requiredOption('--to <host:port>', 'upstream to connect each client to', hostPortArg())
+    .option('--to <host:port>', 'upstream to connect each client to (required)', hostPortArg())
     .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
     .addOption(engineOption())
     .addOption(acceptOption('a pair'))
@@ -94,5 +125,6 @@ export function addForwardCommand(program: Command): void {
     .addOption(metricsOption())
     .addOption(metricsOpenOption())
     .addOption(logLevelOption())
+    .addOption(configOption())
     .action(runForward);
 }

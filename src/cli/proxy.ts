@@ -3,8 +3,11 @@ import { Command, InvalidArgumentError } from 'commander';
 import { acceptProxyProtocolOption } from './proxy-protocol-flags.js';
 import { acceptOption, collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
-import type { LOG_LEVELS } from '../logger.js';
-import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
+import type { LOG_LEVELS, Logger } from '../logger.js';
+import { configOption, configuredOptions } from './config-file.js';
+import { reloadOnSignal } from './reload.js';
+import { serviceNotifier } from '../ops/systemd-notify.js';
+import { type WorkerRole, commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { Credentials, CredentialsError } from '../proxy/auth.js';
 import { parseRule, RuleError, type Rule } from '../proxy/rules.js';
@@ -18,7 +21,9 @@ interface ProxyCliOptions {
   auth?: string[];
   users?: string[];
   allowEmptyCredentials?: boolean;
-  rule?: Rule[];
+  allow?: Rule[];
+  deny?: Rule[];
+  config?: string;
   open?: boolean;
   handshakeTimeout: number;
   connectTimeout: number;
@@ -53,17 +58,15 @@ function credentialsFrom(options: ProxyCliOptions): Credentials | undefined {
   return credentials;
 }
 
-async function runProxy(options: ProxyCliOptions): Promise<void> {
-  const role = workerRole();
-  const logger = commandLogger(options.logLevel, role);
+/** What the proxy server is given for these options: throws (naming the flag) on bad users or an open proxy. */
+function proxyOptionsFrom(options: ProxyCliOptions, role: WorkerRole | undefined, logger: Logger) {
   const credentials = credentialsFrom(options);
-  const rules = options.rule ?? [];
   const proxyOptions = {
     listen: role?.listen ?? options.listen ?? [{ host: '127.0.0.1', port: 1080 }],
     listenFd: role ? reusePortListenFd() : undefined,
     credentials,
     allowEmptyCredentials: options.allowEmptyCredentials,
-    rules,
+    rules: orderedRules(options),
     open: options.open,
     timeouts: { handshake: options.handshakeTimeout * 1000, connect: options.connectTimeout * 1000, idle: idleMs(options.idleTimeout) },
     limits: { connections: options.maxConnections, perClient: options.maxPerClient },
@@ -75,49 +78,84 @@ async function runProxy(options: ProxyCliOptions): Promise<void> {
   };
   const risk = openProxyRisk(proxyOptions);
   if (risk) throw new Error(`refusing to start: ${risk}`);
+  return proxyOptions;
+}
+
+async function runProxy(cli: ProxyCliOptions, command: Command): Promise<void> {
+  const read = configuredOptions(command, cli, [['allow', 'deny']]);
+  const options = read();
+  const role = workerRole();
+  const logger = commandLogger(options.logLevel, role);
+  const proxyOptions = proxyOptionsFrom(options, role, logger);
   checkMetricsFlags(options);
   if (options.workers > 1 && !role) {
     const unavailable = workersUnavailable();
     if (unavailable) throw new Error(unavailable);
-    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options });
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options, validate: () => void proxyOptionsFrom(read(), undefined, logger) });
   }
+  const notifier = serviceNotifier(logger);
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
   const server = createProxyServer({ ...proxyOptions, spliceEngine });
   const metrics = await startMetrics(options, { service: 'proxy', activeConnections: () => server.activeConnections, spliceEngine }, logger, role !== undefined);
   if (metrics) server.on('connection', (record) => metrics.connectionEnded({ outcome: record.outcome, durationMs: record.durationMs, handshakeFailure: proxyHandshakeFailure(record.outcome) }));
   const bound = await server.listen();
   // Before the startup line: whoever sees it may stop the process at once.
-  onStopSignal(logger, options.grace, server, spliceEngine);
+  onStopSignal(logger, options.grace, server, spliceEngine, notifier);
+  reloadOnSignal({
+    logger,
+    notifier,
+    read,
+    initial: options,
+    // A worker's listeners are its SO_REUSEPORT share of the group's addresses.
+    restartOnly: role ? [...PROXY_RESTART_ONLY, 'listen'] : PROXY_RESTART_ONLY,
+    apply: async (next) => {
+      await server.reconfigure(proxyOptionsFrom(next, role, logger));
+      logger.level = next.logLevel;
+      return { listen: server.addresses().map(formatHostPort) };
+    },
+  });
   logger.info(
     {
       listen: bound.map(formatHostPort),
       protocols: ['socks4', 'socks4a', 'socks5', 'http'],
-      auth: credentials?.required ? `${credentials.size} user(s)` : 'none',
-      rules: rules.map((rule) => rule.source),
+      auth: proxyOptions.credentials?.required ? `${proxyOptions.credentials.size} user(s)` : 'none',
+      rules: proxyOptions.rules.map((rule) => rule.source),
       protectHost: server.protectsHost,
       engine,
       spliceOff,
       accept: server.acceptPath,
       acceptProxyProtocol: options.acceptProxyProtocol || undefined,
+      config: options.config,
     },
     'proxy listening',
   );
+  notifier.ready();
   if (role) workerListening(bound, logger);
 }
 
-// --allow and --deny share one list so that their order on the command line is the order they are tried in.
+const PROXY_RESTART_ONLY = ['engine', 'accept', 'threads', 'workers', 'grace', 'metrics'] as const;
+
+// --allow and --deny are one list: rules are tried in the order they were given, across both
+// flags (and, in a config file, across both keys). Each parsed rule is stamped with its place.
+const ruleOrder = new WeakMap<Rule, number>();
+let rulesParsed = 0;
+
 function ruleArg(action: 'allow' | 'deny') {
   return (value: string, previous: Rule[] | undefined): Rule[] => {
     try {
-      sharedRules.push(parseRule(action, value));
-      return sharedRules;
+      const rule = parseRule(action, value);
+      ruleOrder.set(rule, rulesParsed++);
+      return [...(previous ?? []), rule];
     } catch (err) {
       if (err instanceof RuleError) throw new InvalidArgumentError(err.message);
       throw err;
     }
   };
 }
-const sharedRules: Rule[] = [];
+
+function orderedRules(options: ProxyCliOptions): Rule[] {
+  return [...(options.allow ?? []), ...(options.deny ?? [])].sort((a, b) => ruleOrder.get(a)! - ruleOrder.get(b)!);
+}
 
 export function addProxyCommand(program: Command): void {
   program
@@ -162,5 +200,6 @@ Examples:
   # keep clients off the private networks as well
   splicer proxy --listen 0.0.0.0:1080 --auth alice:s3cret --deny 'to=10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7'`,
     )
-    .action((options: ProxyCliOptions & { allow?: Rule[]; deny?: Rule[] }) => runProxy({ ...options, rule: sharedRules }));
+    .addOption(configOption())
+    .action(runProxy);
 }

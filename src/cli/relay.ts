@@ -6,6 +6,8 @@ import { acceptProxyProtocolOption, sendProxyProtocolOption } from './proxy-prot
 import type { ProxyProtocolVersion } from '../net/proxy-header.js';
 import { collect, commandEngine, engineOption, hostPortArg, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import type { LOG_LEVELS } from '../logger.js';
+import { onReloadSignal } from '../ops/reload.js';
+import { serviceNotifier } from '../ops/systemd-notify.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import { drain } from '../net/drain.js';
 import type { EngineChoice } from '../engine/contract.js';
@@ -111,7 +113,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
   if (options.workers > 1 && !role) {
     const unavailable = workersUnavailable();
     if (unavailable) throw new Error(unavailable);
-    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options });
+    return superviseWorkers({ workers: options.workers, grace: options.grace, logLevel: options.logLevel, metrics: options, validate: () => void (options.config && readConfig(options.config)) });
   }
   // In a worker: every relay on the address worker 0 bound (its port 0 made a real port).
   if (role?.listen) relays.forEach((relay, i) => (relay.listen = role.listen![i] ? formatHostPort(role.listen![i]!) : relay.listen));
@@ -134,7 +136,22 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
       await running.close();
     },
   };
-  onStopSignal(logger, options.grace, stoppable, spliceEngine);
+  const notifier = serviceNotifier(logger);
+  onStopSignal(logger, options.grace, stoppable, spliceEngine, notifier);
+  // SIGHUP: the --config file read again and its relays and toxics brought to what it says.
+  let fromFile = options.config ? readConfig(options.config) : [];
+  onReloadSignal(logger, notifier, async () => {
+    if (!options.config) return { changed: [], needsRestart: [] };
+    const next = readConfig(options.config);
+    const running = relay;
+    if (!running) throw new Error('the relays are still starting');
+    // A worker's listeners are its SO_REUSEPORT share of the group's addresses: they stay where they are.
+    const configs = role ? next.map((config) => (running.list()[config.name] ? { ...config, listen: formatHostPort(running.address(config.name)) } : config)) : next;
+    const dropped = fromFile.map((config) => config.name).filter((name) => !next.some((config) => config.name === name));
+    await running.reconcile(configs, dropped);
+    fromFile = next;
+    return { changed: [options.config], needsRestart: [] };
+  });
   const metrics = await startMetrics(
     options,
     {
@@ -170,6 +187,7 @@ async function runRelay(options: RelayCliOptions): Promise<void> {
     logger,
   });
   if (metrics) relay.on('connection', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
+  notifier.ready();
   if (role) workerListening(relays.map((config) => relay.address(config.name)), logger);
 }
 
@@ -182,7 +200,7 @@ export function relayCommand(): Command {
     .option('--listen <host:port>', 'address a relay accepts on; repeatable, each paired with the --to in the same position; :PORT means 127.0.0.1', hostPortListArg('127.0.0.1', true))
     .option('--to <host:port>', 'upstream of the --listen in the same position; repeatable', hostPortListArg())
     .option('--name <name>', 'name of the relay in the same position (default relay1, relay2...), as the API knows it; repeatable', collect)
-    .option('--config <file>', "relays from a JSON file in Toxiproxy's -config format: [{name, listen, upstream, enabled?, toxics?}]")
+    .option('--config <file>', "relays from a JSON file in Toxiproxy's -config format: [{name, listen, upstream, enabled?, toxics?}]; SIGHUP reads it again and applies the differences")
     .option(
       '--toxic <spec>',
       'a fault on every --listen relay, repeatable, applied in order: TYPE[@upstream|@downstream][:KEY=VALUE,...] or Toxiproxy JSON. ' +

@@ -14,6 +14,9 @@ import { createTunnelClient } from '../tunnel/client.js';
 import { parseFingerprint } from '../tunnel/server-dialer.js';
 import { parseExpose, parsePortRanges, TunnelOptionsError, type ExposeSpec, type PortRange } from '../tunnel/options.js';
 import { createTunnelServer } from '../tunnel/server.js';
+import { configOption, configuredOptions } from './config-file.js';
+import { reloadOnSignal } from './reload.js';
+import { serviceNotifier } from '../ops/systemd-notify.js';
 
 export const TOKEN_ENV = 'SPLICER_TUNNEL_TOKEN';
 /** Below this many characters a token is warned about: the auth exchange is only as strong as it. */
@@ -49,6 +52,9 @@ export function resolveToken(options: TokenOptions, env: NodeJS.ProcessEnv = pro
   return { token, source };
 }
 
+/** A `token` key of a config file is not in ps, as --token is. */
+const tokenSourceOf = (command: Command, source: string) => (source === '--token' && command.getOptionValueSource('token') !== 'cli' ? '--config' : source);
+
 function warnAboutToken(logger: Logger, token: string, source: string): void {
   if (source === '--token') logger.warn('--token shows in ps and in shell history: prefer --token-file or ' + TOKEN_ENV);
   if (token.length < SHORT_TOKEN) logger.warn({ length: token.length }, `the token is short: use ${SHORT_TOKEN} or more random characters (openssl rand -hex 32)`);
@@ -81,7 +87,8 @@ const TLS_IS_JS = 'TLS data connections are carried by the JS engine';
 // ---------------------------------------------------------------------------------------------
 
 interface ServerCliOptions extends TokenOptions {
-  listen: HostPort;
+  listen?: HostPort;
+  config?: string;
   ports?: PortRange[];
   publicHost: string;
   tlsCert?: string;
@@ -108,31 +115,50 @@ function readPem(flag: string, file: string): Buffer {
   }
 }
 
-async function runServer(options: ServerCliOptions): Promise<void> {
-  const logger = createLogger(options.logLevel);
+/** The tunnel server's options for these flags: throws (naming the flag) on any error. */
+function serverOptionsFrom(options: ServerCliOptions, logger: Logger) {
   const { token, source } = resolveToken(options);
   checkMetricsFlags(options);
   if (options.heartbeatTimeout <= options.heartbeat) throw new Error('--heartbeat-timeout must be longer than --heartbeat');
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
   const tls = options.tlsCert ? { cert: readPem('--tls-cert', options.tlsCert), key: readPem('--tls-key', options.tlsKey!) } : undefined;
-  const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, tls ? TLS_IS_JS : undefined);
-  warnAboutToken(logger, token, source);
-  const server = createTunnelServer({
-    listen: options.listen,
+  return {
     token,
-    ports: options.ports,
-    publicHost: options.publicHost,
-    tls,
-    heartbeatInterval: Math.round(options.heartbeat * 1000),
-    heartbeatTimeout: Math.round(options.heartbeatTimeout * 1000),
-    dataTimeout: Math.round(options.dataTimeout * 1000),
-    handshakeTimeout: Math.round(options.handshakeTimeout * 1000),
-    maxPool: options.maxPool,
-    idleTimeout: idleMs(options.idleTimeout),
-    engine: options.engine,
-    spliceEngine,
-    logger,
-  });
+    tokenSource: source,
+    options: {
+      listen: options.listen!,
+      token,
+      ports: options.ports,
+      publicHost: options.publicHost,
+      tls,
+      heartbeatInterval: Math.round(options.heartbeat * 1000),
+      heartbeatTimeout: Math.round(options.heartbeatTimeout * 1000),
+      dataTimeout: Math.round(options.dataTimeout * 1000),
+      handshakeTimeout: Math.round(options.handshakeTimeout * 1000),
+      maxPool: options.maxPool,
+      idleTimeout: idleMs(options.idleTimeout),
+      engine: options.engine,
+      logger,
+    },
+  };
+}
+
+/** --listen is required, from the command line or the file. */
+function checkServer(options: ServerCliOptions): ServerCliOptions {
+  if (!options.listen) throw new Error("required option '--listen <host:port>' not specified (on the command line or as `listen` in --config)");
+  return options;
+}
+
+async function runServer(cli: ServerCliOptions, command: Command): Promise<void> {
+  const read = () => checkServer(configuredOptions(command, cli)());
+  const options = read();
+  const logger = createLogger(options.logLevel);
+  const notifier = serviceNotifier(logger);
+  const { token, tokenSource, options: serverOptions } = serverOptionsFrom(options, logger);
+  const tls = serverOptions.tls;
+  const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, tls ? TLS_IS_JS : undefined);
+  warnAboutToken(logger, token, tokenSourceOf(command, tokenSource));
+  const server = createTunnelServer({ ...serverOptions, spliceEngine });
   const metrics = await startMetrics(
     options,
     {
@@ -157,7 +183,19 @@ async function runServer(options: ServerCliOptions): Promise<void> {
   }
   const bound = await server.listen();
   // Before the startup line: whoever sees it may stop the process at once.
-  onStopSignal(logger, options.grace, server, spliceEngine);
+  onStopSignal(logger, options.grace, server, spliceEngine, notifier);
+  reloadOnSignal({
+    logger,
+    notifier,
+    read,
+    initial: options,
+    restartOnly: ['listen', 'tlsCert', 'tlsKey', 'engine', 'threads', 'grace', 'metrics', 'open'],
+    apply: async (next) => {
+      const { options: nextOptions } = serverOptionsFrom(next, logger);
+      server.reconfigure({ ...nextOptions, spliceEngine });
+      logger.level = next.logLevel;
+    },
+  });
   logger.info(
     {
       listen: formatHostPort(bound),
@@ -167,15 +205,18 @@ async function runServer(options: ServerCliOptions): Promise<void> {
       tls: tls ? { fingerprint: server.fingerprint } : false,
       engine,
       spliceOff,
+      config: options.config,
     },
     'tunnel server listening',
   );
+  notifier.ready();
 }
 
 // ---------------------------------------------------------------------------------------------
 
 interface ClientCliOptions extends TokenOptions {
   server: HostPort;
+  config?: string;
   expose?: ExposeSpec[];
   clientId?: string;
   pool: number;
@@ -201,16 +242,32 @@ export function defaultClientId(server: HostPort, expose: ExposeSpec[]): string 
   return `${os.hostname()}/${createHash('sha256').update(what).digest('hex').slice(0, 12)}`;
 }
 
-async function runClient(options: ClientCliOptions): Promise<void> {
+/** --server is required, from the command line or the file. */
+function checkClient(options: ClientCliOptions): ClientCliOptions {
+  if (!options.server) throw new Error("required option '--server <host:port>' not specified (on the command line or as `server` in --config)");
+  resolveToken(options);
+  if ((options.expose ?? []).length === 0) throw new Error('give at least one --expose NAME=HOST:PORT@REMOTEPORT');
+  return options;
+}
+
+/** A running client's session is made of every flag but the log level: those take a restart. */
+const CLIENT_RESTART_ONLY = [
+  'server', 'token', 'tokenFile', 'expose', 'clientId', 'pool', 'tls', 'tlsCa', 'tlsFingerprint', 'tlsServername',
+  'connectTimeout', 'backoffMax', 'idleTimeout', 'engine', 'dataPath', 'threads', 'grace', 'metrics', 'open',
+] as const;
+
+async function runClient(cli: ClientCliOptions, command: Command): Promise<void> {
+  const read = () => checkClient(configuredOptions(command, cli)());
+  const options = read();
   const logger = createLogger(options.logLevel);
+  const notifier = serviceNotifier(logger);
   const { token, source } = resolveToken(options);
   const expose = options.expose ?? [];
-  if (expose.length === 0) throw new Error('give at least one --expose NAME=HOST:PORT@REMOTEPORT');
   checkMetricsFlags(options);
   const wantsTls = options.tls || options.tlsCa !== undefined || options.tlsFingerprint !== undefined;
   if (options.tlsCa !== undefined && options.tlsFingerprint !== undefined) throw new Error('give --tls-ca or --tls-fingerprint, not both');
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, wantsTls ? TLS_IS_JS : undefined);
-  warnAboutToken(logger, token, source);
+  warnAboutToken(logger, token, tokenSourceOf(command, source));
   const client = createTunnelClient({
     server: options.server,
     token,
@@ -248,7 +305,17 @@ async function runClient(options: ClientCliOptions): Promise<void> {
   client.on('tunnelUp', ({ name, local, remote }) => process.stderr.write(`splicer tunnel: ${name} ${formatHostPort(remote)} -> ${local}\n`));
   client.on('tunnelRefused', ({ name, code, message }) => process.stderr.write(`splicer tunnel: ${name} refused (${code}): ${message}\n`));
   // Before the startup line: whoever sees it may stop the process at once.
-  onStopSignal(logger, options.grace, client, spliceEngine);
+  onStopSignal(logger, options.grace, client, spliceEngine, notifier);
+  reloadOnSignal({
+    logger,
+    notifier,
+    read,
+    initial: options,
+    restartOnly: CLIENT_RESTART_ONLY,
+    apply: async (next) => {
+      logger.level = next.logLevel;
+    },
+  });
   logger.info(
     {
       server: formatHostPort(options.server),
@@ -262,6 +329,9 @@ async function runClient(options: ClientCliOptions): Promise<void> {
     'tunnel client starting',
   );
   client.start();
+  // Ready once it runs: it reconnects for as long as it lives, so a server that is down at boot
+  // is a state of the service (logged, retried), not a failed start.
+  notifier.ready();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -274,7 +344,7 @@ export function tunnelCommand(): Command {
   tunnel
     .command('server')
     .description('accept tunnel clients on --listen and publish their services on ports of this machine')
-    .requiredOption('--listen <host:port>', 'address tunnel clients connect to (control and data connections)', hostPortArg(undefined, true))
+    .option('--listen <host:port>', 'address tunnel clients connect to (control and data connections; required)', hostPortArg(undefined, true))
     .option('--token <token>', tokenHelp)
     .option('--token-file <file>', `file whose first line is the token (or set $${TOKEN_ENV})`)
     .option('--ports <ranges>', 'ports tunnels may be published on, e.g. 20000-20100 or 8080,9000-9100 (default: 1024-65535)', portRangesArg)
@@ -294,12 +364,13 @@ export function tunnelCommand(): Command {
     .addOption(metricsOpenOption())
     .addOption(logLevelOption())
     .addOption(refusedWorkersOption('the tunnel server holds session state (logins, published ports, the data-connection pool) and runs as one process'))
+    .addOption(configOption())
     .action(runServer);
 
   tunnel
     .command('client')
     .description('publish local services through a tunnel server; reconnects (with backoff) for as long as it runs')
-    .requiredOption('--server <host:port>', 'the tunnel server', hostPortArg())
+    .option('--server <host:port>', 'the tunnel server (required)', hostPortArg())
     .option('--token <token>', tokenHelp)
     .option('--token-file <file>', `file whose first line is the token (or set $${TOKEN_ENV})`)
     .option('--expose <spec>', 'NAME=HOST:PORT@REMOTEPORT: publish the service at HOST:PORT on the server\'s REMOTEPORT (0 or left out: the server chooses, and the client prints it); repeatable', exposeArg)
@@ -324,6 +395,7 @@ export function tunnelCommand(): Command {
     .addOption(metricsOpenOption())
     .addOption(logLevelOption())
     .addOption(refusedWorkersOption('the tunnel client holds one session with its server and runs as one process'))
+    .addOption(configOption())
     .action(runClient);
 
   return tunnel;

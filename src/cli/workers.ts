@@ -20,6 +20,8 @@ import { loadNative } from '../engine/splice/native.js';
 import { createLogger, LogDestination, type Logger, type LOG_LEVELS } from '../logger.js';
 import { exitBySignal } from './flags.js';
 import { superviseMetrics, type MetricsFlags } from './metrics.js';
+import { countConfigReload } from '../metrics/reloads.js';
+import { serviceNotifier } from '../ops/systemd-notify.js';
 
 /** Set by the supervisor in each worker: its index, 0 to N-1. */
 export const WORKER_ENV = 'SPLICER_WORKER';
@@ -130,6 +132,11 @@ export interface SuperviseOptions {
   logLevel: (typeof LOG_LEVELS)[number];
   /** --metrics (and --open): served by the supervisor, summed over the workers. */
   metrics?: MetricsFlags;
+  /**
+   * On SIGHUP, before any worker hears of it: reads and checks the command's options again
+   * (its config file) and throws on any error, so that a bad file reaches no worker.
+   */
+  validate?: () => void;
 }
 
 interface Slot {
@@ -153,6 +160,8 @@ export async function superviseWorkers(options: SuperviseOptions): Promise<void>
   // Every line, the workers' and its own, goes through one destination, whole and in order.
   const stdout = new LogDestination(1);
   const logger = createLogger(options.logLevel, { base: { worker: 'supervisor' }, destination: stdout });
+  // The supervisor is the service systemd knows: ready when every worker listens, stopping on SIGTERM.
+  const notifier = serviceNotifier(logger);
   const slots: Slot[] = Array.from({ length: options.workers }, (_, index) => ({ index, listening: false, startedAt: 0, startFailures: 0, quickDeaths: 0 }));
   let listen: HostPort[] | undefined;
   let announced = false;
@@ -170,6 +179,8 @@ export async function superviseWorkers(options: SuperviseOptions): Promise<void>
   const start = (slot: Slot) => {
     slot.restartTimer = undefined;
     const env: NodeJS.ProcessEnv = { ...process.env, [WORKER_ENV]: String(slot.index) };
+    // Only the supervisor talks to systemd.
+    for (const name of ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID']) delete env[name];
     if (listen) env[WORKER_LISTEN_ENV] = JSON.stringify(listen);
     else delete env[WORKER_LISTEN_ENV];
     const child = fork(process.argv[1]!, process.argv.slice(2), { env, stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
@@ -189,6 +200,7 @@ export async function superviseWorkers(options: SuperviseOptions): Promise<void>
       else if (slots.every((s) => s.listening)) {
         announced = true;
         logger.info({ workers: slots.length, pids: slots.map((s) => s.child?.pid), listen: listen.map(formatHostPort) }, 'workers started');
+        notifier.ready();
       }
     });
     // 'close', not 'exit': its last lines are read by then.
@@ -231,6 +243,7 @@ export async function superviseWorkers(options: SuperviseOptions): Promise<void>
   const stopAll = (signal: NodeJS.Signals, failure = false) => {
     if (stopping) return;
     stopping = true;
+    notifier.stopping();
     stopSignal = signal;
     failed = failure;
     for (const slot of slots) clearTimeout(slot.restartTimer);
@@ -254,9 +267,20 @@ export async function superviseWorkers(options: SuperviseOptions): Promise<void>
   process.on('SIGINT', () => stopAll('SIGINT'));
   process.on('SIGTERM', () => stopAll('SIGTERM'));
   process.on('SIGHUP', () => {
+    if (stopping) return;
+    notifier.reloading();
+    try {
+      options.validate?.();
+    } catch (err) {
+      countConfigReload('failure');
+      logger.error({ err: (err as Error).message }, 'config reload failed; the workers keep the running config');
+      notifier.ready();
+      return;
+    }
     const running = live();
     logger.info({ pids: running.map((slot) => slot.child!.pid) }, 'SIGHUP passed to the workers');
     for (const slot of running) slot.child!.kill('SIGHUP');
+    notifier.ready();
   });
 
   // Before any worker: an address it cannot have stops the command before it serves.

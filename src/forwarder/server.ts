@@ -10,7 +10,7 @@ import { defaultSpliceEngine, forward, type ForwardOptions } from '../engine/for
 import { Acceptor, nativeAccept, type AcceptPath } from '../engine/splice/acceptor.js';
 import { dialWith } from '../net/dial.js';
 import { resetSocket } from '../engine/splice/takeover.js';
-import { Listeners, type OpenListenFd } from '../net/listeners.js';
+import { Listeners, listenChanges, type OpenListenFd } from '../net/listeners.js';
 import { RunningTasks } from '../net/drain.js';
 import { clientOf, headerToSend, ProxyHeaderError, readProxyHeader, type ProxyProtocolVersion } from '../net/proxy-header.js';
 import type { ProxyHeader } from '../protocol/proxy-protocol.js';
@@ -67,13 +67,13 @@ export interface ConnectionRecord {
 }
 
 export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; error: [Error] }> {
-  readonly #options: ForwarderOptions;
+  #options: ForwarderOptions;
   readonly #listeners: Listeners;
   /** The pairs in flight; its one signal, aborted when a close's grace runs out, ends them all. */
   readonly #active = new RunningTasks();
-  readonly #upstream: string;
-  readonly #forward: ForwardOptions;
-  readonly #connectTimeout: number;
+  #upstream: string;
+  #forward: ForwardOptions;
+  #connectTimeout: number;
   readonly #native: boolean;
   #acceptor: Acceptor | undefined;
   #closing = false;
@@ -103,6 +103,27 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
     return this.#acceptor.addresses();
   }
 
+  /**
+   * Serves connections accepted from now on with `next`'s upstream and timeouts; binds its new
+   * listen addresses and stops accepting on the ones it no longer has (compared as given). Open
+   * pairs go on as they began. A listen address that cannot be bound rejects and changes nothing.
+   * The engine, accept path, listenFd and logger are the constructor's.
+   */
+  async reconfigure(next: Pick<ForwarderOptions, 'listen' | 'to' | 'idleTimeout' | 'connectTimeout'>): Promise<void> {
+    if (next.listen.length === 0) throw new TypeError('at least one listen address is needed');
+    const options: ForwarderOptions = { ...this.#options, listen: next.listen, to: next.to, idleTimeout: next.idleTimeout, connectTimeout: next.connectTimeout };
+    const { added, removed } = listenChanges(this.#options.listen, options.listen);
+    if (added.length > 0) {
+      if (this.#acceptor) await this.#acceptor.listen(added, { listenFd: options.listenFd });
+      else if (!this.#native) await this.#listeners.listen(added);
+    }
+    this.#options = options;
+    this.#upstream = formatHostPort(options.to);
+    this.#connectTimeout = options.connectTimeout ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    this.#forward = { ...this.#forward, idleTimeout: options.idleTimeout };
+    for (const address of removed) (this.#acceptor ?? this.#listeners).unlisten(address);
+  }
+
   /** Which accept path serves: 'native' (the addon's) or 'node' (net.Server). */
   get acceptPath(): 'native' | 'node' {
     return this.#native ? 'native' : 'node';
@@ -129,6 +150,8 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
 
   async #serve(client: net.Socket): Promise<void> {
     const started = performance.now();
+    // Taken now: a reload changes them for connections accepted after it.
+    const { to, upstream: upstreamName, forwardOptions, connectTimeout } = this.#current();
     // Read now, while the socket has it (it is closed once the engine takes the pair); printed only for a record.
     let host = client.remoteAddress;
     let port = client.remotePort;
@@ -144,36 +167,36 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
         header = await readProxyHeader(client, this.#options.proxyHeaderTimeout ?? DEFAULT_PROXY_HEADER_TIMEOUT_MS, this.#active.signal);
         ({ address: host, port } = clientOf(header, { address: host ?? '', port: port ?? 0 }));
       }
-      const upstream = await connectTcp(this.#options.to, this.#connectTimeout, this.#active.signal);
+      const upstream = await connectTcp(to, connectTimeout, this.#active.signal);
       // Queued ahead of the pair: either engine sends it before the client's first byte.
       const send = this.#options.sendProxyProtocol;
       if (send) upstream.write(headerToSend(send, header, peer, local));
-      result = await forward(client, upstream, this.#forward);
+      result = await forward(client, upstream, forwardOptions);
       code = result.error?.code;
     } catch (err) {
       if (err instanceof ProxyHeaderError) {
         // Never guessed: a connection that does not say who it is for is not served.
         this.#options.logger?.debug({ client: formatHostPort({ host: host ?? '?', port: port ?? 0 }), reason: err.message }, 'no PROXY header');
         client.destroy();
-        this.#report(started, host, port, undefined, err.code, 'proxy-header');
+        this.#report(upstreamName, started, host, port, undefined, err.code, 'proxy-header');
         return;
       }
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
       code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       resetSocket(client);
     }
-    this.#report(started, host, port, result, code);
+    this.#report(upstreamName, started, host, port, result, code);
   }
 
   /** The native path: no net.Socket; the addon connects, and the engine adopts both fds. */
   async #serveNative(acceptor: Acceptor, id: number, host: string, port: number): Promise<void> {
     const started = performance.now();
+    const { to, upstream: upstreamName, forwardOptions, connectTimeout } = this.#current();
     let result: ForwardResult | undefined;
     let code: string | undefined;
     try {
       if (this.#closing) throw Object.assign(new Error('shutting down'), { code: 'ESHUTDOWN' });
-      const to = this.#options.to;
-      const upstream = await dialWith(acceptor.connector, to.host, to.port, { timeout: this.#connectTimeout, signal: this.#active.signal });
+      const upstream = await dialWith(acceptor.connector, to.host, to.port, { timeout: connectTimeout, signal: this.#active.signal });
       const server = acceptor.release(upstream.id);
       const client = acceptor.release(id);
       if (!server || !client) {
@@ -182,24 +205,28 @@ export class Forwarder extends EventEmitter<{ connection: [ConnectionRecord]; er
         throw Object.assign(new Error('connection closed'), { code: 'ECONNRESET' });
       }
       const engine = this.#options.spliceEngine ?? defaultSpliceEngine();
-      result = await engine.adopt(client.fd, server.fd, null, null, this.#forward);
+      result = await engine.adopt(client.fd, server.fd, null, null, forwardOptions);
       code = result.error?.code;
     } catch (err) {
       // The upstream could not be reached: the client learns it by a reset, as from the server itself.
       code = (err as NodeJS.ErrnoException).code ?? 'EIO';
       acceptor.destroy(id, true);
     }
-    this.#report(started, host, port, result, code);
+    this.#report(upstreamName, started, host, port, result, code);
   }
 
-  #report(started: number, host: string | undefined, port: number | undefined, result: ForwardResult | undefined, code: string | undefined, failed: ConnectionRecord['reason'] = 'connect-failed'): void {
+  #current() {
+    return { to: this.#options.to, upstream: this.#upstream, forwardOptions: this.#forward, connectTimeout: this.#connectTimeout };
+  }
+
+  #report(upstream: string, started: number, host: string | undefined, port: number | undefined, result: ForwardResult | undefined, code: string | undefined, failed: ConnectionRecord['reason'] = 'connect-failed'): void {
     const logger = this.#options.logger;
     const logs = logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info'));
     // Nobody reads the record: none is made.
     if (!logs && this.listenerCount('connection') === 0) return;
     const record: ConnectionRecord = {
       client: formatHostPort({ host: host ?? '?', port: port ?? 0 }),
-      upstream: this.#upstream,
+      upstream,
       engine: result?.engine ?? null,
       bytesUp: result?.bytesAtoB ?? 0,
       bytesDown: result?.bytesBtoA ?? 0,

@@ -30,6 +30,17 @@ export async function openListenFd(open: OpenListenFd, address: HostPort): Promi
   return fd;
 }
 
+/** Listen addresses to bind and to stop, compared as given (HOST:PORT before resolution). */
+export function listenChanges(running: readonly HostPort[], wanted: readonly HostPort[]): { added: HostPort[]; removed: HostPort[] } {
+  const keys = (list: readonly HostPort[]) => new Set(list.map(formatHostPort));
+  const runningKeys = keys(running);
+  const wantedKeys = keys(wanted);
+  return {
+    added: wanted.filter((address) => !runningKeys.has(formatHostPort(address))),
+    removed: running.filter((address) => !wantedKeys.has(formatHostPort(address))),
+  };
+}
+
 export interface ListenersOptions {
   /** Leave new connections unread until the handler reads them (their first bytes stay in the kernel). */
   pauseOnConnect?: boolean;
@@ -40,6 +51,10 @@ export interface ListenersOptions {
 
 export class Listeners {
   readonly #servers: net.Server[] = [];
+  /** The address each server was asked for (by `listen`), as `unlisten` names it. */
+  readonly #asked = new WeakMap<net.Server, string>();
+  /** Servers closed by `unlisten`: their close settles when their last connection is gone. */
+  readonly #retired: Promise<void>[] = [];
   readonly #onConnection: (socket: net.Socket) => void;
   readonly #options: ListenersOptions;
 
@@ -48,8 +63,12 @@ export class Listeners {
     this.#options = options;
   }
 
-  /** Binds every address; on a failure closes what was bound and rejects. */
+  /**
+   * Binds every address; on a failure closes what was bound and rejects. Called again (a reload),
+   * it adds listeners, and a failure closes only the ones that call bound.
+   */
   async listen(addresses: readonly HostPort[]): Promise<HostPort[]> {
+    const before = this.#servers.length;
     try {
       for (const address of addresses) {
         const server = net.createServer(
@@ -58,6 +77,7 @@ export class Listeners {
         );
         server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
         this.#servers.push(server);
+        this.#asked.set(server, formatHostPort(address));
         const fd = this.#options.listenFd ? await openListenFd(this.#options.listenFd, address) : undefined;
         await new Promise<void>((resolve, reject) => {
           server.once('error', reject);
@@ -70,10 +90,25 @@ export class Listeners {
         });
       }
     } catch (err) {
-      await this.close();
+      const added = this.#servers.splice(before);
+      await Promise.all(added.map(closeServer));
       throw err;
     }
     return this.addresses();
+  }
+
+  /**
+   * Stops accepting on the listeners `listen` was asked to open on `address` (as given, before
+   * names and port 0 were resolved); their open connections are not touched. Returns how many.
+   */
+  unlisten(address: HostPort): number {
+    const key = formatHostPort(address);
+    const closing = this.#servers.filter((server) => this.#asked.get(server) === key);
+    for (const server of closing) {
+      this.#servers.splice(this.#servers.indexOf(server), 1);
+      this.#retired.push(closeServer(server));
+    }
+    return closing.length;
   }
 
   addresses(): HostPort[] {
@@ -89,6 +124,8 @@ export class Listeners {
    * that end connections themselves should await it after doing so.
    */
   async close(): Promise<void> {
-    await Promise.all(this.#servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))));
+    await Promise.all([...this.#servers.map(closeServer), ...this.#retired]);
   }
 }
+
+const closeServer = (server: net.Server) => new Promise<void>((resolve) => server.close(() => resolve()));

@@ -3,7 +3,7 @@
 import { EventEmitter, setMaxListeners } from 'node:events';
 import net from 'node:net';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
-import { Listeners } from '../net/listeners.js';
+import { Listeners, listenChanges } from '../net/listeners.js';
 import { drain } from '../net/drain.js';
 import { detectProtocol } from '../protocol/detect.js';
 import { parseProxyHeader } from '../protocol/proxy-protocol.js';
@@ -59,15 +59,24 @@ export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'protectHost
   return options.listen.some((address) => !isLoopback(address.host));
 }
 
+function checkOptions(options: ProxyOptions): void {
+  if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
+  const risk = openProxyRisk(options);
+  if (risk) throw new ExposureError(risk);
+  if (![undefined, true, false, 'auto'].includes(options.protectHost)) {
+    throw new TypeError(`protectHost must be true, false or 'auto', not ${JSON.stringify(options.protectHost)}`);
+  }
+}
+
 /** The rest of a handshake that needs a stream (HTTP, BIND, UDP ASSOCIATE): the client as a net.Socket. */
 function onSocket(session: HandshakeSession): ClientSession {
   return session instanceof NativeSession ? session.toClientSession() : (session as ClientSession);
 }
 
 export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionRecord] }> {
-  readonly #options: ProxyOptions;
-  readonly #timeouts: ProxyTimeouts;
-  readonly #limits: ProxyLimits;
+  #options: ProxyOptions;
+  #timeouts: ProxyTimeouts;
+  #limits: ProxyLimits;
   readonly #listeners: Listeners;
   /** Whether the native accept path serves (ProxyOptions.accept); the listeners are unused then. */
   readonly #native: boolean;
@@ -81,28 +90,28 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   /** Called at each connection's end while close() waits for them (the connections are counted by #open). */
   readonly #onEnd = new Set<() => void>();
   readonly #shutdown = new AbortController();
-  readonly #socks: SocksContext;
-  readonly #http: HttpProxy;
+  /** What a handshake starting now is served with; replaced whole by reconfigure(). */
+  #socks: SocksContext;
+  #http: HttpProxy;
 
   constructor(options: ProxyOptions) {
     super();
-    if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
-    const risk = openProxyRisk(options);
-    if (risk) throw new ExposureError(risk);
-    if (![undefined, true, false, 'auto'].includes(options.protectHost)) {
-      throw new TypeError(`protectHost must be true, false or 'auto', not ${JSON.stringify(options.protectHost)}`);
-    }
+    checkOptions(options);
     this.#options = options;
     // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
     this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
     this.#native = nativeAccept(options.accept, options.engine);
-    this.#timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-    this.#limits = { ...DEFAULT_LIMITS, ...options.limits };
+    ({ timeouts: this.#timeouts, limits: this.#limits, socks: this.#socks, http: this.#http } = this.#contexts(options));
+  }
+
+  #contexts(options: ProxyOptions) {
+    const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
+    const limits = { ...DEFAULT_LIMITS, ...options.limits };
     const tunnel = {
       rules: options.rules ?? [],
-      connectTimeout: this.#timeouts.connect,
-      idleTimeout: this.#timeouts.idle,
+      connectTimeout: timeouts.connect,
+      idleTimeout: timeouts.idle,
       engine: options.engine,
       spliceEngine: options.spliceEngine,
       lookup: options.lookup,
@@ -111,13 +120,37 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     };
     const auth = { credentials: options.credentials, allowEmptyCredentials: options.allowEmptyCredentials ?? false };
     const udp = { ...tunnel, advertise: options.udpAdvertise, logger: options.logger };
-    this.#socks = {
+    const socks: SocksContext = {
       ...tunnel,
       ...auth,
       bind: (session, dest, replies, record) => bindAndForward(onSocket(session), dest, replies, tunnel, record),
       udpAssociate: (session, hint, record) => udpAssociate(onSocket(session), hint, udp, record),
     };
-    this.#http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: this.#timeouts.handshake });
+    const http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: timeouts.handshake });
+    return { timeouts, limits, socks, http };
+  }
+
+  /**
+   * Serves connections accepted from now on with `next`'s users, rules, limits, timeouts, host
+   * protection and UDP address; binds its new listen addresses and stops accepting on the ones it
+   * no longer has (compared as given). Open connections, on any address, go on as they began.
+   * Checked before anything changes: an open proxy or an address that cannot be bound rejects,
+   * and the server runs on as it was. The engine, accept path, listenFd, lookup and logger are
+   * the constructor's.
+   */
+  async reconfigure(next: Omit<ProxyOptions, 'engine' | 'spliceEngine' | 'accept' | 'listenFd' | 'lookup' | 'logger'>): Promise<void> {
+    const { engine, spliceEngine, accept, listenFd, lookup, logger } = this.#options;
+    const options: ProxyOptions = { ...next, engine, spliceEngine, accept, listenFd, lookup, logger };
+    checkOptions(options);
+    const contexts = this.#contexts(options);
+    const { added, removed } = listenChanges(this.#options.listen, options.listen);
+    if (added.length > 0) {
+      if (this.#acceptor) await this.#acceptor.listen(added, { listenFd });
+      else if (!this.#native) await this.#listeners.listen(added);
+    }
+    this.#options = options;
+    ({ timeouts: this.#timeouts, limits: this.#limits, socks: this.#socks, http: this.#http } = contexts);
+    for (const address of removed) (this.#acceptor ?? this.#listeners).unlisten(address);
   }
 
   /** Binds every listen address; rejects (closing what was bound) if one fails. */

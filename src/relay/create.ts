@@ -129,6 +129,10 @@ export class Relay extends EventEmitter<{ connection: [RelayConnectionRecord] }>
   remove(name: string): Promise<void> {
     return this.registry.remove(name);
   }
+  /** A config file read again: see RelayRegistry.reconcile. */
+  reconcile(configs: readonly RelayConfig[], dropped: readonly string[]): Promise<void> {
+    return this.registry.reconcile(configs, dropped);
+  }
   populate(input: RelayInput[]): Promise<RelayView[]> {
     return this.registry.populate(input);
   }

@@ -4,7 +4,7 @@
 // interleave their awaits (a create racing a delete of the same name, a toxic added mid-move).
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { Logger } from '../logger.js';
-import { listenFailed, PopulateError, proxyExists, proxyNotFound, RelayError, toxicExists, toxicNotFound } from './control-errors.js';
+import { badRequest, listenFailed, PopulateError, proxyExists, proxyNotFound, RelayError, toxicExists, toxicNotFound } from './control-errors.js';
 import {
   applyToxicChange,
   parseNewToxic,
@@ -182,6 +182,57 @@ export class RelayRegistry {
         throw new PopulateError(err, this.strict ? [] : applied);
       }
       return applied;
+    });
+  }
+
+  /**
+   * A config file read again (SIGHUP): every relay in `configs` brought to what it says, and the
+   * relays named in `dropped` (in the file before, not now) removed. Everything is parsed before
+   * anything changes. A relay that keeps its listen address keeps its listener and connections: a
+   * new upstream applies to connections accepted from now on, and its toxic list is replaced on
+   * open connections too, without dropping them. A new listen address, or a dropped relay, ends
+   * that relay's connections, as Toxiproxy's update and delete do. Relays made over the API and
+   * not named here are left alone.
+   */
+  reconcile(configs: ReadonlyArray<RelayInput & { toxics?: unknown[] }>, dropped: readonly string[]): Promise<void> {
+    const seen = new Set<string>();
+    const wanted = configs.map(({ toxics, ...input }, i) => {
+      const spec = parseRelaySpec(input, this.open, this.strict, ` at proxy ${i + 1}`);
+      if (seen.has(spec.name)) throw badRequest(`duplicate proxy name "${spec.name}" at proxy ${i + 1}`);
+      seen.add(spec.name);
+      const parsed = (toxics ?? []).map((toxic) => parseNewToxic(toxic, this.strict));
+      const names = new Set<string>();
+      for (const toxic of parsed) {
+        if (names.has(toxic.name)) throw badRequest(`duplicate toxic name "${toxic.name}" at proxy ${i + 1}`);
+        names.add(toxic.name);
+      }
+      return { spec, toxics: parsed };
+    });
+    return this.serial(async () => {
+      for (const { spec, toxics } of wanted) {
+        const existing = this.relays.get(spec.name);
+        if (!existing) {
+          const relay = await this.build(spec);
+          this.relays.set(relay.name, relay);
+          this.setToxics(relay, toxics);
+          continue;
+        }
+        const moved = !sameAddress(existing.requestedListen, spec.listen) && !sameAddress(existing.listen, spec.listen);
+        if (!spec.enabled) await this.stop(existing);
+        else if (!existing.listener || moved) await this.move(existing, spec.listen, spec.upstream);
+        else if (!sameAddress(existing.upstream, spec.upstream)) existing.listener.setUpstream(spec.upstream);
+        existing.upstream = spec.upstream;
+        if (moved) existing.requestedListen = spec.listen;
+        // Unchanged toxics stay the same objects: their state on open connections goes on.
+        const same = JSON.stringify(existing.toxics.map(toxicJson)) === JSON.stringify(toxics.map(toxicJson));
+        if (!same) this.setToxics(existing, toxics);
+      }
+      for (const name of dropped) {
+        const relay = this.relays.get(name);
+        if (!relay || seen.has(name)) continue;
+        this.relays.delete(name);
+        await this.stop(relay);
+      }
     });
   }
 

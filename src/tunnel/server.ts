@@ -27,7 +27,7 @@ function closeServer(server: net.Server): Promise<void> {
 }
 
 export class TunnelServer extends EventEmitter<TunnelServerEvents> {
-  readonly #o: ResolvedServerOptions;
+  #o: ResolvedServerOptions;
   #server: net.Server | undefined;
   readonly #sessions: Sessions;
   readonly #streams: Streams;
@@ -40,8 +40,12 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     super();
     this.#o = parseOptions(TunnelServerOptionsSchema, options, 'tunnel server');
     const closing = () => this.#closing;
+    const current = () => this.#o;
     const ctx: ServerContext = {
-      o: this.#o,
+      // What each login, registration and stream starts with: reconfigure() replaces it whole.
+      get o() {
+        return current();
+      },
       events: this,
       get closing() {
         return closing();
@@ -50,6 +54,19 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
     };
     this.#streams = new Streams(ctx, (idText) => this.#sessions.find(idText));
     this.#sessions = new Sessions(ctx, new PortAllocator(ctx, (tunnel, socket) => this.#streams.onPublic(tunnel, socket)), this.#streams);
+  }
+
+  /**
+   * Options for what starts from now on: logins check the new token, registrations the new ports
+   * and public host, new streams the new timeouts. Sessions already logged in, their published
+   * ports and their streams go on as they are (a client whose token was replaced keeps its session
+   * until it reconnects, and is refused then). The listen address, TLS, engine and logger are the
+   * constructor's. Invalid options reject and change nothing.
+   */
+  reconfigure(options: TunnelServerOptions): void {
+    const next = parseOptions(TunnelServerOptionsSchema, options, 'tunnel server');
+    const o = this.#o;
+    this.#o = { ...next, listen: o.listen, tls: o.tls, engine: o.engine, spliceEngine: o.spliceEngine, logger: o.logger };
   }
 
   /** The SHA-256 fingerprint of the TLS certificate, for clients to pin (`--tls-fingerprint`). */

@@ -5,7 +5,7 @@
 // net.Socket (socketOnFd) for the paths that need one.
 import fs from 'node:fs';
 import { getSystemErrorName } from 'node:util';
-import type { HostPort } from '../../net/host-port.js';
+import { formatHostPort, type HostPort } from '../../net/host-port.js';
 import { openListenFd, type OpenListenFd } from '../../net/listeners.js';
 import type { Connector } from '../../net/dial.js';
 import type { Logger } from '../../logger.js';
@@ -74,6 +74,8 @@ export class Acceptor {
   readonly #handlers = new Map<number, AcceptedHandler>();
   readonly #connecting = new Map<number, ConnectWaiter>();
   readonly #listeners: number[] = [];
+  /** The address each listener was asked for, as `unlisten` names it. */
+  readonly #asked = new Map<number, string>();
   #closed = false;
 
   /**
@@ -106,11 +108,14 @@ export class Acceptor {
   async listen(addresses: readonly HostPort[], options: { listenFd?: OpenListenFd } = {}): Promise<HostPort[]> {
     const binding = loadNative().binding!;
     const open = options.listenFd ?? ((host: string, port: number) => binding.openListener(host, port));
+    const before = this.#listeners.length;
     try {
       for (const address of addresses) {
         const fd = await openListenFd(open, address);
         try {
-          this.#listeners.push(this.#native.listen(fd, this.#options.hold ?? false));
+          const listener = this.#native.listen(fd, this.#options.hold ?? false);
+          this.#listeners.push(listener);
+          this.#asked.set(listener, formatHostPort(address));
         } catch (err) {
           // Not taken over (a closed acceptor): the fd is still ours.
           fs.closeSync(fd);
@@ -118,10 +123,30 @@ export class Acceptor {
         }
       }
     } catch (err) {
-      this.closeListeners();
+      // Only what this call bound: a reload that fails leaves the running listeners as they were.
+      for (const listener of this.#listeners.splice(before)) this.#closeListener(listener);
       throw err;
     }
     return this.addresses();
+  }
+
+  /**
+   * Stops accepting on the listeners `listen` was asked to open on `address` (as given); the
+   * connections they accepted are not touched. Returns how many.
+   */
+  unlisten(address: HostPort): number {
+    const key = formatHostPort(address);
+    const closing = this.#listeners.filter((listener) => this.#asked.get(listener) === key);
+    for (const listener of closing) {
+      this.#listeners.splice(this.#listeners.indexOf(listener), 1);
+      this.#closeListener(listener);
+    }
+    return closing.length;
+  }
+
+  #closeListener(listener: number): void {
+    this.#asked.delete(listener);
+    this.#native.closeListener(listener);
   }
 
   addresses(): HostPort[] {
@@ -133,7 +158,7 @@ export class Acceptor {
 
   /** Stops accepting; connections are not touched. */
   closeListeners(): void {
-    for (const listener of this.#listeners.splice(0)) this.#native.closeListener(listener);
+    for (const listener of this.#listeners.splice(0)) this.#closeListener(listener);
   }
 
   /** Routes the connection's events to `handler` from now on. */

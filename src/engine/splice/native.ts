@@ -180,6 +180,12 @@ export interface NativeBinding {
    */
   openListener(host: string, port: number, backlog?: number, reusePort?: boolean): number;
   /**
+   * One datagram of systemd's notify protocol (sd_notify(3)) to the unix datagram socket `path`
+   * (a leading '@': the abstract namespace). Never blocks. Throws an Error with `code`, `errno`
+   * and `syscall` (ENOENT, ECONNREFUSED, EAGAIN from sendto; ENAMETOOLONG for a path too long).
+   */
+  notify(path: string, message: string): void;
+  /**
    * The handshake's sockets without Node streams: an epoll set of the addon's, watched by libuv
    * on the JS thread. `onEvent(kind, id, a, b, c)` (ACCEPTOR_EVENT) is called from libuv.
    */
