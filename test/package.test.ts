@@ -200,6 +200,18 @@ describe('the packed tarball, installed with --ignore-scripts', () => {
     expect(splice).toEqual(nativeDisabled ? { available: false, reason: DISABLED } : { available: true, origin: 'prebuild', file: path.join(installed, PREBUILD) });
   });
 
+  it('where a local build and a prebuild are both there (a checkout after npm pack), the local build serves', async (ctx) => {
+    needsPack(ctx);
+    // prebuildify moves what it compiled out of build/Release; a later build:native puts one back.
+    const built = path.join(source, 'build', 'Release', 'splicer.node');
+    fs.mkdirSync(path.dirname(built), { recursive: true });
+    fs.copyFileSync(path.join(source, PREBUILD), built);
+    const engines = await run(process.execPath, [path.join(source, 'dist', 'cli', 'main.js'), 'engines'], { cwd: source, timeoutMs: 30_000 });
+    expect(engines.code, engines.stderr).toBe(0);
+    const splice = (JSON.parse(engines.stdout) as ProbeReport['engines']).splice;
+    expect(splice).toEqual(nativeDisabled ? { available: false, reason: DISABLED } : { available: true, origin: 'build', file: built });
+  });
+
   it('the install script, where the prebuild loads, compiles nothing', async (ctx) => {
     needsInstall(ctx);
     const installScript = await run(process.execPath, ['scripts/install.cjs'], { cwd: installed, timeoutMs: 60_000 });
