@@ -9,6 +9,7 @@ export {
   type ForwardResult,
   type EnginesReport,
   type EngineAvailability,
+  type SpliceAvailability,
   type Side,
 } from './engine/contract.js';
 export { createProxyServer, ProxyServer, openProxyRisk, ExposureError } from './proxy/server.js';

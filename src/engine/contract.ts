@@ -89,8 +89,16 @@ export interface EngineAvailability {
   reason?: string;
 }
 
+/** The splice engine's availability, and when available, which addon file serves it. */
+export interface SpliceAvailability extends EngineAvailability {
+  /** `prebuild`: shipped in the package (prebuilds/); `build`: compiled on this machine (build/Release). */
+  origin?: 'prebuild' | 'build';
+  /** The addon file loaded. */
+  file?: string;
+}
+
 export interface EnginesReport {
-  splice: EngineAvailability;
+  splice: SpliceAvailability;
   js: EngineAvailability;
 }
 

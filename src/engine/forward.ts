@@ -35,7 +35,7 @@ export function defaultSpliceEngine(): SpliceEngine {
 export function engines(): EnginesReport {
   const load = loadNative();
   return {
-    splice: load.binding ? { available: true } : { available: false, reason: load.reason },
+    splice: load.binding ? { available: true, origin: load.origin, file: load.file } : { available: false, reason: load.reason },
     js: { available: true },
   };
 }

@@ -1,5 +1,6 @@
 // The one place that loads the addon. Everything else asks `loadNative()` and
 // gets either the binding or the reason it is not there.
+import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
@@ -240,9 +241,17 @@ export interface NativeAcceptor {
   counts(): { connections: number; listeners: number };
 }
 
-export type NativeLoad = { binding: NativeBinding; reason?: undefined } | { binding: null; reason: string };
+/** Where the loaded addon came from: a prebuild shipped in the package, or one compiled here. */
+export type AddonOrigin = 'prebuild' | 'build';
+
+export type NativeLoad =
+  | { binding: NativeBinding; origin: AddonOrigin; file: string; reason?: undefined }
+  | { binding: null; reason: string };
 
 let loaded: NativeLoad | undefined;
+
+/** The package root: where `prebuilds/` and `build/` are looked for. */
+const PACKAGE_ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 
 export function loadNative(): NativeLoad {
   if (loaded) return loaded;
@@ -254,13 +263,45 @@ export function loadNative(): NativeLoad {
     loaded = { binding: null, reason: 'disabled by SPLICER_DISABLE_NATIVE=1' };
     return loaded;
   }
+  const require = createRequire(import.meta.url);
+  let file: string;
   try {
-    const require = createRequire(import.meta.url);
-    const nodeGypBuild = require('node-gyp-build') as (dir: string) => unknown;
-    const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
-    loaded = { binding: nodeGypBuild(root) as NativeBinding };
-  } catch (err) {
-    loaded = { binding: null, reason: `native addon not loaded: ${(err as Error).message}` };
+    // node-gyp-build's order: a local build (build/Release) first, then prebuilds/<platform>-<arch>
+    // matching this libc. An install from the package has only the prebuild (scripts/install.cjs
+    // compiles nothing when it loads); a checkout has the build it just compiled, which must win
+    // over a prebuild that `npm pack` left behind from older sources.
+    const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
+    file = nodeGypBuild.resolve(PACKAGE_ROOT);
+  } catch {
+    const where = `${process.platform}-${process.arch} ${libc()}`;
+    return notice({ binding: null, reason: `no prebuild for ${where} and no local build in ${PACKAGE_ROOT}` });
   }
-  return loaded;
+  try {
+    const binding = require(file) as NativeBinding;
+    const prebuilds = path.join(PACKAGE_ROOT, 'prebuilds') + path.sep;
+    loaded = { binding, origin: file.startsWith(prebuilds) ? 'prebuild' : 'build', file };
+    return loaded;
+  } catch (err) {
+    return notice({ binding: null, reason: `native addon ${path.relative(PACKAGE_ROOT, file)} did not load: ${firstLine(err)}` });
+  }
+}
+
+/**
+ * On Linux the splice engine is expected, so its absence is said once per process, on one
+ * stderr line; elsewhere (and when switched off) the JS engine is the normal case and says nothing.
+ */
+function notice(load: NativeLoad & { binding: null }): NativeLoad {
+  loaded = load;
+  process.stderr.write(`splicer: the splice engine is not available: ${load.reason}; the JS engine will be used\n`);
+  return load;
+}
+
+function libc(): string {
+  // As node-gyp-build tells them apart, so the message names the prebuild it looked for.
+  return process.env.LIBC || (fs.existsSync('/etc/alpine-release') ? 'musl' : 'glibc');
+}
+
+function firstLine(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  return message.split('\n', 1)[0]!.trim();
 }
