@@ -1,6 +1,6 @@
 // The PROXY protocol against HAProxy's own: HAProxy in front of `splicer proxy
 // --accept-proxy-protocol` (send-proxy-v2 and send-proxy, the configuration
-// docs/deploy-proxy-protocol.md shows, with two splicer instances), and splicer forward and relay
+// docs/deploy.md shows, with two splicer instances), and splicer forward and relay
 // with --send-proxy-protocol in front of HAProxy's `bind ... accept-proxy`. splicer runs as a user
 // runs it (the CLI). Clients connect from other loopback addresses (127.0.0.2, .4, .5...) than
 // HAProxy's own (127.0.0.1), so the address a header carries can be told from the peer's.
@@ -68,11 +68,11 @@ function accepts(port: number): Promise<boolean> {
   });
 }
 
-/** The HAProxy configuration in docs/deploy-proxy-protocol.md, on these ports, with `send` for send-proxy-v2. */
+/** The HAProxy configuration in docs/deploy.md, on these ports, with `send` for send-proxy-v2. */
 function documentedConfig(frontend: number, splicers: [number, number], send: 'send-proxy-v2' | 'send-proxy'): string {
-  const doc = fs.readFileSync(path.join(import.meta.dirname, '..', 'docs', 'deploy-proxy-protocol.md'), 'utf8');
+  const doc = fs.readFileSync(path.join(import.meta.dirname, '..', 'docs', 'deploy.md'), 'utf8');
   const block = /```haproxy\n([\s\S]*?)```/.exec(doc);
-  expect(block, 'the haproxy block of docs/deploy-proxy-protocol.md').not.toBeNull();
+  expect(block, 'the haproxy block of docs/deploy.md').not.toBeNull();
   const config = block![1]
     .replace('127.0.0.1:1080', `${HOST}:${frontend}`)
     .replace('127.0.0.1:1081', `${HOST}:${splicers[0]}`)
