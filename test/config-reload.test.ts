@@ -282,6 +282,33 @@ describe('splicer tunnel --config', () => {
     expect(await client.stop()).toBe(0);
     expect(await server.stop()).toBe(0);
   });
+  it('SIGHUP on the client: a service added to expose is published, one removed is taken down, an open stream carries on intact', async () => {
+    const echo = await echoServer();
+    const TOKEN = 'config-test-token-0123456789abcdef';
+    const server = startCli(['tunnel', 'server', '--listen', '127.0.0.1:0', '--ports', '20000-65000'], { env: { SPLICER_TUNNEL_TOKEN: TOKEN } });
+    const serverPort = portOf((await server.waitFor('tunnel server listening')).listen);
+    const clientFile = writeConfig('tunnel-client-expose.yaml', { server: `127.0.0.1:${serverPort}`, token: TOKEN, expose: [`one=127.0.0.1:${echo}`] });
+    const client = startCli(['tunnel', 'client', '--config', clientFile]);
+    const onePort = portOf((await client.waitFor('tunnel up', (l) => l.tunnel === 'one')).remote);
+    const open = await h.connectTo(onePort);
+    h.onCleanup(() => open.destroy());
+    let twoPort = 0;
+    const intact = await echoAcross(open, async () => {
+      writeConfig('tunnel-client-expose.yaml', { server: `127.0.0.1:${serverPort}`, token: TOKEN, expose: [`two=127.0.0.1:${echo}`] });
+      const from = client.lines.length;
+      const outcome = await reload(client);
+      expect(outcome.msg).toBe('config reloaded');
+      expect(outcome.changed).toEqual(['expose']);
+      twoPort = portOf((await client.waitFor('tunnel up', (l) => l.tunnel === 'two' && client.lines.indexOf(l) >= from)).remote);
+      // The new service is published and carries bytes while the first stream is still open.
+      expect(await echoAcross(await h.connectTo(twoPort), async () => {}, 16 * KiB)).toBe(true);
+    });
+    expect(intact, 'the stream open across the reload').toBe(true);
+    // The service dropped from the file is no longer published: its port refuses.
+    if (twoPort !== onePort) expect(await connectRefused(onePort)).toBe('ECONNREFUSED');
+    expect(await client.stop()).toBe(0);
+    expect(await server.stop()).toBe(0);
+  });
 });
 
 describe('splicer relay --config', () => {
