@@ -123,13 +123,34 @@ export class DataConnections {
   }
 
   #serveStream(data: net.Socket, streamId: number, name: string, from: HostPort | null): void {
+    this.#runStream(streamId, name, from, () => resetSocket(data), async (service, signal) => {
+      let local: net.Socket;
+      try {
+        local = await connectTcp(service, this.#o.localConnectTimeout, signal);
+      } catch (err) {
+        throw new StreamFailure('connect-failed', err);
+      }
+      try {
+        return await forward(data, local, this.#forwardOptions());
+      } catch (err) {
+        local.destroy();
+        throw new StreamFailure('error', err);
+      }
+    });
+  }
+
+  /**
+   * One stream after START: the tunnel's service reached and the stream carried by `carry` (which
+   * throws a StreamFailure, `reset` then resetting the public client), reported once it ends.
+   */
+  #runStream(streamId: number, name: string, from: HostPort | null, reset: () => void, carry: (service: HostPort, signal: AbortSignal) => Promise<ForwardResult>): void {
     const started = performance.now();
     const tunnel = this.#tunnels.get(name);
     // Made only for a record or an event that someone takes.
     const base = () => ({ tunnel: name, local: tunnel?.status.local ?? '?', client: from ? formatHostPort(from) : '?', streamId });
-    const fail = (reason: 'connect-failed' | 'unknown-tunnel', code: string) => {
+    const fail = (reason: StreamFailure['reason'] | 'unknown-tunnel', code: string) => {
       // The public client sees a reset, as it would from the service itself.
-      resetSocket(data);
+      reset();
       if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
     };
     if (!tunnel) {
@@ -141,31 +162,23 @@ export class DataConnections {
       this.#events.emit('connectionOpen', { tunnel: name, client, streamId });
     }
     this.#streams.run((async () => {
-      let local: net.Socket;
+      let result: ForwardResult;
       try {
-        local = await connectTcp(tunnel.spec.local, this.#o.localConnectTimeout, this.#streams.signal);
+        result = await carry(tunnel.spec.local, this.#streams.signal);
       } catch (err) {
-        return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
+        if (err instanceof StreamFailure) return fail(err.reason, err.code);
+        return fail('error', (err as NodeJS.ErrnoException).code ?? 'EIO');
       }
-      try {
-        const result = await forward(data, local, this.#forwardOptions());
-        if (!this.#recording()) return;
-        this.#report({
-          ...base(),
-          engine: result.engine,
-          bytesUp: result.bytesAtoB,
-          bytesDown: result.bytesBtoA,
-          durationMs: round(performance.now() - started),
-          reason: result.reason,
-          ...(result.error ? { code: result.error.code } : {}),
-        });
-      } catch (err) {
-        resetSocket(data);
-        local.destroy();
-        if (this.#recording()) {
-          this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
-        }
-      }
+      if (!this.#recording()) return;
+      this.#report({
+        ...base(),
+        engine: result.engine,
+        bytesUp: result.bytesAtoB,
+        bytesDown: result.bytesBtoA,
+        durationMs: round(performance.now() - started),
+        reason: result.reason,
+        ...(result.error ? { code: result.error.code } : {}),
+      });
     })());
   }
 
@@ -206,29 +219,12 @@ export class DataConnections {
   }
 
   #serveNativeStream(acceptor: Acceptor, engine: SpliceEngine, dataId: number, rest: Buffer, streamId: number, name: string, from: HostPort | null): void {
-    const started = performance.now();
-    const tunnel = this.#tunnels.get(name);
-    const base = () => ({ tunnel: name, local: tunnel?.status.local ?? '?', client: from ? formatHostPort(from) : '?', streamId });
-    const fail = (reason: 'connect-failed' | 'unknown-tunnel' | 'error', code: string) => {
-      // The public client sees a reset, as it would from the service itself.
-      acceptor.destroy(dataId, true);
-      if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason, code });
-    };
-    if (!tunnel) {
-      this.#o.logger?.error({ tunnel: name, streamId }, 'unknown tunnel in START');
-      return fail('unknown-tunnel', 'ENOENT');
-    }
-    if (this.#events.listenerCount('connectionOpen') > 0) {
-      const { client } = base();
-      this.#events.emit('connectionOpen', { tunnel: name, client, streamId });
-    }
-    this.#streams.run((async () => {
-      const signal = this.#streams.signal;
+    this.#runStream(streamId, name, from, () => acceptor.destroy(dataId, true), async (service, signal) => {
       let local: NativeUpstream;
       try {
-        local = await dialWith(acceptor.connector, tunnel.spec.local.host, tunnel.spec.local.port, { timeout: this.#o.localConnectTimeout, signal });
+        local = await dialWith(acceptor.connector, service.host, service.port, { timeout: this.#o.localConnectTimeout, signal });
       } catch (err) {
-        return fail('connect-failed', (err as NodeJS.ErrnoException).code ?? 'EIO');
+        throw new StreamFailure('connect-failed', err);
       }
       const dataEnd = acceptor.release(dataId);
       const localEnd = acceptor.release(local.id);
@@ -236,28 +232,15 @@ export class DataConnections {
         // The public side went away while the service was dialled.
         if (dataEnd) fs.closeSync(dataEnd.fd);
         if (localEnd) fs.closeSync(localEnd.fd);
-        if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: 'ECONNRESET' });
-        return;
+        throw new StreamFailure('error', { code: 'ECONNRESET' });
       }
-      let result: ForwardResult;
       try {
         // What came after START goes to the service first; the hello is written (the reply proves it).
-        result = await engine.adopt(dataEnd.fd, localEnd.fd, rest.length > 0 ? rest : null, null, { idleTimeout: this.#o.idleTimeout, signal });
+        return await engine.adopt(dataEnd.fd, localEnd.fd, rest.length > 0 ? rest : null, null, { idleTimeout: this.#o.idleTimeout, signal });
       } catch (err) {
-        if (this.#recording()) this.#report({ ...base(), engine: null, bytesUp: 0, bytesDown: 0, durationMs: round(performance.now() - started), reason: 'error', code: (err as NodeJS.ErrnoException).code ?? 'EIO' });
-        return;
+        throw new StreamFailure('error', err);
       }
-      if (!this.#recording()) return;
-      this.#report({
-        ...base(),
-        engine: result.engine,
-        bytesUp: result.bytesAtoB,
-        bytesDown: result.bytesBtoA,
-        durationMs: round(performance.now() - started),
-        reason: result.reason,
-        ...(result.error ? { code: result.error.code } : {}),
-      });
-    })());
+    });
   }
 
   /** The same for every stream, so made once. */
@@ -275,5 +258,18 @@ export class DataConnections {
   #report(record: ClientConnectionRecord): void {
     this.#o.logger?.info(record, 'connection closed');
     this.#events.emit('connectionClose', record);
+  }
+}
+
+/** Why a stream could not be carried: its service refused (connect-failed), or anything else. */
+class StreamFailure extends Error {
+  readonly code: string;
+  constructor(
+    readonly reason: 'connect-failed' | 'error',
+    cause: unknown,
+  ) {
+    const code = (cause as NodeJS.ErrnoException | undefined)?.code ?? 'EIO';
+    super(code);
+    this.code = code;
   }
 }
