@@ -12,6 +12,7 @@ const UNIT_TESTS = [
   'test/connect.test.ts',
   'test/drain.test.ts',
   'test/ip.test.ts',
+  'test/mux-frame.test.ts',
   'test/protocol-detect.test.ts',
   'test/protocol-http.test.ts',
   'test/protocol-socks4.test.ts',
