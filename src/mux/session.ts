@@ -43,7 +43,6 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
   private readonly streams = new Map<number, MuxStream>();
   private readonly parser: FrameParser;
   private nextStreamId: number;
-  private highestRemoteId = 0;
   private corked = false;
   private drainWaiters: (() => void)[] = [];
   private pings = new Map<number, PendingPing>();
@@ -271,9 +270,8 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
   }
 
   private acceptStream(id: number): MuxStream | undefined {
+    // Ids need not arrive in order: hashicorp/yamux allocates them before its goroutines race to send the SYN.
     if (this.isLocal(id)) throw protocolViolation(`peer opened stream ${id}, an id of our side`, 'ERR_MUX_BAD_STREAM_ID');
-    if (id <= this.highestRemoteId) throw protocolViolation(`peer reused stream id ${id}`, 'ERR_MUX_BAD_STREAM_ID');
-    this.highestRemoteId = id;
     // Refused streams get RST: past the limit, while going away, or with nobody to take them.
     if (this.goAwaySent || this.streams.size >= this.options.maxStreams || this.listenerCount('stream') === 0) {
       this.sendFrame(FRAME_TYPE.WINDOW_UPDATE, FLAG.RST, id, 0);
