@@ -64,6 +64,29 @@ describe('mux session: streams end to end', () => {
   });
 });
 
+describe('mux session: writes', () => {
+  it("calls a write's callback only once its bytes are written: a writer reusing its buffer loses nothing", async () => {
+    const { client, server } = await sessionPair();
+    const received = new Promise<Buffer>((resolve) =>
+      server.on('stream', (s) => {
+        const parts: Buffer[] = [];
+        s.on('data', (d: Buffer) => parts.push(d));
+        s.on('end', () => resolve(Buffer.concat(parts)));
+      }),
+    );
+    const stream = client.openStream();
+    const buffer = Buffer.alloc(48 * KiB);
+    for (let i = 0; i < 64; i++) {
+      buffer.fill(i);
+      await new Promise<void>((resolve, reject) => stream.write(buffer, (err) => (err ? reject(err) : resolve())));
+    }
+    stream.end();
+    const all = await h.within(received, 10_000, 'the stream');
+    expect(all.length).toBe(64 * 48 * KiB);
+    for (let i = 0; i < 64; i++) expect(all.subarray(i * 48 * KiB, (i + 1) * 48 * KiB).every((b) => b === i)).toBe(true);
+  });
+});
+
 describe('mux session: close semantics', () => {
   it('half-closes client → server: the server reads to the end and still sends 1 MiB after it', async () => {
     const { client, server } = await sessionPair();

@@ -48,6 +48,8 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
   private pings = new Map<number, PendingPing>();
   private nextPingId = 1;
   private lastRtt: number | undefined;
+  /** Reads from the connection so far: any of them proves the peer alive while a ping waits. */
+  private chunksReceived = 0;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private goAwaySent = false;
   private remoteGoAway = false;
@@ -115,18 +117,31 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
     return stream;
   }
 
-  /** Sends a ping; resolves with the round trip in ms, rejects when no answer comes within keepaliveTimeout. */
+  /**
+   * Sends a ping; resolves with the round trip in ms. Rejects (ERR_MUX_KEEPALIVE_TIMEOUT) when
+   * keepaliveTimeout passes with neither the answer nor any other byte from the peer: an answer
+   * queued behind a window's worth of data is late, not lost, and a dead peer sends nothing.
+   */
   ping(): Promise<number> {
     if (this.closed) return Promise.reject(new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session is closed'));
     const id = this.nextPingId;
     this.nextPingId = (this.nextPingId + 1) >>> 0 || 1;
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pings.delete(id);
-        reject(new MuxError('ERR_MUX_KEEPALIVE_TIMEOUT', `no answer to a ping within ${this.options.keepaliveTimeout} ms`));
-      }, this.options.keepaliveTimeout);
-      timer.unref();
-      this.pings.set(id, { sentAt: performance.now(), resolve, reject, timer });
+      const arm = (chunksSeen: number): NodeJS.Timeout => {
+        const timer = setTimeout(() => {
+          const ping = this.pings.get(id);
+          if (!ping) return;
+          if (this.chunksReceived !== chunksSeen) {
+            ping.timer = arm(this.chunksReceived);
+            return;
+          }
+          this.pings.delete(id);
+          reject(new MuxError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing from the peer for ${this.options.keepaliveTimeout} ms after a ping`));
+        }, this.options.keepaliveTimeout);
+        timer.unref();
+        return timer;
+      };
+      this.pings.set(id, { sentAt: performance.now(), resolve, reject, timer: arm(this.chunksReceived) });
       this.sendFrame(FRAME_TYPE.PING, FLAG.SYN, 0, id);
     });
   }
@@ -156,7 +171,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
 
   // ---- StreamHost ----
 
-  sendFrame(type: FrameType, flags: number, streamId: number, length: number, payload?: Buffer): boolean {
+  sendFrame(type: FrameType, flags: number, streamId: number, length: number, payload?: Buffer, onWritten?: (err?: Error | null) => void): boolean {
     if (this.closed) return false;
     if (!this.corked) {
       // Every frame of this tick leaves in one writev.
@@ -167,7 +182,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
     const header = Buffer.allocUnsafe(HEADER_SIZE);
     writeHeader(header, 0, type, flags, streamId, length);
     const ok = this.socket.write(header);
-    return payload ? this.socket.write(payload) : ok;
+    return payload ? this.socket.write(payload, onWritten) : ok;
   }
 
   onDrain(fn: () => void): void {
@@ -200,6 +215,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
 
   private readonly onChunk = (chunk: Buffer) => {
     if (this.closed) return;
+    this.chunksReceived++;
     let failure;
     try {
       failure = this.parser.push(chunk, this.sink);

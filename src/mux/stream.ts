@@ -16,8 +16,11 @@ import { MuxError } from './errors.js';
 
 /** What a stream needs from its session. */
 export interface StreamHost {
-  /** Writes one frame; false when the connection's buffer is full (wait for onDrain). */
-  sendFrame(type: FrameType, flags: number, streamId: number, length: number, payload?: Buffer): boolean;
+  /**
+   * Writes one frame; false when the connection's buffer is full (wait for onDrain). `onWritten`
+   * runs once the connection has written the payload (the writer may then reuse its buffer).
+   */
+  sendFrame(type: FrameType, flags: number, streamId: number, length: number, payload?: Buffer, onWritten?: (err?: Error | null) => void): boolean;
   /** Calls `fn` once when the connection's buffer has drained. */
   onDrain(fn: () => void): void;
   /** The stream's protocol life is over (FIN both ways, or reset): frames for its id are ignored from now on. */
@@ -32,12 +35,16 @@ export interface StreamHost {
 export const MAX_DATA_FRAME = 64 * 1024;
 
 const READABLE_HIGH_WATER_MARK = 64 * 1024;
+/** Where small received pieces are copied to, so they pin no read buffer of the connection. */
+const SPARE_BLOCK = 16 * 1024;
 
 export class MuxStream extends Duplex {
   // Receive side.
   private readonly queue: Buffer[] = [];
   private queuedBytes = 0;
   private recvCredit = INITIAL_WINDOW;
+  private spare: Buffer | undefined;
+  private spareUsed = 0;
   private recvWindow = INITIAL_WINDOW;
   private lastUpdateAt = 0;
   private wantRead = false;
@@ -86,6 +93,10 @@ export class MuxStream extends Duplex {
     }
     this.recvCredit -= piece.length;
     if (this.destroyed || this.remoteFin) return; // reset by us, or data after FIN: drop it
+    // A small piece is a view that keeps the connection's whole read buffer (64 KiB) alive: a
+    // peer sending tiny frames to a stalled stream would pin 64 KiB per byte of window. Copied,
+    // what a stream holds stays within twice its bytes.
+    if (piece.length * 2 < piece.buffer.byteLength) piece = this.compact(piece);
     this.queue.push(piece);
     this.queuedBytes += piece.length;
     if (this.wantRead) this.drainQueue();
@@ -130,6 +141,7 @@ export class MuxStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (chunk.length === 0) return callback();
     this.pendingChunk = chunk;
     this.pendingCallback = callback;
     this.flush();
@@ -167,10 +179,15 @@ export class MuxStream extends Duplex {
     let chunk = this.pendingChunk;
     while (chunk && chunk.length > 0 && this.sendWindow > 0 && !this.waitingForDrain) {
       const n = Math.min(chunk.length, this.sendWindow, MAX_DATA_FRAME);
-      const piece = n === chunk.length ? chunk : chunk.subarray(0, n);
-      chunk = n === chunk.length ? undefined : chunk.subarray(n);
+      const last = n === chunk.length;
+      const piece = last ? chunk : chunk.subarray(0, n);
+      chunk = last ? undefined : chunk.subarray(n);
       this.sendWindow -= n;
-      if (!this.host.sendFrame(FRAME_TYPE.DATA, 0, this.id, n, piece)) {
+      // The write's callback waits until the connection has written the chunk's last frame: the
+      // frames are views of the writer's buffer, which it may reuse after the callback.
+      const callback = this.pendingCallback;
+      const onWritten = last && callback ? () => this.writeDone(callback) : undefined;
+      if (!this.host.sendFrame(FRAME_TYPE.DATA, 0, this.id, n, piece, onWritten)) {
         this.waitingForDrain = true;
         this.host.onDrain(() => {
           this.waitingForDrain = false;
@@ -179,11 +196,26 @@ export class MuxStream extends Duplex {
       }
     }
     this.pendingChunk = chunk;
-    if (!chunk && !this.waitingForDrain && this.pendingCallback) {
-      const callback = this.pendingCallback;
-      this.pendingCallback = undefined;
-      callback();
+  }
+
+  private writeDone(callback: (err?: Error | null) => void): void {
+    // Not when _destroy already failed it.
+    if (this.pendingCallback !== callback) return;
+    this.pendingCallback = undefined;
+    callback();
+  }
+
+  /** `piece` copied into this stream's own spare block (small pieces) or its own buffer. */
+  private compact(piece: Buffer): Buffer {
+    if (piece.length >= SPARE_BLOCK / 2) return Buffer.from(piece);
+    if (!this.spare || this.spareUsed + piece.length > this.spare.length) {
+      this.spare = Buffer.allocUnsafeSlow(SPARE_BLOCK);
+      this.spareUsed = 0;
     }
+    const at = this.spareUsed;
+    piece.copy(this.spare, at);
+    this.spareUsed += piece.length;
+    return this.spare.subarray(at, at + piece.length);
   }
 
   private drainQueue(): void {
