@@ -278,18 +278,31 @@ describe('mux session: liveness and shutdown', () => {
     expect(await h.within(serverClosed, 5_000, 'server closed')).toBeUndefined();
   });
 
-  it('destroy() fails open streams with ERR_MUX_SESSION_CLOSED and leaves no fd open', async () => {
+  it("destroy() closes open streams; the peer's streams fail with ERR_MUX_SESSION_CLOSED; no fd is left open", async () => {
     const before = h.openFdCount();
     const { client, server } = await sessionPair();
-    echoStreams(server);
+    const accepted = new Promise<MuxStream>((resolve) => server.on('stream', resolve));
     const stream = client.openStream();
-    const failed = streamError(stream);
+    const seen = new Promise<string>((resolve) => {
+      stream.once('error', (err) => resolve(`error ${err.message}`));
+      stream.once('close', () => resolve('close'));
+    });
     stream.write('x');
+    const peerFailed = streamError(await accepted);
     client.destroy();
-    expect((await failed).code).toBe('ERR_MUX_SESSION_CLOSED');
+    expect(await seen).toBe('close');
+    expect((await h.within(peerFailed, 5_000, 'the peer stream failing')).code).toBe('ERR_MUX_SESSION_CLOSED');
     await Promise.all([client.whenClosed(), server.whenClosed()]);
     await h.closeAll();
     expect(await h.waitFor(() => h.openFdCount() <= before, 2_000)).toBe(true);
+  });
+
+  it('destroy(err) fails open streams with err', async () => {
+    const { client, server } = await sessionPair();
+    echoStreams(server);
+    const failed = streamError(client.openStream());
+    client.destroy(new Error('shutting down'));
+    expect((await failed).message).toBe('shutting down');
   });
 
   it('rejects bad options with the option named', () => {

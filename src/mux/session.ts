@@ -159,7 +159,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
     return this.closedPromise;
   }
 
-  /** Closes at once: streams fail with `err` (or ERR_MUX_SESSION_CLOSED), the connection is destroyed. */
+  /** Closes at once: the connection is destroyed; open streams are destroyed with `err` (none: they just close). */
   destroy(err?: Error): void {
     this.terminate(err, 'destroy');
   }
@@ -356,8 +356,8 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
       ping.reject(err ?? new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session closed'));
     }
     this.pings.clear();
-    const streamError = err ?? new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session closed');
-    for (const stream of [...this.streams.values()]) stream.abort(streamError);
+    // Without an error (only destroy() with none leaves streams open here) streams close without one, as HTTP/2's do.
+    for (const stream of [...this.streams.values()]) stream.abort(err);
     this.streams.clear();
     this.drainWaiters = [];
     if (this.corked) this.uncork();

@@ -128,7 +128,7 @@ export class MuxStream extends Duplex {
   }
 
   /** The session is gone: fail without sending anything. */
-  abort(err: Error): void {
+  abort(err: Error | undefined): void {
     this.done = true;
     this.destroy(err);
   }
