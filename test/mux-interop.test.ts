@@ -3,18 +3,14 @@
 // against Debian's golang-github-hashicorp-yamux-dev; skipped with the reason where go or that
 // package is missing, a failure under CI, which installs both).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
-import os from 'node:os';
-import path from 'node:path';
 import { Transform, type Duplex, type TransformCallback } from 'node:stream';
 import { createMuxSession, type MuxSession, type MuxStream } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB, MiB } from './helpers.js';
-import { hasTool, underCi } from './policy.js';
+import { buildGoPeer, echoClientResults, goPeerMissing, runGoPeer } from './mux-go-peer.js';
 import { hashStream, writePattern } from './mux-helpers.js';
 
 const require = createRequire(import.meta.url);
@@ -158,52 +154,18 @@ describe('interop with yamux-js (npm)', () => {
 // ---------------------------------------------------------------------------
 // Go's hashicorp/yamux
 
-const YAMUX_GO_SRC = '/usr/share/gocode/src/github.com/hashicorp/yamux';
-const goMissing = !hasTool('go')
-  ? 'go is not installed (apt-get install -y golang-go)'
-  : !existsSync(YAMUX_GO_SRC)
-    ? `${YAMUX_GO_SRC} is missing (apt-get install -y golang-github-hashicorp-yamux-dev)`
-    : undefined;
-if (goMissing && underCi) throw new Error(`${goMissing}, and CI must have it`);
+let peer: ReturnType<typeof buildGoPeer> | undefined;
+const runPeer = (args: string[]) => runGoPeer(peer!.binary, args);
 
-let peerBinary = '';
-let buildDir = '';
-
-describe.skipIf(goMissing)(`interop with hashicorp/yamux (Go)${goMissing ? `: skipped, ${goMissing}` : ''}`, () => {
+describe.skipIf(goPeerMissing)(`interop with hashicorp/yamux (Go)${goPeerMissing ? `: skipped, ${goPeerMissing}` : ''}`, () => {
   beforeAll(() => {
-    buildDir = mkdtempSync(path.join(os.tmpdir(), 'splicer-yamux-peer-'));
-    peerBinary = path.join(buildDir, 'yamux-peer');
-    // GOPATH mode against Debian's sources: no module download, no network.
-    execFileSync('go', ['build', '-o', peerBinary, path.join(import.meta.dirname, 'peers', 'yamux-peer', 'main.go')], {
-      env: { ...process.env, GO111MODULE: 'off', GOPATH: '/usr/share/gocode', GOPROXY: 'off', GOFLAGS: '' },
-      stdio: ['ignore', 'ignore', 'pipe'],
-      timeout: 120_000,
-    });
+    peer = buildGoPeer();
   }, 150_000);
-  afterAll(() => rmSync(buildDir, { recursive: true, force: true }));
-
-  function runPeer(args: string[]) {
-    const child = spawn(peerBinary, args, { stdio: ['ignore', 'pipe', 'pipe'] });
-    h.onCleanup(() => child.kill('SIGKILL'));
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d));
-    child.stderr.on('data', (d: Buffer) => (stderr += d));
-    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
-    const port = new Promise<number>((resolve, reject) => {
-      child.stdout.on('data', () => {
-        const m = /listening (\d+)/.exec(stdout);
-        if (m) resolve(Number(m[1]));
-      });
-      void exited.then((code) => reject(new Error(`yamux-peer exited (${code}): ${stderr}`)));
-    });
-    port.catch(() => {});
-    return { child, port, exited, output: () => stdout, errors: () => stderr };
-  }
+  afterAll(() => peer?.remove());
 
   it('our streams open to it: 100 streams of 512 KiB echoed, hashed, FIN both ways', async () => {
-    const peer = runPeer(['echo-server']);
-    const socket = h.track(net.connect(await h.within(peer.port, 10_000, 'yamux-peer listening'), h.HOST));
+    const goPeer = runPeer(['echo-server']);
+    const socket = h.track(net.connect(await h.within(goPeer.port, 10_000, 'yamux-peer listening'), h.HOST));
     await new Promise((resolve) => socket.once('connect', resolve));
     const ours = createMuxSession(socket, { role: 'client' });
     await h.within(
@@ -221,7 +183,7 @@ describe.skipIf(goMissing)(`interop with hashicorp/yamux (Go)${goMissing ? `: sk
     );
     expect(await h.waitFor(() => ours.streamCount === 0, 5_000)).toBe(true);
     await ours.close();
-    expect(await h.within(peer.exited, 5_000, 'yamux-peer exiting')).toBe(0);
+    expect(await h.within(goPeer.exited, 5_000, 'yamux-peer exiting')).toBe(0);
   });
 
   it('its streams open to us: 100 streams of 512 KiB echoed and hashed, its FIN delivered to us', async () => {
@@ -236,13 +198,9 @@ describe.skipIf(goMissing)(`interop with hashicorp/yamux (Go)${goMissing ? `: sk
         s.pipe(s);
       });
     });
-    const peer = runPeer(['echo-client', `${h.HOST}:${server.port}`, '100', String(512 * KiB)]);
-    expect(await h.within(peer.exited, 60_000, 'yamux-peer echo-client')).toBe(0);
-    const results = peer
-      .output()
-      .trim()
-      .split('\n')
-      .map((line) => JSON.parse(line) as { stream: number; sent: string; received: string; bytes: number; error?: string });
+    const goPeer = runPeer(['echo-client', `${h.HOST}:${server.port}`, '100', String(512 * KiB)]);
+    expect(await h.within(goPeer.exited, 60_000, 'yamux-peer echo-client')).toBe(0);
+    const results = echoClientResults(goPeer.output());
     expect(results).toHaveLength(100);
     for (const r of results) {
       expect(r.error).toBeUndefined();
@@ -254,8 +212,8 @@ describe.skipIf(goMissing)(`interop with hashicorp/yamux (Go)${goMissing ? `: sk
   });
 
   it('one stream of 64 MiB each way with a 4 MiB window on both sides', async () => {
-    const peer = runPeer(['-window', String(4 * MiB), 'echo-server']);
-    const socket = h.track(net.connect(await h.within(peer.port, 10_000, 'yamux-peer listening'), h.HOST));
+    const goPeer = runPeer(['-window', String(4 * MiB), 'echo-server']);
+    const socket = h.track(net.connect(await h.within(goPeer.port, 10_000, 'yamux-peer listening'), h.HOST));
     await new Promise((resolve) => socket.once('connect', resolve));
     const ours = createMuxSession(socket, { role: 'client' });
     const stream = ours.openStream();

@@ -1,16 +1,20 @@
 // `splicer forward`: forward every connection on --listen to one upstream.
 import { Command } from 'commander';
-import { acceptOption, commandEngine, engineOption, hostPortArg, hostPortListArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
-import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
+import { acceptOption, commandEngine, engineOption, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
+import { formatHostPort, isLoopback } from '../net/host-port.js';
 import { Forwarder } from '../forwarder/server.js';
 import type { LOG_LEVELS } from '../logger.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 import type { AcceptPath } from '../engine/splice/acceptor.js';
+import { addMuxOptions, muxAddressArg, muxAddressListArg, runMuxForward, usesMux, type MaybeMuxAddress } from './forward-mux.js';
 
 interface ForwardCliOptions {
-  listen?: HostPort[];
-  to: HostPort;
+  listen?: MaybeMuxAddress[];
+  to: MaybeMuxAddress;
+  muxWindow: number;
+  muxMaxStreams: number;
+  muxKeepalive: number;
   engine: EngineChoice;
   accept: AcceptPath;
   threads: number;
@@ -22,6 +26,7 @@ interface ForwardCliOptions {
 }
 
 async function runForward(options: ForwardCliOptions): Promise<void> {
+  if (usesMux(options)) return runMuxForward(options);
   const role = workerRole();
   if (options.workers > 1 && !role) {
     const unavailable = workersUnavailable();
@@ -60,11 +65,15 @@ async function runForward(options: ForwardCliOptions): Promise<void> {
 }
 
 export function addForwardCommand(program: Command): void {
-  program
+  const command = program
     .command('forward')
     .description('forward every connection accepted on --listen to --to, both ways, keeping half-close and resets')
-    .requiredOption('--to <host:port>', 'upstream to connect each client to', hostPortArg())
-    .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
+    .requiredOption('--to <host:port>', 'upstream to connect each client to; mux://HOST:PORT: one yamux session there, a stream per client', muxAddressArg())
+    .option(
+      '--listen <host:port>',
+      'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000); mux://HOST:PORT accepts yamux sessions, each stream forwarded to --to',
+      muxAddressListArg('127.0.0.1', true),
+    )
     .addOption(engineOption())
     .addOption(acceptOption('a pair'))
     .addOption(threadsOption())
@@ -72,6 +81,6 @@ export function addForwardCommand(program: Command): void {
     .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
     .addOption(graceOption('pair'))
     .addOption(workersOption())
-    .addOption(logLevelOption())
-    .action(runForward);
+    .addOption(logLevelOption());
+  addMuxOptions(command).action(runForward);
 }
