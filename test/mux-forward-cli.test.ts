@@ -43,6 +43,8 @@ describe('splicer forward with mux://', () => {
     );
     // Each client reached the target on a connection of its own.
     expect(target.conns.items).toHaveLength(20);
+    // SIGTERM: GoAway on its session, then a clean exit.
+    expect(await front.stop()).toBe(0);
   });
 
   it('passes a half-close through both hops: the target reads to the end, then answers', async () => {

@@ -2,13 +2,17 @@
 // reset both ways (and through forward() to a TCP peer), a stalled reader that holds up nobody,
 // stream limits, keepalive against a peer that went silent, GoAway, and garbage from the peer.
 import { afterEach, describe, expect, it } from 'vitest';
+import fs from 'node:fs';
 import net from 'node:net';
+import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
 import { createMuxSession, forward, MuxError, type MuxSession, type MuxStream } from '../src/index.js';
 import { encodeHeader, FLAG, FRAME_TYPE, FrameParser, GO_AWAY_CODE, type FrameHeader } from '../src/mux/frame.js';
 import * as h from './helpers.js';
 import { KiB, MiB } from './helpers.js';
 import { hashStream, sessionPair, streamError, writePattern } from './mux-helpers.js';
+import { needsTool } from './policy.js';
+import { makeCert } from './tunnel-helpers.js';
 
 afterEach(h.closeAll);
 
@@ -36,6 +40,25 @@ describe('mux session: streams end to end', () => {
     const fromServer = Array.from({ length: 300 }, (_, i) => echoed(server.openStream(), 1000 + i, sizes(i + 17)));
     await h.within(Promise.all([...fromClient, ...fromServer]), 60_000, '600 echoed streams');
     expect(await h.waitFor(() => client.streamCount === 0 && server.streamCount === 0, 5_000)).toBe(true);
+  });
+
+  it('runs over TLS: 50 streams echoed and hashed through a TLS connection', async (ctx) => {
+    needsTool(ctx, 'openssl');
+    const cert = makeCert('mux.test');
+    h.onCleanup(() => fs.rmSync(cert.dir, { recursive: true, force: true }));
+    const server = h.track(
+      tls.createServer({ cert: cert.cert, key: cert.key }, (socket) => {
+        const session = createMuxSession(socket, { role: 'server' });
+        h.onCleanup(() => session.destroy());
+        echoStreams(session);
+      }),
+    );
+    const port = await h.listen(server);
+    const socket = tls.connect({ host: h.HOST, port, ca: cert.cert, servername: 'mux.test' });
+    await new Promise((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+    const client = createMuxSession(socket, { role: 'client' });
+    h.onCleanup(() => client.destroy());
+    await h.within(Promise.all(Array.from({ length: 50 }, (_, i) => echoed(client.openStream(), 500 + i, 200 * KiB))), 30_000, 'streams over TLS');
   });
 
   it('gives streams odd ids on the client side and even ids on the server side', async () => {
