@@ -7,6 +7,7 @@
 //   net/        host:port and IP codecs, listeners, connecting and dialing, abort
 //   pcap/       the TCP-conversation writer
 //   engine/     forward(), the contract, the JS engine; engine/splice/ the native side
+//   mux/        yamux sessions and streams over any Duplex; imports no other layer of ours
 //   proxy/ relay/ tunnel/ forwarder/   the services: each on the shared layers only, never on
 //                                      each other
 //   cli/        one file per command; the only importer of several services
@@ -33,8 +34,8 @@ module.exports = {
     {
       name: 'shared-imports-no-service',
       severity: 'error',
-      comment: 'engine/, net/, pcap/, protocol/ and logger.ts are shared: they import no service and no command.',
-      from: { path: '^src/(engine|net|pcap|protocol)/|^src/logger\\.ts$' },
+      comment: 'engine/, mux/, net/, pcap/, protocol/ and logger.ts are shared: they import no service and no command.',
+      from: { path: '^src/(engine|mux|net|pcap|protocol)/|^src/logger\\.ts$' },
       to: { path: '^src/(proxy|relay|tunnel|forwarder|cli)/' },
     },
     {

@@ -14,6 +14,7 @@ const UNIT_TESTS = [
   'test/drain.test.ts',
   'test/ip.test.ts',
   'test/metrics-unit.test.ts',
+  'test/mux-frame.test.ts',
   'test/protocol-detect.test.ts',
   'test/protocol-http.test.ts',
   'test/protocol-proxy.test.ts',

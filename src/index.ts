@@ -31,3 +31,4 @@ export { openNativePcap, NativePcapSink, type NativePcapOptions } from './engine
 export type { SpliceControl, SpliceForwardOptions, SpliceRecordOptions } from './engine/splice/engine.js';
 export type { ReleasedPair } from './engine/contract.js';
 export { TcpConversation, PCAP_GLOBAL_HEADER, type ConversationState, type Endpoint as PcapEndpoint } from './pcap/tcp-conversation.js';
+export * from './mux/index.js';

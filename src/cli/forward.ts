@@ -1,6 +1,6 @@
 // `splicer forward`: forward every connection on --listen to one upstream.
 import { Command } from 'commander';
-import { acceptOption, commandEngine, engineOption, hostPortArg, hostPortListArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
+import { acceptOption, commandEngine, engineOption, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Forwarder } from '../forwarder/server.js';
 import type { LOG_LEVELS } from '../logger.js';
@@ -13,11 +13,15 @@ import type { ProxyProtocolVersion } from '../net/proxy-header.js';
 import { configOption, configuredOptions } from './config-file.js';
 import { reloadOnSignal } from './reload.js';
 import { serviceNotifier } from '../ops/systemd-notify.js';
+import { addMuxOptions, muxAddressArg, muxAddressListArg, runMuxForward, usesMux, type MaybeMuxAddress } from './forward-mux.js';
 
 interface ForwardCliOptions {
-  listen?: HostPort[];
-  to?: HostPort;
+  listen?: MaybeMuxAddress[];
+  to?: MaybeMuxAddress;
   config?: string;
+  muxWindow: number;
+  muxMaxStreams: number;
+  muxKeepalive: number;
   engine: EngineChoice;
   accept: AcceptPath;
   threads: number;
@@ -36,6 +40,7 @@ interface ForwardCliOptions {
 async function runForward(cli: ForwardCliOptions, command: Command): Promise<void> {
   const read = configuredOptions(command, cli);
   const options = checkForward(read());
+  if (usesMux({ listen: options.listen, to: options.to! })) return runMuxForward({ ...options, to: options.to! });
   const role = workerRole();
   checkMetricsFlags(options);
   if (options.workers > 1 && !role) {
@@ -107,11 +112,15 @@ function checkForward(options: ForwardCliOptions): ForwardCliOptions {
 }
 
 export function addForwardCommand(program: Command): void {
-  program
+  const command = program
     .command('forward')
     .description('forward every connection accepted on --listen to --to, both ways, keeping half-close and resets')
-    .option('--to <host:port>', 'upstream to connect each client to (required)', hostPortArg())
-    .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000)', hostPortListArg('127.0.0.1', true))
+    .option('--to <host:port>', 'upstream to connect each client to (required); mux://HOST:PORT: one yamux session there, a stream per client', muxAddressArg())
+    .option(
+      '--listen <host:port>',
+      'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000); mux://HOST:PORT accepts yamux sessions, each stream forwarded to --to',
+      muxAddressListArg('127.0.0.1', true),
+    )
     .addOption(engineOption())
     .addOption(acceptOption('a pair'))
     .addOption(acceptProxyProtocolOption('--proxy-header-timeout', '; served on the node accept path'))
@@ -125,6 +134,6 @@ export function addForwardCommand(program: Command): void {
     .addOption(metricsOption())
     .addOption(metricsOpenOption())
     .addOption(logLevelOption())
-    .addOption(configOption())
-    .action(runForward);
+    .addOption(configOption());
+  addMuxOptions(command).action(runForward);
 }
