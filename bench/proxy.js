@@ -6,7 +6,7 @@
 //                       [--count 2000] [--clients 1,64] [--max-seconds 20] [--size 1024] [--warmup 4000] [--open 0]
 //                       [--gib 1] [--streams 1,8] [--warmup-mib 64] [--runs 3] [--timeout 120]
 //                       [--tunnels N] [--idle-seconds 30] [--echo-seconds 30] [--fd-count 100000] [--fd-seconds 180]
-//                       [--workers 1,2] [--json FILE]
+//                       [--workers 1,2] [--base-cli PATH] [--json FILE]
 //   npm run bench:proxy -- [options]
 //
 // Servers (each started fresh for every measurement, warmed up first; missing ones are skipped):
@@ -18,6 +18,8 @@
 //   splice-metrics  splice with --metrics on, scraped (GET /metrics) once a second while it runs: the
 //               cost of metrics, as a ratio to the splice row of the same run
 //   js          the same with --engine js
+//   base, base-t0  splice and splice-t0 run by another build (--base-cli PATH: its dist/cli/main.js, e.g. a
+//               worktree of an earlier commit), to measure a change against the commit before it in one run
 //   --workers N[,M...]  splice and js run with --workers N (each worker its own SO_REUSEPORT socket); with
 //               more than one level, a row per level: splice-w1, splice-w2, js-w1... (default 1: rows splice, js)
 //   microsocks  microsocks -i 127.0.0.1 -p P                  (a thread per connection)
@@ -94,7 +96,7 @@ import {
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'splice-metrics', 'splice-t0', 'splice-node', 'js', 'microsocks', 'dante'];
+const ALL = ['direct', 'splice', 'splice-metrics', 'splice-t0', 'splice-node', 'js', 'base', 'base-t0', 'microsocks', 'dante'];
 // splicer's rows and their flags: splice accepts on the addon's native path (auto picks it), splice-node on net.Server.
 const SPLICER_ROWS = {
   splice: ['--engine', 'splice'],
@@ -103,6 +105,9 @@ const SPLICER_ROWS = {
   // --metrics HOST:PORT is added when it starts (a free port), with a scraper once a second.
   'splice-metrics': ['--engine', 'splice'],
   js: ['--engine', 'js'],
+  // --base-cli PATH: the same as splice, run by another build's dist/cli/main.js (an earlier commit).
+  base: ['--engine', 'splice'],
+  'base-t0': ['--engine', 'splice', '--threads', '0'],
 };
 const isSplicer = (name) => Object.hasOwn(SPLICER_ROWS, name);
 const TESTS = ['conn', 'bulk', 'idle', 'c10k', 'fds'];
@@ -132,6 +137,7 @@ const { values: opt } = parseArgs({
     'fd-seconds': { type: 'string', default: '180' },
     json: { type: 'string' },
     workers: { type: 'string', default: '1' },
+    'base-cli': { type: 'string' },
     help: { type: 'boolean', short: 'h', default: false },
   },
 });
@@ -200,10 +206,12 @@ function log(msg) {
 const microsocksBin = which('microsocks');
 const danteBin = which('danted');
 const cliJs = path.join(root, 'dist', 'cli', 'main.js');
+const baseCli = opt['base-cli'] ? path.resolve(opt['base-cli']) : undefined;
 
 const skipped = {};
 const servers = only.filter((f) => {
   if (isSplicer(f) && !existsSync(cliJs)) skipped[f] = 'dist/cli/main.js missing (npx tsc -p tsconfig.build.json)';
+  if (f.startsWith('base') && !(baseCli && existsSync(baseCli))) skipped[f] = '--base-cli PATH (another build\'s dist/cli/main.js) not given or missing';
   else if (f === 'microsocks' && !microsocksBin) skipped[f] = 'microsocks not on PATH (apt-get install microsocks)';
   else if (f === 'dante' && !danteBin) skipped[f] = 'danted not on PATH (apt-get install dante-server)';
   else return true;
@@ -283,7 +291,8 @@ async function startServer(name, driver, verbose, held = 0) {
     const limits = extra > 0 ? ['--max-connections', String(extra + 10000), '--max-per-client', String(extra + 5000)] : [];
     const metricsPort = splicer.metrics ? await freePort() : undefined;
     const metrics = metricsPort ? ['--metrics', `${HOST}:${metricsPort}`] : [];
-    const cp = spawnChild(process.execPath, [cliJs, 'proxy', '--listen', `${HOST}:${port}`, ...splicer.flags,
+    const cli = name.startsWith('base') ? baseCli : cliJs;
+    const cp = spawnChild(process.execPath, [cli, 'proxy', '--listen', `${HOST}:${port}`, ...splicer.flags,
       '--log-level', verbose ? 'info' : 'silent', '--grace', '0', '--workers', String(splicer.workers), ...limits, ...metrics]);
     await waitListening(port, cp, 15000);
     // Worker 0 listens first: wait until every worker holds its socket, or the first ones take all the load.
