@@ -94,11 +94,7 @@ export class DataConnections {
     try {
       socket = await this.#dialer.dial(this.#o.connectTimeout, signal);
     } catch (err) {
-      if (signal.aborted) return;
-      const code = (err as DialError).code ?? 'EIO';
-      this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');
-      session.channel.send({ type: 'connect-failed', id, code: code.slice(0, 64) });
-      return;
+      return this.#dialFailed(session, id, err);
     }
     socket.write(encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
     let reply;
@@ -109,15 +105,9 @@ export class DataConnections {
       if (!signal.aborted) this.#o.logger?.debug({ request: id, code: (err as HeaderError).code }, 'data connection closed before START');
       return;
     }
-    if (reply.status === 'error') {
+    if (reply.status === 'error' || reply.type === 'error') {
       socket.destroy();
-      this.#o.logger?.warn({ request: id, code: reply.code, message: reply.message }, 'bad reply on a data connection');
-      return;
-    }
-    if (reply.type === 'error') {
-      socket.destroy();
-      this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
-      return;
+      return this.#refused(id, reply);
     }
     this.#serveStream(socket, reply.streamId, reply.tunnel, reply.client);
   }
@@ -189,11 +179,7 @@ export class DataConnections {
     try {
       data = await dialWith(acceptor.connector, server.host, server.port, { timeout: this.#o.connectTimeout, signal, notUpstream: true });
     } catch (err) {
-      if (signal.aborted) return;
-      const code = (err as DialError).code ?? 'EIO';
-      this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');
-      session.channel.send({ type: 'connect-failed', id, code: code.slice(0, 64) });
-      return;
+      return this.#dialFailed(session, id, err);
     }
     const written = acceptor.write(data.id, encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
     if (typeof written === 'string') {
@@ -211,9 +197,7 @@ export class DataConnections {
     }
     if (reply.status === 'error' || reply.type === 'error') {
       acceptor.destroy(data.id);
-      if (reply.status === 'error') this.#o.logger?.warn({ request: id, code: reply.code, message: reply.message }, 'bad reply on a data connection');
-      else this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
-      return;
+      return this.#refused(id, reply);
     }
     this.#serveNativeStream(acceptor, engine, data.id, rest, reply.streamId, reply.tunnel, reply.client);
   }
@@ -241,6 +225,20 @@ export class DataConnections {
         throw new StreamFailure('error', err);
       }
     });
+  }
+
+  /** The data connection could not be made: the server hears it (unless the session is over). */
+  #dialFailed(session: DataSession, id: number, err: unknown): void {
+    if (session.abort.signal.aborted) return;
+    const code = (err as DialError).code ?? 'EIO';
+    this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');
+    session.channel.send({ type: 'connect-failed', id, code: code.slice(0, 64) });
+  }
+
+  /** A reply that is no START: the server's refusal, or bytes that are no reply. */
+  #refused(id: number, reply: Exclude<ReturnType<typeof parseDataReply>, { status: 'incomplete' } | { status: 'ok'; type: 'start' }>): void {
+    if (reply.status === 'error') this.#o.logger?.warn({ request: id, code: reply.code, message: reply.message }, 'bad reply on a data connection');
+    else this.#o.logger?.warn({ request: id, code: reply.name, message: reply.message }, 'data connection refused');
   }
 
   /** The same for every stream, so made once. */
