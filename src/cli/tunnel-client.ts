@@ -21,6 +21,10 @@ export interface ClientCliOptions extends TokenOptions {
   expose?: ExposeSpec[];
   clientId?: string;
   pool: number;
+  mux?: boolean;
+  muxWindow: number;
+  muxMaxStreams: number;
+  muxKeepalive: number;
   tls?: boolean;
   tlsCa?: string;
   tlsFingerprint?: string;
@@ -60,6 +64,7 @@ function clientOptionsFrom(options: ClientCliOptions, command: Command, logger: 
   const expose = options.expose ?? [];
   const wantsTls = options.tls || options.tlsCa !== undefined || options.tlsFingerprint !== undefined;
   if (options.tlsCa !== undefined && options.tlsFingerprint !== undefined) throw new Error('give --tls-ca or --tls-fingerprint, not both');
+  if (options.mux) checkMux(options);
   return {
     wantsTls,
     token,
@@ -70,6 +75,9 @@ function clientOptionsFrom(options: ClientCliOptions, command: Command, logger: 
       tunnels: expose.map((e) => ({ name: e.name, local: e.local, remotePort: e.remotePort })),
       clientId: options.clientId ?? defaultClientId(options.server, expose),
       pool: options.pool,
+      mux: options.mux
+        ? { maxWindow: options.muxWindow, maxStreams: options.muxMaxStreams, keepaliveInterval: Math.round(options.muxKeepalive * 1000) }
+        : (false as const),
       tls: wantsTls
         ? { ca: options.tlsCa !== undefined ? readPem('--tls-ca', options.tlsCa) : undefined, fingerprint: options.tlsFingerprint, servername: options.tlsServername }
         : (false as const),
@@ -82,6 +90,13 @@ function clientOptionsFrom(options: ClientCliOptions, command: Command, logger: 
       logger,
     },
   };
+}
+
+/** What --mux rules out: each of these is about a connection per stream, which a mux stream is not. */
+function checkMux(options: ClientCliOptions): void {
+  if (options.pool > 0) throw new Error('--pool does not apply with --mux: streams share the mux connection, there are no data connections to keep ready');
+  if (options.dataPath !== 'auto') throw new Error('--data-path does not apply with --mux: a mux stream has no connection of its own');
+  if (options.engine === 'splice') throw new Error('--engine splice cannot carry mux streams (their bytes are framed in user space): use --engine auto or js');
 }
 
 /**
@@ -181,6 +196,7 @@ export async function runClient(cli: ClientCliOptions, command: Command): Promis
       clientId: generation.current.clientId,
       tunnels: expose.map((e) => `${e.name}=${formatHostPort(e.local)}@${e.remotePort}`),
       pool: options.pool,
+      mux: options.mux === true || undefined,
       tls: wantsTlsAtStart ? (options.tlsFingerprint ? 'pinned' : 'ca') : false,
       engine,
       spliceOff,
