@@ -47,11 +47,19 @@ export function defaultClientId(server: HostPort, expose: ExposeSpec[]): string 
   return `${os.hostname()}/${createHash('sha256').update(what).digest('hex').slice(0, 12)}`;
 }
 
+/** What --mux rules out: each of these is about a connection per stream, which a mux stream is not. */
+function checkMux(options: ClientCliOptions): void {
+  if (options.pool > 0) throw new Error('--pool does not apply with --mux: streams share the mux connection, there are no data connections to keep ready');
+  if (options.dataPath !== 'auto') throw new Error('--data-path does not apply with --mux: a mux stream has no connection of its own');
+  if (options.engine === 'splice') throw new Error('--engine splice cannot carry mux streams (their bytes are framed in user space): use --engine auto or js');
+}
+
 /** --server is required, from the command line or the file. */
 function checkClient(options: ClientCliOptions): ClientCliOptions {
   if (!options.server) throw new Error("required option '--server <host:port>' not specified (on the command line or as `server` in --config)");
   resolveToken(options);
   if ((options.expose ?? []).length === 0) throw new Error('give at least one --expose NAME=HOST:PORT@REMOTEPORT');
+  if (options.mux) checkMux(options);
   return options;
 }
 
@@ -64,7 +72,6 @@ function clientOptionsFrom(options: ClientCliOptions, command: Command, logger: 
   const expose = options.expose ?? [];
   const wantsTls = options.tls || options.tlsCa !== undefined || options.tlsFingerprint !== undefined;
   if (options.tlsCa !== undefined && options.tlsFingerprint !== undefined) throw new Error('give --tls-ca or --tls-fingerprint, not both');
-  if (options.mux) checkMux(options);
   return {
     wantsTls,
     token,
@@ -90,13 +97,6 @@ function clientOptionsFrom(options: ClientCliOptions, command: Command, logger: 
       logger,
     },
   };
-}
-
-/** What --mux rules out: each of these is about a connection per stream, which a mux stream is not. */
-function checkMux(options: ClientCliOptions): void {
-  if (options.pool > 0) throw new Error('--pool does not apply with --mux: streams share the mux connection, there are no data connections to keep ready');
-  if (options.dataPath !== 'auto') throw new Error('--data-path does not apply with --mux: a mux stream has no connection of its own');
-  if (options.engine === 'splice') throw new Error('--engine splice cannot carry mux streams (their bytes are framed in user space): use --engine auto or js');
 }
 
 /**
