@@ -311,6 +311,30 @@ describe('the mux connection', () => {
   });
 });
 
+describe('a mux client and a server that does not speak mux', () => {
+  it('says mux in hello, and opens data connections when the server asks for those instead', async () => {
+    const service = await h.startEchoServer();
+    const hellos: unknown[] = [];
+    const datas = new h.Arrivals<net.Socket>();
+    const fake = await t.startFakeServer({
+      onLogin: async (peer) => {
+        hellos.push(peer.messages.items.find((m) => m.type === 'hello'));
+        // What a server of before mux does: its welcome has no mux, and it asks for a data connection.
+        peer.send({ type: 'connect', id: 1 });
+      },
+      onData: (socket) => datas.push(socket),
+    });
+    t.startClient({ host: h.HOST, port: fake.port }, { service: [service.port], mux: true });
+    const data = await datas.nth(0, 'a data connection', 5000);
+    expect(hellos[0]).toMatchObject({ type: 'hello', mux: true });
+    // START for tunnel s0, then the bytes reach the service and its echo comes back.
+    const start = Buffer.from([REPLY.START, 0, 0, 0, 0, 0, 0, 0, 1, 2, 0x73, 0x30, 0, 0, 0]);
+    data.write(start);
+    data.end('echo me');
+    expect((await h.collectUntilEnd(data)).toString()).toBe('echo me');
+  });
+});
+
 describe('the mux connection on the wire', () => {
   const session = Buffer.alloc(16, 7);
   const key = Buffer.alloc(32, 9);
