@@ -1,7 +1,8 @@
 // `splicer tunnel client`: logs in to a tunnel server, registers the services it publishes, and
 // opens a data connection whenever the server asks for one; each carries one public connection to
-// the local service with forward(). With `mux`, one mux connection carries them all as streams. It never gives up: a lost or refused server is retried with
-// exponential backoff, and every tunnel is registered again on each new session.
+// the local service with forward() (with `mux`, one mux connection carries them all as streams).
+// It never gives up: a lost or refused server is retried with exponential backoff, and every
+// tunnel is registered again on each new session.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { createRequire } from 'node:module';

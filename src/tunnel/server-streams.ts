@@ -156,7 +156,12 @@ export class Streams {
     if (--request.left === 0) clearTimeout(request.timer);
     if (session.mux?.request === start.requestId) session.mux.request = 0;
     // The client sends nothing after its hello until the reply has said what comes next.
-    if (socket.readableLength > 0) return refuse(DATA_ERROR.PROTOCOL, `bytes after the ${start.kind} hello, before the reply`, session.clientId);
+    if (socket.readableLength > 0) {
+      refuse(DATA_ERROR.PROTOCOL, `bytes after the ${start.kind} hello, before the reply`, session.clientId);
+      // Its request is used up: another connection is asked for (the mux connection, or one for a waiting public client).
+      this.want(session);
+      return undefined;
+    }
     return session;
   }
 
