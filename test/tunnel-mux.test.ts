@@ -5,7 +5,7 @@
 import fs from 'node:fs';
 import net from 'node:net';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { defaultSpliceEngine, SpliceEngine } from '../src/index.js';
+import { createTunnelClient, defaultSpliceEngine, SpliceEngine } from '../src/index.js';
 import { createMuxSession, type MuxStream } from '../src/mux/index.js';
 import { dataMac, decodeMessage, encodeDataHello, parseConnectionStart, parseDataReply, parseMuxReply, REPLY } from '../src/tunnel/protocol.js';
 import { readHeader } from '../src/tunnel/header.js';
@@ -308,6 +308,17 @@ describe('the mux connection', () => {
     await spliceEngine?.close();
     const settled = await h.waitFor(() => Object.keys(h.fdDiff(baseline, h.fdTable())).length === 0, 5000);
     expect(settled, `fds left: ${JSON.stringify(h.fdDiff(baseline, h.fdTable()))}`).toBe(true);
+  });
+});
+
+describe('mux client options', () => {
+  it('refuses a pool, the native data path and the splice engine with mux, naming the option', () => {
+    const base = { server: { host: h.HOST, port: 1 }, token: t.TOKEN, tunnels: [{ name: 'web', local: { host: h.HOST, port: 1 } }] };
+    expect(() => createTunnelClient({ ...base, mux: true, pool: 2 })).toThrow(/pool: a pool of data connections does not apply with mux/);
+    expect(() => createTunnelClient({ ...base, mux: true, dataPath: 'native' })).toThrow(/dataPath: mux streams/);
+    expect(() => createTunnelClient({ ...base, mux: { maxWindow: 1024 } })).toThrow(/mux/);
+    expect(() => createTunnelClient({ ...base, mux: true, engine: 'splice' })).toThrow(/engine: mux streams are carried by the JS engine/);
+    expect(() => createTunnelClient({ ...base, mux: { maxStreams: 8, keepaliveInterval: 0 } })).not.toThrow();
   });
 });
 
