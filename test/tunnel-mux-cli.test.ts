@@ -62,11 +62,13 @@ describe('splicer tunnel client --mux', () => {
     const body = crypto.randomBytes(2 << 20);
     let origin: http.Server;
     let originPort: number;
+    let originConnections = 0;
     beforeAll(async () => {
       origin = http.createServer((req, res) => {
         res.setHeader('content-length', body.length);
         res.end(body);
       });
+      origin.on('connection', () => originConnections++);
       await new Promise<void>((resolve) => origin.listen(0, '127.0.0.1', resolve));
       originPort = (origin.address() as net.AddressInfo).port;
     });
@@ -93,9 +95,13 @@ describe('splicer tunnel client --mux', () => {
       expect(await client.waitFor('connection closed')).toMatchObject({ tunnel: 'web', reason: 'eof', engine: 'js', bytesDown: record.bytesDown, streamId: record.streamId });
 
       // SIGHUP with one more service: a new client logs in (with its own mux connection); a stream
-      // the old one carries goes on (its request is sent after the reload).
+      // the old one carries goes on (its request is finished after the reload).
+      const before = originConnections;
       const open = await h.connectTo(port);
       const reply = h.collectUntilEnd(open);
+      open.write('GET / HTTP/1.0\r\n');
+      // The stream exists end to end once the origin has its connection: only then is the reload sent.
+      expect(await h.waitFor(() => originConnections > before, 10_000)).toBe(true);
       fs.writeFileSync(file, JSON.stringify({ ...config, expose: [...config.expose, `echo=127.0.0.1:${echo.port}@0`] }));
       const from = client.lines.length;
       client.child.kill('SIGHUP');
@@ -106,7 +112,7 @@ describe('splicer tunnel client --mux', () => {
       expect((await h.collectUntilEnd(socket)).toString()).toBe('across the reload');
       const again = await curl(`http://127.0.0.1:${portOf((await client.waitFor('tunnel up', (l) => l.tunnel === 'web' && client.lines.indexOf(l) >= from)).remote)}/`);
       expect(sha(again.stdout)).toBe(sha(body));
-      open.write('GET / HTTP/1.0\r\n\r\n');
+      open.write('\r\n');
       const response = await reply;
       expect(sha(response.subarray(response.indexOf('\r\n\r\n') + 4))).toBe(sha(body));
 

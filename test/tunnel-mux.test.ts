@@ -115,6 +115,33 @@ describe('streams on a mux connection: semantics', () => {
     expect(Buffer.concat(collected).equals(late)).toBe(true);
   });
 
+  it('passes resets across the hop both ways: the service resets → the public client sees a reset, and the reverse', async () => {
+    const serviceSockets = new h.Arrivals<net.Socket>();
+    const service = await h.startServer((socket) => {
+      socket.on('error', () => {});
+      serviceSockets.push(socket);
+    });
+    const { address } = await t.startServer();
+    const { client } = t.startClient(address, { service: [service.port], mux: true });
+    const port = await t.publicPort(client);
+
+    const first = await h.connectTo(port);
+    const firstEnd = h.watch(first);
+    first.write('hello');
+    const a = await serviceSockets.nth(0);
+    await new Promise<void>((resolve) => a.once('data', () => resolve()));
+    a.resetAndDestroy();
+    expect(h.sawReset(await firstEnd.closed)).toBe(true);
+
+    const second = await h.connectTo(port);
+    second.write('hello');
+    const b = await serviceSockets.nth(1);
+    const bEnd = h.watch(b);
+    await new Promise<void>((resolve) => b.once('data', () => resolve()));
+    second.resetAndDestroy();
+    expect(h.sawReset(await bEnd.closed)).toBe(true);
+  });
+
   it('resets the public client when the service refuses, and records why on the client', async () => {
     const closed = await h.startServer();
     const deadPort = closed.port;
@@ -202,7 +229,8 @@ describe('the mux connection', () => {
   });
 
   it('waits for a public client that came while there was none, then opens its stream with START, and resets it after the data timeout', async () => {
-    const { server, address, records } = await t.startServer();
+    // Long enough for the steps below to fit in one request's life on a loaded machine.
+    const { server, address, records } = await t.startServer({ dataTimeout: 2500 });
     const raw = await t.rawLogin(address, { mux: true, tunnels: [{ name: 'web', port: 0 }] });
     // Any frame is a sign of life: the session outlives the heartbeat timeout.
     const beat = setInterval(() => raw.peer.send({ type: 'ping' }), 100);
@@ -216,8 +244,8 @@ describe('the mux connection', () => {
     const rejected: string[] = [];
     server.on('rejected', (r) => rejected.push(`${r.kind}:${r.code}`));
 
-    // Nobody has dialled: the public client waits, and after --data-timeout (1 s here) is reset.
-    const late = await t.publicOutcome(port);
+    // Nobody has dialled: the public client waits, and after --data-timeout is reset.
+    const late = await t.publicOutcome(port, 8000);
     expect(late.outcome).toBe('reset');
     expect(await records.nth(0)).toMatchObject({ reason: 'no-data-connection', streamId: null });
     // The request expired with it: the server asks again.
