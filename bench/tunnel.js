@@ -3,7 +3,7 @@
 // side by side with `ssh -R` through a local sshd, and with no tunnel at all, in the same run, on
 // 127.0.0.1 only.
 //
-//   node bench/tunnel.js [--only direct,splice,splice-node,splice-t0,splice-pool,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
+//   node bench/tunnel.js [--only direct,splice,splice-node,splice-t0,splice-pool,splice-mux,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
 //                        [--gib 1] [--streams 1,8] [--count 500] [--warmup 3000] [--idle 1000] [--pool 8] [--runs 3]
 //                        [--warmup-mib 64] [--ssh-cipher aes128-gcm@openssh.com] [--timeout 120] [--json FILE]
 //   npm run bench:tunnel -- [options]
@@ -17,6 +17,8 @@
 //   splice-t0    as splice, both with --threads 0 (the engine's loop on the main thread: no thread
 //                switch per connection)
 //   splice-pool  the same with --pool N (--pool, default 8): data connections dialled ahead of need
+//   splice-mux   the server as splice, the client with --mux: every public connection a stream of one
+//                mux connection (yamux, the JS engine at both ends of that hop), no connection per stream
 //   js           both with --engine js, --pool 0
 //   tls          both with TLS (a throwaway self-signed certificate, pinned by fingerprint); the JS
 //                engine carries the data, --pool 0
@@ -64,7 +66,7 @@ import { sshUnavailable, startSshTunnel } from './tunnel-ssh.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'splice-node', 'splice-t0', 'splice-pool', 'js', 'tls', 'ssh', 'forward', 'relay'];
+const ALL = ['direct', 'splice', 'splice-node', 'splice-t0', 'splice-pool', 'splice-mux', 'js', 'tls', 'ssh', 'forward', 'relay'];
 /** One hop in front of the echo service: measured by the latency test only. */
 const HOPS = ['forward', 'relay'];
 const TESTS = ['bulk', 'latency', 'idle'];
@@ -225,6 +227,9 @@ async function startSetup(name, driver, logLevel) {
   const tlsClient = [];
   const threads = name === 'splice-t0' ? ['--threads', '0'] : [];
   const dataPath = name === 'splice-node' ? ['--data-path', 'node'] : [];
+  // A mux stream cannot be spliced: the client takes auto (it refuses --engine splice with --mux).
+  const clientEngine = name === 'splice-mux' ? 'auto' : engine;
+  const mux = name === 'splice-mux' ? ['--mux'] : [];
   if (name === 'tls') {
     makeCert();
     tlsServer.push('--tls-cert', path.join(certDir, 'cert.pem'), '--tls-key', path.join(certDir, 'key.pem'));
@@ -235,8 +240,8 @@ async function startSetup(name, driver, logLevel) {
   let client;
   try {
     await waitListening(listenPort, server, 15000);
-    client = spawnChild(process.execPath, [cliJs, 'tunnel', 'client', '--server', `${HOST}:${listenPort}`, '--engine', engine,
-      '--log-level', logLevel, '--grace', '0', '--pool', name === 'splice-pool' ? String(pool) : '0', ...threads, ...dataPath, ...tlsClient,
+    client = spawnChild(process.execPath, [cliJs, 'tunnel', 'client', '--server', `${HOST}:${listenPort}`, '--engine', clientEngine,
+      '--log-level', logLevel, '--grace', '0', '--pool', name === 'splice-pool' ? String(pool) : '0', ...threads, ...dataPath, ...mux, ...tlsClient,
       ...Object.entries(targets).flatMap(([n, p]) => ['--expose', `${n}=${HOST}:${p}@0`])]);
     const ports = await publishedPorts(client, Object.keys(targets));
     return {
@@ -330,7 +335,7 @@ async function measureBulk(name, streams) {
       error: r.error ?? null,
     };
     if (setup.server) {
-      const engine = name === 'js' || name === 'tls' ? 'js' : 'splice';
+      const engine = name === 'js' || name === 'tls' || name === 'splice-mux' ? 'js' : 'splice';
       const problems = [];
       if (recs.length < streams) problems.push(`${recs.length}/${streams} connection records`);
       const wrong = recs.filter((x) => x.engine !== engine || x.reason !== 'eof');
@@ -497,6 +502,7 @@ const label = {
   'splice-node': 'splicer tunnel, splice engine, client --data-path node',
   'splice-t0': 'splicer tunnel, splice engine, --threads 0',
   'splice-pool': `splicer tunnel, splice, --pool ${pool}`,
+  'splice-mux': 'splicer tunnel, splice server, client --mux (streams: JS engine)',
   js: 'splicer tunnel, JS engine',
   tls: 'splicer tunnel, TLS (JS engine)',
   ssh: `ssh -R (OpenSSH, ${opt['ssh-cipher']})`,

@@ -58,7 +58,7 @@ describe('splicer tunnel (CLI)', () => {
   it('documents every flag in --help', () => {
     const flags = {
       server: ['--listen', '--token', '--token-file', '--ports', '--public-host', '--tls-cert', '--tls-key', '--heartbeat', '--heartbeat-timeout', '--data-timeout', '--handshake-timeout', '--max-pool', '--idle-timeout', '--engine', '--threads', '--grace', '--metrics', '--open', '--log-level', '--config'],
-      client: ['--server', '--token', '--token-file', '--expose', '--client-id', '--pool', '--tls', '--tls-ca', '--tls-fingerprint', '--tls-servername', '--connect-timeout', '--backoff-max', '--idle-timeout', '--engine', '--data-path', '--threads', '--grace', '--metrics', '--open', '--log-level', '--config'],
+      client: ['--server', '--token', '--token-file', '--expose', '--client-id', '--pool', '--mux', '--mux-window', '--mux-max-streams', '--mux-keepalive', '--tls', '--tls-ca', '--tls-fingerprint', '--tls-servername', '--connect-timeout', '--backoff-max', '--idle-timeout', '--engine', '--data-path', '--threads', '--grace', '--metrics', '--open', '--log-level', '--config'],
     };
     for (const [command, expected] of Object.entries(flags)) {
       const help = runCli(['tunnel', command, '--help']).stdout;

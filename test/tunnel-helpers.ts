@@ -170,14 +170,14 @@ export interface RawSession {
 /** Logs in by hand (as `clientId`), optionally registering tunnels; answers no pings unless told to. */
 export async function rawLogin(
   address: HostPort,
-  options: { clientId?: string; token?: string; tunnels?: { name: string; port: number }[]; pool?: number; batch?: boolean } = {},
+  options: { clientId?: string; token?: string; tunnels?: { name: string; port: number }[]; pool?: number; batch?: boolean; mux?: boolean } = {},
 ): Promise<RawSession> {
   const token = options.token ?? TOKEN;
   const clientId = options.clientId ?? 'raw-client';
   const peer = await RawPeer.connect(address);
   peer.socket.write(encodePreamble('control'));
   const clientNonce = randomBytes(32);
-  peer.send({ type: 'hello', nonce: clientNonce.toString('base64'), clientId, pool: options.pool ?? 0, ...(options.batch ? { batch: true } : {}) });
+  peer.send({ type: 'hello', nonce: clientNonce.toString('base64'), clientId, pool: options.pool ?? 0, ...(options.batch ? { batch: true } : {}), ...(options.mux ? { mux: true } : {}) });
   const challenge = await peer.next('challenge');
   const serverNonce = Buffer.from(challenge.nonce, 'base64');
   peer.send({ type: 'auth', proof: clientProof(token, clientNonce, serverNonce, clientId).toString('base64') });

@@ -40,20 +40,21 @@ function byteSizeArg(name: string, min: number, max: number) {
   };
 }
 
-export function addMuxOptions(command: Command): Command {
+/** The --mux-* flags; `when` says in their help when they apply. */
+export function addMuxOptions(command: Command, when = 'with mux://'): Command {
   return command
     .addOption(
-      new Option('--mux-window <bytes>', 'with mux://: the largest receive window a stream grows to (256k … 1024m)')
+      new Option('--mux-window <bytes>', `${when}: the largest receive window a stream grows to (256k … 1024m)`)
         .argParser(byteSizeArg('--mux-window', 256 * 1024, 1024 * 1024 * 1024))
         .default(MUX_DEFAULTS.maxWindow, '4m'),
     )
     .addOption(
-      new Option('--mux-max-streams <n>', 'with mux://: streams open at once per session; one more gets RST')
+      new Option('--mux-max-streams <n>', `${when}: streams open at once per session; one more gets RST`)
         .argParser(integerArg('--mux-max-streams', 1, 1 << 20))
         .default(MUX_DEFAULTS.maxStreams),
     )
     .addOption(
-      new Option('--mux-keepalive <seconds>', 'with mux://: seconds between pings; a session that answers nothing for 10 s more fails (0: no pings)')
+      new Option('--mux-keepalive <seconds>', `${when}: seconds between pings; a session that answers nothing for 10 s more fails (0: no pings)`)
         .argParser(secondsArg('--mux-keepalive', 86_400))
         .default(MUX_DEFAULTS.keepaliveInterval / 1000),
     );

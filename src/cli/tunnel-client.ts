@@ -21,6 +21,10 @@ export interface ClientCliOptions extends TokenOptions {
   expose?: ExposeSpec[];
   clientId?: string;
   pool: number;
+  mux?: boolean;
+  muxWindow: number;
+  muxMaxStreams: number;
+  muxKeepalive: number;
   tls?: boolean;
   tlsCa?: string;
   tlsFingerprint?: string;
@@ -43,11 +47,19 @@ export function defaultClientId(server: HostPort, expose: ExposeSpec[]): string 
   return `${os.hostname()}/${createHash('sha256').update(what).digest('hex').slice(0, 12)}`;
 }
 
+/** What --mux rules out: each of these is about a connection per stream, which a mux stream is not. */
+function checkMux(options: ClientCliOptions): void {
+  if (options.pool > 0) throw new Error('--pool does not apply with --mux: streams share the mux connection, there are no data connections to keep ready');
+  if (options.dataPath !== 'auto') throw new Error('--data-path does not apply with --mux: a mux stream has no connection of its own');
+  if (options.engine === 'splice') throw new Error('--engine splice cannot carry mux streams (their bytes are framed in user space): use --engine auto or js');
+}
+
 /** --server is required, from the command line or the file. */
 function checkClient(options: ClientCliOptions): ClientCliOptions {
   if (!options.server) throw new Error("required option '--server <host:port>' not specified (on the command line or as `server` in --config)");
   resolveToken(options);
   if ((options.expose ?? []).length === 0) throw new Error('give at least one --expose NAME=HOST:PORT@REMOTEPORT');
+  if (options.mux) checkMux(options);
   return options;
 }
 
@@ -70,6 +82,9 @@ function clientOptionsFrom(options: ClientCliOptions, command: Command, logger: 
       tunnels: expose.map((e) => ({ name: e.name, local: e.local, remotePort: e.remotePort })),
       clientId: options.clientId ?? defaultClientId(options.server, expose),
       pool: options.pool,
+      mux: options.mux
+        ? { maxWindow: options.muxWindow, maxStreams: options.muxMaxStreams, keepaliveInterval: Math.round(options.muxKeepalive * 1000) }
+        : (false as const),
       tls: wantsTls
         ? { ca: options.tlsCa !== undefined ? readPem('--tls-ca', options.tlsCa) : undefined, fingerprint: options.tlsFingerprint, servername: options.tlsServername }
         : (false as const),
@@ -181,6 +196,7 @@ export async function runClient(cli: ClientCliOptions, command: Command): Promis
       clientId: generation.current.clientId,
       tunnels: expose.map((e) => `${e.name}=${formatHostPort(e.local)}@${e.remotePort}`),
       pool: options.pool,
+      mux: options.mux === true || undefined,
       tls: wantsTlsAtStart ? (options.tlsFingerprint ? 'pinned' : 'ca') : false,
       engine,
       spliceOff,

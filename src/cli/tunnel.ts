@@ -15,6 +15,7 @@ import { reloadOnSignal } from './reload.js';
 import { readPem, resolveToken, TLS_IS_JS, TOKEN_ENV, tokenSourceOf, warnAboutToken, type LogLevel, type TokenOptions } from './tunnel-common.js';
 import { runClient } from './tunnel-client.js';
 import { serviceNotifier } from '../ops/systemd-notify.js';
+import { addMuxOptions } from './forward-mux.js';
 
 
 const wrap =
@@ -192,7 +193,7 @@ export function tunnelCommand(): Command {
     .addOption(configOption())
     .action(runServer);
 
-  tunnel
+  const client = tunnel
     .command('client')
     .description('publish local services through a tunnel server; reconnects (with backoff) for as long as it runs')
     .option('--server <host:port>', 'the tunnel server (required)', hostPortArg())
@@ -200,7 +201,10 @@ export function tunnelCommand(): Command {
     .option('--token-file <file>', `file whose first line is the token (or set $${TOKEN_ENV})`)
     .option('--expose <spec>', 'NAME=HOST:PORT@REMOTEPORT: publish the service at HOST:PORT on the server\'s REMOTEPORT (0 or left out: the server chooses, and the client prints it); repeatable', exposeArg)
     .option('--client-id <id>', 'identity across restarts: a new session with the same id replaces the old (default: derived from the host name, --server and the --expose list)')
-    .option('--pool <n>', 'data connections kept open ahead of need (saves a round trip per connection)', integerArg('--pool', 0, 1024), 0)
+    .option('--pool <n>', 'data connections kept open ahead of need (saves a round trip per connection; not with --mux)', integerArg('--pool', 0, 1024), 0)
+    .option('--mux', 'carry every public connection as a stream of one mux connection (yamux) to the server, next to the control connection, instead of a data connection each (the JS engine carries them)');
+  addMuxOptions(client, 'with --mux');
+  client
     .option('--tls', 'connect with TLS, verifying the server against the system CAs')
     .option('--tls-ca <file>', 'connect with TLS, verifying the server against this PEM CA')
     .option('--tls-fingerprint <sha256>', 'connect with TLS and accept only the certificate with this SHA-256 fingerprint (hex, colons allowed; the server logs it)', fingerprintArg)
@@ -210,7 +214,7 @@ export function tunnelCommand(): Command {
     .addOption(idleTimeoutOption('stream'))
     .addOption(engineOption())
     .addOption(
-      new Option('--data-path <path>', "how a spliced stream's connections to the server and the service are made: native (the addon's: no Node socket; Linux, splice engine, no TLS), node (net.Socket), auto (native where it can be)")
+      new Option('--data-path <path>', "how a spliced stream's connections to the server and the service are made: native (the addon's: no Node socket; Linux, splice engine, no TLS), node (net.Socket), auto (native where it can be); not with --mux")
         .choices(['auto', 'native', 'node'])
         .default('auto'),
     )

@@ -36,7 +36,7 @@ export interface ClientConnectionRecord {
 }
 
 export interface TunnelClientEvents {
-  connected: [{ sessionId: string; server: string; pool: number }];
+  connected: [{ sessionId: string; server: string; pool: number; mux?: boolean }];
   disconnected: [{ code: string; message: string; remote: boolean; durationMs: number }];
   /** A connect or login that did not reach a session (the next attempt follows after `delayMs`). */
   connectFailed: [{ code: string; message: string; attempt: number; delayMs: number }];

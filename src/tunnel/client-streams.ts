@@ -2,8 +2,10 @@
 // with the session key, then waiting for START; START names the tunnel, and the data connection
 // becomes one stream to the local service with forward(), reported once when it ends.
 // With the splice engine and no TLS, both connections are the addon's (Acceptor): dialled,
-// authenticated and read with no net.Socket, then adopted by the engine whole.
+// authenticated and read with no net.Socket, then adopted by the engine whole. A stream of the mux
+// connection (client-mux.ts) starts with the same START and is carried the same way, by forward().
 import type { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import fs from 'node:fs';
 import type net from 'node:net';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
@@ -41,6 +43,8 @@ interface StreamTunnel {
 }
 
 const round = (ms: number) => Math.round(ms * 1000) / 1000;
+/** For the 'error' events of a stream whose end forward() reports. */
+function ignore(): void {}
 
 export class DataConnections {
   readonly #o: ResolvedClientOptions;
@@ -94,7 +98,7 @@ export class DataConnections {
     try {
       socket = await this.#dialer.dial(this.#o.connectTimeout, signal);
     } catch (err) {
-      return this.#dialFailed(session, id, err);
+      return this.dialFailed(session, id, err);
     }
     socket.write(encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
     let reply;
@@ -112,7 +116,27 @@ export class DataConnections {
     this.#serveStream(socket, reply.streamId, reply.tunnel, reply.client);
   }
 
-  #serveStream(data: net.Socket, streamId: number, name: string, from: HostPort | null): void {
+  /** A stream the server opened on the mux connection: START first, then as a data connection's. */
+  serveMuxStream(stream: Duplex): void {
+    stream.on('error', ignore);
+    // readHeader reads any Duplex: a mux stream pauses, resumes and unshifts as a socket does.
+    readHeader(stream as net.Socket, parseDataReply, { maxBytes: 1024, timeoutMs: this.#o.handshakeTimeout }).then(
+      (reply) => {
+        if (reply.status === 'error' || reply.type === 'error') {
+          stream.destroy();
+          this.#o.logger?.warn({ code: reply.status === 'error' ? reply.code : reply.name, message: reply.message }, 'bad START on a mux stream');
+          return;
+        }
+        this.#serveStream(stream, reply.streamId, reply.tunnel, reply.client);
+      },
+      (err: HeaderError) => {
+        stream.destroy();
+        this.#o.logger?.debug({ code: err.code }, 'mux stream closed before START');
+      },
+    );
+  }
+
+  #serveStream(data: Duplex, streamId: number, name: string, from: HostPort | null): void {
     this.#runStream(streamId, name, from, () => resetSocket(data), async (service, signal) => {
       let local: net.Socket;
       try {
@@ -179,7 +203,7 @@ export class DataConnections {
     try {
       data = await dialWith(acceptor.connector, server.host, server.port, { timeout: this.#o.connectTimeout, signal, notUpstream: true });
     } catch (err) {
-      return this.#dialFailed(session, id, err);
+      return this.dialFailed(session, id, err);
     }
     const written = acceptor.write(data.id, encodeDataHello(session.id, id, dataMac(session.key, session.id, id)));
     if (typeof written === 'string') {
@@ -227,8 +251,8 @@ export class DataConnections {
     });
   }
 
-  /** The data connection could not be made: the server hears it (unless the session is over). */
-  #dialFailed(session: DataSession, id: number, err: unknown): void {
+  /** The data (or mux) connection could not be made: the server hears it (unless the session is over). */
+  dialFailed(session: DataSession, id: number, err: unknown): void {
     if (session.abort.signal.aborted) return;
     const code = (err as DialError).code ?? 'EIO';
     this.#o.logger?.warn({ request: id, code, message: (err as Error).message }, 'data connection failed');

@@ -1,7 +1,8 @@
 // `splicer tunnel client`: logs in to a tunnel server, registers the services it publishes, and
 // opens a data connection whenever the server asks for one; each carries one public connection to
-// the local service with forward(). It never gives up: a lost or refused server is retried with
-// exponential backoff, and every tunnel is registered again on each new session.
+// the local service with forward() (with `mux`, one mux connection carries them all as streams).
+// It never gives up: a lost or refused server is retried with exponential backoff, and every
+// tunnel is registered again on each new session.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { EventEmitter, setMaxListeners } from 'node:events';
 import { createRequire } from 'node:module';
@@ -13,6 +14,7 @@ import { clientTls, parseOptions, TunnelClientOptionsSchema, type ResolvedClient
 import { clientProof, encodePreamble, NONCE_LENGTH, safeEqual, serverProof, sessionKey, type MessageOf, type ParsedControlMessage } from './protocol.js';
 import type { ClientTunnelStatus, TunnelClientEvents } from './client-events.js';
 import { DataConnections, type DataSession } from './client-streams.js';
+import { MuxConnections } from './client-mux.js';
 
 const SOFTWARE = `splicer/${(createRequire(import.meta.url)('../../package.json') as { version: string }).version}`;
 
@@ -49,6 +51,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
   readonly #tunnels = new Map<string, Tunnel>();
   readonly #stop = new AbortController();
   readonly #data: DataConnections;
+  readonly #mux: MuxConnections;
   #session: Session | undefined;
   #loop: Promise<void> | undefined;
   #closing = false;
@@ -63,6 +66,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       this.#tunnels.set(spec.name, { spec, status: { name: spec.name, local: formatHostPort(spec.local), remotePort: spec.remotePort, state: 'pending' } });
     }
     this.#data = new DataConnections(this.#o, this.#dialer, this.#tunnels, this);
+    this.#mux = new MuxConnections(this.#o, this.#dialer, this.#data);
     setMaxListeners(0, this.#stop.signal);
   }
 
@@ -111,6 +115,7 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
     this.#session?.channel.fail('shutting-down', 'the client is shutting down');
     await this.#loop;
     await this.#data.drain(graceMs);
+    this.#mux.destroyAll();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -158,7 +163,8 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
     let session: Session;
     try {
       const clientNonce = randomBytes(NONCE_LENGTH);
-      channel.send({ type: 'hello', nonce: clientNonce.toString('base64'), clientId: this.clientId, pool: o.pool, software: SOFTWARE, batch: true });
+      const mux = o.mux !== false;
+      channel.send({ type: 'hello', nonce: clientNonce.toString('base64'), clientId: this.clientId, pool: o.pool, software: SOFTWARE, batch: true, ...(mux ? { mux } : {}) });
       const challenge = await this.#expect(channel, 'challenge');
       const serverNonce = Buffer.from(challenge.nonce, 'base64');
       channel.send({ type: 'auth', proof: clientProof(token, clientNonce, serverNonce, this.clientId).toString('base64') });
@@ -181,7 +187,9 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       setMaxListeners(0, session.abort.signal);
       channel.startHeartbeat(welcome.heartbeatInterval, welcome.heartbeatTimeout);
       this.#session = session;
-      const info = { sessionId: session.idText, server: formatHostPort(o.server), pool: welcome.pool };
+      // A server that does not speak mux ignores the field and asks for data connections, which work as ever.
+      if (mux && welcome.mux !== true) o.logger?.warn('the server does not take a mux connection: each stream gets a data connection');
+      const info = { sessionId: session.idText, server: formatHostPort(o.server), pool: welcome.pool, ...(welcome.mux === true ? { mux: true } : {}) };
       o.logger?.info({ ...info, clientId: this.clientId }, 'connected');
       this.emit('connected', info);
       channel.onMessage((message) => this.#onMessage(session, message));
@@ -226,6 +234,10 @@ export class TunnelClient extends EventEmitter<TunnelClientEvents> {
       case 'registered':
         return this.#onRegistered(session, message);
       case 'connect':
+        if (message.mux === true) {
+          this.#mux.open(session, message.id).catch((err: Error) => this.#o.logger?.error({ request: message.id, err: err.message }, 'mux connection failed'));
+          return;
+        }
         // Ids id … id + count − 1: one data connection each.
         for (let id = message.id, last = message.id + (message.count ?? 1) - 1; id <= last; id++) {
           this.#data.open(session, id).catch((err: Error) => this.#o.logger?.error({ request: id, err: err.message }, 'data connection failed'));

@@ -149,6 +149,24 @@ export const TunnelClientOptionsSchema = z
     reconnect: z
       .object({ initialDelay: msOption(500), maxDelay: msOption(30_000), stableAfter: msOption(10_000) })
       .prefault({}),
+    /**
+     * Carry the streams on one mux connection (yamux) to the server instead of a data connection
+     * each; an object sets that session's options. A server that does not speak it gets data
+     * connections as before.
+     */
+    mux: z
+      .union([
+        z.boolean(),
+        z
+          .object({
+            maxWindow: z.number().int().min(256 * 1024).max(1024 * 1024 * 1024).optional(),
+            maxStreams: z.number().int().min(1).max(1 << 20).optional(),
+            keepaliveInterval: z.number().int().min(0).max(86_400_000).optional(),
+            keepaliveTimeout: z.number().int().min(1).max(3_600_000).optional(),
+          })
+          .strict(),
+      ])
+      .default(false),
   })
   .superRefine((o, ctx) => {
     const names = new Set<string>();
@@ -157,6 +175,11 @@ export const TunnelClientOptionsSchema = z
       names.add(t.name);
     });
     if (o.tls && o.engine === 'splice') ctx.addIssue({ code: 'custom', path: ['engine'], message: "TLS data connections cannot be spliced: use engine 'auto' or 'js'" });
+    if (o.mux !== false) {
+      if (o.engine === 'splice') ctx.addIssue({ code: 'custom', path: ['engine'], message: "mux streams are carried by the JS engine: use engine 'auto' or 'js'" });
+      if (o.pool > 0) ctx.addIssue({ code: 'custom', path: ['pool'], message: 'a pool of data connections does not apply with mux: streams need no connection of their own' });
+      if (o.dataPath === 'native') ctx.addIssue({ code: 'custom', path: ['dataPath'], message: "mux streams are no connections of their own: use dataPath 'auto' or 'node'" });
+    }
     if (o.tls && o.dataPath === 'native') ctx.addIssue({ code: 'custom', path: ['dataPath'], message: "TLS data connections are carried by net.Socket: use dataPath 'auto' or 'node'" });
   });
 
@@ -172,6 +195,12 @@ export function parseOptions<S extends z.ZodType>(schema: S, input: unknown, wha
   // Messages name the field, never the value: the options hold the token.
   const issues = result.error.issues.map((issue) => `${issue.path.join('.') || what}: ${issue.message}`);
   throw new TunnelOptionsError(`${what} options: ${issues.join('; ')}`);
+}
+
+/** The client's mux session options, or undefined without mux. */
+export function clientMux(mux: ResolvedClientOptions['mux']): { maxWindow?: number; maxStreams?: number; keepaliveInterval?: number; keepaliveTimeout?: number } | undefined {
+  if (mux === false) return undefined;
+  return mux === true ? {} : mux;
 }
 
 /** The client's TLS settings, or undefined for plain TCP. */

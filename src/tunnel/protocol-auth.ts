@@ -9,6 +9,7 @@ const LABEL = {
   server: Buffer.from('splicer-tunnel/1 server\0', 'latin1'),
   session: Buffer.from('splicer-tunnel/1 session\0', 'latin1'),
   data: Buffer.from('splicer-tunnel/1 data\0', 'latin1'),
+  mux: Buffer.from('splicer-tunnel/1 mux\0', 'latin1'),
 } as const;
 
 function keyed(key: string | Buffer, label: Buffer, ...parts: Buffer[]): Buffer {
@@ -39,13 +40,13 @@ export function sessionKey(token: string | Buffer, clientNonce: Buffer, serverNo
   return keyed(token, LABEL.session, clientNonce, serverNonce, sessionId);
 }
 
-/** One per data connection on both sides: one HMAC over label, session id and u64 request id, nothing else made. */
-export function dataMac(key: Buffer, sessionId: Buffer, requestId: number): Buffer {
+/** One per data (or mux) connection on both sides, the label naming which: one HMAC over label, session id and u64 request id, nothing else made. */
+export function dataMac(key: Buffer, sessionId: Buffer, requestId: number, kind: 'data' | 'mux' = 'data'): Buffer {
   const id = Buffer.allocUnsafe(8);
   // A request id is a safe integer (< 2^53): two u32 halves are its u64, without a BigInt.
   id.writeUInt32BE(Math.floor(requestId / 0x1_0000_0000), 0);
   id.writeUInt32BE(requestId >>> 0, 4);
-  return createHmac('sha256', key).update(LABEL.data).update(sessionId).update(id).digest();
+  return createHmac('sha256', key).update(LABEL[kind]).update(sessionId).update(id).digest();
 }
 
 /** Constant-time equality; a length mismatch costs the same comparison as a content mismatch. */

@@ -15,13 +15,15 @@ export const SUPPORTED_VERSIONS: readonly number[] = [1];
 //   | "SPTN" | VERSION | KIND | RESERVED |
 //   |   4    |    1    |  1   |  2 (00)  |
 //   +--------+---------+------+----------+
-//   KIND: 'C' (0x43) control connection, 'D' (0x44) data connection. Bytes 0-5 mean the same in
-//   every version, so a server can always tell which kind of error reply an old or new peer reads.
+//   KIND: 'C' (0x43) control connection, 'D' (0x44) data connection, 'M' (0x4D) mux connection
+//   (only from a client the server asked for one). Bytes 0-5 mean the same in every version, so a
+//   server can always tell which kind of error reply an old or new peer reads.
 
 export const MAGIC = Buffer.from('SPTN', 'latin1');
 export const PREAMBLE_LENGTH = 8;
-export const KIND = { CONTROL: 0x43, DATA: 0x44 } as const;
-export type ConnectionKind = 'control' | 'data';
+export const KIND = { CONTROL: 0x43, DATA: 0x44, MUX: 0x4d } as const;
+export type ConnectionKind = 'control' | 'data' | 'mux';
+const KIND_OF: Record<number, ConnectionKind> = { [KIND.CONTROL]: 'control', [KIND.DATA]: 'data', [KIND.MUX]: 'mux' };
 
 export const NONCE_LENGTH = 32;
 export const SESSION_ID_LENGTH = 16;
@@ -57,7 +59,7 @@ export function encodePreamble(kind: ConnectionKind, version = PROTOCOL_VERSION)
   const out = Buffer.alloc(PREAMBLE_LENGTH);
   MAGIC.copy(out, 0);
   out[4] = version;
-  out[5] = kind === 'control' ? KIND.CONTROL : KIND.DATA;
+  out[5] = kind === 'control' ? KIND.CONTROL : kind === 'data' ? KIND.DATA : KIND.MUX;
   return out;
 }
 
@@ -65,14 +67,14 @@ export type StartCode = 'bad-magic' | 'unsupported-version' | 'bad-kind' | 'bad-
 
 export type ConnectionStart =
   | { status: 'ok'; kind: 'control'; version: number; consumed: number }
-  | { status: 'ok'; kind: 'data'; version: number; sessionId: Buffer; requestId: number; mac: Buffer; consumed: number };
+  | { status: 'ok'; kind: 'data' | 'mux'; version: number; sessionId: Buffer; requestId: number; mac: Buffer; consumed: number };
 
 /** An error in a connection's first bytes; `kind` is set once the preamble said which kind it is. */
 export type StartError = ProtocolError<StartCode> & { kind?: ConnectionKind; version?: number };
 
 /**
- * The first bytes a client sends on a connection: the preamble, and for a data connection the data
- * hello that follows it.
+ * The first bytes a client sends on a connection: the preamble, and for a data or mux connection
+ * the hello that follows it (the same 56 bytes; a mux connection's MAC has its own label).
  *
  *   data hello  +------------+------------+---------+
  *               | SESSION ID | REQUEST ID |   MAC   |
@@ -88,7 +90,7 @@ export function parseConnectionStart(buf: Buffer): Incomplete | ConnectionStart 
   if (buf.length < PREAMBLE_LENGTH) return INCOMPLETE;
   const version = buf[4];
   const kindByte = buf[5];
-  const kind: ConnectionKind | undefined = kindByte === KIND.CONTROL ? 'control' : kindByte === KIND.DATA ? 'data' : undefined;
+  const kind: ConnectionKind | undefined = KIND_OF[kindByte];
   if (!kind) return protocolError('bad-kind', DATA_ERROR.BAD_HEADER, `unknown connection kind 0x${kindByte.toString(16).padStart(2, '0')}`);
   if (!SUPPORTED_VERSIONS.includes(version)) {
     return {
@@ -111,11 +113,11 @@ export function parseConnectionStart(buf: Buffer): Incomplete | ConnectionStart 
   return { status: 'ok', kind, version, sessionId: Buffer.from(sessionId), requestId, mac: Buffer.from(mac), consumed: r.pos };
 }
 
-export function encodeDataHello(sessionId: Buffer, requestId: number, mac: Buffer): Buffer {
+export function encodeDataHello(sessionId: Buffer, requestId: number, mac: Buffer, kind: 'data' | 'mux' = 'data'): Buffer {
   if (sessionId.length !== SESSION_ID_LENGTH || mac.length !== MAC_LENGTH) throw new RangeError('bad session id or mac length');
   if (!Number.isSafeInteger(requestId) || requestId < 1) throw new RangeError(`request id out of range: ${requestId}`);
   const out = Buffer.alloc(PREAMBLE_LENGTH + DATA_HELLO_LENGTH);
-  encodePreamble('data').copy(out, 0);
+  encodePreamble(kind).copy(out, 0);
   sessionId.copy(out, PREAMBLE_LENGTH);
   out.writeBigUInt64BE(BigInt(requestId), PREAMBLE_LENGTH + SESSION_ID_LENGTH);
   mac.copy(out, PREAMBLE_LENGTH + SESSION_ID_LENGTH + 8);
@@ -135,7 +137,7 @@ export function encodeDataHello(sessionId: Buffer, requestId: number, mac: Buffe
 //          |  1   |  1   |   1    |  UTF-8  |
 //          +------+------+--------+---------+
 
-export const REPLY = { START: 0x01, ERROR: 0x02 } as const;
+export const REPLY = { START: 0x01, ERROR: 0x02, MUX: 0x03 } as const;
 export const MAX_TUNNEL_NAME = 64;
 /** Tunnel names: a letter or digit first, then letters, digits, '_', '.', '-'. */
 export const TUNNEL_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -184,6 +186,19 @@ export function parseDataReply(buf: Buffer): Incomplete | DataReply | ProtocolEr
   const client = family === 0 ? null : { host: family === 4 ? ipv4ToString(address) : ipv6ToString(address), port };
   return { status: 'ok', type: 'start', streamId, tunnel, client, consumed: r.pos };
 }
+
+/**
+ * The server's reply on a mux connection: MUX (one byte 0x03, then the connection is a yamux
+ * session) or the same ERROR as on a data connection. A START here is `bad-reply`.
+ */
+export function parseMuxReply(buf: Buffer): Incomplete | { status: 'ok'; type: 'mux'; consumed: number } | Extract<DataReply, { type: 'error' }> | ProtocolError<ReplyCode> {
+  if (buf.length === 0) return INCOMPLETE;
+  if (buf[0] === REPLY.MUX) return { status: 'ok', type: 'mux', consumed: 1 };
+  if (buf[0] !== REPLY.ERROR) return protocolError('bad-reply', 0, `unknown mux reply type 0x${buf[0].toString(16).padStart(2, '0')}`);
+  return parseDataReply(buf) as Incomplete | Extract<DataReply, { type: 'error' }>;
+}
+
+export const MUX_ACCEPTED: Buffer = Buffer.from([REPLY.MUX]);
 
 export function encodeStart(streamId: number, tunnel: string, client: PublicAddress | null): Buffer {
   if (!TUNNEL_NAME.test(tunnel)) throw new RangeError(`bad tunnel name ${JSON.stringify(tunnel)}`);

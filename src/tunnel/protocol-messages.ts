@@ -62,6 +62,8 @@ export const HelloMessage = z.object({
   software: z.string().max(64).optional(),
   /** The client reads `count` in connect: one request for several data connections. */
   batch: z.boolean().optional(),
+  /** The client takes its streams on one mux connection (yamux) instead of a data connection each. */
+  mux: z.boolean().optional(),
 });
 export const ChallengeMessage = z.object({ type: z.literal('challenge'), nonce: base64Of(NONCE_LENGTH) });
 export const AuthMessage = z.object({ type: z.literal('auth'), proof: base64Of(MAC_LENGTH) });
@@ -72,6 +74,8 @@ export const WelcomeMessage = z.object({
   heartbeatInterval: ms,
   heartbeatTimeout: ms,
   pool: z.number().int().min(0).max(MAX_POOL),
+  /** The server will ask for a mux connection (the client said `mux` in hello, and this server speaks it). */
+  mux: z.boolean().optional(),
 });
 export const RegisterMessage = z.object({
   type: z.literal('register'),
@@ -89,7 +93,13 @@ export const RegisteredMessage = z.object({
     .max(MAX_TUNNELS_PER_MESSAGE),
 });
 export const ConnectMessage = z
-  .object({ type: z.literal('connect'), id: requestId, count: z.number().int().min(1).max(MAX_CONNECT_BATCH).optional() })
+  .object({
+    type: z.literal('connect'),
+    id: requestId,
+    count: z.number().int().min(1).max(MAX_CONNECT_BATCH).optional(),
+    /** Open the session's mux connection with this request id (count is then absent). */
+    mux: z.boolean().optional(),
+  })
     // The last id, id + count − 1, is a safe integer too (compared without summing past 2^53).
   .refine((m) => m.id <= Number.MAX_SAFE_INTEGER - ((m.count ?? 1) - 1), { message: 'request ids past 2^53 - 1', path: ['count'] });
 export const ConnectFailedMessage = z.object({ type: z.literal('connect-failed'), id: requestId, code });
@@ -124,9 +134,9 @@ export function decodeMessage(body: Buffer): { status: 'ok'; message: ParsedCont
   }
   // The messages of every public connection and heartbeat skip the schema: same result, a fraction of the cost.
   if (typeof value === 'object' && value !== null) {
-    const { type, id, count } = value as { type?: unknown; id?: unknown; count?: unknown };
+    const { type, id, count, mux } = value as { type?: unknown; id?: unknown; count?: unknown; mux?: unknown };
     if (type === 'ping' || type === 'pong') return { status: 'ok', message: { type } };
-    if (type === 'connect' && typeof id === 'number' && Number.isSafeInteger(id) && id >= 1) {
+    if (type === 'connect' && mux === undefined && typeof id === 'number' && Number.isSafeInteger(id) && id >= 1) {
       if (count === undefined) return { status: 'ok', message: { type, id } };
       if (typeof count === 'number' && Number.isInteger(count) && count >= 1 && count <= MAX_CONNECT_BATCH && id <= Number.MAX_SAFE_INTEGER - (count - 1)) {
         return { status: 'ok', message: { type, id, count } };

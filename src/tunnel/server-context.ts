@@ -3,6 +3,7 @@
 import type { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import type { ControlChannel } from './channel.js';
+import type { MuxSession } from '../mux/session.js';
 import type { Logger } from '../logger.js';
 import type { ResolvedServerOptions } from './options.js';
 import type { RejectedInfo, ServerTunnelInfo, SessionInfo, TunnelServerEvents } from './server-events.js';
@@ -46,6 +47,16 @@ export interface IdleData {
 export interface Request {
   timer: NodeJS.Timeout;
   left: number;
+  /** A request for the session's mux connection, not for data connections. */
+  mux?: true;
+}
+
+/** The mux connection of a session whose client said `mux` in hello: its streams replace data connections. */
+export interface SessionMux {
+  /** The yamux session on it, while it lives. */
+  session: MuxSession | undefined;
+  /** The id of the outstanding request for one, else 0. */
+  request: number;
 }
 
 export interface Session {
@@ -65,6 +76,8 @@ export interface Session {
   /** The client reads `count` in connect (it said `batch` in hello). */
   batch: boolean;
   nextRequest: number;
+  /** Set when the client takes its streams on a mux connection (then idle stays empty and pool 0). */
+  mux: SessionMux | undefined;
   closed: boolean;
   done?: Promise<void>;
   registering: Promise<void>;
@@ -76,7 +89,7 @@ const LINGER_MS = 1000;
 export const round = (ms: number) => Math.round(ms * 1000) / 1000;
 
 export function sessionInfo(s: Session): SessionInfo {
-  return { clientId: s.clientId, sessionId: s.idText, remote: s.remote, pool: s.pool };
+  return { clientId: s.clientId, sessionId: s.idText, remote: s.remote, pool: s.pool, ...(s.mux ? { mux: true as const } : {}) };
 }
 
 export function tunnelInfo(t: PublicTunnel): ServerTunnelInfo {

@@ -16,6 +16,8 @@ export interface SessionInfo {
   /** The client's address as the server sees it. */
   remote: string;
   pool: number;
+  /** The client takes its streams on a mux connection. */
+  mux?: true;
 }
 
 /** What a public connection did, reported once when it ends. */
@@ -42,7 +44,7 @@ export interface ServerConnectionRecord {
 
 export interface RejectedInfo {
   remote: string;
-  kind: 'control' | 'data' | 'unknown';
+  kind: 'control' | 'data' | 'mux' | 'unknown';
   code: string;
   message: string;
   clientId?: string;

@@ -80,7 +80,8 @@ export class Sessions {
         key: sessionKey(token, clientNonce, serverNonce, id),
         channel,
         remote,
-        pool: Math.min(hello.pool, o.maxPool),
+        // A mux client's streams need no data connection, so no pool either.
+        pool: hello.mux === true ? 0 : Math.min(hello.pool, o.maxPool),
         started: performance.now(),
         tunnels: new Map(),
         idle: [],
@@ -88,6 +89,7 @@ export class Sessions {
         requests: new Map(),
         batch: hello.batch === true,
         nextRequest: 1,
+        mux: hello.mux === true ? { session: undefined, request: 0 } : undefined,
         closed: false,
         registering: Promise.resolve(),
       };
@@ -101,6 +103,7 @@ export class Sessions {
         heartbeatInterval: o.heartbeatInterval,
         heartbeatTimeout: o.heartbeatTimeout,
         pool: session.pool,
+        ...(session.mux ? { mux: true } : {}),
       });
     } catch (err) {
       if (!(err instanceof ChannelClosed)) throw err;
@@ -175,6 +178,8 @@ export class Sessions {
         idle.release();
         idle.socket.destroy();
       }
+      // GoAway: no new stream; those running go on, as a data connection's stream outlives its session.
+      if (session.mux?.session) void session.mux.session.close();
       const reason = end.remote ? `client: ${end.code}` : end.code;
       await Promise.all(
         [...session.tunnels.values()].map(async (tunnel) => {

@@ -1,13 +1,19 @@
 // A session's public clients matched to its data connections. A public client takes an idle data
-// connection from the pool, or waits (up to dataTimeout) while the client is asked for one; each
-// match is a stream: START on the data connection, then forward(), then one record.
+// connection from the pool (or a new stream on the session's mux connection), or waits (up to
+// dataTimeout) while the client is asked for one; each match is a stream: START on the data
+// connection or mux stream, then forward(), then one record.
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { RunningTasks } from '../net/drain.js';
 import { forward, type ForwardOptions } from '../engine/forward.js';
 import { resetSocket } from '../engine/splice/takeover.js';
 import { DATA_ERROR, dataErrorName, dataMac, encodeDataError, encodeStart, MAX_CONNECT_BATCH, publicAddressOf, safeEqual, type ConnectionStart, type PublicAddress } from './protocol.js';
 import { endWith, ignore, logsInfo, round, type IdleData, type PublicTunnel, type Request, type ServerContext, type Session, type Waiting } from './server-context.js';
 import type { ServerConnectionRecord } from './server-events.js';
+import { acceptMux, openMuxStream } from './server-mux.js';
+
+/** The start of a data or mux connection: preamble and hello. */
+type HelloStart = Extract<ConnectionStart, { kind: 'data' | 'mux' }>;
 
 /** Requests for data connections outstanding at once, per session. */
 const MAX_OUTSTANDING = 4096;
@@ -18,6 +24,7 @@ export class Streams {
   readonly #streams = new RunningTasks();
   #nextStream = 1;
   #forward: ForwardOptions | undefined;
+  #forwardMux: ForwardOptions | undefined;
 
   constructor(ctx: ServerContext, findSession: (idText: string) => Session | undefined) {
     this.#ctx = ctx;
@@ -39,10 +46,10 @@ export class Streams {
     const waiting: Waiting = { socket, tunnel, accepted: performance.now(), timer: undefined };
     if (session.closed || tunnel.closed) return this.dropPublic(waiting, 'session-closed');
     if (this.#ctx.closing) return this.dropPublic(waiting, 'shutdown');
-    const idle = session.idle.shift();
-    if (idle) {
-      idle.release();
-      this.#startStream(waiting, idle.socket);
+    const data = this.#takeData(session);
+    if (data === 'limit') return this.dropPublic(waiting, 'limit');
+    if (data) {
+      this.#startStream(waiting, data);
     } else {
       if (session.waiting.length >= this.#ctx.o.maxWaiting) return this.dropPublic(waiting, 'limit');
       waiting.timer = setTimeout(() => {
@@ -53,6 +60,15 @@ export class Streams {
       session.waiting.push(waiting);
     }
     this.want(session);
+  }
+
+  /** A data connection from the pool, or a stream on the mux connection; undefined when neither is there now. */
+  #takeData(session: Session): Duplex | 'limit' | undefined {
+    if (session.mux) return openMuxStream(session.mux);
+    const idle = session.idle.shift();
+    if (!idle) return undefined;
+    idle.release();
+    return idle.socket;
   }
 
   /** A public client that will never get a data connection is reset, as a dead service would reset it. */
@@ -74,6 +90,10 @@ export class Streams {
    */
   want(session: Session): void {
     if (session.closed) return;
+    if (session.mux) {
+      if (!session.mux.session && session.mux.request === 0) this.#request(session, 1, true);
+      return;
+    }
     let need = Math.min(session.waiting.length + session.pool - session.idle.length - session.requests.size, MAX_OUTSTANDING - session.requests.size);
     if (need <= 0) return;
     if (!session.batch) {
@@ -88,44 +108,100 @@ export class Streams {
     }
   }
 
-  /** One `connect` for `count` data connections: ids from nextRequest on, expiring together after dataTimeout. */
-  #request(session: Session, count: number): void {
+  /**
+   * One `connect` for `count` data connections, or for the mux connection: ids from nextRequest
+   * on, expiring together after dataTimeout.
+   */
+  #request(session: Session, count: number, mux = false): void {
     const first = session.nextRequest;
     session.nextRequest += count;
     const request: Request = {
       left: count,
       timer: setTimeout(() => {
         for (let id = first; id < first + count; id++) if (session.requests.get(id) === request) session.requests.delete(id);
+        if (session.mux?.request === first) session.mux.request = 0;
         this.want(session);
       }, this.#ctx.o.dataTimeout),
+      ...(mux ? { mux: true as const } : {}),
     };
     for (let id = first; id < first + count; id++) session.requests.set(id, request);
-    session.channel.send(count === 1 ? { type: 'connect', id: first } : { type: 'connect', id: first, count });
+    if (mux) {
+      session.mux!.request = first;
+      session.channel.send({ type: 'connect', id: first, mux: true });
+    } else session.channel.send(count === 1 ? { type: 'connect', id: first } : { type: 'connect', id: first, count });
   }
 
-  /** A data connection past its preamble: authenticated against its session and request, then matched or pooled. */
-  serveData(socket: net.Socket, remote: () => string, start: Extract<ConnectionStart, { kind: 'data' }>): void {
+  /**
+   * A data or mux connection past its preamble and hello, checked against its session and request:
+   * the session, or undefined when the connection was refused (answered ERROR, and logged).
+   */
+  #authenticate(socket: net.Socket, remote: () => string, start: HelloStart): Session | undefined {
     const refuse = (code: number, message: string, clientId?: string) => {
       endWith(socket, encodeDataError(code, message));
-      this.#ctx.reject({ remote: remote(), kind: 'data', code: dataErrorName(code), message, clientId });
+      this.#ctx.reject({ remote: remote(), kind: start.kind, code: dataErrorName(code), message, clientId });
+      return undefined;
     };
     if (this.#ctx.closing) return refuse(DATA_ERROR.SHUTTING_DOWN, 'the server is shutting down');
     const session = this.#findSession(start.sessionId.toString('hex'));
     if (!session || session.closed) return refuse(DATA_ERROR.UNKNOWN_SESSION, 'no such session (it may have ended)');
-    if (!safeEqual(start.mac, dataMac(session.key, session.id, start.requestId))) {
-      return refuse(DATA_ERROR.BAD_MAC, 'the data connection did not authenticate', session.clientId);
+    if (!safeEqual(start.mac, dataMac(session.key, session.id, start.requestId, start.kind))) {
+      return refuse(DATA_ERROR.BAD_MAC, `the ${start.kind} connection did not authenticate`, session.clientId);
     }
     const request = session.requests.get(start.requestId);
-    if (request === undefined) return refuse(DATA_ERROR.UNKNOWN_REQUEST, `request ${start.requestId} is unknown, used or expired`, session.clientId);
+    // A request is for one kind: a data connection cannot take the mux connection's, nor the reverse.
+    if (request === undefined || (request.mux === true) !== (start.kind === 'mux')) {
+      return refuse(DATA_ERROR.UNKNOWN_REQUEST, `request ${start.requestId} is unknown, used, expired or not for a ${start.kind} connection`, session.clientId);
+    }
     session.requests.delete(start.requestId);
     if (--request.left === 0) clearTimeout(request.timer);
-    // The client sends nothing after its hello until START has told it where the stream goes.
-    if (socket.readableLength > 0) return refuse(DATA_ERROR.PROTOCOL, 'bytes after the data hello, before START', session.clientId);
+    if (session.mux?.request === start.requestId) session.mux.request = 0;
+    // The client sends nothing after its hello until the reply has said what comes next.
+    if (socket.readableLength > 0) {
+      refuse(DATA_ERROR.PROTOCOL, `bytes after the ${start.kind} hello, before the reply`, session.clientId);
+      // Its request is used up: another connection is asked for (the mux connection, or one for a waiting public client).
+      this.want(session);
+      return undefined;
+    }
+    return session;
+  }
+
+  /** A data connection past its preamble: authenticated against its session and request, then matched or pooled. */
+  serveData(socket: net.Socket, remote: () => string, start: HelloStart): void {
+    const session = this.#authenticate(socket, remote, start);
+    if (!session) return;
+    const refuse = (code: number, message: string) => {
+      endWith(socket, encodeDataError(code, message));
+      this.#ctx.reject({ remote: remote(), kind: 'data', code: dataErrorName(code), message, clientId: session.clientId });
+    };
     const waiting = session.waiting.shift();
     if (waiting) this.#startStream(waiting, socket);
     else if (session.idle.length < Math.max(session.pool, 8)) this.#park(session, socket);
-    else refuse(DATA_ERROR.SURPLUS, 'no stream needs this data connection', session.clientId);
+    else refuse(DATA_ERROR.SURPLUS, 'no stream needs this data connection');
     this.want(session);
+  }
+
+  /**
+   * A mux connection past its preamble: authenticated like a data connection, then the session's
+   * yamux session; the public clients waiting get their streams at once. When it ends, its streams
+   * fail (their public clients are reset) and the client is asked for another.
+   */
+  serveMux(socket: net.Socket, remote: () => string, start: HelloStart): void {
+    const session = this.#authenticate(socket, remote, start);
+    if (!session) return;
+    const mux = session.mux;
+    if (!mux || mux.session) {
+      endWith(socket, encodeDataError(DATA_ERROR.SURPLUS, 'this session has its mux connection'));
+      this.#ctx.reject({ remote: remote(), kind: 'mux', code: 'surplus', message: 'this session has its mux connection', clientId: session.clientId });
+      return;
+    }
+    acceptMux(this.#ctx, session as Session & { mux: typeof mux }, socket, remote(), () => this.want(session));
+    while (session.waiting.length > 0) {
+      const stream = openMuxStream(mux);
+      if (stream === undefined) break;
+      const waiting = session.waiting.shift()!;
+      if (stream === 'limit') this.dropPublic(waiting, 'limit');
+      else this.#startStream(waiting, stream);
+    }
   }
 
   /** Keeps an authenticated data connection until a public client needs it (the pool). */
@@ -158,7 +234,7 @@ export class Streams {
     session.idle.push(entry);
   }
 
-  #startStream(waiting: Waiting, data: net.Socket): void {
+  #startStream(waiting: Waiting, data: Duplex): void {
     if (waiting.timer) clearTimeout(waiting.timer);
     const streamId = this.#nextStream++;
     const started = performance.now();
@@ -169,7 +245,7 @@ export class Streams {
       const base = this.#recordBase(waiting, client);
       events.emit('connectionOpen', { tunnel: base.tunnel, public: base.public, client: base.client, clientId: base.clientId, streamId });
     }
-    const stream = forward(waiting.socket, data, this.#forwardOptions()).then(
+    const stream = forward(waiting.socket, data, this.#forwardOptions(waiting.tunnel.session.mux !== undefined)).then(
       (result) => {
         if (!this.#recording()) return;
         this.#report({
@@ -204,9 +280,10 @@ export class Streams {
     this.#streams.run(stream);
   }
 
-  /** The same for every stream, so made once. */
-  #forwardOptions(): ForwardOptions {
+  /** The same for every stream, so made once; a mux stream is bytes in user space, so the JS engine's. */
+  #forwardOptions(mux: boolean): ForwardOptions {
     const o = this.#ctx.o;
+    if (mux) return (this.#forwardMux ??= { engine: 'js', idleTimeout: o.idleTimeout, signal: this.#streams.signal });
     return (this.#forward ??= { engine: o.engine, idleTimeout: o.idleTimeout, signal: this.#streams.signal, spliceEngine: o.spliceEngine });
   }
 

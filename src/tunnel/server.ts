@@ -4,7 +4,8 @@
 // bytes are spliced.
 //
 // This file is the listener (TCP or TLS) and the front door: each connection's preamble says
-// whether it is a control connection (server-sessions.ts) or a data connection (server-streams.ts).
+// whether it is a control connection (server-sessions.ts), a data connection (server-streams.ts)
+// or a mux connection (server-streams.ts, server-mux.ts).
 // Tunnels' ports are server-ports.ts.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
@@ -152,15 +153,16 @@ export class TunnelServer extends EventEmitter<TunnelServerEvents> {
         maxBytes: PREAMBLE_LENGTH + DATA_HELLO_LENGTH,
       });
       if (start.status === 'error') {
-        const kind = (start as { kind?: 'control' | 'data' }).kind;
+        const kind = (start as { kind?: 'control' | 'data' | 'mux' }).kind;
         const from = remote();
         if (kind === 'control') endWith(socket, encodeFrame({ type: 'error', code: start.code, message: start.message }));
-        else if (kind === 'data') endWith(socket, encodeDataError(start.reply, start.message));
+        else if (kind === 'data' || kind === 'mux') endWith(socket, encodeDataError(start.reply, start.message));
         else socket.destroy();
         this.#reject({ remote: from, kind: kind ?? 'unknown', code: start.code, message: start.message });
         return;
       }
       if (start.kind === 'control') await this.#sessions.serveControl(socket, remote(), () => this.#unauthenticated.delete(socket));
+      else if (start.kind === 'mux') this.#streams.serveMux(socket, remote, start);
       else this.#streams.serveData(socket, remote, start);
     } catch (err) {
       const from = remote();
