@@ -18,6 +18,8 @@ import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
 import { SplicedHandover, type Handover } from './connect-step.js';
 import { bindAndForward } from './bind.js';
 import { udpAssociate } from './udp.js';
+import { MuxListeners, formatMuxAddress, muxListenChanges, type MuxListenAddress, type StreamPeer } from './mux-listener.js';
+import type { MuxStream } from '../mux/stream.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
 
 const ignore = () => {};
@@ -42,30 +44,43 @@ export class ExposureError extends Error {
  */
 export function openProxyRisk(options: ProxyOptions): string | null {
   if (options.open) return null;
-  const exposed = options.listen.filter((address) => !isLoopback(address.host));
+  const exposed = [
+    ...options.listen.filter((address) => !isLoopback(address.host)).map(formatHostPort),
+    ...(options.muxListen ?? []).filter((address) => !isLoopback(address.host)).map(formatMuxAddress),
+  ];
   if (exposed.length === 0) return null;
   if (options.credentials?.required) return null;
   if (hasClientAllowRule(options.rules ?? [])) return null;
   return (
-    `listening on ${exposed.map(formatHostPort).join(', ')} with no authentication and no client allow rule ` +
+    `listening on ${exposed.join(', ')} with no authentication and no client allow rule ` +
     'would make an open proxy that anyone can use; add --auth USER:PASS, --users FILE or --allow from=CIDR, or pass --open'
   );
 }
 
 /** Whether these options protect the host (ProxyOptions.protectHost): 'auto' means any listener beyond loopback. */
-export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'protectHost'>): boolean {
+export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'muxListen' | 'protectHost'>): boolean {
   const setting = options.protectHost ?? 'auto';
   if (setting !== 'auto') return setting;
-  return options.listen.some((address) => !isLoopback(address.host));
+  return [...options.listen, ...(options.muxListen ?? [])].some((address) => !isLoopback(address.host));
 }
 
 function checkOptions(options: ProxyOptions): void {
-  if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
+  const muxListen = options.muxListen ?? [];
+  if (options.listen.length + muxListen.length === 0) throw new TypeError('at least one listen address is needed');
+  // The header would name the client of the session's connection, not of a stream: not offered.
+  if (options.acceptProxyProtocol && muxListen.length > 0) throw new TypeError('acceptProxyProtocol does not apply to mux listen addresses');
+  if (muxListen.some((address) => address.tls) && !options.tls) throw new TypeError('mux+tls:// listen addresses need tls (a certificate and key)');
   const risk = openProxyRisk(options);
   if (risk) throw new ExposureError(risk);
   if (![undefined, true, false, 'auto'].includes(options.protectHost)) {
     throw new TypeError(`protectHost must be true, false or 'auto', not ${JSON.stringify(options.protectHost)}`);
   }
+}
+
+/** What a handshake is served with: one pair for sockets, one for mux streams. */
+interface Served {
+  socks: SocksContext;
+  http: HttpProxy;
 }
 
 /** The rest of a handshake that needs a stream (HTTP, BIND, UDP ASSOCIATE): the client as a net.Socket. */
@@ -91,8 +106,10 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   readonly #onEnd = new Set<() => void>();
   readonly #shutdown = new AbortController();
   /** What a handshake starting now is served with; replaced whole by reconfigure(). */
-  #socks: SocksContext;
-  #http: HttpProxy;
+  #forSockets: Served;
+  #forStreams: Served;
+  /** The mux://, mux+tls:// listeners and their sessions. */
+  readonly #mux: MuxListeners;
 
   constructor(options: ProxyOptions) {
     super();
@@ -102,7 +119,13 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     setMaxListeners(0, this.#shutdown.signal);
     this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
     this.#native = nativeAccept(options.accept, options.engine);
-    ({ timeouts: this.#timeouts, limits: this.#limits, socks: this.#socks, http: this.#http } = this.#contexts(options));
+    ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = this.#contexts(options));
+    this.#mux = new MuxListeners((stream, peer) => this.#acceptStream(stream, peer), {
+      mux: options.mux,
+      tls: options.tls,
+      handshakeTimeout: this.#timeouts.handshake,
+      logger: options.logger,
+    });
   }
 
   #contexts(options: ProxyOptions) {
@@ -127,7 +150,14 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       udpAssociate: (session, hint, record) => udpAssociate(onSocket(session), hint, udp, record),
     };
     const http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: timeouts.handshake });
-    return { timeouts, limits, socks, http };
+    // A mux stream has no fd: the JS engine carries its pair. BIND and UDP ASSOCIATE would hand
+    // its client an address of this host's own to use beside the stream: refused (command not supported).
+    const streamTunnel = { ...tunnel, engine: 'js' as const, spliceEngine: undefined };
+    const forStreams: Served = {
+      socks: { ...streamTunnel, ...auth },
+      http: new HttpProxy({ ...streamTunnel, ...auth, handshakeTimeout: timeouts.handshake }),
+    };
+    return { timeouts, limits, forSockets: { socks, http }, forStreams };
   }
 
   /**
@@ -135,33 +165,61 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
    * protection and UDP address; binds its new listen addresses and stops accepting on the ones it
    * no longer has (compared as given). Open connections, on any address, go on as they began.
    * Checked before anything changes: an open proxy or an address that cannot be bound rejects,
-   * and the server runs on as it was. The engine, accept path, listenFd, lookup and logger are
-   * the constructor's.
+   * and the server runs on as it was. The engine, accept path, listenFd, lookup, logger, and the
+   * mux sessions' options and TLS files are the constructor's. Mux listen addresses are added and
+   * removed as plain ones are; the sessions of a removed one go on.
    */
-  async reconfigure(next: Omit<ProxyOptions, 'engine' | 'spliceEngine' | 'accept' | 'listenFd' | 'lookup' | 'logger'>): Promise<void> {
-    const { engine, spliceEngine, accept, listenFd, lookup, logger } = this.#options;
-    const options: ProxyOptions = { ...next, engine, spliceEngine, accept, listenFd, lookup, logger };
+  async reconfigure(next: Omit<ProxyOptions, 'engine' | 'spliceEngine' | 'accept' | 'listenFd' | 'lookup' | 'logger' | 'mux' | 'tls'>): Promise<void> {
+    const { engine, spliceEngine, accept, listenFd, lookup, logger, mux, tls } = this.#options;
+    const options: ProxyOptions = { ...next, engine, spliceEngine, accept, listenFd, lookup, logger, mux, tls };
     checkOptions(options);
     const contexts = this.#contexts(options);
     const { added, removed } = listenChanges(this.#options.listen, options.listen);
-    if (added.length > 0) {
-      if (this.#acceptor) await this.#acceptor.listen(added, { listenFd });
-      else if (!this.#native) await this.#listeners.listen(added);
+    const muxChanges = muxListenChanges(this.#options.muxListen ?? [], options.muxListen ?? []);
+    if (added.length > 0) await this.#listenPlain(added);
+    try {
+      await this.#mux.listen(muxChanges.added);
+    } catch (err) {
+      for (const address of added) (this.#acceptor ?? this.#listeners).unlisten(address);
+      throw err;
     }
     this.#options = options;
-    ({ timeouts: this.#timeouts, limits: this.#limits, socks: this.#socks, http: this.#http } = contexts);
+    ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = contexts);
     for (const address of removed) (this.#acceptor ?? this.#listeners).unlisten(address);
+    for (const address of muxChanges.removed) this.#mux.unlisten(address);
   }
 
-  /** Binds every listen address; rejects (closing what was bound) if one fails. */
-  async listen(): Promise<HostPort[]> {
-    if (!this.#native) return this.#listeners.listen(this.#options.listen);
-    this.#acceptor = await Acceptor.open(this.#options.listen, {
+  /** Binds plain addresses on the accept path in use (the native acceptor made on first need). */
+  async #listenPlain(addresses: HostPort[]): Promise<void> {
+    if (!this.#native) {
+      await this.#listeners.listen(addresses);
+      return;
+    }
+    if (this.#acceptor) {
+      await this.#acceptor.listen(addresses, { listenFd: this.#options.listenFd });
+      return;
+    }
+    this.#acceptor = await Acceptor.open(addresses, {
       onConnection: (id, host, port, acceptor) => this.#acceptNative(acceptor, id, host, port),
       listenFd: this.#options.listenFd,
       logger: this.#options.logger,
     });
-    return this.#acceptor.addresses();
+  }
+
+  /**
+   * Binds every listen address, mux ones included; rejects (closing what was bound) if one fails.
+   * Resolves with the plain addresses bound (muxAddresses() has the others).
+   */
+  async listen(): Promise<HostPort[]> {
+    const plain = this.#options.listen;
+    if (plain.length > 0) await this.#listenPlain(plain);
+    try {
+      await this.#mux.listen(this.#options.muxListen ?? []);
+    } catch (err) {
+      for (const address of plain) (this.#acceptor ?? this.#listeners).unlisten(address);
+      throw err;
+    }
+    return this.addresses();
   }
 
   /** Which accept path serves: 'native' (the addon's) or 'node' (net.Server). */
@@ -171,25 +229,36 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
 
   /** Whether destinations on this host are refused unless a rule names them (ProxyOptions.protectHost). */
   get protectsHost(): boolean {
-    return this.#socks.isHostAddress !== undefined;
+    return this.#forSockets.socks.isHostAddress !== undefined;
   }
 
   addresses(): HostPort[] {
     return this.#acceptor ? this.#acceptor.addresses() : this.#listeners.addresses();
   }
 
+  /** The mux listeners' bound addresses. */
+  muxAddresses(): MuxListenAddress[] {
+    return this.#mux.addresses();
+  }
+
+  /** Mux sessions open now. */
+  get muxSessions(): number {
+    return this.#mux.sessions;
+  }
+
   get activeConnections(): number {
     return this.#open;
   }
 
-  /** Stops accepting; connections get `graceMs` to finish, then are ended. */
+  /** Stops accepting (GoAway on mux sessions: no new streams); connections and streams get `graceMs` to finish, then are ended. */
   async close(graceMs = 0): Promise<void> {
     // Settles only once every accepted socket is gone: awaited last, or open connections would hold close() past the grace.
-    const closed = this.#listeners.close();
+    const closed = Promise.all([this.#listeners.close(), this.#mux.goAway()]);
     this.#acceptor?.closeListeners();
     await this.#ended(graceMs);
     this.#shutdown.abort();
     for (const socket of this.#sockets) socket.destroy();
+    this.#mux.destroy();
     // Every handshake still on the native path is failed; adopted pairs end with the signal.
     this.#acceptor?.close();
     await this.#ended();
@@ -224,7 +293,21 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#sockets.add(socket);
     // The splice engine destroys Node's socket once it holds the fds: the set must not keep it alive for the pair's life.
     socket.once('close', () => this.#sockets.delete(socket));
-    this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted), admitted);
+    this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted, this.#forSockets), admitted);
+  }
+
+  /** A stream of a mux session: served as a connection from the session's peer. */
+  #acceptStream(stream: MuxStream, peer: StreamPeer): void {
+    stream.on('error', ignore);
+    const admitted = this.#admit(peer.host, peer.port, stream.id);
+    if (!admitted) {
+      // RST: the peer sees its stream refused, as a TCP client sees its connection closed.
+      stream.destroy();
+      return;
+    }
+    const session = new ClientSession(stream, this.#timeouts.handshake);
+    session.claimClient(peer.host);
+    this.#track(this.#serve(session, admitted, this.#forStreams), admitted);
   }
 
   #acceptNative(acceptor: Acceptor, id: number, clientIp: string, clientPort: number): void {
@@ -234,16 +317,17 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       return;
     }
     const session = new NativeSession(acceptor, id, clientIp, this.#timeouts.handshake);
-    this.#track(this.#serve(session, admitted), admitted);
+    this.#track(this.#serve(session, admitted, this.#forSockets), admitted);
   }
 
   /**
    * The connection's record, counted against the limits; null (reported as `limit`) past them.
    * With a PROXY header to come, the per-client limit waits for the client it names.
    */
-  #admit(clientIp: string, clientPort: number): Admission | null {
+  #admit(clientIp: string, clientPort: number, muxStream?: number): Admission | null {
     const record: ProxyConnectionRecord = {
       client: formatHostPort({ host: clientIp || '?', port: clientPort }),
+      ...(muxStream === undefined ? {} : { muxStream }),
       protocol: 'unknown',
       bytesUp: 0,
       bytesDown: 0,
@@ -335,11 +419,11 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
    * The handshake; once the engine holds the pair, the handover, whose frames are then done: what
    * the pair's life keeps is the record and what hears the pair's end (see #track).
    */
-  async #serve(session: HandshakeSession, admission: Admission): Promise<Handover | void> {
+  async #serve(session: HandshakeSession, admission: Admission, served: Served): Promise<Handover | void> {
     const { record } = admission;
     try {
       if (this.#options.acceptProxyProtocol && !(await this.#acceptProxyHeader(session, admission))) return;
-      return await this.#handshake(session, record);
+      return await this.#handshake(session, record, served);
     } catch (err) {
       if (err instanceof SessionClosed) {
         record.outcome = err.code === 'ETIMEDOUT' ? 'handshake-timeout' : err.code === 'EOVERSIZE' ? 'bad-request' : 'client-closed';
@@ -351,22 +435,22 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     }
   }
 
-  async #handshake(session: HandshakeSession, record: ProxyConnectionRecord): Promise<Handover | void> {
+  async #handshake(session: HandshakeSession, record: ProxyConnectionRecord, { socks, http }: Served): Promise<Handover | void> {
     const protocol = detectProtocol(await session.peek());
     switch (protocol) {
       case 'socks4':
-        return serveSocks4(session, this.#socks, record);
+        return serveSocks4(session, socks, record);
       case 'socks5':
-        return serveSocks5(session, this.#socks, record);
+        return serveSocks5(session, socks, record);
       case 'http': {
         // A plain CONNECT stays on the native path; any other request goes to Node's HTTP parser.
         if (session instanceof NativeSession) {
           record.protocol = 'http';
           const parsed = await session.read(parseConnectHead);
-          if (parsed.status === 'ok' && parsed.head) return this.#http.serveConnect(session, parsed.head, record);
+          if (parsed.status === 'ok' && parsed.head) return http.serveConnect(session, parsed.head, record);
         }
         const onNode = onSocket(session);
-        return this.#http.serve(onNode.socket, onNode.detach(), record, onNode.claimedClient);
+        return http.serve(onNode.socket, onNode.detach(), record, onNode.claimedClient);
       }
       default:
         // TLS on a plain port, or bytes of no protocol served here: nothing to reply in a language it speaks.
