@@ -40,6 +40,7 @@ export interface ProxyMuxCliOptions {
   muxMaxStreams: number;
   muxKeepalive: number;
   workers: number;
+  acceptProxyProtocol?: boolean;
 }
 
 export function addProxyMuxOptions(command: Command): Command {
@@ -59,6 +60,10 @@ export function splitListen(listen: readonly ProxyListenAddress[], options: Prox
   }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
   if (muxListen.some((address) => address.tls) && options.tlsCert === undefined) throw new Error('--listen mux+tls:// needs --tls-cert and --tls-key');
+  if (muxListen.length > 0 && options.acceptProxyProtocol) {
+    // The header would come once per connection, naming no stream's client: the streams' client is the connection's peer.
+    throw new Error('--accept-proxy-protocol does not apply with a mux:// or mux+tls:// --listen');
+  }
   if (muxListen.length > 0 && options.workers > 1) {
     throw new Error('--workers does not apply with a mux:// or mux+tls:// --listen: a session and its streams live in one process');
   }
