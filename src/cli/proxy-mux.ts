@@ -3,7 +3,8 @@
 // name what is wrong with a combination.
 import { InvalidArgumentError, type Command } from 'commander';
 import type { HostPort } from '../net/host-port.js';
-import type { MuxListenAddress, MuxTlsFiles } from '../proxy/mux-listener.js';
+import type { MuxListenAddress } from '../proxy/mux-address.js';
+import type { MuxTlsFiles } from '../proxy/mux-listener.js';
 import { hostPortArg } from './flags.js';
 import { addMuxOptions, muxAddressArg } from './forward-mux.js';
 import { readPem } from './tunnel-common.js';

@@ -15,7 +15,7 @@ import { createProxyServer, openProxyRisk } from '../proxy/server.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/options.js';
 import { checkMetricsFlags, metricsOption, startMetrics } from './metrics.js';
 import { proxyHandshakeFailure } from '../metrics/outcomes.js';
-import { formatMuxAddress } from '../proxy/mux-listener.js';
+import { formatMuxAddress } from '../proxy/mux-address.js';
 import { addProxyMuxOptions, muxSessionOptions, PROXY_MUX_RESTART_ONLY, proxyListenArg, readMuxTls, splitListen, type ProxyListenAddress, type ProxyMuxCliOptions } from './proxy-mux.js';
 
 interface ProxyCliOptions extends ProxyMuxCliOptions {

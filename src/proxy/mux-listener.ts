@@ -4,17 +4,13 @@
 // per-client limit and the records (a stream has no address of its own).
 import type net from 'node:net';
 import tls from 'node:tls';
-import { formatHostPort, type HostPort } from '../net/host-port.js';
+import { formatHostPort } from '../net/host-port.js';
 import { Listeners } from '../net/listeners.js';
 import { createMuxSession, type MuxSession } from '../mux/session.js';
 import type { MuxStream } from '../mux/stream.js';
 import type { MuxSessionOptions } from '../mux/options.js';
 import type { Logger } from '../logger.js';
-
-/** A listen address that carries yamux sessions; `tls`: mux+tls://. */
-export interface MuxListenAddress extends HostPort {
-  tls: boolean;
-}
+import type { MuxListenAddress } from './mux-address.js';
 
 export interface MuxTlsFiles {
   cert: Buffer;
@@ -35,20 +31,6 @@ export interface MuxListenersOptions {
 export interface StreamPeer {
   host: string;
   port: number;
-}
-
-export const muxScheme = (address: { tls: boolean }): string => (address.tls ? 'mux+tls://' : 'mux://');
-export const formatMuxAddress = (address: MuxListenAddress): string => muxScheme(address) + formatHostPort(address);
-
-/** Mux addresses to bind and to stop, compared as given (scheme, HOST:PORT before resolution). */
-export function muxListenChanges(running: readonly MuxListenAddress[], wanted: readonly MuxListenAddress[]) {
-  const keys = (list: readonly MuxListenAddress[]) => new Set(list.map(formatMuxAddress));
-  const runningKeys = keys(running);
-  const wantedKeys = keys(wanted);
-  return {
-    added: wanted.filter((address) => !runningKeys.has(formatMuxAddress(address))),
-    removed: running.filter((address) => !wantedKeys.has(formatMuxAddress(address))),
-  };
 }
 
 export class MuxListeners {

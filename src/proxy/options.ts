@@ -8,7 +8,8 @@ import type { OpenListenFd } from '../net/listeners.js';
 import type { ProxyCommand, Rule } from './rules.js';
 import type { AcceptPath } from '../engine/splice/acceptor.js';
 import type { MuxSessionOptions } from '../mux/options.js';
-import type { MuxListenAddress, MuxTlsFiles } from './mux-listener.js';
+import type { MuxListenAddress } from './mux-address.js';
+import type { MuxTlsFiles } from './mux-listener.js';
 
 export type ProxyProtocol = 'socks4' | 'socks4a' | 'socks5' | 'http';
 

@@ -18,7 +18,8 @@ import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
 import { SplicedHandover, type Handover } from './connect-step.js';
 import { bindAndForward } from './bind.js';
 import { udpAssociate } from './udp.js';
-import { MuxListeners, formatMuxAddress, muxListenChanges, type MuxListenAddress, type StreamPeer } from './mux-listener.js';
+import { formatMuxAddress, muxListenChanges, type MuxListenAddress } from './mux-address.js';
+import type { MuxListeners, StreamPeer } from './mux-listener.js';
 import type { MuxStream } from '../mux/stream.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
 
@@ -108,8 +109,8 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   /** What a handshake starting now is served with; replaced whole by reconfigure(). */
   #forSockets: Served;
   #forStreams: Served;
-  /** The mux://, mux+tls:// listeners and their sessions. */
-  readonly #mux: MuxListeners;
+  /** The mux://, mux+tls:// listeners and their sessions; made when the first mux address is bound. */
+  #mux: MuxListeners | undefined;
 
   constructor(options: ProxyOptions) {
     super();
@@ -120,12 +121,6 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
     this.#native = nativeAccept(options.accept, options.engine);
     ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = this.#contexts(options));
-    this.#mux = new MuxListeners((stream, peer) => this.#acceptStream(stream, peer), {
-      mux: options.mux,
-      tls: options.tls,
-      handshakeTimeout: this.#timeouts.handshake,
-      logger: options.logger,
-    });
   }
 
   #contexts(options: ProxyOptions) {
@@ -178,7 +173,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     const muxChanges = muxListenChanges(this.#options.muxListen ?? [], options.muxListen ?? []);
     if (added.length > 0) await this.#listenPlain(added);
     try {
-      await this.#mux.listen(muxChanges.added);
+      await this.#muxListen(muxChanges.added);
     } catch (err) {
       for (const address of added) (this.#acceptor ?? this.#listeners).unlisten(address);
       throw err;
@@ -186,7 +181,25 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#options = options;
     ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = contexts);
     for (const address of removed) (this.#acceptor ?? this.#listeners).unlisten(address);
-    for (const address of muxChanges.removed) this.#mux.unlisten(address);
+    for (const address of muxChanges.removed) this.#mux?.unlisten(address);
+  }
+
+  /**
+   * Binds mux addresses. The listeners' module (the yamux session, zod with it) is loaded on first
+   * need: a proxy with none starts with fewer files open.
+   */
+  async #muxListen(addresses: MuxListenAddress[]): Promise<void> {
+    if (addresses.length === 0) return;
+    if (!this.#mux) {
+      const { MuxListeners } = await import('./mux-listener.js');
+      this.#mux ??= new MuxListeners((stream, peer) => this.#acceptStream(stream, peer), {
+        mux: this.#options.mux,
+        tls: this.#options.tls,
+        handshakeTimeout: this.#timeouts.handshake,
+        logger: this.#options.logger,
+      });
+    }
+    await this.#mux.listen(addresses);
   }
 
   /** Binds plain addresses on the accept path in use (the native acceptor made on first need). */
@@ -214,7 +227,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     const plain = this.#options.listen;
     if (plain.length > 0) await this.#listenPlain(plain);
     try {
-      await this.#mux.listen(this.#options.muxListen ?? []);
+      await this.#muxListen(this.#options.muxListen ?? []);
     } catch (err) {
       for (const address of plain) (this.#acceptor ?? this.#listeners).unlisten(address);
       throw err;
@@ -238,12 +251,12 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
 
   /** The mux listeners' bound addresses. */
   muxAddresses(): MuxListenAddress[] {
-    return this.#mux.addresses();
+    return this.#mux?.addresses() ?? [];
   }
 
   /** Mux sessions open now. */
   get muxSessions(): number {
-    return this.#mux.sessions;
+    return this.#mux?.sessions ?? 0;
   }
 
   get activeConnections(): number {
@@ -253,12 +266,12 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   /** Stops accepting (GoAway on mux sessions: no new streams); connections and streams get `graceMs` to finish, then are ended. */
   async close(graceMs = 0): Promise<void> {
     // Settles only once every accepted socket is gone: awaited last, or open connections would hold close() past the grace.
-    const closed = Promise.all([this.#listeners.close(), this.#mux.goAway()]);
+    const closed = Promise.all([this.#listeners.close(), this.#mux?.goAway()]);
     this.#acceptor?.closeListeners();
     await this.#ended(graceMs);
     this.#shutdown.abort();
     for (const socket of this.#sockets) socket.destroy();
-    this.#mux.destroy();
+    this.#mux?.destroy();
     // Every handshake still on the native path is failed; adopted pairs end with the signal.
     this.#acceptor?.close();
     await this.#ended();
