@@ -1,27 +1,26 @@
 // `splicer proxy`: one listener for SOCKS4, SOCKS4a, SOCKS5 and HTTP; the first
 // byte of a connection says which protocol it speaks.
 import { EventEmitter, setMaxListeners } from 'node:events';
-import net from 'node:net';
-import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
+import type net from 'node:net';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { Listeners, listenChanges } from '../net/listeners.js';
 import { drain } from '../net/drain.js';
 import { detectProtocol } from '../protocol/detect.js';
 import { parseProxyHeader } from '../protocol/proxy-protocol.js';
 import { parseConnectHead } from '../protocol/http.js';
-import { hostAddressTest } from './host-guard.js';
-import { hasClientAllowRule } from './rules.js';
-import { HttpProxy } from './http-proxy.js';
 import { ClientSession, SessionClosed, type HandshakeSession } from './session.js';
 import { NativeSession } from './native-session.js';
 import { Acceptor, nativeAccept } from '../engine/splice/acceptor.js';
-import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
+import { serveSocks4, serveSocks5 } from './socks.js';
 import { SplicedHandover, type Handover } from './connect-step.js';
-import { bindAndForward } from './bind.js';
-import { udpAssociate } from './udp.js';
-import { formatMuxAddress, muxListenChanges, type MuxListenAddress } from './mux-address.js';
+import { muxListenChanges, type MuxListenAddress } from './mux-address.js';
 import type { MuxListeners, StreamPeer } from './mux-listener.js';
 import type { MuxStream } from '../mux/stream.js';
-import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
+import { checkProxyOptions } from './exposure.js';
+import { onSocket, servedWith, type Served } from './served.js';
+import type { ProxyConnectionRecord, ProxyLimits, ProxyOptions, ProxyTimeouts } from './options.js';
+
+export { ExposureError, openProxyRisk, protectsHost } from './exposure.js';
 
 const ignore = () => {};
 
@@ -33,60 +32,6 @@ interface Admission {
   record: ProxyConnectionRecord;
   started: number;
   clientIp: string | null;
-}
-
-export class ExposureError extends Error {
-  readonly code = 'ERR_OPEN_PROXY';
-}
-
-/**
- * Why these options would make an open proxy (a non-loopback listener that lets
- * anyone in), or null. `open: true` is the explicit override.
- */
-export function openProxyRisk(options: ProxyOptions): string | null {
-  if (options.open) return null;
-  const exposed = [
-    ...options.listen.filter((address) => !isLoopback(address.host)).map(formatHostPort),
-    ...(options.muxListen ?? []).filter((address) => !isLoopback(address.host)).map(formatMuxAddress),
-  ];
-  if (exposed.length === 0) return null;
-  if (options.credentials?.required) return null;
-  if (hasClientAllowRule(options.rules ?? [])) return null;
-  return (
-    `listening on ${exposed.join(', ')} with no authentication and no client allow rule ` +
-    'would make an open proxy that anyone can use; add --auth USER:PASS, --users FILE or --allow from=CIDR, or pass --open'
-  );
-}
-
-/** Whether these options protect the host (ProxyOptions.protectHost): 'auto' means any listener beyond loopback. */
-export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'muxListen' | 'protectHost'>): boolean {
-  const setting = options.protectHost ?? 'auto';
-  if (setting !== 'auto') return setting;
-  return [...options.listen, ...(options.muxListen ?? [])].some((address) => !isLoopback(address.host));
-}
-
-function checkOptions(options: ProxyOptions): void {
-  const muxListen = options.muxListen ?? [];
-  if (options.listen.length + muxListen.length === 0) throw new TypeError('at least one listen address is needed');
-  // The header would name the client of the session's connection, not of a stream: not offered.
-  if (options.acceptProxyProtocol && muxListen.length > 0) throw new TypeError('acceptProxyProtocol does not apply to mux listen addresses');
-  if (muxListen.some((address) => address.tls) && !options.tls) throw new TypeError('mux+tls:// listen addresses need tls (a certificate and key)');
-  const risk = openProxyRisk(options);
-  if (risk) throw new ExposureError(risk);
-  if (![undefined, true, false, 'auto'].includes(options.protectHost)) {
-    throw new TypeError(`protectHost must be true, false or 'auto', not ${JSON.stringify(options.protectHost)}`);
-  }
-}
-
-/** What a handshake is served with: one pair for sockets, one for mux streams. */
-interface Served {
-  socks: SocksContext;
-  http: HttpProxy;
-}
-
-/** The rest of a handshake that needs a stream (HTTP, BIND, UDP ASSOCIATE): the client as a net.Socket. */
-function onSocket(session: HandshakeSession): ClientSession {
-  return session instanceof NativeSession ? session.toClientSession() : (session as ClientSession);
 }
 
 export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionRecord] }> {
@@ -114,45 +59,13 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
 
   constructor(options: ProxyOptions) {
     super();
-    checkOptions(options);
+    checkProxyOptions(options);
     this.#options = options;
     // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
     this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
     this.#native = nativeAccept(options.accept, options.engine);
-    ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = this.#contexts(options));
-  }
-
-  #contexts(options: ProxyOptions) {
-    const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-    const limits = { ...DEFAULT_LIMITS, ...options.limits };
-    const tunnel = {
-      rules: options.rules ?? [],
-      connectTimeout: timeouts.connect,
-      idleTimeout: timeouts.idle,
-      engine: options.engine,
-      spliceEngine: options.spliceEngine,
-      lookup: options.lookup,
-      isHostAddress: protectsHost(options) ? hostAddressTest() : undefined,
-      signal: this.#shutdown.signal,
-    };
-    const auth = { credentials: options.credentials, allowEmptyCredentials: options.allowEmptyCredentials ?? false };
-    const udp = { ...tunnel, advertise: options.udpAdvertise, logger: options.logger };
-    const socks: SocksContext = {
-      ...tunnel,
-      ...auth,
-      bind: (session, dest, replies, record) => bindAndForward(onSocket(session), dest, replies, tunnel, record),
-      udpAssociate: (session, hint, record) => udpAssociate(onSocket(session), hint, udp, record),
-    };
-    const http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: timeouts.handshake });
-    // A mux stream has no fd: the JS engine carries its pair. BIND and UDP ASSOCIATE would hand
-    // its client an address of this host's own to use beside the stream: refused (command not supported).
-    const streamTunnel = { ...tunnel, engine: 'js' as const, spliceEngine: undefined };
-    const forStreams: Served = {
-      socks: { ...streamTunnel, ...auth },
-      http: new HttpProxy({ ...streamTunnel, ...auth, handshakeTimeout: timeouts.handshake }),
-    };
-    return { timeouts, limits, forSockets: { socks, http }, forStreams };
+    ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = servedWith(options, this.#shutdown.signal));
   }
 
   /**
@@ -167,8 +80,8 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   async reconfigure(next: Omit<ProxyOptions, 'engine' | 'spliceEngine' | 'accept' | 'listenFd' | 'lookup' | 'logger' | 'mux' | 'tls'>): Promise<void> {
     const { engine, spliceEngine, accept, listenFd, lookup, logger, mux, tls } = this.#options;
     const options: ProxyOptions = { ...next, engine, spliceEngine, accept, listenFd, lookup, logger, mux, tls };
-    checkOptions(options);
-    const contexts = this.#contexts(options);
+    checkProxyOptions(options);
+    const contexts = servedWith(options, this.#shutdown.signal);
     const { added, removed } = listenChanges(this.#options.listen, options.listen);
     const muxChanges = muxListenChanges(this.#options.muxListen ?? [], options.muxListen ?? []);
     if (added.length > 0) await this.#listenPlain(added);
