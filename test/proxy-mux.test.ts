@@ -200,6 +200,28 @@ describe('proxy --listen mux://', () => {
 });
 
 describe('proxy --listen mux:// and the server', () => {
+  it('bounds the connections that carry sessions by the same limits: one past --max-per-client is closed, the one within serves', async () => {
+    const echo = await h.startEchoServer();
+    const { server, muxPort } = await startMuxProxy({ limits: { perClient: 1 } });
+    const first = await muxClient(muxPort);
+    // Connected, then closed by the proxy without a frame: a second session from the same IP.
+    const second = await muxClient(muxPort);
+    await h.within(new Promise((resolve) => second.session.once('close', resolve)), 10_000, 'the second session closed');
+    expect(server.muxSessions).toBe(1);
+    const stream = await socks5Stream(first, echo.port);
+    const received = hashStream(stream);
+    const sent = await writePattern(stream, 3, 64 * KiB);
+    expect(await received).toEqual(sent);
+    // Its place is free again once the first connection has gone.
+    first.session.destroy();
+    expect(await h.waitFor(() => server.muxSessions === 0, 10_000)).toBe(true);
+    const third = await muxClient(muxPort);
+    const again = await socks5Stream(third, echo.port);
+    const back = hashStream(again);
+    const more = await writePattern(again, 4, 16 * KiB);
+    expect(await back).toEqual(more);
+  });
+
   it('sends GoAway on close: a stream mid-transfer finishes within the grace, the session opens no more', async () => {
     const echo = await h.startEchoServer();
     const { server, muxPort, records } = await startMuxProxy();

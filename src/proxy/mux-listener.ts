@@ -24,6 +24,11 @@ export interface MuxListenersOptions {
   tls?: MuxTlsFiles;
   /** How long a TLS handshake may take, ms. */
   handshakeTimeout: number;
+  /**
+   * The server's limits now: connections carrying sessions (TLS handshakes included) are bounded
+   * by them too, in all and by peer IP, so that connections that open no stream cannot pile up.
+   */
+  limits: () => { connections: number; perClient: number };
   logger?: Logger;
 }
 
@@ -42,13 +47,26 @@ export class MuxListeners {
   readonly #options: MuxListenersOptions;
   readonly #onStream: (stream: MuxStream, peer: StreamPeer) => void;
   #closing = false;
+  /** Connections accepted and not yet closed, in all and by peer IP. */
+  #connections = 0;
+  readonly #perPeer = new Map<string, number>();
 
   constructor(onStream: (stream: MuxStream, peer: StreamPeer) => void, options: MuxListenersOptions) {
     this.#onStream = onStream;
     this.#options = options;
     const logger = options.logger;
-    this.#plain = new Listeners((socket) => this.#session(socket), { logger });
-    this.#tls = new Listeners((socket) => this.#handshake(socket), { logger });
+    this.#plain = new Listeners(
+      (socket) => {
+        if (this.#admit(socket)) this.#session(socket);
+      },
+      { logger },
+    );
+    this.#tls = new Listeners(
+      (socket) => {
+        if (this.#admit(socket)) this.#handshake(socket);
+      },
+      { logger },
+    );
     if (options.tls) {
       this.#tlsServer = tls.createServer({ cert: options.tls.cert, key: options.tls.key, handshakeTimeout: options.handshakeTimeout, allowHalfOpen: true });
       this.#tlsServer.on('secureConnection', (secure: tls.TLSSocket) => this.#session(secure));
@@ -102,8 +120,29 @@ export class MuxListeners {
     for (const session of this.#sessions) session.destroy();
   }
 
+  /** Whether the connection is within the limits (counted until it closes); destroyed if not. */
+  #admit(socket: net.Socket): boolean {
+    const ip = socket.remoteAddress ?? '';
+    const fromPeer = this.#perPeer.get(ip) ?? 0;
+    const limits = this.#options.limits();
+    if (this.#closing || this.#connections >= limits.connections || fromPeer >= limits.perClient) {
+      if (!this.#closing) this.#options.logger?.debug({ client: formatHostPort({ host: ip || '?', port: socket.remotePort ?? 0 }) }, 'mux connection past the limits: closed');
+      socket.on('error', () => {});
+      socket.destroy();
+      return false;
+    }
+    this.#connections++;
+    this.#perPeer.set(ip, fromPeer + 1);
+    socket.once('close', () => {
+      this.#connections--;
+      const left = (this.#perPeer.get(ip) ?? 1) - 1;
+      if (left > 0) this.#perPeer.set(ip, left);
+      else this.#perPeer.delete(ip);
+    });
+    return true;
+  }
+
   #handshake(socket: net.Socket): void {
-    if (this.#closing) return void socket.destroy();
     socket.on('error', () => {});
     this.#tlsServer!.emit('connection', socket);
   }

@@ -109,6 +109,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
         mux: this.#options.mux,
         tls: this.#options.tls,
         handshakeTimeout: this.#timeouts.handshake,
+        limits: () => this.#limits,
         logger: this.#options.logger,
       });
     }
