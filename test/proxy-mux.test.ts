@@ -243,6 +243,34 @@ describe('proxy --listen mux:// and the server', () => {
     await h.within(new Promise((resolve) => (client.socket.destroyed ? resolve(0) : client.socket.once('close', resolve))), 10_000, 'the session closed');
   });
 
+  it.runIf(process.platform === 'linux')('leaves no fd open: streams served, reset mid-transfer and refused, then the server closed', async () => {
+    const echo = await h.startEchoServer();
+    const before = h.fdTable();
+    const { server, muxPort } = await startMuxProxy();
+    const client = await muxClient(muxPort);
+    await Promise.all(
+      Array.from({ length: 8 }, async (_, i) => {
+        const stream = await socks5Stream(client, echo.port);
+        const received = hashStream(stream);
+        const sent = await writePattern(stream, 500 + i, 32 * KiB);
+        expect(await received).toEqual(sent);
+      }),
+    );
+    const cut = await socks5Stream(client, echo.port);
+    cut.on('error', () => {});
+    await writePattern(cut, 9, 16 * KiB, { end: false });
+    cut.destroy();
+    const denied = client.session.openStream();
+    denied.on('error', () => {});
+    denied.end(Buffer.from([4, 2, 0, 21, 127, 0, 0, 1, 0]));
+    await h.waitFor(() => server.activeConnections === 0, 10_000);
+    client.session.destroy();
+    await server.close(0);
+    for (const socket of echo.conns.items) socket.destroy();
+    const settled = await h.waitFor(() => Object.keys(h.fdDiff(before, h.fdTable())).length === 0, 5_000);
+    expect(settled ? {} : h.fdDiff(before, h.fdTable())).toEqual({});
+  });
+
   it('binds added mux addresses and stops accepting on removed ones at reconfigure; new users apply to new streams', async () => {
     const echo = await h.startEchoServer();
     const { server, muxPort } = await startMuxProxy();
