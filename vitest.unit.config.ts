@@ -21,6 +21,7 @@ const UNIT_TESTS = [
   'test/protocol-socks4.test.ts',
   'test/protocol-socks5.test.ts',
   'test/proxy-auth.test.ts',
+  'test/proxy-mux-args.test.ts',
   'test/proxy-rules.test.ts',
   'test/reload.test.ts',
   'test/relay-pcap.test.ts',

@@ -1,7 +1,7 @@
 // `splicer proxy`: SOCKS4/4a/5 and HTTP on one port.
 import { Command, InvalidArgumentError } from 'commander';
 import { acceptProxyProtocolOption } from './proxy-protocol-flags.js';
-import { acceptOption, collect, commandEngine, engineOption, hostPortListArg, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
+import { acceptOption, collect, commandEngine, engineOption, integerArg, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 import type { LOG_LEVELS, Logger } from '../logger.js';
 import { configOption, configuredOptions } from './config-file.js';
@@ -15,9 +15,11 @@ import { createProxyServer, openProxyRisk } from '../proxy/server.js';
 import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/options.js';
 import { checkMetricsFlags, metricsOption, startMetrics } from './metrics.js';
 import { proxyHandshakeFailure } from '../metrics/outcomes.js';
+import { formatMuxAddress } from '../proxy/mux-address.js';
+import { addProxyMuxOptions, muxSessionOptions, PROXY_MUX_RESTART_ONLY, proxyListenArg, readMuxTls, splitListen, type ProxyListenAddress, type ProxyMuxCliOptions } from './proxy-mux.js';
 
-interface ProxyCliOptions {
-  listen?: HostPort[];
+interface ProxyCliOptions extends ProxyMuxCliOptions {
+  listen?: ProxyListenAddress[];
   auth?: string[];
   users?: string[];
   allowEmptyCredentials?: boolean;
@@ -61,8 +63,10 @@ function credentialsFrom(options: ProxyCliOptions): Credentials | undefined {
 /** What the proxy server is given for these options: throws (naming the flag) on bad users or an open proxy. */
 function proxyOptionsFrom(options: ProxyCliOptions, role: WorkerRole | undefined, logger: Logger) {
   const credentials = credentialsFrom(options);
+  const { listen, muxListen } = splitListen(role?.listen ?? options.listen ?? [{ host: '127.0.0.1', port: 1080 }], options);
   const proxyOptions = {
-    listen: role?.listen ?? options.listen ?? [{ host: '127.0.0.1', port: 1080 }],
+    listen,
+    muxListen,
     listenFd: role ? reusePortListenFd() : undefined,
     credentials,
     allowEmptyCredentials: options.allowEmptyCredentials,
@@ -95,10 +99,12 @@ async function runProxy(cli: ProxyCliOptions, command: Command): Promise<void> {
   }
   const notifier = serviceNotifier(logger);
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
-  const server = createProxyServer({ ...proxyOptions, spliceEngine });
+  const server = createProxyServer({ ...proxyOptions, spliceEngine, mux: muxSessionOptions(options), tls: readMuxTls(options) });
+  const listening = () => [...server.addresses().map(formatHostPort), ...server.muxAddresses().map(formatMuxAddress)];
   const metrics = await startMetrics(options, { service: 'proxy', activeConnections: () => server.activeConnections, spliceEngine }, logger, role !== undefined);
   if (metrics) server.on('connection', (record) => metrics.connectionEnded({ outcome: record.outcome, durationMs: record.durationMs, handshakeFailure: proxyHandshakeFailure(record.outcome) }));
   const bound = await server.listen();
+  const listeningAtStart = listening();
   // Before the startup line: whoever sees it may stop the process at once.
   onStopSignal(logger, options.grace, server, spliceEngine, notifier);
   reloadOnSignal({
@@ -111,12 +117,12 @@ async function runProxy(cli: ProxyCliOptions, command: Command): Promise<void> {
     apply: async (next) => {
       await server.reconfigure(proxyOptionsFrom(next, role, logger));
       logger.level = next.logLevel;
-      return { listen: server.addresses().map(formatHostPort) };
+      return { listen: listening() };
     },
   });
   logger.info(
     {
-      listen: bound.map(formatHostPort),
+      listen: listeningAtStart,
       protocols: ['socks4', 'socks4a', 'socks5', 'http'],
       auth: proxyOptions.credentials?.required ? `${proxyOptions.credentials.size} user(s)` : 'none',
       rules: proxyOptions.rules.map((rule) => rule.source),
@@ -133,7 +139,7 @@ async function runProxy(cli: ProxyCliOptions, command: Command): Promise<void> {
   if (role) workerListening(bound, logger);
 }
 
-const PROXY_RESTART_ONLY = ['engine', 'accept', 'threads', 'workers', 'grace', 'metrics'] as const;
+const PROXY_RESTART_ONLY = ['engine', 'accept', 'threads', 'workers', 'grace', 'metrics', ...PROXY_MUX_RESTART_ONLY] as const;
 
 // --allow and --deny are one list: rules are tried in the order they were given, across both
 // flags (and, in a config file, across both keys). Each parsed rule is stamped with its place.
@@ -158,10 +164,15 @@ function orderedRules(options: ProxyCliOptions): Rule[] {
 }
 
 export function addProxyCommand(program: Command): void {
-  program
+  const command = program
     .command('proxy', { isDefault: false })
     .description('SOCKS4, SOCKS4a, SOCKS5 and HTTP proxy on one port (the first byte tells which), spliced')
-    .option('--listen <host:port>', 'address to accept on, repeatable; IPv6 as [::1]:1080; :PORT means 127.0.0.1 (default: 127.0.0.1:1080)', hostPortListArg('127.0.0.1', true))
+    .option(
+      '--listen <address>',
+      'address to accept on, repeatable; IPv6 as [::1]:1080; :PORT means 127.0.0.1 (default: 127.0.0.1:1080). ' +
+        'mux://HOST:PORT accepts yamux sessions, mux+tls://HOST:PORT yamux over TLS (--tls-cert, --tls-key): each stream is served as a connection is',
+      proxyListenArg('127.0.0.1'),
+    )
     .option('--auth <user:pass>', 'a user allowed in (SOCKS5 username/password, HTTP Basic), repeatable', collect)
     .option('--users <file>', 'a file of users, one user:pass a line (# comments), repeatable', collect)
     .option('--allow-empty-credentials', 'accept a configured user whose name or password is empty (clients that send empty fields)')
@@ -174,7 +185,8 @@ export function addProxyCommand(program: Command): void {
     .addOption(idleTimeoutOption('pair', DEFAULT_TIMEOUTS.idle / 1000))
     .option('--max-connections <n>', 'client connections open at once (per worker with --workers); past it new ones are closed', integerArg('--max-connections', 1, 1_000_000), DEFAULT_LIMITS.connections)
     .option('--max-per-client <n>', 'client connections open at once from one IP (per worker with --workers)', integerArg('--max-per-client', 1, 1_000_000), DEFAULT_LIMITS.perClient)
-    .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)')
+    .option('--udp-advertise <addr>', 'address sent to SOCKS5 UDP clients as where to send datagrams (the public one, behind NAT)');
+  addProxyMuxOptions(command)
     .addOption(engineOption())
     .addOption(acceptOption('a SOCKS or HTTP CONNECT'))
     .addOption(acceptProxyProtocolOption('--handshake-timeout', ' (on either accept path)'))

@@ -2,6 +2,7 @@
 // (every resolved address, each checked against the rules too), send the
 // protocol's reply, and hand the pair to forward().
 import net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../net/host-port.js';
 import { defaultSpliceEngine, forward } from '../engine/forward.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
@@ -95,7 +96,7 @@ export async function connectAndForward(
   record.destination = formatHostPort(dest);
   if (refusedBeforeLookup(ctx, session, dest)) return refuse(session, replies, 'EACCES', 'denied', record);
   if (session instanceof NativeSession) return connectAndSplice(session, dest, replies, ctx, record);
-  const client = (session as ClientSession).socket;
+  const client = (session as ClientSession<Duplex>).socket;
 
   let upstream: net.Socket;
   try {
@@ -210,8 +211,8 @@ function refuseFor(err: unknown, session: HandshakeSession, replies: Replies, re
  * the pair to forward(), whose result completes the record.
  */
 export function replyAndForward(
-  client: net.Socket,
-  other: net.Socket,
+  client: Duplex,
+  other: Duplex,
   success: { reply: Buffer; code: number },
   optimistic: Buffer,
   ctx: TunnelContext,

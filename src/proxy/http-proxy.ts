@@ -3,6 +3,7 @@
 // on with http.request, keep-alive to the client kept, hop-by-hop headers dropped.
 import http from 'node:http';
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import { formatHostPort } from '../net/host-port.js';
 import { encodeHttpResponse, httpStatusForErrno, parseAbsoluteUri, parseBasicAuth, parseConnectTarget, stripHopByHop, type ConnectHead, type HttpHeaders } from '../protocol/http.js';
 import type { Credentials } from './auth.js';
@@ -64,13 +65,13 @@ interface ConnectionState {
 export class HttpProxy {
   readonly #server: http.Server;
   readonly #ctx: HttpProxyContext;
-  readonly #states = new WeakMap<net.Socket, ConnectionState>();
+  readonly #states = new WeakMap<Duplex, ConnectionState>();
 
   constructor(ctx: HttpProxyContext) {
     this.#ctx = ctx;
     this.#server = http.createServer({ maxHeaderSize: 16 * 1024, requestTimeout: 0 });
     this.#server.headersTimeout = ctx.handshakeTimeout;
-    this.#server.on('connect', (req: http.IncomingMessage, socket: net.Socket, head: Buffer) => this.#onConnect(req, socket, head));
+    this.#server.on('connect', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.#onConnect(req, socket, head));
     this.#server.on('request', (req, res) => void this.#onRequest(req, res));
     this.#server.on('clientError', (err: NodeJS.ErrnoException, socket: net.Socket) => {
       const state = this.#states.get(socket);
@@ -88,13 +89,14 @@ export class HttpProxy {
 
   /**
    * Serves one client connection whose first bytes (already read) are `first`; resolves when it
-   * is over. `claimedClient`: the client a PROXY header named, for the rules.
+   * is over. `claimedClient`: the client for the rules when it is not the socket's peer (a PROXY
+   * header's; a mux stream's connection).
    */
-  serve(socket: net.Socket, first: Buffer, record: ProxyConnectionRecord, claimedClient?: string): Promise<void> {
+  serve(socket: Duplex, first: Buffer, record: ProxyConnectionRecord, claimedClient?: string): Promise<void> {
     record.protocol = 'http';
     record.outcome = 'open';
     return new Promise<void>((resolve) => {
-      const client = claimedClient === undefined ? socket : { remoteAddress: claimedClient };
+      const client = claimedClient === undefined ? (socket as { remoteAddress?: string }) : { remoteAddress: claimedClient };
       const state: ConnectionState = { record, tunnel: undefined, headTimer: undefined, client, claimedClient };
       this.#states.set(socket, state);
       // Node enforces headersTimeout only on a server that listen()s; this one is handed sockets,
@@ -150,7 +152,7 @@ export class HttpProxy {
     return { ok: credentials.verify(parsed.user, parsed.pass), user: parsed.user };
   }
 
-  #onConnect(req: http.IncomingMessage, socket: net.Socket, head: Buffer): void {
+  #onConnect(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
     const state = this.#states.get(socket);
     if (!state) return void socket.destroy();
     clearTimeout(state.headTimer);

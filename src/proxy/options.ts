@@ -7,6 +7,9 @@ import type { LookupAll } from '../net/dial.js';
 import type { OpenListenFd } from '../net/listeners.js';
 import type { ProxyCommand, Rule } from './rules.js';
 import type { AcceptPath } from '../engine/splice/acceptor.js';
+import type { MuxSessionOptions } from '../mux/options.js';
+import type { MuxListenAddress } from './mux-address.js';
+import type { MuxTlsFiles } from './mux-listener.js';
 
 export type ProxyProtocol = 'socks4' | 'socks4a' | 'socks5' | 'http';
 
@@ -30,6 +33,16 @@ export type { AcceptPath };
 
 export interface ProxyOptions {
   listen: HostPort[];
+  /**
+   * Addresses that accept yamux sessions (mux://, or mux+tls:// with `tls`): every stream is served
+   * as a connection to `listen` is, its client the peer of the session's connection. The JS engine
+   * carries its pair; BIND and UDP ASSOCIATE are refused (command not supported).
+   */
+  muxListen?: MuxListenAddress[];
+  /** The sessions' window, stream count and keepalive. */
+  mux?: Omit<MuxSessionOptions, 'role'>;
+  /** Certificate and key (PEM) of the mux+tls:// listeners. */
+  tls?: MuxTlsFiles;
   /** Listen on sockets this makes (SO_REUSEPORT ones, one per worker process) rather than Node's. */
   listenFd?: OpenListenFd;
   /** Users; when empty, no authentication is asked for. */
@@ -70,6 +83,8 @@ export interface ProxyOptions {
 /** One client connection, reported once when it ends. */
 export interface ProxyConnectionRecord {
   client: string;
+  /** The yamux stream id, for a stream of a mux listener's session (whose peer is `client`). */
+  muxStream?: number;
   protocol: ProxyProtocol | 'unknown';
   user?: string;
   command?: ProxyCommand;

@@ -1,24 +1,26 @@
 // `splicer proxy`: one listener for SOCKS4, SOCKS4a, SOCKS5 and HTTP; the first
 // byte of a connection says which protocol it speaks.
 import { EventEmitter, setMaxListeners } from 'node:events';
-import net from 'node:net';
-import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
+import type net from 'node:net';
+import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { Listeners, listenChanges } from '../net/listeners.js';
 import { drain } from '../net/drain.js';
 import { detectProtocol } from '../protocol/detect.js';
 import { parseProxyHeader } from '../protocol/proxy-protocol.js';
 import { parseConnectHead } from '../protocol/http.js';
-import { hostAddressTest } from './host-guard.js';
-import { hasClientAllowRule } from './rules.js';
-import { HttpProxy } from './http-proxy.js';
 import { ClientSession, SessionClosed, type HandshakeSession } from './session.js';
 import { NativeSession } from './native-session.js';
 import { Acceptor, nativeAccept } from '../engine/splice/acceptor.js';
-import { serveSocks4, serveSocks5, type SocksContext } from './socks.js';
+import { serveSocks4, serveSocks5 } from './socks.js';
 import { SplicedHandover, type Handover } from './connect-step.js';
-import { bindAndForward } from './bind.js';
-import { udpAssociate } from './udp.js';
-import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type ProxyConnectionRecord, type ProxyLimits, type ProxyOptions, type ProxyTimeouts } from './options.js';
+import { muxListenChanges, type MuxListenAddress } from './mux-address.js';
+import type { MuxListeners, StreamPeer } from './mux-listener.js';
+import type { MuxStream } from '../mux/stream.js';
+import { checkProxyOptions } from './exposure.js';
+import { onSocket, servedWith, type Served } from './served.js';
+import type { ProxyConnectionRecord, ProxyLimits, ProxyOptions, ProxyTimeouts } from './options.js';
+
+export { ExposureError, openProxyRisk, protectsHost } from './exposure.js';
 
 const ignore = () => {};
 
@@ -30,47 +32,6 @@ interface Admission {
   record: ProxyConnectionRecord;
   started: number;
   clientIp: string | null;
-}
-
-export class ExposureError extends Error {
-  readonly code = 'ERR_OPEN_PROXY';
-}
-
-/**
- * Why these options would make an open proxy (a non-loopback listener that lets
- * anyone in), or null. `open: true` is the explicit override.
- */
-export function openProxyRisk(options: ProxyOptions): string | null {
-  if (options.open) return null;
-  const exposed = options.listen.filter((address) => !isLoopback(address.host));
-  if (exposed.length === 0) return null;
-  if (options.credentials?.required) return null;
-  if (hasClientAllowRule(options.rules ?? [])) return null;
-  return (
-    `listening on ${exposed.map(formatHostPort).join(', ')} with no authentication and no client allow rule ` +
-    'would make an open proxy that anyone can use; add --auth USER:PASS, --users FILE or --allow from=CIDR, or pass --open'
-  );
-}
-
-/** Whether these options protect the host (ProxyOptions.protectHost): 'auto' means any listener beyond loopback. */
-export function protectsHost(options: Pick<ProxyOptions, 'listen' | 'protectHost'>): boolean {
-  const setting = options.protectHost ?? 'auto';
-  if (setting !== 'auto') return setting;
-  return options.listen.some((address) => !isLoopback(address.host));
-}
-
-function checkOptions(options: ProxyOptions): void {
-  if (options.listen.length === 0) throw new TypeError('at least one listen address is needed');
-  const risk = openProxyRisk(options);
-  if (risk) throw new ExposureError(risk);
-  if (![undefined, true, false, 'auto'].includes(options.protectHost)) {
-    throw new TypeError(`protectHost must be true, false or 'auto', not ${JSON.stringify(options.protectHost)}`);
-  }
-}
-
-/** The rest of a handshake that needs a stream (HTTP, BIND, UDP ASSOCIATE): the client as a net.Socket. */
-function onSocket(session: HandshakeSession): ClientSession {
-  return session instanceof NativeSession ? session.toClientSession() : (session as ClientSession);
 }
 
 export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionRecord] }> {
@@ -91,43 +52,20 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
   readonly #onEnd = new Set<() => void>();
   readonly #shutdown = new AbortController();
   /** What a handshake starting now is served with; replaced whole by reconfigure(). */
-  #socks: SocksContext;
-  #http: HttpProxy;
+  #forSockets: Served;
+  #forStreams: Served;
+  /** The mux://, mux+tls:// listeners and their sessions; made when the first mux address is bound. */
+  #mux: MuxListeners | undefined;
 
   constructor(options: ProxyOptions) {
     super();
-    checkOptions(options);
+    checkProxyOptions(options);
     this.#options = options;
     // Every open connection listens on the shutdown signal: that many listeners is the design, not a leak.
     setMaxListeners(0, this.#shutdown.signal);
     this.#listeners = new Listeners((socket) => this.#accept(socket), { listenFd: options.listenFd, logger: options.logger });
     this.#native = nativeAccept(options.accept, options.engine);
-    ({ timeouts: this.#timeouts, limits: this.#limits, socks: this.#socks, http: this.#http } = this.#contexts(options));
-  }
-
-  #contexts(options: ProxyOptions) {
-    const timeouts = { ...DEFAULT_TIMEOUTS, ...options.timeouts };
-    const limits = { ...DEFAULT_LIMITS, ...options.limits };
-    const tunnel = {
-      rules: options.rules ?? [],
-      connectTimeout: timeouts.connect,
-      idleTimeout: timeouts.idle,
-      engine: options.engine,
-      spliceEngine: options.spliceEngine,
-      lookup: options.lookup,
-      isHostAddress: protectsHost(options) ? hostAddressTest() : undefined,
-      signal: this.#shutdown.signal,
-    };
-    const auth = { credentials: options.credentials, allowEmptyCredentials: options.allowEmptyCredentials ?? false };
-    const udp = { ...tunnel, advertise: options.udpAdvertise, logger: options.logger };
-    const socks: SocksContext = {
-      ...tunnel,
-      ...auth,
-      bind: (session, dest, replies, record) => bindAndForward(onSocket(session), dest, replies, tunnel, record),
-      udpAssociate: (session, hint, record) => udpAssociate(onSocket(session), hint, udp, record),
-    };
-    const http = new HttpProxy({ ...tunnel, ...auth, handshakeTimeout: timeouts.handshake });
-    return { timeouts, limits, socks, http };
+    ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = servedWith(options, this.#shutdown.signal));
   }
 
   /**
@@ -135,33 +73,80 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
    * protection and UDP address; binds its new listen addresses and stops accepting on the ones it
    * no longer has (compared as given). Open connections, on any address, go on as they began.
    * Checked before anything changes: an open proxy or an address that cannot be bound rejects,
-   * and the server runs on as it was. The engine, accept path, listenFd, lookup and logger are
-   * the constructor's.
+   * and the server runs on as it was. The engine, accept path, listenFd, lookup, logger, and the
+   * mux sessions' options and TLS files are the constructor's. Mux listen addresses are added and
+   * removed as plain ones are; the sessions of a removed one go on.
    */
-  async reconfigure(next: Omit<ProxyOptions, 'engine' | 'spliceEngine' | 'accept' | 'listenFd' | 'lookup' | 'logger'>): Promise<void> {
-    const { engine, spliceEngine, accept, listenFd, lookup, logger } = this.#options;
-    const options: ProxyOptions = { ...next, engine, spliceEngine, accept, listenFd, lookup, logger };
-    checkOptions(options);
-    const contexts = this.#contexts(options);
+  async reconfigure(next: Omit<ProxyOptions, 'engine' | 'spliceEngine' | 'accept' | 'listenFd' | 'lookup' | 'logger' | 'mux' | 'tls'>): Promise<void> {
+    const { engine, spliceEngine, accept, listenFd, lookup, logger, mux, tls } = this.#options;
+    const options: ProxyOptions = { ...next, engine, spliceEngine, accept, listenFd, lookup, logger, mux, tls };
+    checkProxyOptions(options);
+    const contexts = servedWith(options, this.#shutdown.signal);
     const { added, removed } = listenChanges(this.#options.listen, options.listen);
-    if (added.length > 0) {
-      if (this.#acceptor) await this.#acceptor.listen(added, { listenFd });
-      else if (!this.#native) await this.#listeners.listen(added);
+    const muxChanges = muxListenChanges(this.#options.muxListen ?? [], options.muxListen ?? []);
+    if (added.length > 0) await this.#listenPlain(added);
+    try {
+      await this.#muxListen(muxChanges.added);
+    } catch (err) {
+      for (const address of added) (this.#acceptor ?? this.#listeners).unlisten(address);
+      throw err;
     }
     this.#options = options;
-    ({ timeouts: this.#timeouts, limits: this.#limits, socks: this.#socks, http: this.#http } = contexts);
+    ({ timeouts: this.#timeouts, limits: this.#limits, forSockets: this.#forSockets, forStreams: this.#forStreams } = contexts);
     for (const address of removed) (this.#acceptor ?? this.#listeners).unlisten(address);
+    for (const address of muxChanges.removed) this.#mux?.unlisten(address);
   }
 
-  /** Binds every listen address; rejects (closing what was bound) if one fails. */
-  async listen(): Promise<HostPort[]> {
-    if (!this.#native) return this.#listeners.listen(this.#options.listen);
-    this.#acceptor = await Acceptor.open(this.#options.listen, {
+  /**
+   * Binds mux addresses. The listeners' module (the yamux session, zod with it) is loaded on first
+   * need: a proxy with none starts with fewer files open.
+   */
+  async #muxListen(addresses: MuxListenAddress[]): Promise<void> {
+    if (addresses.length === 0) return;
+    if (!this.#mux) {
+      const { MuxListeners } = await import('./mux-listener.js');
+      this.#mux ??= new MuxListeners((stream, peer) => this.#acceptStream(stream, peer), {
+        mux: this.#options.mux,
+        tls: this.#options.tls,
+        handshakeTimeout: this.#timeouts.handshake,
+        limits: () => this.#limits,
+        logger: this.#options.logger,
+      });
+    }
+    await this.#mux.listen(addresses);
+  }
+
+  /** Binds plain addresses on the accept path in use (the native acceptor made on first need). */
+  async #listenPlain(addresses: HostPort[]): Promise<void> {
+    if (!this.#native) {
+      await this.#listeners.listen(addresses);
+      return;
+    }
+    if (this.#acceptor) {
+      await this.#acceptor.listen(addresses, { listenFd: this.#options.listenFd });
+      return;
+    }
+    this.#acceptor = await Acceptor.open(addresses, {
       onConnection: (id, host, port, acceptor) => this.#acceptNative(acceptor, id, host, port),
       listenFd: this.#options.listenFd,
       logger: this.#options.logger,
     });
-    return this.#acceptor.addresses();
+  }
+
+  /**
+   * Binds every listen address, mux ones included; rejects (closing what was bound) if one fails.
+   * Resolves with the plain addresses bound (muxAddresses() has the others).
+   */
+  async listen(): Promise<HostPort[]> {
+    const plain = this.#options.listen;
+    if (plain.length > 0) await this.#listenPlain(plain);
+    try {
+      await this.#muxListen(this.#options.muxListen ?? []);
+    } catch (err) {
+      for (const address of plain) (this.#acceptor ?? this.#listeners).unlisten(address);
+      throw err;
+    }
+    return this.addresses();
   }
 
   /** Which accept path serves: 'native' (the addon's) or 'node' (net.Server). */
@@ -171,25 +156,36 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
 
   /** Whether destinations on this host are refused unless a rule names them (ProxyOptions.protectHost). */
   get protectsHost(): boolean {
-    return this.#socks.isHostAddress !== undefined;
+    return this.#forSockets.socks.isHostAddress !== undefined;
   }
 
   addresses(): HostPort[] {
     return this.#acceptor ? this.#acceptor.addresses() : this.#listeners.addresses();
   }
 
+  /** The mux listeners' bound addresses. */
+  muxAddresses(): MuxListenAddress[] {
+    return this.#mux?.addresses() ?? [];
+  }
+
+  /** Mux sessions open now. */
+  get muxSessions(): number {
+    return this.#mux?.sessions ?? 0;
+  }
+
   get activeConnections(): number {
     return this.#open;
   }
 
-  /** Stops accepting; connections get `graceMs` to finish, then are ended. */
+  /** Stops accepting (GoAway on mux sessions: no new streams); connections and streams get `graceMs` to finish, then are ended. */
   async close(graceMs = 0): Promise<void> {
     // Settles only once every accepted socket is gone: awaited last, or open connections would hold close() past the grace.
-    const closed = this.#listeners.close();
+    const closed = Promise.all([this.#listeners.close(), this.#mux?.goAway()]);
     this.#acceptor?.closeListeners();
     await this.#ended(graceMs);
     this.#shutdown.abort();
     for (const socket of this.#sockets) socket.destroy();
+    this.#mux?.destroy();
     // Every handshake still on the native path is failed; adopted pairs end with the signal.
     this.#acceptor?.close();
     await this.#ended();
@@ -224,7 +220,21 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#sockets.add(socket);
     // The splice engine destroys Node's socket once it holds the fds: the set must not keep it alive for the pair's life.
     socket.once('close', () => this.#sockets.delete(socket));
-    this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted), admitted);
+    this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted, this.#forSockets), admitted);
+  }
+
+  /** A stream of a mux session: served as a connection from the session's peer. */
+  #acceptStream(stream: MuxStream, peer: StreamPeer): void {
+    stream.on('error', ignore);
+    const admitted = this.#admit(peer.host, peer.port, stream.id);
+    if (!admitted) {
+      // RST: the peer sees its stream refused, as a TCP client sees its connection closed.
+      stream.destroy();
+      return;
+    }
+    const session = new ClientSession(stream, this.#timeouts.handshake);
+    session.claimClient(peer.host);
+    this.#track(this.#serve(session, admitted, this.#forStreams), admitted);
   }
 
   #acceptNative(acceptor: Acceptor, id: number, clientIp: string, clientPort: number): void {
@@ -234,16 +244,17 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
       return;
     }
     const session = new NativeSession(acceptor, id, clientIp, this.#timeouts.handshake);
-    this.#track(this.#serve(session, admitted), admitted);
+    this.#track(this.#serve(session, admitted, this.#forSockets), admitted);
   }
 
   /**
    * The connection's record, counted against the limits; null (reported as `limit`) past them.
    * With a PROXY header to come, the per-client limit waits for the client it names.
    */
-  #admit(clientIp: string, clientPort: number): Admission | null {
+  #admit(clientIp: string, clientPort: number, muxStream?: number): Admission | null {
     const record: ProxyConnectionRecord = {
       client: formatHostPort({ host: clientIp || '?', port: clientPort }),
+      ...(muxStream === undefined ? {} : { muxStream }),
       protocol: 'unknown',
       bytesUp: 0,
       bytesDown: 0,
@@ -335,11 +346,11 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
    * The handshake; once the engine holds the pair, the handover, whose frames are then done: what
    * the pair's life keeps is the record and what hears the pair's end (see #track).
    */
-  async #serve(session: HandshakeSession, admission: Admission): Promise<Handover | void> {
+  async #serve(session: HandshakeSession, admission: Admission, served: Served): Promise<Handover | void> {
     const { record } = admission;
     try {
       if (this.#options.acceptProxyProtocol && !(await this.#acceptProxyHeader(session, admission))) return;
-      return await this.#handshake(session, record);
+      return await this.#handshake(session, record, served);
     } catch (err) {
       if (err instanceof SessionClosed) {
         record.outcome = err.code === 'ETIMEDOUT' ? 'handshake-timeout' : err.code === 'EOVERSIZE' ? 'bad-request' : 'client-closed';
@@ -351,22 +362,22 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     }
   }
 
-  async #handshake(session: HandshakeSession, record: ProxyConnectionRecord): Promise<Handover | void> {
+  async #handshake(session: HandshakeSession, record: ProxyConnectionRecord, { socks, http }: Served): Promise<Handover | void> {
     const protocol = detectProtocol(await session.peek());
     switch (protocol) {
       case 'socks4':
-        return serveSocks4(session, this.#socks, record);
+        return serveSocks4(session, socks, record);
       case 'socks5':
-        return serveSocks5(session, this.#socks, record);
+        return serveSocks5(session, socks, record);
       case 'http': {
         // A plain CONNECT stays on the native path; any other request goes to Node's HTTP parser.
         if (session instanceof NativeSession) {
           record.protocol = 'http';
           const parsed = await session.read(parseConnectHead);
-          if (parsed.status === 'ok' && parsed.head) return this.#http.serveConnect(session, parsed.head, record);
+          if (parsed.status === 'ok' && parsed.head) return http.serveConnect(session, parsed.head, record);
         }
         const onNode = onSocket(session);
-        return this.#http.serve(onNode.socket, onNode.detach(), record, onNode.claimedClient);
+        return http.serve(onNode.socket, onNode.detach(), record, onNode.claimedClient);
       }
       default:
         // TLS on a plain port, or bytes of no protocol served here: nothing to reply in a language it speaks.

@@ -1,9 +1,10 @@
 // One client connection during its handshake: reads through a parser until a
 // whole message has arrived (a handshake may come byte by byte, or coalesced
 // with the next message and the first payload bytes), writes replies, and
-// knows how to close. Over a net.Socket here; over the addon's acceptor in
-// native-session.ts.
+// knows how to close. Over a net.Socket (or a mux stream) here; over the
+// addon's acceptor in native-session.ts.
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { ProtocolError } from '../protocol/reader.js';
 
 export type ParseResult<T> = { status: 'incomplete' } | ({ status: 'ok'; consumed: number } & T) | ProtocolError;
@@ -49,7 +50,10 @@ export abstract class HandshakeSession {
   /** The client's address, for the rules: the one a PROXY header named, else the peer's. */
   abstract readonly remoteAddress: string | undefined;
 
-  /** The client a PROXY protocol header named: the rules see it from now on. */
+  /**
+   * The client the rules see from now on, when it is not the peer of what carries the bytes: the
+   * one a PROXY protocol header named, or the peer of the connection that carries a mux stream.
+   */
   claimClient(address: string): void {
     this.#claimedClient = address;
   }
@@ -144,14 +148,17 @@ export abstract class HandshakeSession {
   }
 }
 
-/** A handshake over a net.Socket. */
-export class ClientSession extends HandshakeSession {
+/**
+ * A handshake over a net.Socket, or over a Duplex with no address of its own (a mux stream, whose
+ * client is then claimed: claimClient()).
+ */
+export class ClientSession<S extends Duplex = net.Socket> extends HandshakeSession {
   readonly #onData = (chunk: Buffer) => this.received(chunk);
   readonly #onEnd = () => this.endReceived();
   readonly #onClose = () => this.lost();
 
   /** `initial`: bytes already read from the socket by someone else (http's CONNECT head). */
-  constructor(readonly socket: net.Socket, handshakeTimeoutMs: number, initial?: Buffer) {
+  constructor(readonly socket: S, handshakeTimeoutMs: number, initial?: Buffer) {
     super(handshakeTimeoutMs, initial);
     socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
@@ -161,7 +168,7 @@ export class ClientSession extends HandshakeSession {
   }
 
   get remoteAddress(): string | undefined {
-    return this.claimedClient ?? this.socket.remoteAddress;
+    return this.claimedClient ?? (this.socket as { remoteAddress?: string }).remoteAddress;
   }
 
   get gone(): boolean {

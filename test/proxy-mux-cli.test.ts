@@ -1,0 +1,131 @@
+// `splicer proxy --listen mux://` and `mux+tls://` as a user runs them: chained behind
+// `splicer forward --to mux://` with real curl (SOCKS5 with remote names, plain HTTP proxying,
+// HTTP CONNECT), bodies hashed; TLS with a self-signed certificate and a SOCKS5 user; SIGHUP
+// adding and removing a mux address; and the errors that name a wrong address or flag.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { stringify as toYaml } from 'yaml';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { freePort, portOf, runCli, startCli, type CliProcess } from './cli-harness.js';
+import * as h from './helpers.js';
+import { KiB } from './helpers.js';
+import { runTool, startOrigin, type Origin } from './proxy-helpers.js';
+import { hashStream, writePattern } from './mux-helpers.js';
+import { muxClient, socks5Stream } from './proxy-mux-helpers.js';
+import { hasTool } from './policy.js';
+import * as t from './tunnel-helpers.js';
+
+afterEach(h.closeAll);
+
+let dir: string;
+let origin: Origin;
+beforeAll(async () => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splicer-proxy-mux-'));
+  origin = await startOrigin(512 * KiB);
+});
+afterAll(async () => {
+  fs.rmSync(dir, { recursive: true, force: true });
+  await origin.close();
+});
+
+/** `splicer proxy ...args`, once listening: its mux:// (or mux+tls://) port. */
+async function startMuxProxy(args: string[]): Promise<{ run: CliProcess; port: number; listen: string[] }> {
+  const run = startCli(['proxy', ...args]);
+  const listen = (await run.waitFor('proxy listening')).listen as string[];
+  return { run, port: portOf(listen.find((address) => address.startsWith('mux'))), listen };
+}
+
+function curl(args: string[]) {
+  return runTool('curl', ['-sS', '--max-time', '20', ...args], { timeoutMs: 30_000 });
+}
+
+describe('splicer proxy --listen mux://', () => {
+  it.runIf(hasTool('curl'))('serves curl through `forward --to mux://`: SOCKS5 with remote names, plain HTTP and CONNECT, bodies hashed', async () => {
+    const proxy = await startMuxProxy(['--listen', 'mux://127.0.0.1:0']);
+    expect(proxy.listen).toEqual([`mux://127.0.0.1:${proxy.port}`]);
+    const front = startCli(['forward', '--listen', '127.0.0.1:0', '--to', `mux://127.0.0.1:${proxy.port}`]);
+    const frontPort = portOf(((await front.waitFor('forwarding')).listen as string[])[0]);
+    const url = `http://127.0.0.1:${origin.port}/file`;
+    const runs = [
+      ['--socks5-hostname', `127.0.0.1:${frontPort}`, url],
+      ['-x', `http://127.0.0.1:${frontPort}`, url],
+      ['-p', '-x', `http://127.0.0.1:${frontPort}`, url],
+    ];
+    for (const args of runs) {
+      const result = await curl(args);
+      expect(result.stderr).toBe('');
+      expect(h.sha256(result.stdout)).toBe(origin.sha);
+    }
+    const closed = [];
+    for (let i = 0; i < runs.length; i++) closed.push(await proxy.run.waitFor('connection closed'));
+    expect(closed.map((line) => line.protocol)).toEqual(['socks5', 'http', 'http']);
+    // Every stream came over the one session: one client, the forwarder's connection.
+    expect(new Set(closed.map((line) => line.client)).size).toBe(1);
+    expect(closed.map((line) => line.muxStream)).toEqual([1, 3, 5]);
+    expect(await front.stop()).toBe(0);
+    expect(await proxy.run.stop()).toBe(0);
+  });
+
+  it('SIGHUP: a mux address added accepts sessions, a removed one refuses them', async () => {
+    const echo = await h.startEchoServer();
+    const [oldPort, newPort] = [await freePort(), await freePort()];
+    const file = path.join(dir, 'mux.yaml');
+    fs.writeFileSync(file, toYaml({ listen: [`mux://127.0.0.1:${oldPort}`], 'mux-max-streams': 8 }));
+    const { run } = await startMuxProxy(['--config', file]);
+    const before = await muxClient(oldPort);
+    fs.writeFileSync(file, toYaml({ listen: [`mux://127.0.0.1:${newPort}`, '127.0.0.1:0'], 'mux-max-streams': 8 }));
+    run.child.kill('SIGHUP');
+    const outcome = await run.waitFor('config reloaded');
+    expect((outcome.listen as string[]).filter((address) => address.startsWith('mux'))).toEqual([`mux://127.0.0.1:${newPort}`]);
+    await expect(muxClient(oldPort)).rejects.toMatchObject({ code: 'ECONNREFUSED' });
+    for (const client of [before, await muxClient(newPort)]) {
+      const stream = await socks5Stream(client, echo.port);
+      const received = hashStream(stream);
+      const sent = await writePattern(stream, client.socket.localPort!, 64 * KiB);
+      expect(await received).toEqual(sent);
+    }
+    expect(await run.stop()).toBe(0);
+  });
+
+  it('names what is wrong with an address or a flag', () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['--listen', 'ftp://127.0.0.1:0'], /mux:\/\/ \(yamux\) and mux\+tls:\/\//],
+      [['--listen', 'mux+tls://127.0.0.1:0'], /mux\+tls:\/\/ needs --tls-cert and --tls-key/],
+      [['--listen', 'mux://127.0.0.1:0', '--tls-cert', '/nonexistent.pem'], /--tls-cert and --tls-key go together/],
+      [['--listen', 'mux://127.0.0.1:0', '--workers', '2'], /--workers does not apply with a mux/],
+      [['--listen', 'mux://0.0.0.0:0'], /refusing to start: listening on mux:\/\/0\.0\.0\.0:0 .*open proxy/],
+      [['--listen', 'mux://127.0.0.1:0', '--mux-window', '1k'], /--mux-window must be from/],
+      [['--listen', 'mux://127.0.0.1:0', '--accept-proxy-protocol'], /--accept-proxy-protocol does not apply with a mux/],
+      [['--listen', 'mux+tls://127.0.0.1:0', '--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.pem'], /--tls-cert: cannot read \/nonexistent\.pem: ENOENT/],
+    ];
+    for (const [args, message] of cases) {
+      const result = runCli(['proxy', ...args]);
+      expect(result.status, args.join(' ')).not.toBe(0);
+      expect(result.stderr, args.join(' ')).toMatch(message);
+    }
+  });
+});
+
+describe.runIf(t.hasOpenssl)('splicer proxy --listen mux+tls://', () => {
+  let cert: t.TestCert;
+  beforeAll(() => {
+    cert = t.makeCert();
+  });
+  afterAll(() => fs.rmSync(cert.dir, { recursive: true, force: true }));
+
+  it('serves SOCKS5 streams with a user over TLS, hashed; a wrong password is refused', async () => {
+    const echo = await h.startEchoServer();
+    const { run, port, listen } = await startMuxProxy(['--listen', 'mux+tls://127.0.0.1:0', '--tls-cert', cert.certFile, '--tls-key', cert.keyFile, '--auth', 'alice:s3cret']);
+    expect(listen).toEqual([`mux+tls://127.0.0.1:${port}`]);
+    const client = await muxClient(port, { ca: cert.cert });
+    await expect(socks5Stream(client, echo.port, { user: 'alice', pass: 'wrong' })).rejects.toThrow(/Authentication failed/i);
+    const stream = await socks5Stream(client, echo.port, { user: 'alice', pass: 's3cret' });
+    const received = hashStream(stream);
+    const sent = await writePattern(stream, 21, 256 * KiB);
+    expect(await received).toEqual(sent);
+    const served = await run.waitFor('connection closed', (line) => line.outcome === 'eof');
+    expect(served).toMatchObject({ client: client.peer, user: 'alice', engine: 'js' });
+    expect(await run.stop()).toBe(0);
+  });
+});
