@@ -30,6 +30,7 @@ const UNIT_TESTS = [
   'test/relay-toxic-schema.test.ts',
   'test/relay-toxic-spec.test.ts',
   'test/relay-toxics.test.ts',
+  'test/transport-url.test.ts',
   'test/tunnel-protocol.test.ts',
 ];
 
