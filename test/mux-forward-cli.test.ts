@@ -117,9 +117,9 @@ describe('splicer forward with mux://', () => {
   });
 
   it.each([
-    [['forward', '--to', 'tcp://127.0.0.1:80'], /only scheme taken is mux/],
+    [['forward', '--to', 'udp://127.0.0.1:80'], /the schemes taken are tcp:\/\/, tls:\/\/, mux:\/\/, mux\+tls:\/\//],
     [['forward', '--listen', 'mux://127.0.0.1:0', '--to', 'mux://127.0.0.1:80'], /one side of the hop must be plain TCP/],
-    [['forward', '--listen', 'mux://127.0.0.1:0', '--listen', '127.0.0.1:0', '--to', '127.0.0.1:80'], /all be mux:\/\/ or all be plain/],
+    [['forward', '--listen', 'mux://127.0.0.1:0', '--listen', '127.0.0.1:0', '--to', '127.0.0.1:80'], /must all have one scheme, got mux:\/\/ and tcp:\/\//],
     [['forward', '--to', 'mux://127.0.0.1:80', '--mux-window', '1k'], /--mux-window must be from 262144/],
     [['forward', '--to', 'mux://127.0.0.1:80', '--mux-max-streams', 'x'], /--mux-max-streams must be a whole number/],
   ])('refuses %j, naming what is wrong', (args, message) => {
