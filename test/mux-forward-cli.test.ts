@@ -86,11 +86,11 @@ describe('splicer forward with mux://', () => {
     expect((await h.within(failed, 10_000, 'the reset')).code).toBe('ECONNRESET');
   });
 
-  it('resets a TCP client of --to mux:// when the mux end is not there', async () => {
+  it('resets a TCP client of --to mux:// when the mux end is not there by --connect-timeout', async () => {
     const closed = await h.startServer();
     const port = closed.port;
     await closed.close();
-    const front = startCli(['forward', '--listen', '127.0.0.1:0', '--to', `mux://127.0.0.1:${port}`]);
+    const front = startCli(['forward', '--listen', '127.0.0.1:0', '--to', `mux://127.0.0.1:${port}`, '--connect-timeout', '1']);
     const frontPort = portOf(((await front.waitFor('forwarding')).listen as string[])[0]);
     const client = await h.connectTo(frontPort);
     const seen = h.watch(client);
