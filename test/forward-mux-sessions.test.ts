@@ -216,7 +216,7 @@ describe('splicer forward --to mux:// sessions', () => {
     expect(sum(farText, 'splicer_connections_total', { outcome: 'eof' })).toBe(4);
   });
 
-  it('takes the new flags from --config', async () => {
+  it('takes the new flags from --config, and a SIGHUP applies --log-level and names what needs a restart', async () => {
     const far = await startMuxEnd();
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splicer-mux-config-'));
     h.onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }));
@@ -227,6 +227,14 @@ describe('splicer forward --to mux:// sessions', () => {
     expect(line).toMatchObject({ to: `mux://127.0.0.1:${far.port}`, muxSessions: 2 });
     await far.conns.nth(1, 'two sessions', 10_000);
     await echoedIntact(portOf((line.listen as string[])[0]), 3, 64 * KiB);
+
+    // SIGHUP: --log-level applies, the sessions are the process's until a restart; it keeps serving.
+    fs.writeFileSync(file, `listen: ['127.0.0.1:0']\nto: mux://127.0.0.1:${far.port}\nmux-sessions: 3\nconnect-timeout: 3\nlog-level: debug\n`);
+    cli.child.kill('SIGHUP');
+    expect((await cli.waitFor('changed settings that need a restart are not applied')).settings).toEqual(['mux-sessions']);
+    expect((await cli.waitFor('config reloaded')).changed).toEqual(expect.arrayContaining(['mux-sessions', 'log-level']));
+    await echoedIntact(portOf((line.listen as string[])[0]), 4, 64 * KiB);
+    expect(far.conns.items).toHaveLength(2);
 
     fs.writeFileSync(file, `to: tls://127.0.0.1:1\ntls-fingerprint: nothex\n`);
     const bad = runCli(['forward', '--config', file]);

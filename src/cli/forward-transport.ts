@@ -11,6 +11,8 @@ import type { EngineChoice } from '../engine/contract.js';
 import { commandEngine, integerArg, onStopSignal, secondsArg } from './flags.js';
 import { commandLogger } from './workers.js';
 import { checkMetricsFlags, startMetrics } from './metrics.js';
+import { reloadOnSignal } from './reload.js';
+import { serviceNotifier } from '../ops/systemd-notify.js';
 import { clientTlsFlagsGiven, clientTlsFrom, fingerprintArg, serverTlsFrom, type ClientTlsFlags, type ServerTlsFlags } from './tls-flags.js';
 
 export function transportAddressArg(defaultHost?: string, allowZero = false) {
@@ -136,7 +138,13 @@ export function checkTransports(options: TransportForwardCliOptions): TransportS
 
 const JS_ONLY = 'TLS and mux streams are carried by the JS engine';
 
-export async function runTransportForward(options: TransportForwardCliOptions): Promise<void> {
+/** What a SIGHUP reads: the options as the command line and --config give them now, and the names of all of them. */
+export interface TransportReload {
+  reread: () => TransportForwardCliOptions;
+  settings: string[];
+}
+
+export async function runTransportForward(options: TransportForwardCliOptions, reload?: TransportReload): Promise<void> {
   const listen = options.listen ?? [DEFAULT_LISTEN];
   const listenScheme = checkTransports(options);
   checkMetricsFlags(options);
@@ -170,8 +178,26 @@ export async function runTransportForward(options: TransportForwardCliOptions): 
   );
   if (metrics) forwarder.on('connection', (record) => metrics.connectionEnded({ outcome: record.reason, durationMs: record.durationMs }));
   const bound = await forwarder.listen();
+  const notifier = serviceNotifier(logger);
   // Before the startup line: whoever sees it may stop the process at once.
-  onStopSignal(logger, options.grace, forwarder, undefined);
+  onStopSignal(logger, options.grace, forwarder, undefined, notifier);
+  if (reload) {
+    // A reload checks the file and applies --log-level; the sessions, TLS and addresses are the process's.
+    reloadOnSignal({
+      logger,
+      notifier,
+      read: () => {
+        const next = reload.reread();
+        checkTransports(next);
+        return next;
+      },
+      initial: options,
+      restartOnly: reload.settings.filter((name): name is keyof TransportForwardCliOptions & string => name !== 'logLevel' && name !== 'config'),
+      apply: async (next) => {
+        logger.level = next.logLevel;
+      },
+    });
+  }
   logger.info(
     {
       listen: bound.map((address) => formatTransportAddress({ ...address, scheme: listenScheme })),
@@ -186,4 +212,5 @@ export async function runTransportForward(options: TransportForwardCliOptions): 
     },
     'forwarding',
   );
+  notifier.ready();
 }

@@ -35,7 +35,13 @@ interface ForwardCliOptions extends Omit<TransportForwardCliOptions, 'to' | 'sen
 async function runForward(cli: ForwardCliOptions, command: Command): Promise<void> {
   const read = configuredOptions(command, cli);
   const options = checkForward(read());
-  if (usesTransport({ listen: options.listen, to: options.to! })) return runTransportForward({ ...options, to: options.to! });
+  if (usesTransport({ listen: options.listen, to: options.to! })) {
+    const reread = () => {
+      const next = checkForward(read());
+      return { ...next, to: next.to! };
+    };
+    return runTransportForward({ ...options, to: options.to! }, { reread, settings: command.options.map((option) => option.attributeName()) });
+  }
   checkTransports({ ...options, to: options.to! });
   const role = workerRole();
   checkMetricsFlags(options);
