@@ -1,8 +1,9 @@
 // `splicer forward` with TLS ends as a user runs it, with a throwaway self-signed certificate:
 // n:1 over mux+tls:// to a 1:n mux+tls:// end, pinned by fingerprint; a wrong pin, a CA file and
 // a wrong name; tls:// on the listen side with Node's TLS client and curl, on the upstream side
-// to a Node TLS server; every byte hashed end to end.
+// to a Node TLS server; yamux-js as a client over TLS; every byte hashed end to end.
 import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import http from 'node:http';
 import tls from 'node:tls';
@@ -11,6 +12,8 @@ import * as h from './helpers.js';
 import { MiB } from './helpers.js';
 import { portOf, startCli, type CliProcess } from './cli-harness.js';
 import { hasOpenssl, makeCert, type TestCert } from './tunnel-helpers.js';
+import { writePattern } from './mux-helpers.js';
+import { attachYamuxJs, YAMUX_JS_CONFIG, yamuxJs } from './yamux-js.js';
 
 afterEach(h.closeAll);
 
@@ -149,6 +152,37 @@ describe.runIf(hasOpenssl)('splicer forward with TLS', () => {
       30_000,
       'clients to a TLS server',
     );
+  });
+
+  it("takes yamux-js's streams over TLS on --listen mux+tls://, each echoed by the target and hashed", async () => {
+    const target = await h.startEchoServer();
+    const far = await started(['--listen', 'mux+tls://127.0.0.1:0', '--to', `127.0.0.1:${target.port}`, ...tlsListen()]);
+    const theirs = new yamuxJs.Client(YAMUX_JS_CONFIG);
+    attachYamuxJs(await tlsClient(far.port, cert.cert, 'forward.test'), theirs);
+    const bytes = 256 * 1024;
+    await h.within(
+      Promise.all(
+        Array.from({ length: 10 }, async (_, i) => {
+          const stream = theirs.open();
+          // yamux-js does not pass on the FIN it gets: read back exactly what was sent.
+          const echoed = new Promise<string>((resolve) => {
+            const hash = createHash('sha256');
+            let got = 0;
+            stream.on('data', (d: Buffer) => {
+              hash.update(d);
+              got += d.length;
+              if (got >= bytes) resolve(got === bytes ? hash.digest('hex') : `overrun: ${got}`);
+            });
+          });
+          const sent = await writePattern(stream, 70 + i, bytes, { end: false });
+          expect(await echoed).toBe(sent.sha);
+          stream.close();
+        }),
+      ),
+      30_000,
+      'yamux-js streams over TLS',
+    );
+    expect(target.conns.items).toHaveLength(10);
   });
 
   it('carries tls:// on both ends: TLS in, TLS out', async () => {
