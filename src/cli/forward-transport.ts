@@ -148,7 +148,7 @@ export async function runTransportForward(options: TransportForwardCliOptions, r
   const listen = options.listen ?? [DEFAULT_LISTEN];
   const listenScheme = checkTransports(options);
   checkMetricsFlags(options);
-  const { engine } = commandEngine(options.engine, {}, JS_ONLY);
+  const { engine, spliceOff } = commandEngine(options.engine, {}, JS_ONLY);
   const serverTls = isTls(listenScheme) ? serverTlsFrom(options) : undefined;
   const clientTls = isTls(options.to.scheme) ? clientTlsFrom(options) : undefined;
   const logger = commandLogger(options.logLevel);
@@ -203,6 +203,7 @@ export async function runTransportForward(options: TransportForwardCliOptions, r
       listen: bound.map((address) => formatTransportAddress({ ...address, scheme: listenScheme })),
       to: formatTransportAddress(options.to),
       engine,
+      spliceOff,
       tls: serverTls ? { fingerprint: serverTls.fingerprint } : undefined,
       muxSessions: isMux(options.to.scheme) ? (options.muxSessions ?? 1) : undefined,
       muxWindow: mux ? options.muxWindow : undefined,
