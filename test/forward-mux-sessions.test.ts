@@ -242,6 +242,21 @@ describe('splicer forward --to mux:// sessions', () => {
     expect(bad.stderr).toMatch(/tls-fingerprint.*not a SHA-256 fingerprint/);
   });
 
+  it('a SIGHUP that turns a plain forward into a mux one is refused, and the plain one goes on', async () => {
+    const target = await h.startEchoServer();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'splicer-mux-config-'));
+    h.onCleanup(() => fs.rmSync(dir, { recursive: true, force: true }));
+    const file = path.join(dir, 'forward.yaml');
+    fs.writeFileSync(file, `listen: ['127.0.0.1:0']\nto: 127.0.0.1:${target.port}\n`);
+    const cli = startCli(['forward', '--config', file]);
+    const port = portOf(((await cli.waitFor('forwarding')).listen as string[])[0]);
+    fs.writeFileSync(file, `listen: ['127.0.0.1:0']\nto: mux://127.0.0.1:${target.port}\n`);
+    cli.child.kill('SIGHUP');
+    expect((await cli.waitFor('config reload failed; the running config is kept')).err).toMatch(/tls:\/\/ or mux:\/\/ --listen or --to takes a restart/);
+    await echoedIntact(port, 5, 64 * KiB);
+    expect(target.conns.items).toHaveLength(1);
+  });
+
   it('refuses a mux listener beyond loopback without --open, and starts with it', async () => {
     const refused = runCli(['forward', '--listen', 'mux://0.0.0.0:0', '--to', '127.0.0.1:80']);
     expect(refused.status).not.toBe(0);

@@ -77,7 +77,12 @@ async function runForward(cli: ForwardCliOptions, command: Command): Promise<voi
   reloadOnSignal({
     logger,
     notifier,
-    read: () => checkForward(read()),
+    read: () => {
+      const next = checkForward(read());
+      if (usesTransport({ listen: next.listen, to: next.to! })) throw new Error('a tls:// or mux:// --listen or --to takes a restart: this process forwards plain TCP');
+      checkTransports({ ...next, to: next.to! });
+      return next;
+    },
     initial: options,
     // A worker's listeners are its SO_REUSEPORT share of the group's addresses.
     restartOnly: role ? [...FORWARD_RESTART_ONLY, 'listen'] : FORWARD_RESTART_ONLY,
