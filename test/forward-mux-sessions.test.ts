@@ -1,7 +1,7 @@
 // `splicer forward --to mux://` kept up, as a user sees it: --mux-sessions N is N connections to
-// the far end with streams spread over them; a far end that drops its session is dialled again
-// and new clients get through; one that sends GoAway keeps its streams to their end while a new
-// session takes new clients; a far end not there for --connect-timeout resets the client and
+// the far end with streams spread over them; a session the far end drops (or stops answering
+// pings on) is dialled again and new clients get through; one that sends GoAway keeps its streams
+// to their end while a new session takes new clients; a far end not there for --connect-timeout resets the client and
 // leaks no fd; a client that comes before the session waits for it; SIGTERM sends GoAway and lets
 // streams finish within --grace; --metrics counts sessions and pairs; --config takes the new keys;
 // a mux listener beyond loopback needs --open. The far end here is this process's own yamux
@@ -100,6 +100,21 @@ describe('splicer forward --to mux:// sessions', () => {
     expect(far.sessions[1].streamCount).toBe(0);
     expect(far.conns.items).toHaveLength(2);
   });
+
+  it('dials again a session whose far end stops answering pings', async () => {
+    const far = await startMuxEnd();
+    const near = await nearEnd(`mux://127.0.0.1:${far.port}`, ['--mux-keepalive', '1']);
+    const first = await far.conns.nth(0, 'the first session', 10_000);
+    // A stream's round trip first: the session's opening ping has had its answer by then.
+    await echoedIntact(near.port, 7, 4 * KiB);
+    // The far end's session reads nothing more: no answer to a ping, no byte at all.
+    first.pause();
+    const lost = await near.cli.waitFor('mux session lost: dialling again', undefined, 30_000);
+    expect(lost.err).toMatch(/nothing from the peer for 10000 ms after a ping/);
+    await far.conns.nth(1, 'a second session', 10_000);
+    await near.cli.waitFor('mux session up');
+    await echoedIntact(near.port, 8, 64 * KiB);
+  }, 40_000);
 
   it('after GoAway: open streams finish on the old session, new clients go to a fresh one', async () => {
     const far = await startMuxEnd();
