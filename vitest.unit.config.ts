@@ -32,6 +32,7 @@ const UNIT_TESTS = [
   'test/relay-toxic-spec.test.ts',
   'test/relay-toxics.test.ts',
   'test/tunnel-mux-protocol.test.ts',
+  'test/transport-url.test.ts',
   'test/tunnel-protocol.test.ts',
 ];
 

@@ -86,11 +86,11 @@ describe('splicer forward with mux://', () => {
     expect((await h.within(failed, 10_000, 'the reset')).code).toBe('ECONNRESET');
   });
 
-  it('resets a TCP client of --to mux:// when the mux end is not there', async () => {
+  it('resets a TCP client of --to mux:// when the mux end is not there by --connect-timeout', async () => {
     const closed = await h.startServer();
     const port = closed.port;
     await closed.close();
-    const front = startCli(['forward', '--listen', '127.0.0.1:0', '--to', `mux://127.0.0.1:${port}`]);
+    const front = startCli(['forward', '--listen', '127.0.0.1:0', '--to', `mux://127.0.0.1:${port}`, '--connect-timeout', '1']);
     const frontPort = portOf(((await front.waitFor('forwarding')).listen as string[])[0]);
     const client = await h.connectTo(frontPort);
     const seen = h.watch(client);
@@ -117,9 +117,9 @@ describe('splicer forward with mux://', () => {
   });
 
   it.each([
-    [['forward', '--to', 'tcp://127.0.0.1:80'], /only scheme taken is mux/],
+    [['forward', '--to', 'udp://127.0.0.1:80'], /the schemes taken are tcp:\/\/, tls:\/\/, mux:\/\/, mux\+tls:\/\//],
     [['forward', '--listen', 'mux://127.0.0.1:0', '--to', 'mux://127.0.0.1:80'], /one side of the hop must be plain TCP/],
-    [['forward', '--listen', 'mux://127.0.0.1:0', '--listen', '127.0.0.1:0', '--to', '127.0.0.1:80'], /all be mux:\/\/ or all be plain/],
+    [['forward', '--listen', 'mux://127.0.0.1:0', '--listen', '127.0.0.1:0', '--to', '127.0.0.1:80'], /must all have one scheme, got mux:\/\/ and tcp:\/\//],
     [['forward', '--to', 'mux://127.0.0.1:80', '--mux-window', '1k'], /--mux-window must be from 262144/],
     [['forward', '--to', 'mux://127.0.0.1:80', '--mux-max-streams', 'x'], /--mux-max-streams must be a whole number/],
   ])('refuses %j, naming what is wrong', (args, message) => {

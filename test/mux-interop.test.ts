@@ -4,50 +4,14 @@
 // package is missing, a failure under CI, which installs both).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash } from 'node:crypto';
-import { createRequire } from 'node:module';
 import net from 'node:net';
-import { Transform, type Duplex, type TransformCallback } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { createMuxSession, type MuxSession, type MuxStream } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB, MiB } from './helpers.js';
+import { attachYamuxJs, YAMUX_JS_CONFIG, yamuxJs } from './yamux-js.js';
 import { buildGoPeer, echoClientResults, goPeerMissing, runGoPeer } from './mux-go-peer.js';
 import { hashStream, writePattern } from './mux-helpers.js';
-
-const require = createRequire(import.meta.url);
-// yamux-js ships CommonJS without types.
-const yamuxJs = require('yamux-js') as {
-  Client: new (config?: object) => YamuxJsSession;
-  Server: new (onStream: (s: Duplex & { close(): void }) => void, config?: object) => YamuxJsSession;
-};
-interface YamuxJsSession extends Duplex {
-  open(): Duplex & { close(): void };
-}
-const YAMUX_JS_CONFIG = { enableKeepAlive: false, logger: () => {} };
-
-
-/**
- * yamux-js's parser assumes each chunk it is given holds whole frames (a frame split across TCP
- * reads is dropped); this hands it one whole frame per chunk, as its own tests do.
- */
-class WholeFrames extends Transform {
-  private buffered: Buffer = Buffer.alloc(0);
-  override _transform(chunk: Buffer, _e: BufferEncoding, done: TransformCallback): void {
-    this.buffered = this.buffered.length ? Buffer.concat([this.buffered, chunk]) : chunk;
-    for (;;) {
-      if (this.buffered.length < 12) break;
-      const payload = this.buffered[1] === 0 ? this.buffered.readUInt32BE(8) : 0;
-      if (this.buffered.length < 12 + payload) break;
-      this.push(this.buffered.subarray(0, 12 + payload));
-      this.buffered = this.buffered.subarray(12 + payload);
-    }
-    done();
-  }
-}
-
-function attachYamuxJs(socket: net.Socket, session: YamuxJsSession): void {
-  socket.pipe(new WholeFrames()).pipe(session).pipe(socket);
-  session.on('error', () => {});
-}
 
 async function tcpPair(): Promise<{ client: net.Socket; server: net.Socket }> {
   let onAccepted!: (s: net.Socket) => void;

@@ -1,5 +1,5 @@
 // `splicer forward`: forward every connection on --listen to one upstream.
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { acceptOption, commandEngine, engineOption, logLevelOption, onStopSignal, secondsArg, idleMs, threadsOption, idleTimeoutOption, graceOption } from './flags.js';
 import { formatHostPort, isLoopback, type HostPort } from '../net/host-port.js';
 import { Forwarder } from '../forwarder/server.js';
@@ -7,21 +7,16 @@ import type { LOG_LEVELS } from '../logger.js';
 import { commandLogger, reusePortListenFd, superviseWorkers, workerListening, workerRole, workersOption, workersUnavailable } from './workers.js';
 import type { EngineChoice } from '../engine/contract.js';
 import type { AcceptPath } from '../engine/splice/acceptor.js';
-import { checkMetricsFlags, metricsOpenOption, metricsOption, startMetrics } from './metrics.js';
+import { checkMetricsFlags, metricsOption, startMetrics } from './metrics.js';
 import { acceptProxyProtocolOption, sendProxyProtocolOption } from './proxy-protocol-flags.js';
 import type { ProxyProtocolVersion } from '../net/proxy-header.js';
 import { configOption, configuredOptions } from './config-file.js';
 import { reloadOnSignal } from './reload.js';
 import { serviceNotifier } from '../ops/systemd-notify.js';
-import { addMuxOptions, muxAddressArg, muxAddressListArg, runMuxForward, usesMux, type MaybeMuxAddress } from './forward-mux.js';
+import { addTransportOptions, checkTransports, runTransportForward, transportAddressArg, transportAddressListArg, usesTransport, type TransportForwardCliOptions } from './forward-transport.js';
 
-interface ForwardCliOptions {
-  listen?: MaybeMuxAddress[];
-  to?: MaybeMuxAddress;
-  config?: string;
-  muxWindow: number;
-  muxMaxStreams: number;
-  muxKeepalive: number;
+interface ForwardCliOptions extends Omit<TransportForwardCliOptions, 'to' | 'sendProxyProtocol'> {
+  to?: TransportForwardCliOptions['to'];
   engine: EngineChoice;
   accept: AcceptPath;
   threads: number;
@@ -40,7 +35,14 @@ interface ForwardCliOptions {
 async function runForward(cli: ForwardCliOptions, command: Command): Promise<void> {
   const read = configuredOptions(command, cli);
   const options = checkForward(read());
-  if (usesMux({ listen: options.listen, to: options.to! })) return runMuxForward({ ...options, to: options.to! });
+  if (usesTransport({ listen: options.listen, to: options.to! })) {
+    const reread = () => {
+      const next = checkForward(read());
+      return { ...next, to: next.to! };
+    };
+    return runTransportForward({ ...options, to: options.to! }, { reread, settings: command.options.map((option) => option.attributeName()) });
+  }
+  checkTransports({ ...options, to: options.to! });
   const role = workerRole();
   checkMetricsFlags(options);
   if (options.workers > 1 && !role) {
@@ -75,7 +77,12 @@ async function runForward(cli: ForwardCliOptions, command: Command): Promise<voi
   reloadOnSignal({
     logger,
     notifier,
-    read: () => checkForward(read()),
+    read: () => {
+      const next = checkForward(read());
+      if (usesTransport({ listen: next.listen, to: next.to! })) throw new Error('a tls:// or mux:// --listen or --to takes a restart: this process forwards plain TCP');
+      checkTransports({ ...next, to: next.to! });
+      return next;
+    },
     initial: options,
     // A worker's listeners are its SO_REUSEPORT share of the group's addresses.
     restartOnly: role ? [...FORWARD_RESTART_ONLY, 'listen'] : FORWARD_RESTART_ONLY,
@@ -115,11 +122,15 @@ export function addForwardCommand(program: Command): void {
   const command = program
     .command('forward')
     .description('forward every connection accepted on --listen to --to, both ways, keeping half-close and resets')
-    .option('--to <host:port>', 'upstream to connect each client to (required); mux://HOST:PORT: one yamux session there, a stream per client', muxAddressArg())
+    .option(
+      '--to <host:port>',
+      'upstream to connect each client to (required); tls://: over TLS; mux:// or mux+tls://: a yamux session there (TCP or TLS), a stream per client',
+      transportAddressArg(),
+    )
     .option(
       '--listen <host:port>',
-      'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000); mux://HOST:PORT accepts yamux sessions, each stream forwarded to --to',
-      muxAddressListArg('127.0.0.1', true),
+      'address to accept on, repeatable; IPv6 as [::1]:9000; :PORT means 127.0.0.1 (default: 127.0.0.1:9000); tls:// terminates TLS; mux:// or mux+tls:// accepts yamux sessions, each stream forwarded to --to',
+      transportAddressListArg('127.0.0.1', true),
     )
     .addOption(engineOption())
     .addOption(acceptOption('a pair'))
@@ -128,12 +139,12 @@ export function addForwardCommand(program: Command): void {
     .addOption(sendProxyProtocolOption('; served on the node accept path'))
     .addOption(threadsOption())
     .addOption(idleTimeoutOption('pair'))
-    .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then', secondsArg('--connect-timeout'), 10)
+    .option('--connect-timeout <seconds>', 'reset the client when the upstream has not accepted by then (with --to mux://: when no session has come up)', secondsArg('--connect-timeout'), 10)
     .addOption(graceOption('pair'))
     .addOption(workersOption())
     .addOption(metricsOption())
-    .addOption(metricsOpenOption())
+    .addOption(new Option('--open', 'allow a --metrics address, or a mux:// or mux+tls:// --listen, beyond loopback'))
     .addOption(logLevelOption())
     .addOption(configOption());
-  addMuxOptions(command).action(runForward);
+  addTransportOptions(command).action(runForward);
 }

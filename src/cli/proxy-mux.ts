@@ -5,31 +5,31 @@ import { InvalidArgumentError, type Command } from 'commander';
 import type { HostPort } from '../net/host-port.js';
 import type { MuxListenAddress } from '../proxy/mux-address.js';
 import type { MuxTlsFiles } from '../proxy/mux-listener.js';
-import { hostPortArg } from './flags.js';
-import { addMuxOptions, muxAddressArg } from './forward-mux.js';
-import { readPem } from './tunnel-common.js';
+import { AddressError } from '../net/host-port.js';
+import { parseTransportAddress } from '../net/transport-url.js';
+import { addMuxOptions } from './mux-flags.js';
+import { readPem } from './tls-flags.js';
 
 /** A proxy --listen address: plain TCP, or (`mux`) yamux over TCP or TLS. */
 export type ProxyListenAddress = HostPort & { mux?: 'tcp' | 'tls' };
 
-const MUX_TLS_SCHEME = 'mux+tls://';
+const PROXY_SCHEMES = ['tcp', 'mux', 'mux+tls'];
 
 export function proxyListenArg(defaultHost: string) {
-  const parsePlainOrMux = muxAddressArg(defaultHost, true);
-  const parseHostPort = hostPortArg(defaultHost, true);
   return (value: string, previous: ProxyListenAddress[] | undefined): ProxyListenAddress[] => {
-    const trimmed = value.trim();
-    let address: ProxyListenAddress;
-    if (trimmed.toLowerCase().startsWith(MUX_TLS_SCHEME)) {
-      address = { ...parseHostPort(trimmed.slice(MUX_TLS_SCHEME.length)), mux: 'tls' };
-    } else {
-      const scheme = /^([a-z][a-z0-9+.-]*):\/\//i.exec(trimmed);
-      if (scheme && scheme[1].toLowerCase() !== 'mux') {
-        throw new InvalidArgumentError(`"${value}": the schemes taken are mux:// (yamux) and mux+tls:// (yamux over TLS); plain HOST:PORT is TCP`);
-      }
-      const { mux, ...hostPort } = parsePlainOrMux(trimmed);
-      address = mux ? { ...hostPort, mux: 'tcp' } : hostPort;
+    const scheme = /^\s*([a-z][a-z0-9+.-]*):\/\//i.exec(value)?.[1].toLowerCase();
+    if (scheme !== undefined && !PROXY_SCHEMES.includes(scheme)) {
+      throw new InvalidArgumentError(`"${value}": the schemes taken are mux:// (yamux) and mux+tls:// (yamux over TLS); plain HOST:PORT (or tcp://) is TCP`);
     }
+    let parsed;
+    try {
+      parsed = parseTransportAddress(value, { defaultHost, allowZero: true });
+    } catch (err) {
+      if (err instanceof AddressError) throw new InvalidArgumentError(err.message);
+      throw err;
+    }
+    const { host, port } = parsed;
+    const address: ProxyListenAddress = parsed.scheme === 'tcp' ? { host, port } : { host, port, mux: parsed.scheme === 'mux' ? 'tcp' : 'tls' };
     return [...(previous ?? []), address];
   };
 }

@@ -46,12 +46,6 @@ export function warnAboutToken(logger: Logger, token: string, source: string): v
   if (token.length < SHORT_TOKEN) logger.warn({ length: token.length }, `the token is short: use ${SHORT_TOKEN} or more random characters (openssl rand -hex 32)`);
 }
 
-export function readPem(flag: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    throw new Error(`${flag}: cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
-  }
-}
+export { readPem } from './tls-flags.js';
 
 export const TLS_IS_JS = 'TLS data connections are carried by the JS engine';

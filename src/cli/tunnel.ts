@@ -7,7 +7,7 @@ import { refusedWorkersOption } from './workers.js';
 import { checkMetricsFlags, metricsOpenOption, metricsOption, startMetrics } from './metrics.js';
 import { tunnelRejectionReason } from '../metrics/outcomes.js';
 import type { EngineChoice } from '../engine/contract.js';
-import { parseFingerprint } from '../tunnel/server-dialer.js';
+import { fingerprintArg } from './tls-flags.js';
 import { parseExpose, parsePortRanges, TunnelOptionsError, type ExposeSpec, type PortRange } from '../tunnel/options.js';
 import { createTunnelServer } from '../tunnel/server.js';
 import { configOption, configuredOptions } from './config-file.js';
@@ -15,7 +15,7 @@ import { reloadOnSignal } from './reload.js';
 import { readPem, resolveToken, TLS_IS_JS, TOKEN_ENV, tokenSourceOf, warnAboutToken, type LogLevel, type TokenOptions } from './tunnel-common.js';
 import { runClient } from './tunnel-client.js';
 import { serviceNotifier } from '../ops/systemd-notify.js';
-import { addMuxOptions } from './forward-mux.js';
+import { addMuxOptions } from './mux-flags.js';
 
 
 const wrap =
@@ -31,15 +31,6 @@ const wrap =
 
 const portRangesArg = wrap(parsePortRanges);
 const exposeArg = (value: string, previous: ExposeSpec[] | undefined): ExposeSpec[] => [...(previous ?? []), wrap(parseExpose)(value)];
-const fingerprintArg = (value: string): string => {
-  try {
-    parseFingerprint(value);
-    return value;
-  } catch (err) {
-    throw new InvalidArgumentError((err as Error).message);
-  }
-};
-
 // ---------------------------------------------------------------------------------------------
 
 interface ServerCliOptions extends TokenOptions {

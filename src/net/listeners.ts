@@ -46,6 +46,8 @@ export interface ListenersOptions {
   pauseOnConnect?: boolean;
   /** Listen on sockets made by this function rather than by Node; host names are resolved first. */
   listenFd?: OpenListenFd;
+  /** Makes each listening server (a tls.Server, whose connections come once their handshake is done) in place of a net.Server. */
+  createServer?: (onConnection: (socket: net.Socket) => void) => net.Server;
   logger?: Logger;
 }
 
@@ -71,10 +73,9 @@ export class Listeners {
     const before = this.#servers.length;
     try {
       for (const address of addresses) {
-        const server = net.createServer(
-          { allowHalfOpen: true, pauseOnConnect: this.#options.pauseOnConnect ?? false, noDelay: true },
-          this.#onConnection,
-        );
+        const server =
+          this.#options.createServer?.(this.#onConnection) ??
+          net.createServer({ allowHalfOpen: true, pauseOnConnect: this.#options.pauseOnConnect ?? false, noDelay: true }, this.#onConnection);
         server.on('error', (err) => this.#options.logger?.warn({ err: err.message }, 'accept failed'));
         this.#servers.push(server);
         this.#asked.set(server, formatHostPort(address));
