@@ -1,5 +1,5 @@
 // `splicer proxy --listen mux://` and `mux+tls://` as a user runs them: chained behind
-// `splicer forward --to mux://` with real curl (SOCKS5 with remote names, plain HTTP proxying,
+// `splicer forward --to mux://` (and the encrypted chain behind `--to mux+tls://`, pinned) with real curl (SOCKS5 with remote names, plain HTTP proxying,
 // HTTP CONNECT), bodies hashed; TLS with a self-signed certificate and a SOCKS5 user; SIGHUP
 // adding and removing a mux address; and the errors that name a wrong address or flag.
 import fs from 'node:fs';
@@ -30,10 +30,11 @@ afterAll(async () => {
 });
 
 /** `splicer proxy ...args`, once listening: its mux:// (or mux+tls://) port. */
-async function startMuxProxy(args: string[]): Promise<{ run: CliProcess; port: number; listen: string[] }> {
+async function startMuxProxy(args: string[]): Promise<{ run: CliProcess; port: number; listen: string[]; started: Record<string, unknown> }> {
   const run = startCli(['proxy', ...args]);
-  const listen = (await run.waitFor('proxy listening')).listen as string[];
-  return { run, port: portOf(listen.find((address) => address.startsWith('mux'))), listen };
+  const started = await run.waitFor('proxy listening');
+  const listen = started.listen as string[];
+  return { run, port: portOf(listen.find((address) => address.startsWith('mux'))), listen, started };
 }
 
 function curl(args: string[]) {
@@ -126,6 +127,38 @@ describe.runIf(t.hasOpenssl)('splicer proxy --listen mux+tls://', () => {
     expect(await received).toEqual(sent);
     const served = await run.waitFor('connection closed', (line) => line.outcome === 'eof');
     expect(served).toMatchObject({ client: client.peer, user: 'alice', engine: 'js' });
+    expect(await run.stop()).toBe(0);
+  });
+
+  it.runIf(hasTool('curl'))('is the encrypted chain behind `forward --to mux+tls:// --tls-fingerprint`: curl with a SOCKS5 user, hashed; a wrong pin reaches nothing', async () => {
+    const { run, port, started } = await startMuxProxy(['--listen', 'mux+tls://127.0.0.1:0', '--tls-cert', cert.certFile, '--tls-key', cert.keyFile, '--auth', 'alice:s3cret']);
+    // The fingerprint to pin is the one the exit logs.
+    expect(started.tlsFingerprint).toBe(cert.fingerprint);
+    const front = startCli(['forward', '--listen', '127.0.0.1:0', '--to', `mux+tls://127.0.0.1:${port}`, '--tls-fingerprint', started.tlsFingerprint as string]);
+    const frontPort = portOf(((await front.waitFor('forwarding')).listen as string[])[0]);
+    const url = `http://127.0.0.1:${origin.port}/file`;
+    for (const proxyUrl of [`socks5h://alice:s3cret@127.0.0.1:${frontPort}`, `http://alice:s3cret@127.0.0.1:${frontPort}`]) {
+      const result = await curl(['-x', proxyUrl, url]);
+      expect(result.stderr).toBe('');
+      expect(h.sha256(result.stdout)).toBe(origin.sha);
+    }
+    const refused = await curl(['-x', `socks5h://alice:wrong@127.0.0.1:${frontPort}`, url]);
+    expect(refused.stdout.length).toBe(0);
+    expect(refused.stderr).toMatch(/User was rejected by the SOCKS5 server/);
+    expect(await front.stop()).toBe(0);
+
+    // The same front pinned to another certificate: the session is never made, the client is reset.
+    const other = t.makeCert('other.test');
+    try {
+      const pinnedWrong = startCli(['forward', '--listen', '127.0.0.1:0', '--to', `mux+tls://127.0.0.1:${port}`, '--tls-fingerprint', other.fingerprint, '--connect-timeout', '1']);
+      const wrongPort = portOf(((await pinnedWrong.waitFor('forwarding')).listen as string[])[0]);
+      const result = await curl(['-x', `socks5h://alice:s3cret@127.0.0.1:${wrongPort}`, url]);
+      expect(result.stdout.length).toBe(0);
+      expect(result.stderr).not.toBe('');
+      expect(await pinnedWrong.stop()).toBe(0);
+    } finally {
+      fs.rmSync(other.dir, { recursive: true, force: true });
+    }
     expect(await run.stop()).toBe(0);
   });
 });

@@ -8,7 +8,7 @@ import type { MuxTlsFiles } from '../proxy/mux-listener.js';
 import { AddressError } from '../net/host-port.js';
 import { parseTransportAddress } from '../net/transport-url.js';
 import { addMuxOptions } from './mux-flags.js';
-import { readPem } from './tls-flags.js';
+import { serverTlsFrom } from './tls-flags.js';
 
 /** A proxy --listen address: plain TCP, or (`mux`) yamux over TCP or TLS. */
 export type ProxyListenAddress = HostPort & { mux?: 'tcp' | 'tls' };
@@ -77,9 +77,9 @@ export function muxSessionOptions(options: ProxyMuxCliOptions) {
 }
 
 /** The certificate and key, read once at start (they take a restart to change). */
-export function readMuxTls(options: ProxyMuxCliOptions): MuxTlsFiles | undefined {
-  if (options.tlsCert === undefined || options.tlsKey === undefined) return undefined;
-  return { cert: readPem('--tls-cert', options.tlsCert), key: readPem('--tls-key', options.tlsKey) };
+/** The mux+tls:// certificate and key, with the fingerprint clients pin (logged at start). */
+export function readMuxTls(options: ProxyMuxCliOptions): (MuxTlsFiles & { fingerprint: string }) | undefined {
+  return serverTlsFrom(options);
 }
 
 /** What a reload cannot change: the sessions' settings and the TLS files. */

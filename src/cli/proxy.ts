@@ -99,7 +99,8 @@ async function runProxy(cli: ProxyCliOptions, command: Command): Promise<void> {
   }
   const notifier = serviceNotifier(logger);
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
-  const server = createProxyServer({ ...proxyOptions, spliceEngine, mux: muxSessionOptions(options), tls: readMuxTls(options) });
+  const muxTls = readMuxTls(options);
+  const server = createProxyServer({ ...proxyOptions, spliceEngine, mux: muxSessionOptions(options), tls: muxTls && { cert: muxTls.cert, key: muxTls.key } });
   const listening = () => [...server.addresses().map(formatHostPort), ...server.muxAddresses().map(formatMuxAddress)];
   const metrics = await startMetrics(options, { service: 'proxy', activeConnections: () => server.activeConnections, spliceEngine }, logger, role !== undefined);
   if (metrics) server.on('connection', (record) => metrics.connectionEnded({ outcome: record.outcome, durationMs: record.durationMs, handshakeFailure: proxyHandshakeFailure(record.outcome) }));
@@ -131,6 +132,7 @@ async function runProxy(cli: ProxyCliOptions, command: Command): Promise<void> {
       spliceOff,
       accept: server.acceptPath,
       acceptProxyProtocol: options.acceptProxyProtocol || undefined,
+      tlsFingerprint: muxTls?.fingerprint,
       config: options.config,
     },
     'proxy listening',
