@@ -60,7 +60,7 @@ export async function highRtt(ports, { latencyMs, bytes, windows, runs }) {
   try {
     for (const port of [tcpRelayPort, muxRelayPort]) await waitListening(port, relay, 15_000);
     const results = {};
-    const record = (name, seconds) => (results[name] ??= []).push(bytes / seconds / 1e6);
+    const record = (name, r) => (results[name] ??= []).push(r);
     const sessions = new Map();
     for (const window of windows) {
       const session = createMuxSession(await connect(muxRelayPort), { role: 'client', maxWindow: window });
@@ -80,8 +80,13 @@ export async function highRtt(ports, { latencyMs, bytes, windows, runs }) {
     } finally {
       for (const session of sessions.values()) session.destroy();
     }
-    const base = median(results.tcp);
-    return Object.entries(results).map(([name, mbps]) => ({ name, mbps: median(mbps), vsTcp: median(mbps) / base }));
+    const base = median(results.tcp.map((r) => r.mbps));
+    const baseHalf = median(results.tcp.map((r) => r.secondHalfMbps));
+    return Object.entries(results).map(([name, rs]) => {
+      const mbps = median(rs.map((r) => r.mbps));
+      const secondHalfMbps = median(rs.map((r) => r.secondHalfMbps));
+      return { name, mbps, vsTcp: mbps / base, secondHalfMbps, secondHalfVsTcp: secondHalfMbps / baseHalf };
+    });
   } finally {
     await stopChild(relay);
   }
@@ -102,12 +107,12 @@ export async function isolation(muxDownloadPort, { stalledBytes, bytes, runs }) 
     const beside = [];
     let held = 0;
     for (let run = 0; run < runs; run++) {
-      solo.push(bytes / (await download(session.openStream(), bytes)) / 1e6);
+      solo.push((await download(session.openStream(), bytes)).mbps);
       const stalled = session.openStream();
       await stallAfter(stalled, readFirst + stalledBytes, readFirst);
       await sleep(200); // what its window allows arrives and waits at the reader
       held = stalled.receiveBuffered;
-      beside.push(bytes / (await download(session.openStream(), bytes)) / 1e6);
+      beside.push((await download(session.openStream(), bytes)).mbps);
       stalled.destroy();
     }
     return { solo: median(solo), beside: median(beside), ratio: median(beside) / median(solo), held };

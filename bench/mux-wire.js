@@ -130,20 +130,27 @@ export async function sendHashed(stream, payload) {
 }
 
 /**
- * download: asks for `bytes`, reads them all; resolves with the seconds from the first byte to the
- * last (what the link sustains, without the one round trip of the request).
+ * download: asks for `bytes`, reads them all; resolves with the MB/s from the first byte to the
+ * last (what the link sustains, without the one round trip of the request) and over the second
+ * half of the bytes (once a window that grows as it goes has grown).
  */
 export function download(stream, bytes) {
   return new Promise((resolve, reject) => {
     let got = 0;
     let firstAt;
+    let halfAt;
     stream.on('data', (d) => {
       firstAt ??= process.hrtime.bigint();
       got += d.length;
+      if (got >= bytes / 2) halfAt ??= { at: process.hrtime.bigint(), got };
     });
     stream.once('end', () => {
       if (got !== bytes) return reject(new Error(`downloaded ${got} bytes of ${bytes}`));
-      resolve(Number(process.hrtime.bigint() - firstAt) / 1e9);
+      const now = process.hrtime.bigint();
+      resolve({
+        mbps: bytes / (Number(now - firstAt) / 1e9) / 1e6,
+        secondHalfMbps: (bytes - halfAt.got) / (Number(now - halfAt.at) / 1e9) / 1e6,
+      });
     });
     stream.once('error', reject);
     stream.write(lengthBuffer(bytes));

@@ -15,15 +15,18 @@
 //   streams  --streams (1000) streams opened at once on one session, each sending its own random
 //          --stream-kib (64) KiB and checking the receiver's SHA-256; time, and an error on any mismatch
 //   rtt    a download through `splicer relay` with a latency toxic of --rtt-ms (100) each way:
-//          plain TCP against one mux stream per --rtt-windows (MiB) window; MB/s from first byte to last
+//          plain TCP against one mux stream per --rtt-windows (MiB) window; MB/s from first byte to
+//          last, and over the second half (once a stream's window has grown); --rtt-mib (256) each
 //   isolation  on one session, a stream that stops reading with --stall-mib (64) MiB on their way, beside
 //          another stream's download of --iso-mib MiB; against that download alone on the same session
+//   why    where a Node receiver's CPU goes: the session's own work per GiB (fed in-process, no
+//          socket) against Node reading plain TCP, 'data' events vs `onread` into a reused buffer
 //
 // The Go cases need `go` and Debian's golang-github-hashicorp-yamux-dev, the TLS ones `openssl` (a
 // self-signed certificate); each is left out, saying why, when what it needs is missing. Bounded:
 // --mib (256) per bulk run, --runs (3), --opens (2000), the sizes above; --only picks cases.
 //
-//   npm run bench:mux [-- --mib 256 --runs 3 --only bulk,open,streams,rtt,isolation]
+//   npm run bench:mux [-- --mib 256 --runs 3 --only bulk,open,streams,rtt,isolation,why]
 //
 // Run as `node bench/mux.js --serve`: the receiving side (prints "listening {ports as JSON}").
 import { parseArgs } from 'node:util';
@@ -38,9 +41,10 @@ import { createMuxSession } from '../dist/index.js';
 import { cpuSeconds, installExitHandlers, median, spawnChild, stopChild, waitLine, which, HOST } from './lib.js';
 import { connect, sendSink, serveDownload, serveHash, serveSink } from './mux-wire.js';
 import { concurrentStreams, highRtt, isolation, makeCertificate } from './mux-cases.js';
+import { sessionReceiveCost, socketReceiveCost } from './mux-why.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CASES = ['bulk', 'open', 'streams', 'rtt', 'isolation'];
+const CASES = ['bulk', 'open', 'streams', 'rtt', 'isolation', 'why'];
 const { values: args } = parseArgs({
   options: {
     serve: { type: 'boolean', default: false },
@@ -53,8 +57,8 @@ const { values: args } = parseArgs({
     streams: { type: 'string', default: '1000' },
     'stream-kib': { type: 'string', default: '64' },
     'rtt-ms': { type: 'string', default: '100' },
-    'rtt-mib': { type: 'string', default: '128' },
-    'rtt-windows': { type: 'string', default: '4,16,32,64' },
+    'rtt-mib': { type: 'string', default: '256' },
+    'rtt-windows': { type: 'string', default: '4,16,64,128' },
     'stall-mib': { type: 'string', default: '64' },
     'iso-mib': { type: 'string', default: '64' },
   },
@@ -169,12 +173,12 @@ async function main() {
       });
       report.push(
         `\none download of ${args['rtt-mib']} MiB through splicer relay, latency toxic ${latencyMs} ms each way, MB/s first byte to last (median of ${runs}):`,
-        '| case | MB/s | vs tcp | window ÷ round trip, MB/s |',
-        '|---|---:|---:|---:|',
+        '| case | MB/s | vs tcp | MB/s, second half | vs tcp | window ÷ round trip, MB/s |',
+        '|---|---:|---:|---:|---:|---:|',
         ...rows.map((r) => {
           const window = /^mux (\d+) MiB/.exec(r.name)?.[1];
           const bound = window ? ((Number(window) * 1024 * 1024) / (2 * latencyMs / 1000) / 1e6).toFixed(0) : '';
-          return `| ${r.name} | ${r.mbps.toFixed(0)} | ${r.vsTcp.toFixed(2)} | ${bound} |`;
+          return `| ${r.name} | ${r.mbps.toFixed(0)} | ${r.vsTcp.toFixed(2)} | ${r.secondHalfMbps.toFixed(0)} | ${r.secondHalfVsTcp.toFixed(2)} | ${bound} |`;
         }),
       );
     }
@@ -187,6 +191,19 @@ async function main() {
         `| alone | ${r.solo.toFixed(0)} | 1.00 |`,
         `| beside the stalled stream | ${r.beside.toFixed(0)} | ${r.ratio.toFixed(2)} |`,
         `(the stalled stream held ${(r.held / 1024 / 1024).toFixed(1)} MiB unread at its reader, its window; the rest of ${args['stall-mib']} MiB waited at the sender)`,
+      );
+    }
+    if (only.has('why')) {
+      const sessionCost = await sessionReceiveCost();
+      const socketCost = await socketReceiveCost(Number(args.mib), runs);
+      const perGib = (c) => c.user + c.system;
+      report.push(
+        `\nwhere a Node receiver's CPU goes, s per GiB (socket rows: ${args.mib} MiB, median of ${runs}):`,
+        '| what | user | system | total | vs socket reads |',
+        '|---|---:|---:|---:|---:|',
+        `| src/mux session receiving one stream (in-process, no socket) | ${sessionCost.toFixed(2)} | | ${sessionCost.toFixed(2)} | ${(sessionCost / perGib(socketCost.data)).toFixed(2)} |`,
+        `| Node reading TCP: 'data' events, a new 64 KiB buffer per read | ${socketCost.data.user.toFixed(2)} | ${socketCost.data.system.toFixed(2)} | ${perGib(socketCost.data).toFixed(2)} | 1.00 |`,
+        `| Node reading TCP: onread into one reused 1 MiB buffer | ${socketCost.onread.user.toFixed(2)} | ${socketCost.onread.system.toFixed(2)} | ${perGib(socketCost.onread).toFixed(2)} | ${(perGib(socketCost.onread) / perGib(socketCost.data)).toFixed(2)} |`,
       );
     }
   } finally {
