@@ -71,7 +71,8 @@ async function serve() {
   const listenOn = (server) => new Promise((resolve) => server.listen(0, HOST, () => resolve(server.address().port)));
   const muxServer = (serveStream) => (socket) => {
     socket.on('error', () => {});
-    createMuxSession(socket, { role: 'server' }).on('stream', serveStream);
+    // Room for --streams beyond the default limit of 1024: the client side sets the count.
+    createMuxSession(socket, { role: 'server', maxStreams: 1 << 16 }).on('stream', serveStream);
   };
   const ports = {
     tcp: await listenOn(net.createServer(serveSink)),
