@@ -1,6 +1,6 @@
 // The cases of bench/mux.js beyond one-stream bulk: many streams at once, a high round trip, and
 // one stalled stream beside a busy one. Each takes a connected peer (ports of bench/mux.js --serve)
-// and returns rows; all on 127.0.0.1, bounded in count and bytes.
+// and returns rows; all on 127.0.0.1, bounded in count and bytes. Also the certificate of the TLS rows.
 import { randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
