@@ -1,12 +1,13 @@
 // A session's public clients matched to its data connections. A public client takes an idle data
 // connection from the pool, or waits (up to dataTimeout) while the client is asked for one; each
-// match is a stream: START on the data connection, then forward(), then one record.
-import type net from 'node:net';
+// match is a stream: START on the data connection, then forward(), then one record. On the
+// native data path (server-native.ts) both are the acceptor's, and the engine adopts their fds.
 import { RunningTasks } from '../net/drain.js';
-import { forward, type ForwardOptions } from '../engine/forward.js';
-import { resetSocket } from '../engine/splice/takeover.js';
+import { defaultSpliceEngine, forward, type ForwardOptions } from '../engine/forward.js';
+import type { ForwardResult } from '../engine/contract.js';
 import { DATA_ERROR, dataErrorName, dataMac, encodeDataError, encodeStart, MAX_CONNECT_BATCH, publicAddressOf, safeEqual, type ConnectionStart, type PublicAddress } from './protocol.js';
-import { endWith, ignore, logsInfo, round, type IdleData, type PublicTunnel, type Request, type ServerContext, type Session, type Waiting } from './server-context.js';
+import { destroyConn, endWith, ignore, isNative, logsInfo, round, type Conn, type IdleData, type NativeConn, type PublicTunnel, type Request, type ServerContext, type Session, type Waiting } from './server-context.js';
+import { spliceStream, watchIdle } from './server-native.js';
 import type { ServerConnectionRecord } from './server-events.js';
 
 /** Requests for data connections outstanding at once, per session. */
@@ -33,8 +34,8 @@ export class Streams {
     await this.#streams.close(graceMs);
   }
 
-  onPublic(tunnel: PublicTunnel, socket: net.Socket): void {
-    socket.on('error', ignore);
+  onPublic(tunnel: PublicTunnel, socket: Conn): void {
+    if (!isNative(socket)) socket.on('error', ignore);
     const session = tunnel.session;
     const waiting: Waiting = { socket, tunnel, accepted: performance.now(), timer: undefined };
     if (session.closed || tunnel.closed) return this.dropPublic(waiting, 'session-closed');
@@ -60,7 +61,7 @@ export class Streams {
     clearTimeout(waiting.timer);
     // Its address is read before the reset: a closed socket no longer has one.
     const base = this.#recording() ? this.#recordBase(waiting, publicAddressOf(waiting.socket.remoteAddress, waiting.socket.remotePort)) : undefined;
-    resetSocket(waiting.socket);
+    destroyConn(waiting.socket, true);
     if (!base) return;
     const ms = round(performance.now() - waiting.accepted);
     this.#report({ ...base, streamId: null, engine: null, bytesUp: 0, bytesDown: 0, waitMs: ms, durationMs: ms, reason });
@@ -104,7 +105,7 @@ export class Streams {
   }
 
   /** A data connection past its preamble: authenticated against its session and request, then matched or pooled. */
-  serveData(socket: net.Socket, remote: () => string, start: Extract<ConnectionStart, { kind: 'data' }>): void {
+  serveData(socket: Conn, remote: () => string, start: Extract<ConnectionStart, { kind: 'data' }>, rest?: Buffer): void {
     const refuse = (code: number, message: string, clientId?: string) => {
       endWith(socket, encodeDataError(code, message));
       this.#ctx.reject({ remote: remote(), kind: 'data', code: dataErrorName(code), message, clientId });
@@ -120,7 +121,7 @@ export class Streams {
     session.requests.delete(start.requestId);
     if (--request.left === 0) clearTimeout(request.timer);
     // The client sends nothing after its hello until START has told it where the stream goes.
-    if (socket.readableLength > 0) return refuse(DATA_ERROR.PROTOCOL, 'bytes after the data hello, before START', session.clientId);
+    if ((isNative(socket) ? (rest?.length ?? 0) : socket.readableLength) > 0) return refuse(DATA_ERROR.PROTOCOL, 'bytes after the data hello, before START', session.clientId);
     const waiting = session.waiting.shift();
     if (waiting) this.#startStream(waiting, socket);
     else if (session.idle.length < Math.max(session.pool, 8)) this.#park(session, socket);
@@ -129,7 +130,8 @@ export class Streams {
   }
 
   /** Keeps an authenticated data connection until a public client needs it (the pool). */
-  #park(session: Session, socket: net.Socket): void {
+  #park(session: Session, socket: Conn): void {
+    if (isNative(socket)) return this.#parkNative(session, socket);
     const onData = () => {
       remove();
       endWith(socket, encodeDataError(DATA_ERROR.PROTOCOL, 'bytes on an idle data connection'));
@@ -158,18 +160,41 @@ export class Streams {
     session.idle.push(entry);
   }
 
-  #startStream(waiting: Waiting, data: net.Socket): void {
+  #parkNative(session: Session, conn: NativeConn): void {
+    const remove = () => {
+      const i = session.idle.indexOf(entry);
+      if (i >= 0) session.idle.splice(i, 1);
+    };
+    const entry: IdleData = {
+      socket: conn,
+      release: watchIdle(
+        conn,
+        () => {
+          remove();
+          endWith(conn, encodeDataError(DATA_ERROR.PROTOCOL, 'bytes on an idle data connection'));
+        },
+        () => {
+          remove();
+          conn.acceptor.destroy(conn.id);
+          this.want(session);
+        },
+      ),
+    };
+    session.idle.push(entry);
+  }
+
+  #startStream(waiting: Waiting, data: Conn): void {
     if (waiting.timer) clearTimeout(waiting.timer);
     const streamId = this.#nextStream++;
     const started = performance.now();
     const client = publicAddressOf(waiting.socket.remoteAddress, waiting.socket.remotePort);
-    data.write(encodeStart(streamId, waiting.tunnel.name, client));
+    const start = encodeStart(streamId, waiting.tunnel.name, client);
     const events = this.#ctx.events;
     if (events.listenerCount('connectionOpen') > 0) {
       const base = this.#recordBase(waiting, client);
       events.emit('connectionOpen', { tunnel: base.tunnel, public: base.public, client: base.client, clientId: base.clientId, streamId });
     }
-    const stream = forward(waiting.socket, data, this.#forwardOptions()).then(
+    const stream = this.#carry(waiting.socket, data, start).then(
       (result) => {
         if (!this.#recording()) return;
         this.#report({
@@ -185,8 +210,8 @@ export class Streams {
         });
       },
       (err: NodeJS.ErrnoException) => {
-        resetSocket(waiting.socket);
-        data.destroy();
+        destroyConn(waiting.socket, true);
+        destroyConn(data);
         if (!this.#recording()) return;
         this.#report({
           ...this.#recordBase(waiting, client),
@@ -202,6 +227,17 @@ export class Streams {
       },
     );
     this.#streams.run(stream);
+  }
+
+  /** START, then the pair: adopted by the engine when both are the acceptor's, else forward(). */
+  #carry(publicConn: Conn, data: Conn, start: Buffer): Promise<ForwardResult> {
+    if (isNative(publicConn) && isNative(data)) {
+      const o = this.#ctx.o;
+      return spliceStream(publicConn, data, start, o.spliceEngine ?? defaultSpliceEngine(), { idleTimeout: o.idleTimeout, signal: this.#streams.signal });
+    }
+    if (isNative(publicConn) || isNative(data)) return Promise.reject(Object.assign(new Error('a stream has one native and one Node connection'), { code: 'EINVAL' }));
+    data.write(start);
+    return forward(publicConn, data, this.#forwardOptions());
   }
 
   /** The same for every stream, so made once. */
