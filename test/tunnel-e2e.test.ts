@@ -10,6 +10,7 @@ import { KiB } from './helpers.js';
 import * as t from './tunnel-helpers.js';
 import { parseDataReply } from '../src/tunnel/protocol.js';
 import { spliceAvailable, spliceSkipReason } from './policy.js';
+import { freePort } from './cli-harness.js';
 
 const expectedEngine = spliceSkipReason ? 'js' : 'splice';
 
@@ -613,9 +614,54 @@ describe.each(serverPaths)('server data path: %s', (serverPath) => {
     });
   });
 
-  /** Blocks this thread as a burst of synchronous work would, without spinning a core. */
+  describe('reload and close', () => {
+    it('reconfigure(): a new registration gets the new ports, a running stream goes on, the data path stays', async () => {
+      const service = await h.startEchoServer();
+      const [portA, portB] = [await freePort(), await freePort()];
+      const { address, server } = await t.startServer({ ports: [{ from: portA, to: portA }] });
+      const a = t.startClient(address, { clientId: 'first', service: [service.port] });
+      expect(await t.publicPort(a.client)).toBe(portA);
+      const stream = await h.connectTo(portA);
+      stream.write('before ');
+      await h.readBytes(stream, 7);
+      server.reconfigure({ listen: address, token: t.TOKEN, ...t.QUICK_SERVER, ports: [{ from: portB, to: portB }], dataPath: serverPath === 'native' ? 'node' : 'native' });
+      expect(server.dataPath).toBe(serverPath === 'auto' ? server.dataPath : serverPath);
+      const b = t.startClient(address, { clientId: 'second', service: [service.port] });
+      expect(await t.publicPort(b.client)).toBe(portB);
+      const other = await h.connectTo(portB);
+      other.end('new port');
+      expect((await h.collectUntilEnd(other)).toString()).toBe('new port');
+      stream.end('after');
+      expect((await h.collectUntilEnd(stream)).toString()).toBe('after');
+    });
+
+    it('close(grace): a running stream carries bytes during the grace, then ends; new public clients are refused at once', async () => {
+      const service = await h.startEchoServer();
+      const { address, server } = await t.startServer();
+      const { client } = t.startClient(address, { service: [service.port], reconnect: { ...t.QUICK_RECONNECT, maxDelay: 60_000 } });
+      const port = await t.publicPort(client);
+      const stream = await h.connectTo(port);
+      stream.write('one ');
+      await h.readBytes(stream, 4);
+      const closed = server.close(1500);
+      // The published port stops at once.
+      let refused = false;
+      for (let i = 0; i < 40 && !refused; i++) {
+        refused = await h.connectTo(port).then((s) => (s.destroy(), false), () => true);
+        if (!refused) await h.sleep(50);
+      }
+      expect(refused, 'the published port still accepts during close()').toBe(true);
+      stream.write('two ');
+      expect((await h.readBytes(stream, 4)).toString()).toBe('two ');
+      const over = h.collectUntilEnd(stream).then(() => 'ended', () => 'reset');
+      await closed;
+      expect(await Promise.race([over, h.sleep(3000).then(() => 'still open')])).not.toBe('still open');
+      expect(server.activeConnections).toBe(0);
+    });
+  });
 });
 
+/** Blocks this thread as a burst of synchronous work would, without spinning a core. */
 function blockEventLoop(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }

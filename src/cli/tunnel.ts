@@ -120,7 +120,9 @@ async function runServer(cli: ServerCliOptions, command: Command): Promise<void>
   const tls = serverOptions.tls;
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, tls ? TLS_IS_JS : undefined);
   warnAboutToken(logger, token, tokenSourceOf(command, tokenSource));
-  const server = createServer({ ...serverOptions, spliceEngine });
+  if (spliceOff && options.dataPath === 'native') throw new Error(`--data-path native needs the splice engine, which is off here (${spliceOff}): use --data-path auto or node`);
+  // Without the splice engine the streams are net.Sockets whatever the addon could accept.
+  const server = createServer({ ...serverOptions, ...(spliceOff ? { dataPath: 'node' as const } : {}), spliceEngine });
   const metrics = await startMetrics(
     options,
     {
