@@ -3,7 +3,7 @@
 // side by side with `ssh -R` through a local sshd, and with no tunnel at all, in the same run, on
 // 127.0.0.1 only.
 //
-//   node bench/tunnel.js [--only direct,splice,splice-node,splice-t0,splice-pool,splice-mux,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
+//   node bench/tunnel.js [--only direct,splice,splice-node,splice-server-node,splice-t0,splice-pool,splice-mux,js,tls,ssh,forward,relay] [--tests bulk,latency,idle]
 //                        [--gib 1] [--streams 1,8] [--count 500] [--warmup 3000] [--idle 1000] [--pool 8] [--runs 3]
 //                        [--warmup-mib 64] [--ssh-cipher aes128-gcm@openssh.com] [--timeout 120] [--json FILE]
 //   npm run bench:tunnel -- [options]
@@ -14,6 +14,8 @@
 //                public connection asks the client for a data connection)
 //   splice-node  as splice, the client's streams on net.Socket (--data-path node) instead of the
 //                addon's connections
+//   splice-server-node  as splice, the server's listeners net.Servers (server --data-path node)
+//                instead of the addon's acceptors
 //   splice-t0    as splice, both with --threads 0 (the engine's loop on the main thread: no thread
 //                switch per connection)
 //   splice-pool  the same with --pool N (--pool, default 8): data connections dialled ahead of need
@@ -66,7 +68,7 @@ import { sshUnavailable, startSshTunnel } from './tunnel-ssh.js';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const root = path.join(here, '..');
 const GiB = 2 ** 30;
-const ALL = ['direct', 'splice', 'splice-node', 'splice-t0', 'splice-pool', 'splice-mux', 'js', 'tls', 'ssh', 'forward', 'relay'];
+const ALL = ['direct', 'splice', 'splice-node', 'splice-server-node', 'splice-t0', 'splice-pool', 'splice-mux', 'js', 'tls', 'ssh', 'forward', 'relay'];
 /** One hop in front of the echo service: measured by the latency test only. */
 const HOPS = ['forward', 'relay'];
 const TESTS = ['bulk', 'latency', 'idle'];
@@ -230,13 +232,14 @@ async function startSetup(name, driver, logLevel) {
   // A mux stream cannot be spliced: the client takes auto (it refuses --engine splice with --mux).
   const clientEngine = name === 'splice-mux' ? 'auto' : engine;
   const mux = name === 'splice-mux' ? ['--mux'] : [];
+  const serverDataPath = name === 'splice-server-node' ? ['--data-path', 'node'] : [];
   if (name === 'tls') {
     makeCert();
     tlsServer.push('--tls-cert', path.join(certDir, 'cert.pem'), '--tls-key', path.join(certDir, 'key.pem'));
     tlsClient.push('--tls-fingerprint', fingerprint);
   }
   const server = spawnChild(process.execPath, [cliJs, 'tunnel', 'server', '--listen', `${HOST}:${listenPort}`, '--engine', engine,
-    '--log-level', logLevel, '--grace', '0', '--max-pool', '64', ...threads, ...tlsServer]);
+    '--log-level', logLevel, '--grace', '0', '--max-pool', '64', ...threads, ...serverDataPath, ...tlsServer]);
   let client;
   try {
     await waitListening(listenPort, server, 15000);
@@ -500,6 +503,7 @@ const label = {
   direct: 'no tunnel (the limit)',
   splice: '**splicer tunnel, splice engine**',
   'splice-node': 'splicer tunnel, splice engine, client --data-path node',
+  'splice-server-node': 'splicer tunnel, splice engine, server --data-path node',
   'splice-t0': 'splicer tunnel, splice engine, --threads 0',
   'splice-pool': `splicer tunnel, splice, --pool ${pool}`,
   'splice-mux': 'splicer tunnel, splice server, client --mux (streams: JS engine)',

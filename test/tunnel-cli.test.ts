@@ -55,9 +55,27 @@ describe('splicer tunnel (CLI)', () => {
     expect(badPorts.stderr).toMatch(/20100-20000/);
   });
 
+  it('refuses a --data-path native it cannot have, naming the flag, and takes --data-path from --config', async () => {
+    const env = { SPLICER_TUNNEL_TOKEN: TOKEN };
+    const withJs = runCli(['tunnel', 'server', '--listen', '127.0.0.1:0', '--data-path', 'native', '--engine', 'js'], { env });
+    expect(withJs.status).toBe(1);
+    expect(withJs.stderr).toMatch(/--data-path native needs the splice engine, not --engine js/);
+    const noAddon = runCli(['tunnel', 'server', '--listen', '127.0.0.1:0', '--data-path', 'native'], { env: { ...env, SPLICER_DISABLE_NATIVE: '1' } });
+    expect(noAddon.status).toBe(1);
+    expect(noAddon.stderr).toMatch(/--data-path native.*SPLICER_DISABLE_NATIVE/);
+    const badChoice = runCli(['tunnel', 'server', '--listen', '127.0.0.1:0', '--data-path', 'fast'], { env });
+    expect(badChoice.status).not.toBe(0);
+    expect(badChoice.stderr).toMatch(/--data-path/);
+    const config = path.join(dir, 'server-node.json');
+    fs.writeFileSync(config, JSON.stringify({ listen: '127.0.0.1:0', 'data-path': 'node' }));
+    const server = run(['server', '--config', config], env);
+    expect(await server.waitFor('tunnel server listening')).toMatchObject({ dataPath: 'node' });
+    await server.stop();
+  });
+
   it('documents every flag in --help', () => {
     const flags = {
-      server: ['--listen', '--token', '--token-file', '--ports', '--public-host', '--tls-cert', '--tls-key', '--heartbeat', '--heartbeat-timeout', '--data-timeout', '--handshake-timeout', '--max-pool', '--idle-timeout', '--engine', '--threads', '--grace', '--metrics', '--open', '--log-level', '--config'],
+      server: ['--listen', '--token', '--token-file', '--ports', '--public-host', '--tls-cert', '--tls-key', '--heartbeat', '--heartbeat-timeout', '--data-timeout', '--handshake-timeout', '--max-pool', '--idle-timeout', '--engine', '--data-path', '--threads', '--grace', '--metrics', '--open', '--log-level', '--config'],
       client: ['--server', '--token', '--token-file', '--expose', '--client-id', '--pool', '--mux', '--mux-window', '--mux-max-streams', '--mux-keepalive', '--tls', '--tls-ca', '--tls-fingerprint', '--tls-servername', '--connect-timeout', '--backoff-max', '--idle-timeout', '--engine', '--data-path', '--threads', '--grace', '--metrics', '--open', '--log-level', '--config'],
     };
     for (const [command, expected] of Object.entries(flags)) {
@@ -89,7 +107,7 @@ describe('splicer tunnel (CLI)', () => {
       let server = run(serverArgs, env);
       const started = await server.waitFor('tunnel server listening');
       expect(portOf(started.listen)).toBe(listenPort);
-      expect(started).toMatchObject({ publicHost: '127.0.0.1', tls: false });
+      expect(started).toMatchObject({ publicHost: '127.0.0.1', tls: false, dataPath: spliceSkipReason ? 'node' : 'native' });
 
       const clientArgs = ['client', '--server', `127.0.0.1:${listenPort}`, '--token-file', tokenFile, '--expose', `web=127.0.0.1:${originPort}@0`, '--backoff-max', '0.3', '--grace', '0'];
       let client = run(clientArgs);

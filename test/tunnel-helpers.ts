@@ -61,9 +61,12 @@ export interface TestServer {
   address: HostPort;
   records: Arrivals<ServerConnectionRecord>;
 }
+/** Options every startServer() gets unless it says otherwise (a describe block's data path). */
+export const serverDefaults: Partial<TunnelServerOptions> = {};
+
 
 export async function startServer(options: Partial<TunnelServerOptions> = {}): Promise<TestServer> {
-  const server = createTunnelServer({ listen: { host: HOST, port: 0 }, token: TOKEN, ...QUICK_SERVER, ...options });
+  const server = createTunnelServer({ listen: { host: HOST, port: 0 }, token: TOKEN, ...QUICK_SERVER, ...serverDefaults, ...options });
   servers.add(server);
   const records = new Arrivals<ServerConnectionRecord>();
   server.on('connectionClose', (r) => records.push(r));

@@ -9,7 +9,8 @@ import { tunnelRejectionReason } from '../metrics/outcomes.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { fingerprintArg } from './tls-flags.js';
 import { parseExpose, parsePortRanges, TunnelOptionsError, type ExposeSpec, type PortRange } from '../tunnel/options.js';
-import { createTunnelServer } from '../tunnel/server.js';
+import { createTunnelServer, type TunnelServer } from '../tunnel/server.js';
+import type { TunnelServerOptions } from '../tunnel/options.js';
 import { configOption, configuredOptions } from './config-file.js';
 import { reloadOnSignal } from './reload.js';
 import { readPem, resolveToken, TLS_IS_JS, TOKEN_ENV, tokenSourceOf, warnAboutToken, type LogLevel, type TokenOptions } from './tunnel-common.js';
@@ -47,6 +48,7 @@ interface ServerCliOptions extends TokenOptions {
   maxPool: number;
   idleTimeout: number;
   engine: EngineChoice;
+  dataPath: 'auto' | 'native' | 'node';
   threads: number;
   grace: number;
   metrics?: HostPort;
@@ -61,6 +63,8 @@ function serverOptionsFrom(options: ServerCliOptions, logger: Logger) {
   if (options.heartbeatTimeout <= options.heartbeat) throw new Error('--heartbeat-timeout must be longer than --heartbeat');
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) throw new Error('--tls-cert and --tls-key go together');
   const tls = options.tlsCert ? { cert: readPem('--tls-cert', options.tlsCert), key: readPem('--tls-key', options.tlsKey!) } : undefined;
+  if (options.dataPath === 'native' && tls) throw new Error('--data-path native cannot carry --tls-cert connections (TLS is read by net.Socket): use --data-path auto or node');
+  if (options.dataPath === 'native' && options.engine === 'js') throw new Error('--data-path native needs the splice engine, not --engine js: use --data-path auto or node');
   return {
     token,
     tokenSource: source,
@@ -77,9 +81,20 @@ function serverOptionsFrom(options: ServerCliOptions, logger: Logger) {
       maxPool: options.maxPool,
       idleTimeout: idleMs(options.idleTimeout),
       engine: options.engine,
+      dataPath: options.dataPath,
       logger,
     },
   };
+}
+
+/** The server, its failure to get the native data path named by the flag that asked for it. */
+function createServer(options: TunnelServerOptions): TunnelServer {
+  try {
+    return createTunnelServer(options);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ERR_SPLICE_UNAVAILABLE') throw new Error(`--data-path native: ${(err as Error).message}`);
+    throw err;
+  }
 }
 
 /** --listen is required, from the command line or the file. */
@@ -97,7 +112,9 @@ async function runServer(cli: ServerCliOptions, command: Command): Promise<void>
   const tls = serverOptions.tls;
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads }, tls ? TLS_IS_JS : undefined);
   warnAboutToken(logger, token, tokenSourceOf(command, tokenSource));
-  const server = createTunnelServer({ ...serverOptions, spliceEngine });
+  if (spliceOff && options.dataPath === 'native') throw new Error(`--data-path native needs the splice engine, which is off here (${spliceOff}): use --data-path auto or node`);
+  // Without the splice engine the streams are net.Sockets whatever the addon could accept.
+  const server = createServer({ ...serverOptions, ...(spliceOff ? { dataPath: 'node' as const } : {}), spliceEngine });
   const metrics = await startMetrics(
     options,
     {
@@ -128,7 +145,7 @@ async function runServer(cli: ServerCliOptions, command: Command): Promise<void>
     notifier,
     read,
     initial: options,
-    restartOnly: ['listen', 'tlsCert', 'tlsKey', 'engine', 'threads', 'grace', 'metrics', 'open'],
+    restartOnly: ['listen', 'tlsCert', 'tlsKey', 'engine', 'dataPath', 'threads', 'grace', 'metrics', 'open'],
     apply: async (next) => {
       const { options: nextOptions } = serverOptionsFrom(next, logger);
       server.reconfigure({ ...nextOptions, spliceEngine });
@@ -143,6 +160,7 @@ async function runServer(cli: ServerCliOptions, command: Command): Promise<void>
       ports: (options.ports ?? [{ from: 1024, to: 65535 }]).map((r) => (r.from === r.to ? `${r.from}` : `${r.from}-${r.to}`)).join(','),
       tls: tls ? { fingerprint: server.fingerprint } : false,
       engine,
+      dataPath: server.dataPath,
       spliceOff,
       config: options.config,
     },
@@ -175,6 +193,11 @@ export function tunnelCommand(): Command {
     .option('--max-pool <n>', 'most idle data connections a client may keep open (its --pool is capped to this)', integerArg('--max-pool', 0, 1024), 64)
     .addOption(idleTimeoutOption('stream'))
     .addOption(engineOption())
+    .addOption(
+      new Option('--data-path <path>', "who holds the --listen address's and the published ports' connections: native (the addon's: no Node socket for data connections and public clients; Linux, splice engine, no TLS), node (net.Server), auto (native where it can be)")
+        .choices(['auto', 'native', 'node'])
+        .default('auto'),
+    )
     .addOption(threadsOption())
     .addOption(graceOption('stream'))
     .addOption(metricsOption())

@@ -98,11 +98,18 @@ export const TunnelServerOptionsSchema = z
     maxWaiting: z.number().int().min(1).default(4096),
     /** Connections that have not finished their handshake, at once; more are closed at once. */
     maxUnauthenticated: z.number().int().min(1).default(256),
+    /**
+     * Who holds the listen address's and the published ports' connections: `native`, the addon's
+     * acceptor (no net.Socket for data connections and public clients; Linux, splice engine, no
+     * TLS); `node`, net.Server; `auto`, native where it can be.
+     */
+    dataPath: z.enum(['auto', 'native', 'node']).default('auto'),
   })
   .superRefine((o, ctx) => {
     if (o.heartbeatTimeout <= o.heartbeatInterval) ctx.addIssue({ code: 'custom', path: ['heartbeatTimeout'], message: 'must be longer than heartbeatInterval' });
     for (const r of o.ports) if (r.from > r.to) ctx.addIssue({ code: 'custom', path: ['ports'], message: `range ${r.from}-${r.to} is not ascending` });
     if (o.tls && o.engine === 'splice') ctx.addIssue({ code: 'custom', path: ['engine'], message: "TLS data connections cannot be spliced: use engine 'auto' or 'js'" });
+    if (o.tls && o.dataPath === 'native') ctx.addIssue({ code: 'custom', path: ['dataPath'], message: "TLS connections are carried by net.Socket: use dataPath 'auto' or 'node'" });
   });
 
 export const TunnelClientOptionsSchema = z

@@ -4,7 +4,9 @@ import type { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import type { ControlChannel } from './channel.js';
 import type { MuxSession } from '../mux/session.js';
+import { resetSocket } from '../engine/splice/takeover.js';
 import type { Logger } from '../logger.js';
+import type { Acceptor } from '../engine/splice/acceptor.js';
 import type { ResolvedServerOptions } from './options.js';
 import type { RejectedInfo, ServerTunnelInfo, SessionInfo, TunnelServerEvents } from './server-events.js';
 
@@ -25,13 +27,32 @@ export interface PublicTunnel {
   /** host:port as records print it, made once. */
   address: string;
   session: Session;
-  server: net.Server;
+  /** Its listener: a net.Server, or the addon's acceptor on the native data path. */
+  server: net.Server | Acceptor;
   closed: boolean;
+}
+
+/**
+ * A connection held in the addon's acceptor (the server's native data path): no net.Socket; its
+ * fd stays the acceptor's until it is released to the splice engine.
+ */
+export interface NativeConn {
+  acceptor: Acceptor;
+  id: number;
+  remoteAddress: string;
+  remotePort: number;
+}
+
+/** A public client or a data connection: a net.Socket, or the acceptor's. */
+export type Conn = net.Socket | NativeConn;
+
+export function isNative(conn: Conn): conn is NativeConn {
+  return 'acceptor' in conn;
 }
 
 /** A public client accepted while no data connection was there for it. */
 export interface Waiting {
-  socket: net.Socket;
+  socket: Conn;
   tunnel: PublicTunnel;
   accepted: number;
   timer: NodeJS.Timeout | undefined;
@@ -39,7 +60,7 @@ export interface Waiting {
 
 /** An authenticated data connection in the pool. */
 export interface IdleData {
-  socket: net.Socket;
+  socket: Conn;
   release: () => void;
 }
 
@@ -110,7 +131,13 @@ export function logsInfo(logger: Logger | undefined): boolean {
 export function ignore(): void {}
 
 /** Writes a last message, ends, and destroys the socket if the peer has not closed within a second. */
-export function endWith(socket: net.Socket, message: Buffer): void {
+export function endWith(socket: Conn, message: Buffer): void {
+  if (isNative(socket)) {
+    const { acceptor, id } = socket;
+    acceptor.end(id, message);
+    setTimeout(() => acceptor.destroy(id), LINGER_MS).unref();
+    return;
+  }
   if (socket.destroyed) return;
   socket.on('error', ignore);
   socket.on('data', ignore);
@@ -118,4 +145,11 @@ export function endWith(socket: net.Socket, message: Buffer): void {
   socket.resume();
   socket.end(message);
   setTimeout(() => socket.destroy(), LINGER_MS).unref();
+}
+
+/** Closes a connection at once; `reset`: the peer sees a reset. */
+export function destroyConn(conn: Conn, reset = false): void {
+  if (isNative(conn)) conn.acceptor.destroy(conn.id, reset);
+  else if (reset) resetSocket(conn);
+  else conn.destroy();
 }

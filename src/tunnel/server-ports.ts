@@ -3,7 +3,9 @@
 // a random point of the ranges; a port is held from before its bind until its listener has closed.
 import net from 'node:net';
 import { formatHostPort } from '../net/host-port.js';
-import { tunnelInfo, tunnelLog, type PublicTunnel, type ServerContext, type Session } from './server-context.js';
+import { Acceptor } from '../engine/splice/acceptor.js';
+import { tunnelInfo, tunnelLog, type Conn, type PublicTunnel, type ServerContext, type Session } from './server-context.js';
+import { openNativeListener } from './server-native.js';
 
 export type Refusal = { name: string; ok: false; code: string; message: string };
 export type Granted = { name: string; ok: true; host: string; port: number };
@@ -29,8 +31,10 @@ export function listenOn(server: net.Server, host: string, port: number): Promis
  * once); its 'close' is not awaited, as net.Server delays it until every public connection it
  * accepted has ended, and streams outlive their session.
  */
-async function releasePort(server: net.Server): Promise<void> {
-  if (server.listening) server.close();
+async function releasePort(server: net.Server | Acceptor): Promise<void> {
+  // The acceptor's waiting public clients were reset with their session; its streams' fds are the engine's.
+  if (server instanceof Acceptor) server.close();
+  else if (server.listening) server.close();
   await new Promise((resolve) => setImmediate(resolve));
 }
 
@@ -41,15 +45,27 @@ function formatRanges(ranges: { from: number; to: number }[]): string {
 export class PortAllocator {
   readonly #ctx: ServerContext;
   /** Where a public tunnel's connections go. */
-  readonly #onPublic: (tunnel: PublicTunnel, socket: net.Socket) => void;
+  readonly #onPublic: (tunnel: PublicTunnel, conn: Conn) => void;
+  /** Listeners are the addon's acceptors (the native data path), not net.Servers. */
+  readonly #native: boolean;
   /** Ports held by a tunnel, until its listener has closed. */
   readonly #ports = new Map<number, PublicTunnel>();
   /** The port a client's tunnel had last: a tunnel asking for port 0 gets it back when it is free. */
   readonly #lastPort = new Map<string, number>();
 
-  constructor(ctx: ServerContext, onPublic: (tunnel: PublicTunnel, socket: net.Socket) => void) {
+  constructor(ctx: ServerContext, onPublic: (tunnel: PublicTunnel, conn: Conn) => void, native: boolean) {
     this.#ctx = ctx;
     this.#onPublic = onPublic;
+    this.#native = native;
+  }
+
+  /** A listener on `port` whose public clients go to onPublic; rejects with the bind's error. */
+  async #listen(tunnel: PublicTunnel, host: string, port: number): Promise<net.Server | Acceptor> {
+    if (this.#native) return openNativeListener({ host, port }, this.#ctx.o.logger, (conn) => this.#onPublic(tunnel, conn));
+    const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#onPublic(tunnel, socket));
+    await listenOn(server, host, port);
+    server.on('error', (err) => this.#ctx.o.logger?.warn({ tunnel: tunnel.name, err: err.message }, 'accept failed'));
+    return server;
   }
 
   #allowed(port: number): boolean {
@@ -91,12 +107,10 @@ export class PortAllocator {
       }
       if (++attempts > MAX_BIND_ATTEMPTS) break;
       const tunnel: PublicTunnel = { name, host, port: candidate, address: formatHostPort({ host, port: candidate }), session, server: undefined as unknown as net.Server, closed: false };
-      const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }, (socket) => this.#onPublic(tunnel, socket));
-      tunnel.server = server;
       // Held before the bind so that a concurrent registration cannot pick it too.
       this.#ports.set(candidate, tunnel);
       try {
-        await listenOn(server, host, candidate);
+        tunnel.server = await this.#listen(tunnel, host, candidate);
       } catch (err) {
         this.#ports.delete(candidate);
         const code = (err as NodeJS.ErrnoException).code ?? 'EIO';
@@ -105,10 +119,9 @@ export class PortAllocator {
         if (code === 'EACCES') return refuse('port-not-allowed', `the server may not listen on port ${candidate}`);
         return refuse('listen-failed', `listening on ${formatHostPort({ host, port: candidate })} failed: ${code}`);
       }
-      server.on('error', (err) => o.logger?.warn({ tunnel: name, err: err.message }, 'accept failed'));
       if (session.closed) {
         tunnel.closed = true;
-        await releasePort(server);
+        await releasePort(tunnel.server);
         this.#ports.delete(candidate);
         return refuse('session-closed', 'the session ended');
       }

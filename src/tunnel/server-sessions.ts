@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import type net from 'node:net';
 import { ChannelClosed, ControlChannel, type ChannelEnd } from './channel.js';
 import { clientProof, NONCE_LENGTH, safeEqual, serverProof, SESSION_ID_LENGTH, sessionKey, type ParsedControlMessage } from './protocol.js';
-import { round, sessionInfo, tunnelInfo, tunnelLog, type ServerContext, type Session } from './server-context.js';
+import { destroyConn, round, sessionInfo, tunnelInfo, tunnelLog, type ServerContext, type Session } from './server-context.js';
 import type { SessionInfo, ServerTunnelInfo } from './server-events.js';
 import type { Granted, PortAllocator, Refusal } from './server-ports.js';
 import type { Streams } from './server-streams.js';
@@ -176,7 +176,7 @@ export class Sessions {
       for (const waiting of session.waiting.splice(0)) this.#streams.dropPublic(waiting, this.#ctx.closing ? 'shutdown' : 'session-closed');
       for (const idle of session.idle.splice(0)) {
         idle.release();
-        idle.socket.destroy();
+        destroyConn(idle.socket);
       }
       // GoAway: no new stream; those running go on, as a data connection's stream outlives its session.
       if (session.mux?.session) void session.mux.session.close();

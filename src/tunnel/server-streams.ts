@@ -1,14 +1,17 @@
 // A session's public clients matched to its data connections. A public client takes an idle data
 // connection from the pool (or a new stream on the session's mux connection), or waits (up to
 // dataTimeout) while the client is asked for one; each match is a stream: START on the data
-// connection or mux stream, then forward(), then one record.
+// connection or mux stream, then forward(), then one record. On the native data path
+// (server-native.ts) the public client and the data connection are the acceptor's, and the engine
+// adopts their fds.
 import type net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { RunningTasks } from '../net/drain.js';
-import { forward, type ForwardOptions } from '../engine/forward.js';
-import { resetSocket } from '../engine/splice/takeover.js';
+import { defaultSpliceEngine, forward, type ForwardOptions } from '../engine/forward.js';
+import type { ForwardResult } from '../engine/contract.js';
 import { DATA_ERROR, dataErrorName, dataMac, encodeDataError, encodeStart, MAX_CONNECT_BATCH, publicAddressOf, safeEqual, type ConnectionStart, type PublicAddress } from './protocol.js';
-import { endWith, ignore, logsInfo, round, type IdleData, type PublicTunnel, type Request, type ServerContext, type Session, type Waiting } from './server-context.js';
+import { destroyConn, endWith, ignore, isNative, logsInfo, round, type Conn, type IdleData, type NativeConn, type PublicTunnel, type Request, type ServerContext, type Session, type Waiting } from './server-context.js';
+import { nodeSocketOf, spliceStream, watchIdle } from './server-native.js';
 import type { ServerConnectionRecord } from './server-events.js';
 import { acceptMux, openMuxStream } from './server-mux.js';
 
@@ -40,8 +43,8 @@ export class Streams {
     await this.#streams.close(graceMs);
   }
 
-  onPublic(tunnel: PublicTunnel, socket: net.Socket): void {
-    socket.on('error', ignore);
+  onPublic(tunnel: PublicTunnel, socket: Conn): void {
+    if (!isNative(socket)) socket.on('error', ignore);
     const session = tunnel.session;
     const waiting: Waiting = { socket, tunnel, accepted: performance.now(), timer: undefined };
     if (session.closed || tunnel.closed) return this.dropPublic(waiting, 'session-closed');
@@ -63,7 +66,7 @@ export class Streams {
   }
 
   /** A data connection from the pool, or a stream on the mux connection; undefined when neither is there now. */
-  #takeData(session: Session): Duplex | 'limit' | undefined {
+  #takeData(session: Session): Conn | Duplex | 'limit' | undefined {
     if (session.mux) return openMuxStream(session.mux);
     const idle = session.idle.shift();
     if (!idle) return undefined;
@@ -76,7 +79,7 @@ export class Streams {
     clearTimeout(waiting.timer);
     // Its address is read before the reset: a closed socket no longer has one.
     const base = this.#recording() ? this.#recordBase(waiting, publicAddressOf(waiting.socket.remoteAddress, waiting.socket.remotePort)) : undefined;
-    resetSocket(waiting.socket);
+    destroyConn(waiting.socket, true);
     if (!base) return;
     const ms = round(performance.now() - waiting.accepted);
     this.#report({ ...base, streamId: null, engine: null, bytesUp: 0, bytesDown: 0, waitMs: ms, durationMs: ms, reason });
@@ -133,9 +136,10 @@ export class Streams {
 
   /**
    * A data or mux connection past its preamble and hello, checked against its session and request:
-   * the session, or undefined when the connection was refused (answered ERROR, and logged).
+   * the session, or undefined when the connection was refused (answered ERROR, and logged). `rest`:
+   * on the native path, the bytes read past the hello.
    */
-  #authenticate(socket: net.Socket, remote: () => string, start: HelloStart): Session | undefined {
+  #authenticate(socket: Conn, remote: () => string, start: HelloStart, rest?: Buffer): Session | undefined {
     const refuse = (code: number, message: string, clientId?: string) => {
       endWith(socket, encodeDataError(code, message));
       this.#ctx.reject({ remote: remote(), kind: start.kind, code: dataErrorName(code), message, clientId });
@@ -156,7 +160,7 @@ export class Streams {
     if (--request.left === 0) clearTimeout(request.timer);
     if (session.mux?.request === start.requestId) session.mux.request = 0;
     // The client sends nothing after its hello until the reply has said what comes next.
-    if (socket.readableLength > 0) {
+    if ((isNative(socket) ? (rest?.length ?? 0) : socket.readableLength) > 0) {
       refuse(DATA_ERROR.PROTOCOL, `bytes after the ${start.kind} hello, before the reply`, session.clientId);
       // Its request is used up: another connection is asked for (the mux connection, or one for a waiting public client).
       this.want(session);
@@ -166,8 +170,8 @@ export class Streams {
   }
 
   /** A data connection past its preamble: authenticated against its session and request, then matched or pooled. */
-  serveData(socket: net.Socket, remote: () => string, start: HelloStart): void {
-    const session = this.#authenticate(socket, remote, start);
+  serveData(socket: Conn, remote: () => string, start: HelloStart, rest?: Buffer): void {
+    const session = this.#authenticate(socket, remote, start, rest);
     if (!session) return;
     const refuse = (code: number, message: string) => {
       endWith(socket, encodeDataError(code, message));
@@ -205,7 +209,8 @@ export class Streams {
   }
 
   /** Keeps an authenticated data connection until a public client needs it (the pool). */
-  #park(session: Session, socket: net.Socket): void {
+  #park(session: Session, socket: Conn): void {
+    if (isNative(socket)) return this.#parkNative(session, socket);
     const onData = () => {
       remove();
       endWith(socket, encodeDataError(DATA_ERROR.PROTOCOL, 'bytes on an idle data connection'));
@@ -234,18 +239,41 @@ export class Streams {
     session.idle.push(entry);
   }
 
-  #startStream(waiting: Waiting, data: Duplex): void {
+  #parkNative(session: Session, conn: NativeConn): void {
+    const remove = () => {
+      const i = session.idle.indexOf(entry);
+      if (i >= 0) session.idle.splice(i, 1);
+    };
+    const entry: IdleData = {
+      socket: conn,
+      release: watchIdle(
+        conn,
+        () => {
+          remove();
+          endWith(conn, encodeDataError(DATA_ERROR.PROTOCOL, 'bytes on an idle data connection'));
+        },
+        () => {
+          remove();
+          conn.acceptor.destroy(conn.id);
+          this.want(session);
+        },
+      ),
+    };
+    session.idle.push(entry);
+  }
+
+  #startStream(waiting: Waiting, data: Conn | Duplex): void {
     if (waiting.timer) clearTimeout(waiting.timer);
     const streamId = this.#nextStream++;
     const started = performance.now();
     const client = publicAddressOf(waiting.socket.remoteAddress, waiting.socket.remotePort);
-    data.write(encodeStart(streamId, waiting.tunnel.name, client));
+    const start = encodeStart(streamId, waiting.tunnel.name, client);
     const events = this.#ctx.events;
     if (events.listenerCount('connectionOpen') > 0) {
       const base = this.#recordBase(waiting, client);
       events.emit('connectionOpen', { tunnel: base.tunnel, public: base.public, client: base.client, clientId: base.clientId, streamId });
     }
-    const stream = forward(waiting.socket, data, this.#forwardOptions(waiting.tunnel.session.mux !== undefined)).then(
+    const stream = this.#carry(waiting.socket, data, start, waiting.tunnel.session.mux !== undefined).then(
       (result) => {
         if (!this.#recording()) return;
         this.#report({
@@ -261,8 +289,9 @@ export class Streams {
         });
       },
       (err: NodeJS.ErrnoException) => {
-        resetSocket(waiting.socket);
-        data.destroy();
+        destroyConn(waiting.socket, true);
+        if ('acceptor' in data) destroyConn(data);
+        else data.destroy();
         if (!this.#recording()) return;
         this.#report({
           ...this.#recordBase(waiting, client),
@@ -278,6 +307,26 @@ export class Streams {
       },
     );
     this.#streams.run(stream);
+  }
+
+  /**
+   * START, then the pair: adopted by the engine when both are the acceptor's, else forward(). A mux
+   * stream is bytes in user space: its public client goes to Node and the JS engine carries it.
+   */
+  #carry(publicConn: Conn, data: Conn | Duplex, start: Buffer, mux: boolean): Promise<ForwardResult> {
+    if (mux) {
+      const stream = data as Duplex;
+      stream.write(start);
+      return forward(isNative(publicConn) ? nodeSocketOf(publicConn, Buffer.alloc(0)) : publicConn, stream, this.#forwardOptions(true));
+    }
+    const conn = data as Conn;
+    if (isNative(publicConn) && isNative(conn)) {
+      const o = this.#ctx.o;
+      return spliceStream(publicConn, conn, start, o.spliceEngine ?? defaultSpliceEngine(), { idleTimeout: o.idleTimeout, signal: this.#streams.signal });
+    }
+    if (isNative(publicConn) || isNative(conn)) return Promise.reject(Object.assign(new Error('a stream has one native and one Node connection'), { code: 'EINVAL' }));
+    conn.write(start);
+    return forward(publicConn, conn, this.#forwardOptions(false));
   }
 
   /** The same for every stream, so made once; a mux stream is bytes in user space, so the JS engine's. */
