@@ -20,10 +20,18 @@ describe('proxy --listen with mux addresses', () => {
   });
 
   it('refuses another scheme, naming the ones taken, and a bad HOST:PORT after a scheme', () => {
-    expect(() => parse('tls://127.0.0.1:1')).toThrow(InvalidArgumentError);
-    expect(() => parse('tls://127.0.0.1:1')).toThrow(/mux:\/\/ \(yamux\) and mux\+tls:\/\//);
+    expect(() => parse('ftp://127.0.0.1:1')).toThrow(InvalidArgumentError);
+    expect(() => parse('ftp://127.0.0.1:1')).toThrow(/tls:\/\/, mux:\/\/ \(yamux\) and mux\+tls:\/\//);
+    expect(parse('tls://127.0.0.1:1', 'TCP://127.0.0.1:2')).toEqual([{ host: '127.0.0.1', port: 1, tls: true }, { host: '127.0.0.1', port: 2 }]);
     expect(() => parse('mux+tls://127.0.0.1:99999')).toThrow(InvalidArgumentError);
     expect(() => parse('mux://')).toThrow(InvalidArgumentError);
+  });
+
+  it('splits tls:// for the server as TLS clients, with a certificate', () => {
+    expect(splitListen(parse('tls://127.0.0.1:4'), { ...flags, tlsCert: 'c', tlsKey: 'k' }).muxListen).toEqual([{ host: '127.0.0.1', port: 4, tls: true, tlsClients: true }]);
+    expect(() => splitListen(parse('tls://127.0.0.1:4'), flags)).toThrow('--listen tls:// needs --tls-cert and --tls-key');
+    expect(() => splitListen(parse('tls://127.0.0.1:4'), { ...flags, tlsCert: 'c', tlsKey: 'k', workers: 2 })).toThrow(/--workers does not apply with a tls:\/\//);
+    expect(() => splitListen(parse('tls://127.0.0.1:4'), { ...flags, tlsCert: 'c', tlsKey: 'k', acceptProxyProtocol: true })).toThrow(/--accept-proxy-protocol does not apply with a tls:\/\//);
   });
 
   it('splits the list for the server and refuses what cannot run, naming the flag', () => {

@@ -3,6 +3,9 @@
 // HTTP CONNECT), bodies hashed; TLS with a self-signed certificate and a SOCKS5 user; SIGHUP
 // adding and removing a mux address; and the errors that name a wrong address or flag.
 import fs from 'node:fs';
+import net from 'node:net';
+import tls from 'node:tls';
+import { once } from 'node:events';
 import os from 'node:os';
 import path from 'node:path';
 import { stringify as toYaml } from 'yaml';
@@ -35,6 +38,23 @@ async function startMuxProxy(args: string[]): Promise<{ run: CliProcess; port: n
   const started = await run.waitFor('proxy listening');
   const listen = started.listen as string[];
   return { run, port: portOf(listen.find((address) => address.startsWith('mux'))), listen, started };
+}
+
+/** `splicer proxy ...args` with a tls:// address, once listening: that address's port. */
+async function startTlsProxy(args: string[]) {
+  const run = startCli(['proxy', ...args]);
+  const started = await run.waitFor('proxy listening');
+  const listen = started.listen as string[];
+  return { run, port: portOf(listen.find((address) => address.startsWith('tls://'))), listen, started };
+}
+
+/** Exactly `count` bytes off the stream. */
+async function readBytes(stream: tls.TLSSocket, count: number): Promise<Buffer> {
+  for (;;) {
+    const chunk = stream.read(count) as Buffer | null;
+    if (chunk) return chunk;
+    await once(stream, 'readable');
+  }
 }
 
 function curl(args: string[]) {
@@ -127,6 +147,39 @@ describe.runIf(t.hasOpenssl)('splicer proxy --listen mux+tls://', () => {
     expect(await received).toEqual(sent);
     const served = await run.waitFor('connection closed', (line) => line.outcome === 'eof');
     expect(served).toMatchObject({ client: client.peer, user: 'alice', engine: 'js' });
+    expect(await run.stop()).toBe(0);
+  });
+
+  it.runIf(hasTool('curl'))('tls:// is an HTTPS proxy: curl over TLS (CONNECT and plain HTTP) and SOCKS5 over TLS, hashed; a client that does not speak TLS is dropped', async () => {
+    const { run, port, listen, started } = await startTlsProxy(['--listen', 'tls://127.0.0.1:0', '--listen', '127.0.0.1:0', '--tls-cert', cert.certFile, '--tls-key', cert.keyFile]);
+    expect(listen).toEqual([expect.stringMatching(/^127\.0\.0\.1:\d+$/), `tls://127.0.0.1:${port}`]);
+    expect(started.tlsFingerprint).toBe(cert.fingerprint);
+    const url = `http://127.0.0.1:${origin.port}/file`;
+    for (const args of [['-p', '-x', `https://127.0.0.1:${port}`], ['-x', `https://127.0.0.1:${port}`]]) {
+      const result = await curl([...args, '--proxy-cacert', cert.certFile, url]);
+      expect(result.stderr).toBe('');
+      expect(h.sha256(result.stdout)).toBe(origin.sha);
+    }
+    // SOCKS5 over TLS, by hand: no auth, CONNECT to an echo server, 256 KiB echoed.
+    const echo = await h.startEchoServer();
+    const secure = tls.connect({ host: '127.0.0.1', port, ca: cert.cert, servername: 'tunnel.test' });
+    await once(secure, 'secureConnect');
+    secure.write(Buffer.from([5, 1, 0]));
+    expect([...(await readBytes(secure, 2))]).toEqual([5, 0]);
+    secure.write(Buffer.from([5, 1, 0, 1, 127, 0, 0, 1, echo.port >> 8, echo.port & 0xff]));
+    expect([...(await readBytes(secure, 10))].slice(0, 2)).toEqual([5, 0]);
+    const received = hashStream(secure);
+    const sent = await writePattern(secure, 7, 256 * KiB);
+    expect(await received).toEqual(sent);
+    // Plain SOCKS5 on a tls:// address: the handshake fails, the connection is closed.
+    const plain = net.connect(port, '127.0.0.1');
+    plain.on('error', () => {});
+    plain.write(Buffer.from([5, 1, 0]));
+    await once(plain, 'close');
+    const records = [];
+    for (let i = 0; i < 3; i++) records.push(await run.waitFor('connection closed'));
+    expect(records.map((line) => line.engine)).toEqual(['js', 'js', 'js']);
+    expect(records.every((line) => line.muxStream === undefined)).toBe(true);
     expect(await run.stop()).toBe(0);
   });
 

@@ -172,7 +172,7 @@ export function addProxyCommand(program: Command): void {
     .option(
       '--listen <address>',
       'address to accept on, repeatable; IPv6 as [::1]:1080; :PORT means 127.0.0.1 (default: 127.0.0.1:1080). ' +
-        'mux://HOST:PORT accepts yamux sessions, mux+tls://HOST:PORT yamux over TLS (--tls-cert, --tls-key): each stream is served as a connection is',
+        'tls://HOST:PORT takes clients over TLS (an HTTPS proxy; --tls-cert, --tls-key); mux://HOST:PORT accepts yamux sessions, mux+tls://HOST:PORT yamux over TLS: each stream is served as a connection is',
       proxyListenArg('127.0.0.1'),
     )
     .option('--auth <user:pass>', 'a user allowed in (SOCKS5 username/password, HTTP Basic), repeatable', collect)

@@ -41,7 +41,7 @@ export function checkProxyOptions(options: ProxyOptions): void {
   if (options.listen.length + muxListen.length === 0) throw new TypeError('at least one listen address is needed');
   // The header would name the client of the session's connection, not of a stream: not offered.
   if (options.acceptProxyProtocol && muxListen.length > 0) throw new TypeError('acceptProxyProtocol does not apply to mux listen addresses');
-  if (muxListen.some((address) => address.tls) && !options.tls) throw new TypeError('mux+tls:// listen addresses need tls (a certificate and key)');
+  if (muxListen.some((address) => address.tls) && !options.tls) throw new TypeError('mux+tls:// and tls:// listen addresses need tls (a certificate and key)');
   const risk = openProxyRisk(options);
   if (risk) throw new ExposureError(risk);
   if (![undefined, true, false, 'auto'].includes(options.protectHost)) {

@@ -1,14 +1,16 @@
-// The proxy's mux listen addresses: `mux://HOST:PORT` and `mux+tls://HOST:PORT`, as the server
-// and the CLI name and compare them. Apart from the listeners, which load the yamux session (and
+// The proxy's listen addresses served on the JS path: `mux://HOST:PORT`, `mux+tls://HOST:PORT`
+// and `tls://HOST:PORT`, as the server and the CLI name and compare them. Apart from the listeners, which load the yamux session (and
 // zod with it) only when a mux address is bound.
 import { formatHostPort, type HostPort } from '../net/host-port.js';
 
-/** A listen address that carries yamux sessions; `tls`: mux+tls://. */
+/** A listen address that carries yamux sessions (`tls`: mux+tls://), or with `tlsClients` TLS clients (tls://). */
 export interface MuxListenAddress extends HostPort {
   tls: boolean;
+  /** tls://: each TLS connection is one client, with no yamux session in it. */
+  tlsClients?: true;
 }
 
-export const muxScheme = (address: { tls: boolean }): string => (address.tls ? 'mux+tls://' : 'mux://');
+export const muxScheme = (address: { tls: boolean; tlsClients?: true }): string => (address.tlsClients ? 'tls://' : address.tls ? 'mux+tls://' : 'mux://');
 export const formatMuxAddress = (address: MuxListenAddress): string => muxScheme(address) + formatHostPort(address);
 
 /** Mux addresses to bind and to stop, compared as given (scheme, HOST:PORT before resolution). */

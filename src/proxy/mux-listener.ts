@@ -1,8 +1,11 @@
-// The proxy's mux listeners: `mux://HOST:PORT` (yamux over TCP) and `mux+tls://HOST:PORT` (yamux
-// over TLS). Every connection accepted is a server-side yamux session; every stream its peer opens
-// is handed on with the address of that connection, which is the client for the rules, the
-// per-client limit and the records (a stream has no address of its own).
+// The proxy's listeners served on the JS path: `mux://HOST:PORT` (yamux over TCP), `mux+tls://HOST:PORT`
+// (yamux over TLS) and `tls://HOST:PORT` (a TLS connection per client). Every connection accepted
+// on a mux address is a server-side yamux session; every stream its peer opens is handed on with
+// the address of that connection, which is the client for the rules, the per-client limit and the
+// records (a stream has no address of its own). A tls:// connection is handed on itself, once its
+// handshake is done.
 import type net from 'node:net';
+import type { Duplex } from 'node:stream';
 import tls from 'node:tls';
 import { formatHostPort } from '../net/host-port.js';
 import { Listeners } from '../net/listeners.js';
@@ -41,17 +44,20 @@ export interface StreamPeer {
 export class MuxListeners {
   readonly #plain: Listeners;
   readonly #tls: Listeners;
-  /** Not listening: accepted TCP connections are handed to it for the handshake (its handshakeTimeout included). */
+  readonly #tlsClients: Listeners;
+  /** Not listening: accepted TCP connections are handed to them for the handshake (handshakeTimeout included); then a session, or a client. */
   readonly #tlsServer: tls.Server | undefined;
+  readonly #tlsClientServer: tls.Server | undefined;
   readonly #sessions = new Set<MuxSession>();
   readonly #options: MuxListenersOptions;
-  readonly #onStream: (stream: MuxStream, peer: StreamPeer) => void;
+  /** A stream (with its id) or a tls:// client (no id), and the peer of its connection. */
+  readonly #onStream: (stream: Duplex, peer: StreamPeer, streamId?: number) => void;
   #closing = false;
   /** Connections accepted and not yet closed, in all and by peer IP. */
   #connections = 0;
   readonly #perPeer = new Map<string, number>();
 
-  constructor(onStream: (stream: MuxStream, peer: StreamPeer) => void, options: MuxListenersOptions) {
+  constructor(onStream: (stream: Duplex, peer: StreamPeer, streamId?: number) => void, options: MuxListenersOptions) {
     this.#onStream = onStream;
     this.#options = options;
     const logger = options.logger;
@@ -63,41 +69,62 @@ export class MuxListeners {
     );
     this.#tls = new Listeners(
       (socket) => {
-        if (this.#admit(socket)) this.#handshake(socket);
+        if (this.#admit(socket)) this.#handshake(this.#tlsServer!, socket);
+      },
+      { logger },
+    );
+    this.#tlsClients = new Listeners(
+      (socket) => {
+        if (this.#admit(socket)) this.#handshake(this.#tlsClientServer!, socket);
       },
       { logger },
     );
     if (options.tls) {
-      this.#tlsServer = tls.createServer({ cert: options.tls.cert, key: options.tls.key, handshakeTimeout: options.handshakeTimeout, allowHalfOpen: true });
-      this.#tlsServer.on('secureConnection', (secure: tls.TLSSocket) => this.#session(secure));
-      this.#tlsServer.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
-        logger?.debug({ client: formatHostPort({ host: socket.remoteAddress ?? '?', port: socket.remotePort ?? 0 }), err: err.message }, 'mux+tls handshake failed');
-        socket.destroy();
-      });
+      this.#tlsServer = this.#handshaker(options.tls, 'mux+tls', (secure) => this.#session(secure));
+      this.#tlsClientServer = this.#handshaker(options.tls, 'tls', (secure) => this.#client(secure));
     }
+  }
+
+  #handshaker(files: MuxTlsFiles, scheme: string, onSecure: (secure: tls.TLSSocket) => void): tls.Server {
+    const server = tls.createServer({ cert: files.cert, key: files.key, handshakeTimeout: this.#options.handshakeTimeout, allowHalfOpen: true });
+    server.on('secureConnection', onSecure);
+    server.on('tlsClientError', (err: Error, socket: tls.TLSSocket) => {
+      this.#options.logger?.debug({ client: formatHostPort({ host: socket.remoteAddress ?? '?', port: socket.remotePort ?? 0 }), err: err.message }, `${scheme} handshake failed`);
+      socket.destroy();
+    });
+    return server;
   }
 
   /** Binds every address; on a failure closes what this call bound and rejects. */
   async listen(addresses: readonly MuxListenAddress[]): Promise<void> {
-    if (addresses.some((address) => address.tls) && !this.#tlsServer) throw new TypeError('mux+tls:// listen addresses need a certificate and key (tls)');
-    const plain = addresses.filter((address) => !address.tls);
-    const secure = addresses.filter((address) => address.tls);
-    await this.#plain.listen(plain);
+    if (addresses.some((address) => address.tls) && !this.#tlsServer) throw new TypeError('mux+tls:// and tls:// listen addresses need a certificate and key (tls)');
+    const bound: MuxListenAddress[] = [];
     try {
-      await this.#tls.listen(secure);
+      for (const address of addresses) {
+        await this.#listenersOf(address).listen([address]);
+        bound.push(address);
+      }
     } catch (err) {
-      for (const address of plain) this.#plain.unlisten(address);
+      for (const address of bound) this.#listenersOf(address).unlisten(address);
       throw err;
     }
   }
 
+  #listenersOf(address: MuxListenAddress): Listeners {
+    return address.tlsClients ? this.#tlsClients : address.tls ? this.#tls : this.#plain;
+  }
+
   /** Stops accepting on `address` (as given to listen); its sessions go on. */
   unlisten(address: MuxListenAddress): number {
-    return (address.tls ? this.#tls : this.#plain).unlisten(address);
+    return this.#listenersOf(address).unlisten(address);
   }
 
   addresses(): MuxListenAddress[] {
-    return [...this.#plain.addresses().map((a) => ({ ...a, tls: false })), ...this.#tls.addresses().map((a) => ({ ...a, tls: true }))];
+    return [
+      ...this.#plain.addresses().map((a) => ({ ...a, tls: false })),
+      ...this.#tls.addresses().map((a) => ({ ...a, tls: true })),
+      ...this.#tlsClients.addresses().map((a) => ({ ...a, tls: true, tlsClients: true as const })),
+    ];
   }
 
   get sessions(): number {
@@ -110,7 +137,7 @@ export class MuxListeners {
    */
   goAway(): Promise<void> {
     this.#closing = true;
-    const closed = Promise.all([this.#plain.close(), this.#tls.close()]);
+    const closed = Promise.all([this.#plain.close(), this.#tls.close(), this.#tlsClients.close()]);
     for (const session of this.#sessions) void session.close();
     return closed.then(() => {});
   }
@@ -142,9 +169,15 @@ export class MuxListeners {
     return true;
   }
 
-  #handshake(socket: net.Socket): void {
+  #handshake(server: tls.Server, socket: net.Socket): void {
     socket.on('error', () => {});
-    this.#tlsServer!.emit('connection', socket);
+    server.emit('connection', socket);
+  }
+
+  /** A tls:// connection, past its handshake: the client itself. */
+  #client(secure: tls.TLSSocket): void {
+    if (this.#closing) return void secure.destroy();
+    this.#onStream(secure, { host: secure.remoteAddress ?? '', port: secure.remotePort ?? 0 });
   }
 
   /** `socket`: the TCP or TLS connection (a TLSSocket reports its TCP peer). */
@@ -155,6 +188,6 @@ export class MuxListeners {
     this.#sessions.add(session);
     session.on('error', (err) => this.#options.logger?.debug({ client: formatHostPort(peer), err: err.message }, 'mux session failed'));
     session.once('close', () => this.#sessions.delete(session));
-    session.on('stream', (stream) => this.#onStream(stream, peer));
+    session.on('stream', (stream: MuxStream) => this.#onStream(stream, peer, stream.id));
   }
 }

@@ -15,7 +15,7 @@ import { serveSocks4, serveSocks5 } from './socks.js';
 import { SplicedHandover, type Handover } from './connect-step.js';
 import { muxListenChanges, type MuxListenAddress } from './mux-address.js';
 import type { MuxListeners, StreamPeer } from './mux-listener.js';
-import type { MuxStream } from '../mux/stream.js';
+import type { Duplex } from 'node:stream';
 import { checkProxyOptions } from './exposure.js';
 import { onSocket, servedWith, type Served } from './served.js';
 import type { ProxyConnectionRecord, ProxyLimits, ProxyOptions, ProxyTimeouts } from './options.js';
@@ -105,7 +105,7 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     if (addresses.length === 0) return;
     if (!this.#mux) {
       const { MuxListeners } = await import('./mux-listener.js');
-      this.#mux ??= new MuxListeners((stream, peer) => this.#acceptStream(stream, peer), {
+      this.#mux ??= new MuxListeners((stream, peer, streamId) => this.#acceptStream(stream, peer, streamId), {
         mux: this.#options.mux,
         tls: this.#options.tls,
         handshakeTimeout: this.#timeouts.handshake,
@@ -223,10 +223,10 @@ export class ProxyServer extends EventEmitter<{ connection: [ProxyConnectionReco
     this.#track(this.#serve(new ClientSession(socket, this.#timeouts.handshake), admitted, this.#forSockets), admitted);
   }
 
-  /** A stream of a mux session: served as a connection from the session's peer. */
-  #acceptStream(stream: MuxStream, peer: StreamPeer): void {
+  /** A stream of a mux session, served as a connection from the session's peer; or (no id) a tls:// client. */
+  #acceptStream(stream: Duplex, peer: StreamPeer, streamId?: number): void {
     stream.on('error', ignore);
-    const admitted = this.#admit(peer.host, peer.port, stream.id);
+    const admitted = this.#admit(peer.host, peer.port, streamId);
     if (!admitted) {
       // RST: the peer sees its stream refused, as a TCP client sees its connection closed.
       stream.destroy();
