@@ -277,6 +277,17 @@ describe('mux session: liveness and shutdown', () => {
     expect(socket.destroyed).toBe(true);
   });
 
+  it('fails a session whose peer never answers its first ping, without waiting for a keepalive interval', async () => {
+    const silent = await h.startServer((socket) => socket.pause());
+    const socket = h.track(net.connect(silent.port, h.HOST));
+    await new Promise((resolve) => socket.once('connect', resolve));
+    // The interval is far beyond the test's wait: only the first ping, sent at once, can fail it.
+    const session = createMuxSession(socket, { role: 'client', keepaliveInterval: 3600_000, keepaliveTimeout: 300 });
+    const closed = new Promise<Error | undefined>((resolve) => session.once('close', resolve));
+    expect(((await h.within(closed, 5_000, 'session close')) as MuxError).code).toBe('ERR_MUX_KEEPALIVE_TIMEOUT');
+    expect(socket.destroyed).toBe(true);
+  });
+
   it('measures a round trip with ping()', async () => {
     const { client } = await sessionPair();
     const rtt = await client.ping();

@@ -82,8 +82,11 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
       this.keepaliveTimer = setInterval(() => this.keepalive(), this.options.keepaliveInterval);
       this.keepaliveTimer.unref();
     }
-    // A first round trip for the window auto-tuning; failure here is the keepalive's to report.
-    this.ping().catch(() => {});
+    // A first round trip, for the window auto-tuning and as the first keepalive: with keepalive on, a
+    // peer that never answers it fails the session after keepaliveTimeout, not a whole interval later.
+    this.ping().catch((err: Error) => {
+      if (this.options.keepaliveInterval > 0) this.terminate(err, 'destroy');
+    });
   }
 
   /** Whether frames can still be sent. */
