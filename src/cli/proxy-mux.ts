@@ -4,11 +4,9 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import type { HostPort } from '../net/host-port.js';
 import { muxScheme, type MuxListenAddress } from '../proxy/mux-address.js';
-import type { MuxTlsFiles } from '../proxy/mux-listener.js';
 import { AddressError } from '../net/host-port.js';
 import { parseTransportAddress } from '../net/transport-url.js';
 import { addMuxOptions } from './mux-flags.js';
-import { serverTlsFrom } from './tls-flags.js';
 
 /** A proxy --listen address: plain TCP, (`mux`) yamux over TCP or TLS, or (`tls`) TLS clients. */
 export type ProxyListenAddress = HostPort & { mux?: 'tcp' | 'tls'; tls?: true };
@@ -82,10 +80,6 @@ export function muxSessionOptions(options: ProxyMuxCliOptions) {
   return { maxWindow: options.muxWindow, maxStreams: options.muxMaxStreams, keepaliveInterval: Math.round(options.muxKeepalive * 1000) };
 }
 
-/** The tls:// and mux+tls:// certificate and key, read once at start, with the fingerprint clients pin (logged). */
-export function readMuxTls(options: ProxyMuxCliOptions): (MuxTlsFiles & { fingerprint: string }) | undefined {
-  return serverTlsFrom(options);
-}
 
 /** What a reload cannot change: the sessions' settings and the TLS files. */
 export const PROXY_MUX_RESTART_ONLY = ['tlsCert', 'tlsKey', 'muxWindow', 'muxMaxStreams', 'muxKeepalive'] as const;

@@ -16,7 +16,8 @@ import { DEFAULT_LIMITS, DEFAULT_TIMEOUTS, type AcceptPath } from '../proxy/opti
 import { checkMetricsFlags, metricsOption, startMetrics } from './metrics.js';
 import { proxyHandshakeFailure } from '../metrics/outcomes.js';
 import { formatMuxAddress } from '../proxy/mux-address.js';
-import { addProxyMuxOptions, muxSessionOptions, PROXY_MUX_RESTART_ONLY, proxyListenArg, readMuxTls, splitListen, type ProxyListenAddress, type ProxyMuxCliOptions } from './proxy-mux.js';
+import { serverTlsFrom } from './tls-flags.js';
+import { addProxyMuxOptions, muxSessionOptions, PROXY_MUX_RESTART_ONLY, proxyListenArg, splitListen, type ProxyListenAddress, type ProxyMuxCliOptions } from './proxy-mux.js';
 
 interface ProxyCliOptions extends ProxyMuxCliOptions {
   listen?: ProxyListenAddress[];
@@ -99,7 +100,8 @@ async function runProxy(cli: ProxyCliOptions, command: Command): Promise<void> {
   }
   const notifier = serviceNotifier(logger);
   const { engine, spliceEngine, spliceOff } = commandEngine(options.engine, { threads: options.threads });
-  const muxTls = readMuxTls(options);
+  // The tls:// and mux+tls:// certificate, read once (a restart changes it); its fingerprint is logged.
+  const muxTls = serverTlsFrom(options);
   const server = createProxyServer({ ...proxyOptions, spliceEngine, mux: muxSessionOptions(options), tls: muxTls && { cert: muxTls.cert, key: muxTls.key } });
   const listening = () => [...server.addresses().map(formatHostPort), ...server.muxAddresses().map(formatMuxAddress)];
   const metrics = await startMetrics(options, { service: 'proxy', activeConnections: () => server.activeConnections, spliceEngine }, logger, role !== undefined);

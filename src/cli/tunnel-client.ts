@@ -6,18 +6,16 @@ import { formatHostPort, type HostPort } from '../net/host-port.js';
 import { commandEngine, onStopSignal, idleMs } from './flags.js';
 import { createLogger, type Logger } from '../logger.js';
 import { checkMetricsFlags, startMetrics } from './metrics.js';
-import type { EngineChoice } from '../engine/contract.js';
 import { createTunnelClient, type TunnelClient } from '../tunnel/client.js';
 import type { ExposeSpec, TunnelClientOptions } from '../tunnel/options.js';
 import type { SpliceEngine } from '../engine/splice/engine.js';
 import { configuredOptions } from './config-file.js';
 import { changedKeys, reloadOnSignal } from './reload.js';
 import { serviceNotifier } from '../ops/systemd-notify.js';
-import { readPem, resolveToken, TLS_IS_JS, tokenSourceOf, warnAboutToken, type LogLevel, type TokenOptions } from './tunnel-common.js';
+import { readPem, resolveToken, TLS_IS_JS, tokenSourceOf, warnAboutToken, type TunnelCommonCliOptions } from './tunnel-common.js';
 
-export interface ClientCliOptions extends TokenOptions {
+export interface ClientCliOptions extends TunnelCommonCliOptions {
   server: HostPort;
-  config?: string;
   expose?: ExposeSpec[];
   clientId?: string;
   pool: number;
@@ -31,14 +29,6 @@ export interface ClientCliOptions extends TokenOptions {
   tlsServername?: string;
   connectTimeout: number;
   backoffMax: number;
-  idleTimeout: number;
-  engine: EngineChoice;
-  dataPath: 'auto' | 'native' | 'node';
-  threads: number;
-  grace: number;
-  metrics?: HostPort;
-  open?: boolean;
-  logLevel: LogLevel;
 }
 
 /** The same host and the same tunnels give the same id, so a restarted client replaces its stale session. */

@@ -3,6 +3,8 @@
 import { readFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { LOG_LEVELS, Logger } from '../logger.js';
+import type { EngineChoice } from '../engine/contract.js';
+import type { HostPort } from '../net/host-port.js';
 
 export const TOKEN_ENV = 'SPLICER_TUNNEL_TOKEN';
 /** Below this many characters a token is warned about: the auth exchange is only as strong as it. */
@@ -13,6 +15,19 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 export interface TokenOptions {
   token?: string;
   tokenFile?: string;
+}
+
+/** The flags both tunnel commands take, past the token. */
+export interface TunnelCommonCliOptions extends TokenOptions {
+  config?: string;
+  idleTimeout: number;
+  engine: EngineChoice;
+  dataPath: 'auto' | 'native' | 'node';
+  threads: number;
+  grace: number;
+  metrics?: HostPort;
+  open?: boolean;
+  logLevel: LogLevel;
 }
 
 /** --token, else --token-file, else $SPLICER_TUNNEL_TOKEN; never empty. */

@@ -6,14 +6,13 @@ import { createLogger, type Logger } from '../logger.js';
 import { refusedWorkersOption } from './workers.js';
 import { checkMetricsFlags, metricsOpenOption, metricsOption, startMetrics } from './metrics.js';
 import { tunnelRejectionReason } from '../metrics/outcomes.js';
-import type { EngineChoice } from '../engine/contract.js';
 import { fingerprintArg } from './tls-flags.js';
 import { parseExpose, parsePortRanges, TunnelOptionsError, type ExposeSpec, type PortRange } from '../tunnel/options.js';
 import { createTunnelServer, type TunnelServer } from '../tunnel/server.js';
 import type { TunnelServerOptions } from '../tunnel/options.js';
 import { configOption, configuredOptions } from './config-file.js';
 import { reloadOnSignal } from './reload.js';
-import { readPem, resolveToken, TLS_IS_JS, TOKEN_ENV, tokenSourceOf, warnAboutToken, type LogLevel, type TokenOptions } from './tunnel-common.js';
+import { readPem, resolveToken, TLS_IS_JS, TOKEN_ENV, tokenSourceOf, warnAboutToken, type TunnelCommonCliOptions } from './tunnel-common.js';
 import { runClient } from './tunnel-client.js';
 import { serviceNotifier } from '../ops/systemd-notify.js';
 import { addMuxOptions } from './mux-flags.js';
@@ -34,9 +33,8 @@ const portRangesArg = wrap(parsePortRanges);
 const exposeArg = (value: string, previous: ExposeSpec[] | undefined): ExposeSpec[] => [...(previous ?? []), wrap(parseExpose)(value)];
 // ---------------------------------------------------------------------------------------------
 
-interface ServerCliOptions extends TokenOptions {
+interface ServerCliOptions extends TunnelCommonCliOptions {
   listen?: HostPort;
-  config?: string;
   ports?: PortRange[];
   publicHost: string;
   tlsCert?: string;
@@ -46,14 +44,6 @@ interface ServerCliOptions extends TokenOptions {
   dataTimeout: number;
   handshakeTimeout: number;
   maxPool: number;
-  idleTimeout: number;
-  engine: EngineChoice;
-  dataPath: 'auto' | 'native' | 'node';
-  threads: number;
-  grace: number;
-  metrics?: HostPort;
-  open?: boolean;
-  logLevel: LogLevel;
 }
 
 /** The tunnel server's options for these flags: throws (naming the flag) on any error. */

@@ -26,6 +26,24 @@ export interface ReadHeaderOptions {
 }
 
 /**
+ * One step of reading a header, pure: the bytes so far with `chunk` added, parsed. Undefined while
+ * no whole header is there; throws EOVERSIZE past `maxBytes`. `consumed`: the header's length (all
+ * of `buffered` for a protocol error, which ends the connection).
+ */
+export function headerStep<R extends { status: 'ok'; consumed: number } | ProtocolError>(
+  buffered: Buffer,
+  parse: (buf: Buffer) => R | { status: 'incomplete' },
+  maxBytes: number,
+): { header: R; consumed: number } | undefined {
+  const result = parse(buffered);
+  if (result.status === 'incomplete') {
+    if (buffered.length > maxBytes) throw new HeaderError('EOVERSIZE', `no whole header in ${buffered.length} bytes`);
+    return undefined;
+  }
+  return { header: result as R, consumed: result.status === 'ok' ? (result as { consumed: number }).consumed : buffered.length };
+}
+
+/**
  * Resolves with the parsed header (or the parser's protocol error, for the caller to answer). The
  * socket is left paused with the bytes after the header unshifted; an 'error' listener stays on it
  * so that nothing goes unhandled before the caller takes it over.
@@ -56,14 +74,16 @@ export function readHeader<R extends { status: 'ok'; consumed: number } | Protoc
     };
     const onData = (chunk: Buffer) => {
       buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-      const result = parse(buffered);
-      if (result.status === 'incomplete') {
-        if (buffered.length > maxBytes) fail(new HeaderError('EOVERSIZE', `no whole header in ${buffered.length} bytes`));
-        return;
+      let step;
+      try {
+        step = headerStep(buffered, parse, maxBytes);
+      } catch (err) {
+        return fail(err as HeaderError);
       }
+      if (!step) return;
       done();
-      if (result.status === 'ok' && (result as { consumed: number }).consumed < buffered.length) socket.unshift(buffered.subarray((result as { consumed: number }).consumed));
-      resolve(result as R);
+      if (step.consumed < buffered.length) socket.unshift(buffered.subarray(step.consumed));
+      resolve(step.header);
     };
     const onEnd = () => fail(new HeaderError('ECLOSED', `the connection closed after ${buffered.length} bytes of a header`));
     const onError = (err: NodeJS.ErrnoException) => fail(new HeaderError(err.code ?? 'EIO', err.message));

@@ -4,7 +4,7 @@
 import type { Acceptor } from '../engine/splice/acceptor.js';
 import { onAbort as listenAbort } from '../net/abort.js';
 import type { ProtocolError } from '../protocol/reader.js';
-import { HeaderError, type ReadHeaderOptions } from './header.js';
+import { HeaderError, headerStep, type ReadHeaderOptions } from './header.js';
 
 const EMPTY = Buffer.alloc(0);
 
@@ -40,15 +40,16 @@ export function readNativeHeader<R extends { status: 'ok'; consumed: number } | 
       data(chunk) {
         if (settled) return;
         buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk]);
-        const result = parse(buffered);
-        if (result.status === 'incomplete') {
-          if (buffered.length > maxBytes) fail(new HeaderError('EOVERSIZE', `no whole header in ${buffered.length} bytes`));
-          return;
+        let step;
+        try {
+          step = headerStep(buffered, parse, maxBytes);
+        } catch (err) {
+          return fail(err as HeaderError);
         }
+        if (!step) return;
         done();
         acceptor.setHeld(id, true);
-        const consumed = result.status === 'ok' ? (result as { consumed: number }).consumed : buffered.length;
-        resolve({ header: result as R, rest: buffered.subarray(consumed) });
+        resolve({ header: step.header, rest: buffered.subarray(step.consumed) });
       },
       eof: closed,
       failed: (code) => fail(new HeaderError(code, `the connection failed (${code}) after ${buffered.length} bytes of a header`), false),
