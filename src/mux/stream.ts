@@ -35,6 +35,8 @@ export interface StreamHost {
 export const MAX_DATA_FRAME = 64 * 1024;
 
 const READABLE_HIGH_WATER_MARK = 64 * 1024;
+/** A WindowUpdate is sent once this fraction of the window has been read (1/4). */
+const UPDATE_FRACTION = 4;
 /** Where small received pieces are copied to, so they pin no read buffer of the connection. */
 const SPARE_BLOCK = 16 * 1024;
 
@@ -207,7 +209,12 @@ export class MuxStream extends Duplex {
 
   /** `piece` copied into this stream's own spare block (small pieces) or its own buffer. */
   private compact(piece: Buffer): Buffer {
-    if (piece.length >= SPARE_BLOCK / 2) return Buffer.from(piece);
+    if (piece.length >= SPARE_BLOCK / 2) {
+      // Not Buffer.from(piece): that copies element by element; this is one memcpy into memory left unfilled.
+      const own = Buffer.allocUnsafeSlow(piece.length);
+      piece.copy(own);
+      return own;
+    }
     if (!this.spare || this.spareUsed + piece.length > this.spare.length) {
       this.spare = Buffer.allocUnsafeSlow(SPARE_BLOCK);
       this.spareUsed = 0;
@@ -238,18 +245,26 @@ export class MuxStream extends Duplex {
   }
 
   /**
-   * Sends a WindowUpdate once half the window has been read, as hashicorp/yamux does. The window
-   * doubles (up to the maximum) when the last half was read within 4 round trips: the reader keeps
-   * up and the window, not the reader, limits the stream (the auto-tuning of HTTP/2 and QUIC
-   * implementations and of libp2p's yamux).
+   * Sends a WindowUpdate once a quarter of the window has been read. hashicorp/yamux waits for
+   * half; a quarter keeps the sender's credit between three quarters and all of the window, not
+   * between a half and all, which is a quarter more throughput where the window is the limit (a
+   * long round trip), for one 12-byte frame more per window.
+   *
+   * The window doubles (up to the maximum) when the reader keeps up with it: when what was read
+   * since the last update came at more than the window per 8 round trips. Then the window, not
+   * the reader, limits the stream (the auto-tuning of HTTP/2 and QUIC implementations and of
+   * libp2p's yamux). With an update every quarter window, a stream at a long round trip grows
+   * through several doublings per round trip instead of one. How fast it grows does not change
+   * what it may hold: never more than the maximum window, and only after its reader kept up.
    */
   private giveCredit(): void {
     if (this.done || this.remoteFin || !this.host.open) return;
     let delta = this.recvWindow - this.queuedBytes - this.recvCredit;
-    if (delta < this.recvWindow / 2) return;
+    if (delta < this.recvWindow / UPDATE_FRACTION) return;
     const now = performance.now();
     const rtt = this.host.rttMs();
-    if (this.recvWindow < this.maxWindow && this.lastUpdateAt > 0 && rtt !== undefined && now - this.lastUpdateAt < 4 * rtt) {
+    const keptUp = this.lastUpdateAt > 0 && rtt !== undefined && (now - this.lastUpdateAt) * this.recvWindow < delta * 8 * rtt;
+    if (this.recvWindow < this.maxWindow && keptUp) {
       const grown = Math.min(this.recvWindow * 2, this.maxWindow);
       delta += grown - this.recvWindow;
       this.recvWindow = grown;
