@@ -15,6 +15,7 @@
             "native/loop.cc",
             "native/loop_pump.cc",
             "native/loop_record.cc",
+            "native/malloc_tuning.cc",
             "native/notify_socket.cc",
             "native/pcap_record.cc",
             "native/pipe_pool.cc",

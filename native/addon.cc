@@ -4,6 +4,8 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <sys/socket.h>
+
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -17,6 +19,7 @@
 #include "addon_delivery.h"
 #include "engine.h"
 #include "listen_socket.h"
+#include "malloc_tuning.h"
 #include "notify_socket.h"
 #include "syscall_error.h"
 
@@ -291,6 +294,29 @@ Napi::Value OpenListenerJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// setTrimThreshold(bytes): whether the C allocator now keeps that much freed memory for reuse.
+Napi::Value SetTrimThresholdJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "bytes must be a number, got " + Describe(info[0]));
+  double bytes = info[0].As<Napi::Number>().DoubleValue();
+  if (!(bytes >= 0 && bytes <= 2147483647.0) || bytes != static_cast<double>(static_cast<int64_t>(bytes))) {
+    throw Napi::RangeError::New(env, "bytes must be an integer from 0 to 2147483647");
+  }
+  return Napi::Boolean::New(env, SetTrimThreshold(static_cast<size_t>(bytes)));
+}
+
+// lingerZero(fd): SO_LINGER {1, 0} on a socket Node still owns, so that its close is a reset.
+Napi::Value LingerZeroJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(env, "fd must be a number, got " + Describe(info[0]));
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  linger lingerZero{1, 0};
+  if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_LINGER, &lingerZero, sizeof lingerZero) != 0) {
+    throw ErrnoError(env, fd < 0 ? EBADF : errno, "setsockopt");
+  }
+  return env.Undefined();
+}
+
 // notify(path, message): one datagram of systemd's notify protocol to `path` ('@' = abstract).
 Napi::Value NotifyJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -315,6 +341,8 @@ static Napi::Object InitSplicer(Napi::Env env, Napi::Object exports) {
   exports.Set("Acceptor", splicer::InitAcceptor(env));
   exports.Set("openListener", Napi::Function::New<splicer::OpenListenerJs>(env, "openListener"));
   exports.Set("notify", Napi::Function::New<splicer::NotifyJs>(env, "notify"));
+  exports.Set("lingerZero", Napi::Function::New<splicer::LingerZeroJs>(env, "lingerZero"));
+  exports.Set("setTrimThreshold", Napi::Function::New<splicer::SetTrimThresholdJs>(env, "setTrimThreshold"));
   return exports;
 }
 

@@ -14,6 +14,7 @@ import { portOf, startCli, type CliProcess } from './cli-harness.js';
 import { hasOpenssl, makeCert, type TestCert } from './tunnel-helpers.js';
 import { writePattern } from './mux-helpers.js';
 import { attachYamuxJs, YAMUX_JS_CONFIG, yamuxJs } from './yamux-js.js';
+import { spliceSkipReason } from './policy.js';
 
 afterEach(h.closeAll);
 
@@ -120,6 +121,20 @@ describe.runIf(hasOpenssl)('splicer forward with TLS', () => {
     const answer = h.collectUntilEnd(client);
     const sent = await h.writeRandom(client, 3, 3 * MiB);
     expect((await h.within(answer, 20_000, 'the answer')).toString()).toBe(`${sent.bytes} ${sent.sha}`);
+  });
+
+  it('resets a --listen tls:// client when its target resets (with the addon; a close without it)', async () => {
+    const target = await h.startServer((socket) => {
+      // The first bytes arrive, then the target resets the connection.
+      socket.once('data', () => socket.resetAndDestroy());
+    });
+    const far = await started(['--listen', 'tls://127.0.0.1:0', '--to', `127.0.0.1:${target.port}`, ...tlsListen()]);
+    const client = await tlsClient(far.port, cert.cert, 'forward.test');
+    const seen = h.watch(client);
+    client.write('hello');
+    const observed = await h.within(seen.finished, 10_000, 'the client closed or ended');
+    if (spliceSkipReason) expect(observed.ended || observed.errorCode !== undefined).toBe(true);
+    else expect(h.sawReset(observed), JSON.stringify(observed)).toBe(true);
   });
 
   it.skipIf(curlMissing)(`serves curl over --listen tls:// to a plain HTTP server${curlMissing ? `: skipped, ${curlMissing}` : ''}`, async () => {

@@ -3,7 +3,7 @@
 import { Command } from 'commander';
 import { createRequire } from 'node:module';
 import { addEnginesCommand } from './engines.js';
-import { keepYoungGenerationSmall } from './heap.js';
+import { keepFreedMemoryForReuse, keepYoungGenerationSmall } from './heap.js';
 import { addForwardCommand } from './forward.js';
 import { addProxyCommand } from './proxy.js';
 import { relayCommand } from './relay.js';
@@ -26,6 +26,7 @@ export function buildProgram(): Command {
 }
 
 keepYoungGenerationSmall();
+keepFreedMemoryForReuse();
 buildProgram()
   .parseAsync(process.argv)
   .catch((err: Error) => {

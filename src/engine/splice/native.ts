@@ -187,6 +187,17 @@ export interface NativeBinding {
    */
   notify(path: string, message: string): void;
   /**
+   * mallopt(M_TRIM_THRESHOLD, bytes): the C allocator keeps up to `bytes` of freed memory for
+   * reuse instead of handing it back to the kernel at once. False where the C library has no such
+   * setting (musl). Throws a RangeError for a count that is not an integer in 0 … 2^31 - 1.
+   */
+  setTrimThreshold(bytes: number): boolean;
+  /**
+   * SO_LINGER {1, 0} on `fd`, a socket Node keeps owning: its close then sends a reset. For a TLS
+   * socket, whose handle cannot resetAndDestroy(). Throws an Error with `code` (EBADF, ENOTSOCK).
+   */
+  lingerZero(fd: number): void;
+  /**
    * The handshake's sockets without Node streams: an epoll set of the addon's, watched by libuv
    * on the JS thread. `onEvent(kind, id, a, b, c)` (ACCEPTOR_EVENT) is called from libuv.
    */

@@ -4,6 +4,7 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import type { Duplex } from 'node:stream';
+import { loadNative } from './native.js';
 
 interface StreamHandle {
   fd?: unknown;
@@ -94,10 +95,17 @@ export function giveBack(socket: net.Socket, head: Buffer | null): void {
  * Closes with an RST where the handle allows it, so the peer does not mistake a dead pair for a
  * clean end; else destroys. resetAndDestroy throws on a non-TCP handle (TLS wrap, Unix socket),
  * destroys with an error when there is no handle, and while connecting waits for a 'connect'
- * that may never come.
+ * that may never come. A TLS socket's TCP socket cannot be reset under its TLS wrap (Node
+ * crashes), so there the addon sets SO_LINGER {1, 0} on the fd and the close is the reset; without
+ * the addon a TLS peer sees the connection closed.
  */
 export function resetSocket(stream: Duplex): void {
   if (stream.destroyed) return;
+  if (stream instanceof tls.TLSSocket) {
+    lingerZero(stream);
+    stream.destroy();
+    return;
+  }
   if (stream instanceof net.Socket && typeof stream.resetAndDestroy === 'function' && !stream.connecting && handleOf(stream)) {
     try {
       stream.resetAndDestroy();
@@ -107,4 +115,15 @@ export function resetSocket(stream: Duplex): void {
     }
   }
   stream.destroy();
+}
+
+function lingerZero(socket: tls.TLSSocket): void {
+  const fd = handleOf(socket)?.fd;
+  const { binding } = loadNative();
+  if (!binding || typeof fd !== 'number' || fd < 0) return;
+  try {
+    binding.lingerZero(fd);
+  } catch {
+    // Not a socket any more (closing): a plain close it is.
+  }
 }
