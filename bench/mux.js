@@ -19,14 +19,20 @@
 //          last, and over the second half (once a stream's window has grown); --rtt-mib (256) each
 //   isolation  on one session, a stream that stops reading with --stall-mib (64) MiB on their way, beside
 //          another stream's download of --iso-mib MiB; against that download alone on the same session
+//   chain  one stream through two `splicer forward` processes, n:1 into a session and 1:n out of it
+//          (mux://, mux+tls://), against the two forwarding plain TCP (splice engine, JS engine);
+//          GB/s and the forwarders' CPU s per GiB (bench/mux-chain.js)
 //   why    where a Node receiver's CPU goes: the session's own work per GiB (fed in-process, no
 //          socket) against Node reading plain TCP, 'data' events vs `onread` into a reused buffer
+//
+// Both Node processes of the bench set the C allocator as the CLI does (src/cli/heap.ts: freed
+// memory kept for reuse); MALLOC_TRIM_THRESHOLD_=131072 in the environment gives glibc's default.
 //
 // The Go cases need `go` and Debian's golang-github-hashicorp-yamux-dev, the TLS ones `openssl` (a
 // self-signed certificate); each is left out, saying why, when what it needs is missing. Bounded:
 // --mib (256) per bulk run, --runs (3), --opens (2000), the sizes above; --only picks cases.
 //
-//   npm run bench:mux [-- --mib 256 --runs 3 --only bulk,open,streams,rtt,isolation,why]
+//   npm run bench:mux [-- --mib 256 --runs 3 --only bulk,open,streams,rtt,isolation,chain,why]
 //
 // Run as `node bench/mux.js --serve`: the receiving side (prints "listening {ports as JSON}").
 import { parseArgs } from 'node:util';
@@ -42,9 +48,11 @@ import { cpuSeconds, installExitHandlers, median, spawnChild, stopChild, waitLin
 import { connect, sendSink, serveDownload, serveHash, serveSink } from './mux-wire.js';
 import { concurrentStreams, highRtt, isolation, makeCertificate } from './mux-cases.js';
 import { sessionReceiveCost, socketReceiveCost } from './mux-why.js';
+import { chainBulk } from './mux-chain.js';
+import { keepFreedMemoryForReuse } from '../dist/cli/heap.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
-const CASES = ['bulk', 'open', 'streams', 'rtt', 'isolation', 'why'];
+const CASES = ['bulk', 'open', 'streams', 'rtt', 'isolation', 'chain', 'why'];
 const { values: args } = parseArgs({
   options: {
     serve: { type: 'boolean', default: false },
@@ -63,6 +71,8 @@ const { values: args } = parseArgs({
     'iso-mib': { type: 'string', default: '64' },
   },
 });
+
+keepFreedMemoryForReuse();
 
 // ---------------------------------------------------------------------------------------------
 // The receiving side: the services of mux-wire.js on TCP, TLS and mux sessions over both.
@@ -146,7 +156,7 @@ async function main() {
   const bytes = Number(args.mib) * 1024 * 1024;
   const runs = Number(args.runs);
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'splicer-bench-mux-'));
-  const certificate = only.has('bulk') ? makeCertificate(tmp) : undefined;
+  const certificate = only.has('bulk') || only.has('chain') ? makeCertificate(tmp) : undefined;
   const serveArgs = certificate ? ['--cert', certificate.cert, '--key', certificate.key] : [];
   const receiver = spawnChild(process.execPath, [fileURLToPath(import.meta.url), '--serve', ...serveArgs]);
   const ports = JSON.parse((await waitLine(receiver, (l) => l.startsWith('listening '), 10_000, 'the receiver listening')).slice('listening '.length));
@@ -194,6 +204,7 @@ async function main() {
         `(the stalled stream held ${(r.held / 1024 / 1024).toFixed(1)} MiB unread at its reader, its window; the rest of ${args['stall-mib']} MiB waited at the sender)`,
       );
     }
+    if (only.has('chain')) report.push(...(await chainBulk(ports.tcp, { bytes, runs, certificate })));
     if (only.has('why')) {
       const sessionCost = await sessionReceiveCost();
       const socketCost = await socketReceiveCost(Number(args.mib), runs);
