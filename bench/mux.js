@@ -20,8 +20,9 @@
 //   isolation  on one session, a stream that stops reading with --stall-mib (64) MiB on their way, beside
 //          another stream's download of --iso-mib MiB; against that download alone on the same session
 //   chain  one stream through two `splicer forward` processes, n:1 into a session and 1:n out of it
-//          (mux://, mux+tls://), against the two forwarding plain TCP (splice engine, JS engine);
-//          GB/s and the forwarders' CPU s per GiB (bench/mux-chain.js)
+//          (mux://, mux+tls://), against the two forwarding plain TCP (splice engine, JS engine) and
+//          two Go programs doing the same on hashicorp/yamux; GB/s and the forwarders' CPU s per GiB
+//          (bench/mux-chain.js)
 //   why    where a Node receiver's CPU goes: the session's own work per GiB (fed in-process, no
 //          socket) against Node reading plain TCP, 'data' events vs `onread` into a reused buffer
 //
@@ -204,7 +205,15 @@ async function main() {
         `(the stalled stream held ${(r.held / 1024 / 1024).toFixed(1)} MiB unread at its reader, its window; the rest of ${args['stall-mib']} MiB waited at the sender)`,
       );
     }
-    if (only.has('chain')) report.push(...(await chainBulk(ports.tcp, { bytes, runs, certificate })));
+    if (only.has('chain')) {
+      const go = buildGoPeer();
+      try {
+        if (!go.bin) report.push(`\nthe Go chain is left out: ${go.reason}`);
+        report.push(...(await chainBulk(ports.tcp, { bytes, runs, certificate, goBin: go.bin })));
+      } finally {
+        if (go.dir) rmSync(go.dir, { recursive: true, force: true });
+      }
+    }
     if (only.has('why')) {
       const sessionCost = await sessionReceiveCost();
       const socketCost = await socketReceiveCost(Number(args.mib), runs);

@@ -6,6 +6,8 @@
 //	                                        reading BYTES back; prints one JSON line per stream with both hashes
 //	yamux-peer sink-server                  accepts connections; per stream: 8-byte length, that many bytes, then 8 bytes back
 //	yamux-peer bulk-client ADDR BYTES       one stream through sink-server's protocol; prints seconds and CPU seconds
+//	yamux-peer forward-in ADDR              accepts TCP connections; carries each as a stream of one session dialled to ADDR
+//	yamux-peer forward-out ADDR             accepts sessions; carries each of their streams to a TCP connection to ADDR
 //
 // Servers print "listening PORT" on stdout once bound to 127.0.0.1. -window sets MaxStreamWindowSize.
 package main
@@ -221,11 +223,92 @@ func bulkClient(addr string, size int64) {
 	session.Close()
 }
 
+// pipeBoth copies both ways between a TCP connection and a stream. hashicorp/yamux (this version)
+// has no half-close: a stream's Close() ends its reading too. So a client's FIN is not passed on
+// (the stream stays open until the answer has come back), and a target's end closes the stream;
+// then both are closed.
+func pipeBoth(tcp net.Conn, stream *yamux.Stream, targetSide bool) {
+	done := make(chan struct{}, 2)
+	go func() {
+		io.Copy(stream, tcp)
+		if targetSide {
+			stream.Close()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		io.Copy(tcp, stream)
+		tcp.(*net.TCPConn).CloseWrite()
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+	stream.Close()
+	tcp.Close()
+}
+
+// forwardIn: the n:1 side of a mux forwarder, as a Go program built on hashicorp/yamux does it.
+func forwardIn(addr string) {
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		die(err)
+	}
+	session, err := yamux.Client(conn, config())
+	if err != nil {
+		die(err)
+	}
+	l := listen()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			die(err)
+		}
+		s, err := session.OpenStream()
+		if err != nil {
+			c.Close()
+			continue
+		}
+		go pipeBoth(c, s, false)
+	}
+}
+
+// forwardOut: the 1:n side: every stream of every accepted session to a new TCP connection to addr.
+func forwardOut(addr string) {
+	l := listen()
+	for {
+		conn, err := l.Accept()
+		if err != nil {
+			die(err)
+		}
+		go func() {
+			session, err := yamux.Server(conn, config())
+			if err != nil {
+				conn.Close()
+				return
+			}
+			for {
+				s, err := session.AcceptStream()
+				if err != nil {
+					return
+				}
+				go func() {
+					c, err := net.Dial("tcp", addr)
+					if err != nil {
+						s.Close()
+						return
+					}
+					pipeBoth(c, s, true)
+				}()
+			}
+		}()
+	}
+}
+
 func main() {
 	flag.Parse()
 	args := flag.Args()
 	if len(args) == 0 {
-		die(fmt.Errorf("usage: yamux-peer echo-server|echo-client ADDR N BYTES|sink-server|bulk-client ADDR BYTES"))
+		die(fmt.Errorf("usage: yamux-peer echo-server|echo-client ADDR N BYTES|sink-server|bulk-client ADDR BYTES|forward-in ADDR|forward-out ADDR"))
 	}
 	num := func(i int) int64 {
 		v, err := strconv.ParseInt(args[i], 10, 64)
@@ -243,6 +326,10 @@ func main() {
 		sinkServer()
 	case "bulk-client":
 		bulkClient(args[1], num(2))
+	case "forward-in":
+		forwardIn(args[1])
+	case "forward-out":
+		forwardOut(args[1])
 	default:
 		die(fmt.Errorf("unknown mode %q", args[0]))
 	}
