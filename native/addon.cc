@@ -15,6 +15,7 @@
 #include "addon_acceptor.h"
 #include "addon_args.h"
 #include "addon_delivery.h"
+#include "addon_mux.h"
 #include "engine.h"
 #include "listen_socket.h"
 #include "notify_socket.h"
@@ -313,6 +314,7 @@ Napi::Value NotifyJs(const Napi::CallbackInfo& info) {
 static Napi::Object InitSplicer(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", splicer::EngineWrap::Init(env));
   exports.Set("Acceptor", splicer::InitAcceptor(env));
+  exports.Set("MuxSession", splicer::InitMuxSession(env));
   exports.Set("openListener", Napi::Function::New<splicer::OpenListenerJs>(env, "openListener"));
   exports.Set("notify", Napi::Function::New<splicer::NotifyJs>(env, "notify"));
   return exports;
