@@ -30,8 +30,8 @@ export interface SplicedStreamResult {
 /** A stream the peer opened: accept() it with a connected socket, or refuse() it. */
 export interface IncomingSplicedStream {
   readonly id: number;
-  /** Hands `socket` (connected, allowHalfOpen) to the stream; resolves when the stream ends. */
-  accept(socket: net.Socket): Promise<SplicedStreamResult>;
+  /** Hands `socket` (connected, allowHalfOpen) to the stream; resolves when the stream ends. `signal` resets it. */
+  accept(socket: net.Socket, signal?: AbortSignal): Promise<SplicedStreamResult>;
   /** RST to the peer. */
   refuse(): void;
   /** Resolves when the stream ends, accepted or not (a peer's RST while the target connects). */
@@ -180,7 +180,7 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
    * ERR_MUX_GOING_AWAY, ERR_MUX_TOO_MANY_STREAMS...) when no stream could be opened: the socket
    * is then still the caller's.
    */
-  async openStream(socket: net.Socket): Promise<SplicedStreamResult> {
+  async openStream(socket: net.Socket, signal?: AbortSignal): Promise<SplicedStreamResult> {
     this.checkOpen();
     if (unsettled(socket)) await settle(socket);
     this.checkOpen();
@@ -199,7 +199,9 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
       throw new MuxError(code, message);
     }
     setImmediate(destroySocket, socket);
-    return this.track(opened).result;
+    const { result } = this.track(opened);
+    if (signal) this.abortOn(signal, opened, result);
+    return result;
   }
 
   /** Sends a ping; resolves with the round trip in ms (rejects as MuxSession.ping() does). */
@@ -267,6 +269,14 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
     return entry;
   }
 
+  /** Resets stream `id` when `signal` aborts before it ends. */
+  private abortOn(signal: AbortSignal, id: number, result: Promise<SplicedStreamResult>): void {
+    if (signal.aborted) return this.native.abort(id);
+    const onAbort = () => this.native.abort(id);
+    signal.addEventListener('abort', onAbort, { once: true });
+    void result.then(() => signal.removeEventListener('abort', onAbort));
+  }
+
   private keepalive(): void {
     if (this.pings.size > 0) return;
     this.ping().catch((err: Error) => this.fail(err));
@@ -319,7 +329,7 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
     const incoming: IncomingSplicedStream = {
       id,
       result: entry.result,
-      accept: (socket: net.Socket) => {
+      accept: (socket: net.Socket, signal?: AbortSignal) => {
         if (decided) throw new Error(`stream ${id} was already accepted or refused`);
         decided = true;
         const fd = socketFd(socket);
@@ -335,6 +345,7 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
           return entry.result;
         }
         setImmediate(destroySocket, socket);
+        if (signal) this.abortOn(signal, id, entry.result);
         return entry.result;
       },
       refuse: () => {
