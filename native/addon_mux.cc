@@ -103,6 +103,8 @@ class MuxSessionWrap : public Napi::ObjectWrap<MuxSessionWrap>, public MuxSessio
   void Closed(const std::string& code, const std::string& message) override {
     Napi::HandleScope scope(env_);
     Emit({Num(kClosed), Napi::String::New(env_, code), Napi::String::New(env_, message)});
+    // Nothing follows `closed`: the callback (and what its closure holds) may be collected now.
+    onEvent_.Reset();
   }
 
  private:
@@ -115,6 +117,7 @@ class MuxSessionWrap : public Napi::ObjectWrap<MuxSessionWrap>, public MuxSessio
   Napi::Number Num(double value) { return Napi::Number::New(env_, value); }
 
   void Emit(const std::initializer_list<napi_value>& args) {
+    if (onEvent_.IsEmpty()) return;
     try {
       onEvent_.MakeCallback(Value(), args, context_);
     } catch (const Napi::Error& err) {
@@ -167,6 +170,10 @@ class MuxSessionWrap : public Napi::ObjectWrap<MuxSessionWrap>, public MuxSessio
     Napi::Object out = Napi::Object::New(env_);
     out.Set("streams", Num(session_ ? static_cast<double>(session_->StreamCount()) : 0));
     out.Set("reads", Num(session_ ? static_cast<double>(session_->Reads()) : 0));
+    out.Set("dataFramesIn", Num(session_ ? static_cast<double>(session_->DataFramesIn()) : 0));
+    out.Set("dataFramesOut", Num(session_ ? static_cast<double>(session_->DataFramesOut()) : 0));
+    out.Set("overflowBytes", Num(session_ ? static_cast<double>(session_->OverflowBytes()) : 0));
+    out.Set("largestWindow", Num(session_ ? static_cast<double>(session_->LargestWindow()) : 0));
     return out;
   }
 

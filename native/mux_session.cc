@@ -22,6 +22,13 @@ constexpr uint32_t kSessionTag = 0;  // stream ids start at 1
 constexpr size_t kReadBudget = 4 << 20;  // per turn, so that the session's reading cannot starve the rest
 constexpr size_t kPongQueueLimit = 1 << 20;
 constexpr uint32_t kMaxStreamId = 0xffffffffu;
+// How long one frame may hold the session's reading while its stream's pipe and socket are full.
+// A reader that keeps up drains them within it, and its bytes stay in the kernel; past it the stream
+// counts as slow and its payload goes to its overflow until it has caught up, so that a stalled
+// reader delays the other streams once, by this much, and never stops them.
+constexpr uint64_t kStallNs = 10 * 1000 * 1000;
+// ReadPayload's "wait for the stream socket": not an error, the session is paused.
+constexpr ssize_t kStalled = -100000;
 
 enum EventKind { kOpened = 1, kStreamClosed, kGoAway, kPong, kClosed };
 
@@ -46,6 +53,10 @@ MuxSession::MuxSession(uv_loop_t* loop, int fd, std::string head, const MuxOptio
   uv_timer_init(loop, deliverTimer_);
   deliverTimer_->data = this;
   uv_unref(reinterpret_cast<uv_handle_t*>(deliverTimer_));
+  stallTimer_ = new uv_timer_t;
+  uv_timer_init(loop, stallTimer_);
+  stallTimer_->data = this;
+  uv_unref(reinterpret_cast<uv_handle_t*>(stallTimer_));
   UpdateSessionWatch();
   if (head_.size() > 0) DeliverSoon();  // parse what Node had read without waiting for more
 }
@@ -64,6 +75,7 @@ MuxSession::~MuxSession() {
   if (framePipe_ != nullptr) pipes_->Destroy(framePipe_);
   if (poll_ != nullptr) CloseHandle(poll_);
   if (deliverTimer_ != nullptr) CloseHandle(deliverTimer_);
+  if (stallTimer_ != nullptr) CloseHandle(stallTimer_);
 }
 
 // ---- events in ----
@@ -136,7 +148,7 @@ void MuxSession::ReadSession() {
     auto it = streams_.find(payloadStream_);
     Stream* s = it == streams_.end() ? nullptr : it->second.get();
     ssize_t n = ReadPayload(s, std::min(payloadLeft_, budget));
-    if (n == -EAGAIN || n == -EINTR) return;
+    if (n == -EAGAIN || n == -EINTR || n == kStalled) return;
     if (n == 0) return Destroy("ERR_MUX_SESSION_CLOSED", "the connection ended in the middle of a frame");
     if (n < 0) return FailSession(static_cast<int>(-n), "splice");
     reads_++;
@@ -158,7 +170,9 @@ ssize_t MuxSession::ReadPayload(Stream* s, size_t want) {
   bool fromHead = headAt_ < head_.size();
   Pipe* pipe = s->inPipe;
   if (!fromHead && s->overflowAt == s->overflow.size() && pipe != nullptr) {
-    if (s->inBytes >= pipe->capacity) pipes_->Grow(pipe);
+    // Grown when a frame needs more room than is left: a fast stream's pipe takes a whole frame
+    // per splice; a slow one's fills, and its bytes go to the overflow, bounded by the window.
+    if (pipe->capacity - std::min(s->inBytes, pipe->capacity) < want) pipes_->Grow(pipe);
     size_t room = pipe->capacity > s->inBytes ? pipe->capacity - s->inBytes : 0;
     if (room > 0) {
       ssize_t n = splice(fd_.Get(), nullptr, pipe->writeFd, nullptr, std::min(want, room), SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
@@ -173,6 +187,7 @@ ssize_t MuxSession::ReadPayload(Stream* s, size_t want) {
       int waiting = 0;
       if (ioctl(fd_.Get(), FIONREAD, &waiting) != 0 || waiting <= 0) return -EAGAIN;
     }
+    if (Stall(s)) return kStalled;
   }
   if (s->overflowAt > 0 && s->overflowAt == s->overflow.size()) {
     s->overflow.clear();
@@ -183,7 +198,44 @@ ssize_t MuxSession::ReadPayload(Stream* s, size_t want) {
   s->overflow.resize(at + take);
   ssize_t n = ReadSessionBytes(&s->overflow[at], take);
   s->overflow.resize(at + static_cast<size_t>(std::max<ssize_t>(n, 0)));
+  if (n > 0) overflowBytes_ += static_cast<uint64_t>(n);
   return n;
+}
+
+// The stream's pipe is full: wait (reading nothing) for its socket to take bytes, up to the
+// frame's deadline. False when the stream is slow, or unattached: its bytes go to its overflow.
+bool MuxSession::Stall(Stream* s) {
+  if (s->slow || s->fd < 0) return false;
+  uint64_t now = uv_hrtime();
+  if (frameStallStart_ == 0) frameStallStart_ = now;
+  uint64_t waited = now - frameStallStart_;
+  if (waited >= kStallNs) {
+    s->slow = true;
+    return false;
+  }
+  stalledOn_ = s->id;
+  s->wantsOut = true;
+  UpdateStreamWatch(s);
+  UpdateSessionWatch();
+  uv_timer_start(stallTimer_, [](uv_timer_t* timer) {
+    if (timer->data == nullptr) return;
+    auto* self = static_cast<MuxSession*>(timer->data);
+    auto it = self->streams_.find(self->stalledOn_);
+    if (it != self->streams_.end()) it->second->slow = true;
+    self->Resume();
+    self->ReadSession();
+    self->PumpSend();
+    self->Deliver();
+  }, (kStallNs - waited + 999999) / 1000000, 0);
+  return true;
+}
+
+// Reads the session again after a stall (its stream's socket took bytes, its deadline passed, or it ended).
+void MuxSession::Resume() {
+  if (stalledOn_ == 0) return;
+  stalledOn_ = 0;
+  uv_timer_stop(stallTimer_);
+  UpdateSessionWatch();
 }
 
 bool MuxSession::OnHeader() {
@@ -245,6 +297,8 @@ bool MuxSession::OnStreamHeader(const mux::Header& h) {
       return false;
     }
     if (s != nullptr) s->recvCredit -= h.length;
+    dataFramesIn_++;
+    frameStallStart_ = 0;
     payloadStream_ = h.streamId;
     payloadLeft_ = h.length;
     payloadFin_ = (h.flags & mux::kFin) != 0;
@@ -424,6 +478,7 @@ void MuxSession::CloseStream(Stream* s, StreamEnd why, int error, bool reset) {
     else pipes_->Destroy(s->inPipe);
   }
   if (frameStream_ == id) frameStream_ = 0;
+  if (stalledOn_ == id) Resume();
   Emit({kStreamClosed, id, static_cast<int>(why), error, s->up, s->down, 0, {}, {}});
   streams_.erase(id);
 }
@@ -435,6 +490,8 @@ void MuxSession::Destroy(const std::string& code, const std::string& message) {
   for (auto& entry : streams_) all.push_back(entry.second.get());
   for (Stream* s : all) CloseStream(s, StreamEnd::kSession, 0, true);
   pings_.clear();
+  stalledOn_ = 0;
+  if (stallTimer_ != nullptr) uv_timer_stop(stallTimer_);
   if (framePipe_ != nullptr) {
     pipes_->Destroy(framePipe_);
     framePipe_ = nullptr;
@@ -478,7 +535,7 @@ void MuxSession::UpdateStreamWatch(Stream* s) {
 
 void MuxSession::UpdateSessionWatch() {
   if (closed_) return;
-  uint32_t want = EPOLLIN | EPOLLRDHUP;
+  uint32_t want = stalledOn_ == 0 ? EPOLLIN | EPOLLRDHUP : 0;
   if (sessionWantsOut_) want |= EPOLLOUT;
   Watch(fd_.Get(), kSessionTag, &sessionWatch_, want);
 }

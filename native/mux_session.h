@@ -84,6 +84,13 @@ class MuxSession {
   size_t StreamCount() const { return streams_.size(); }
   // Reads from the session socket so far: any of them proves the peer alive while a ping waits.
   uint64_t Reads() const { return reads_; }
+  // Data frames each way, and the largest receive window a stream was granted: what the tests
+  // and benchmarks read to see the frames' size and the windows' growth.
+  uint64_t DataFramesIn() const { return dataFramesIn_; }
+  uint64_t DataFramesOut() const { return dataFramesOut_; }
+  uint64_t LargestWindow() const { return largestWindow_; }
+  // Payload bytes that went through user space (a stream's overflow) instead of its pipe.
+  uint64_t OverflowBytes() const { return overflowBytes_; }
 
  private:
   struct Stream;
@@ -108,6 +115,8 @@ class MuxSession {
   void OnPing(const mux::Header& h);
   ssize_t ReadPayload(Stream* s, size_t want);
   ssize_t ReadSessionBytes(void* into, size_t want);
+  bool Stall(Stream* s);
+  void Resume();
   void ProtocolError(const char* rule, const std::string& message);
   void RemoteFin(Stream* s);
   Stream* NewStream(uint32_t id, bool local);
@@ -138,6 +147,7 @@ class MuxSession {
   UniqueFd epollFd_;
   uv_poll_t* poll_ = nullptr;
   uv_timer_t* deliverTimer_ = nullptr;
+  uv_timer_t* stallTimer_ = nullptr;
   std::unique_ptr<PipePool> pipes_;  // freed (its idle pipes closed) when the session closes
   std::unordered_map<uint32_t, std::unique_ptr<Stream>> streams_;
   uint32_t nextId_;
@@ -148,6 +158,10 @@ class MuxSession {
   uint32_t sessionWatch_ = 0;
   bool sessionWantsOut_ = false;
   uint64_t reads_ = 0;
+  uint64_t dataFramesIn_ = 0;
+  uint64_t overflowBytes_ = 0;
+  uint64_t dataFramesOut_ = 0;
+  uint64_t largestWindow_ = mux::kInitialWindow;
 
   // Receive state: the header being read, then the payload of the current Data frame.
   std::string head_;
@@ -157,6 +171,8 @@ class MuxSession {
   uint32_t payloadStream_ = 0;
   size_t payloadLeft_ = 0;
   bool payloadFin_ = false;
+  uint64_t frameStallStart_ = 0;  // uv_hrtime when the current frame first waited for its stream socket
+  uint32_t stalledOn_ = 0;        // the stream whose socket the session waits for (reading nothing)
 
   // Send state: control frames; the data frame in progress (its header, then its payload).
   std::string control_;

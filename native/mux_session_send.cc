@@ -91,6 +91,8 @@ void MuxSession::WriteStream(Stream* s) {
     return;
   }
   s->wantsOut = s->Buffered() > 0;
+  if (!s->wantsOut) s->slow = false;  // caught up: its bytes may stay in the kernel again
+  if (wrote && stalledOn_ == s->id) Resume();
   if (!s->wantsOut && s->overflow.capacity() > 64 * 1024) std::string().swap(s->overflow);
   if (wrote) GiveCredit(s);
   if (s->remoteFin && !s->shutDown && s->Buffered() == 0) {
@@ -118,6 +120,7 @@ void MuxSession::GiveCredit(Stream* s) {
     uint64_t grown = std::min<uint64_t>(s->recvWindow * 2, options_.maxWindow);
     delta += grown - s->recvWindow;
     s->recvWindow = grown;
+    largestWindow_ = std::max(largestWindow_, grown);
   }
   s->lastUpdateAt = now;
   s->recvCredit += delta;
@@ -232,6 +235,7 @@ bool MuxSession::StartFrame() {
     if (s->outHeadAt < s->outHead.size()) {
       size_t n = std::min<uint64_t>({s->outHead.size() - s->outHeadAt, s->sendWindow, most, kSharedFrame});
       QueueFrame(mux::kData, 0, id, static_cast<uint32_t>(n));
+      dataFramesOut_++;
       control_.append(s->outHead, s->outHeadAt, n);
       s->outHeadAt += n;
       s->up += n;
@@ -252,6 +256,7 @@ bool MuxSession::StartFrame() {
     frameLeft_ = n;
     frameStream_ = id;
     s->sendWindow -= n;
+    dataFramesOut_++;
     return true;
   }
   return false;

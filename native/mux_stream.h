@@ -34,6 +34,7 @@ struct MuxSession::Stream {
   std::string overflow;
   size_t overflowAt = 0;
   bool wantsOut = false;
+  bool slow = false;  // its socket kept the session waiting past the deadline: payload to the overflow until it catches up
   bool remoteFin = false;
   bool shutDown = false;  // SHUT_WR sent after the peer's FIN and every byte before it
   uint64_t recvWindow = mux::kInitialWindow;

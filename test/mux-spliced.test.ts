@@ -103,10 +103,14 @@ describe.skipIf(spliceSkipReason)('spliced mux session against src/mux', () => {
   });
 
   it('carries 24 MiB each way on one stream, both directions at once, with 4 MiB windows', async () => {
-    const { port } = await clientAgainstJs((s) => s.pipe(s), { maxWindow: 4 * MiB });
+    const { port, ours } = await clientAgainstJs((s) => s.pipe(s), { maxWindow: 4 * MiB });
     const r = await h.within(echoRoundTrip(await dial(port), 9, 24 * MiB), 60_000, '24 MiB echo');
     expect(r.gotBytes).toBe(24 * MiB);
     expect(r.got).toBe(r.sent);
+    // Past the initial 256 KiB window only by WindowUpdates: at most 4 MiB granted, every byte in frames.
+    const counts = ours.counts();
+    expect(counts.largestWindow).toBeLessThanOrEqual(4 * MiB);
+    expect(counts.dataFramesIn).toBeGreaterThanOrEqual(Math.ceil((24 * MiB) / counts.largestWindow));
   });
 
   it('1:n: 20 MiB from the peer to a slow-starting TCP reader arrive whole', async () => {
@@ -174,7 +178,7 @@ describe.skipIf(spliceSkipReason)('spliced mux session against src/mux', () => {
 
   it('a stalled stream does not hold up another: 8 MiB reach client B while client A reads nothing', async () => {
     const peerStreams = new h.Arrivals<MuxStream>();
-    const { port } = await clientAgainstJs((s) => peerStreams.push(s), { maxWindow: 4 * MiB });
+    const { port, ours } = await clientAgainstJs((s) => peerStreams.push(s), { maxWindow: 4 * MiB });
     const a = await dial(port);
     a.pause();
     a.write('a');
@@ -186,7 +190,9 @@ describe.skipIf(spliceSkipReason)('spliced mux session against src/mux', () => {
     const receivedB = h.hashUntilEnd(b);
     const sentToB = await h.within(writePattern(streamB, 11, 8 * MiB), 30_000, 'writing to b');
     expect(await h.within(receivedB, 30_000, 'b reading')).toEqual(sentToB);
-    // A's window (4 MiB at most) is held for it; now its reader starts and gets it all.
+    // A's bytes (its window, 4 MiB at most) wait in its overflow; now its reader starts and gets them all.
+    expect(ours.counts().overflowBytes).toBeGreaterThan(0);
+    expect(ours.counts().overflowBytes).toBeLessThanOrEqual(4 * MiB);
     const receivedA = h.hashUntilEnd(a);
     expect(await h.within(receivedA, 30_000, 'a reading')).toEqual(await sentToA);
   });

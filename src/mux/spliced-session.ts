@@ -43,6 +43,17 @@ export interface SplicedMuxSessionOptions extends MuxSessionOptions {
   maxPipeSize?: number;
 }
 
+export interface SplicedSessionCounts {
+  streams: number;
+  /** Data frames received and sent. */
+  dataFramesIn: number;
+  dataFramesOut: number;
+  /** The largest receive window a stream of this session was granted (bytes). */
+  largestWindow: number;
+  /** Payload bytes received through user space (the overflow of a stream whose pipe was full), not spliced. */
+  overflowBytes: number;
+}
+
 interface NativeMuxSession {
   open(fd: number, head: Buffer | null): number | string;
   attach(id: number, fd: number, head: Buffer | null): boolean;
@@ -50,7 +61,7 @@ interface NativeMuxSession {
   ping(): number;
   goAway(): void;
   destroy(code?: string, message?: string): void;
-  counts(): { streams: number; reads: number };
+  counts(): SplicedSessionCounts & { reads: number };
 }
 
 type NativeMuxSessionClass = new (
@@ -172,6 +183,12 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
 
   get streamCount(): number {
     return this.streams.size;
+  }
+
+  /** Frame and window counters (zeros once closed). */
+  counts(): SplicedSessionCounts {
+    const { streams, dataFramesIn, dataFramesOut, largestWindow, overflowBytes } = this.native.counts();
+    return { streams, dataFramesIn, dataFramesOut, largestWindow, overflowBytes };
   }
 
   /**
