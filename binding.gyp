@@ -18,6 +18,7 @@
             "native/loop_record.cc",
             "native/mux_session.cc",
             "native/mux_session_send.cc",
+            "native/mux_session_streams.cc",
             "native/notify_socket.cc",
             "native/pcap_record.cc",
             "native/pipe_pool.cc",

@@ -15,6 +15,7 @@ enum Flag : uint16_t { kSyn = 1, kAck = 2, kFin = 4, kRst = 8 };
 enum GoAwayCode : uint32_t { kNormal = 0, kProtocolError = 1, kInternalError = 2 };
 
 constexpr uint32_t kInitialWindow = 256 * 1024;
+constexpr uint32_t kMaxStreamId = 0xffffffffu;
 
 struct Header {
   uint8_t version;

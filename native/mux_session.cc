@@ -21,7 +21,6 @@ namespace {
 constexpr uint32_t kSessionTag = 0;  // stream ids start at 1
 constexpr size_t kReadBudget = 4 << 20;  // per turn, so that the session's reading cannot starve the rest
 constexpr size_t kPongQueueLimit = 1 << 20;
-constexpr uint32_t kMaxStreamId = 0xffffffffu;
 // How long one frame may hold the session's reading while its stream's pipe and socket are full.
 // A reader that keeps up drains them within it, and its bytes stay in the kernel; past it the stream
 // counts as slow and its payload goes to its overflow until it has caught up, so that a stalled
@@ -29,8 +28,6 @@ constexpr uint32_t kMaxStreamId = 0xffffffffu;
 constexpr uint64_t kStallNs = 10 * 1000 * 1000;
 // ReadPayload's "wait for the stream socket": not an error, the session is paused.
 constexpr ssize_t kStalled = -100000;
-
-enum EventKind { kOpened = 1, kStreamClosed, kGoAway, kPong, kClosed };
 
 }  // namespace
 
@@ -349,138 +346,6 @@ void MuxSession::ProtocolError(const char* rule, const std::string& message) {
 
 void MuxSession::FailSession(int error, const char* syscall) {
   Destroy("ERR_MUX_SESSION_CLOSED", std::string("the connection failed: ") + syscall + ": " + strerror(error));
-}
-
-// ---- streams ----
-
-MuxSession::Stream* MuxSession::NewStream(uint32_t id, bool local) {
-  auto stream = std::make_unique<Stream>();
-  stream->id = id;
-  stream->local = local;
-  stream->recvWindow = mux::kInitialWindow;
-  stream->inPipe = pipes_->Acquire();  // none (EMFILE...): every byte goes to the overflow
-  Stream* s = stream.get();
-  streams_[id] = std::move(stream);
-  return s;
-}
-
-uint32_t MuxSession::Open(int fd, std::string head, const char** why) {
-  UniqueFd owned(fd);
-  if (closed_) *why = "ERR_MUX_SESSION_CLOSED";
-  else if (goAwaySent_) *why = "ERR_MUX_GOING_AWAY";
-  else if (remoteGoAway_) *why = "ERR_MUX_GOING_AWAY_PEER";
-  else if (streams_.size() >= options_.maxStreams) *why = "ERR_MUX_TOO_MANY_STREAMS";
-  else if (nextId_ > kMaxStreamId - 1 || nextId_ == 0) *why = "ERR_MUX_STREAMS_EXHAUSTED";
-  else *why = nullptr;
-  if (*why != nullptr) return 0;
-  Pipe* outPipe = pipes_->Acquire();
-  if (outPipe == nullptr) {
-    *why = "ERR_MUX_NO_PIPE";
-    return 0;
-  }
-  uint32_t id = nextId_;
-  nextId_ += 2;
-  Stream* s = NewStream(id, true);
-  s->fd = owned.Release();
-  s->outPipe = outPipe;
-  s->outHead = std::move(head);
-  QueueFrame(mux::kWindowUpdate, mux::kSyn, id, 0);
-  MarkReady(s);
-  UpdateStreamWatch(s);
-  PumpSend();
-  DeliverSoon();
-  return id;
-}
-
-bool MuxSession::Attach(uint32_t id, int fd, std::string head) {
-  UniqueFd owned(fd);
-  auto it = streams_.find(id);
-  if (closed_ || it == streams_.end() || it->second->fd >= 0) return false;
-  Stream* s = it->second.get();
-  s->outPipe = pipes_->Acquire();
-  if (s->outPipe == nullptr) {
-    Abort(id);
-    return false;
-  }
-  s->fd = owned.Release();
-  s->outHead = std::move(head);
-  MarkReady(s);
-  WriteStream(s);  // what arrived while the socket was being connected
-  if (streams_.count(id) != 0) UpdateStreamWatch(s);
-  PumpSend();
-  DeliverSoon();
-  return true;
-}
-
-void MuxSession::Refuse(uint32_t id) { Abort(id); }
-
-void MuxSession::Abort(uint32_t id) {
-  auto it = streams_.find(id);
-  if (closed_ || it == streams_.end()) return;
-  QueueFrame(mux::kWindowUpdate, mux::kRst, id, 0);
-  CloseStream(it->second.get(), StreamEnd::kAborted, 0, true);
-  PumpSend();
-  DeliverSoon();
-}
-
-uint32_t MuxSession::Ping() {
-  if (closed_) return 0;
-  uint32_t id = nextPingId_;
-  nextPingId_ = nextPingId_ + 1 == 0 ? 1 : nextPingId_ + 1;
-  pings_[id] = uv_hrtime();
-  QueueFrame(mux::kPing, mux::kSyn, 0, id);
-  PumpSend();
-  DeliverSoon();
-  return id;
-}
-
-void MuxSession::GoAway() {
-  if (closed_ || goAwaySent_) return;
-  goAwaySent_ = true;
-  QueueFrame(mux::kGoAway, 0, 0, mux::kNormal);
-  PumpSend();
-  DeliverSoon();
-}
-
-void MuxSession::RemoteFin(Stream* s) {
-  if (s->remoteFin) return;
-  s->remoteFin = true;
-  WriteStream(s);
-}
-
-// The stream's life is over when FIN went both ways and every byte reached its socket.
-void MuxSession::MaybeFinish(Stream* s) {
-  if (s->finSent && s->shutDown && frameStream_ != s->id) CloseStream(s, StreamEnd::kFinished, 0, false);
-}
-
-void MuxSession::CloseStream(Stream* s, StreamEnd why, int error, bool reset) {
-  uint32_t id = s->id;
-  if (s->fd >= 0) {
-    if (reset) {
-      linger hard{1, 0};
-      setsockopt(s->fd, SOL_SOCKET, SO_LINGER, &hard, sizeof(hard));
-    }
-    if (s->watched != 0) epoll_ctl(epollFd_.Get(), EPOLL_CTL_DEL, s->fd, nullptr);
-    close(s->fd);
-    s->fd = -1;
-  }
-  if (s->outPipe != nullptr) {
-    if (frameStream_ == id && frameLeft_ > 0) {
-      framePipe_ = s->outPipe;  // the frame on the wire still needs its bytes
-    } else if (s->outBytes == 0) {
-      pipes_->Release(s->outPipe);
-    } else {
-      pipes_->Destroy(s->outPipe);
-    }
-  }
-  if (s->inPipe != nullptr) {
-    if (s->inBytes == 0) pipes_->Release(s->inPipe);
-    else pipes_->Destroy(s->inPipe);
-  }
-  if (frameStream_ == id) frameStream_ = 0;
-  if (stalledOn_ == id) Resume();
-  Emit({kStreamClosed, id, static_cast<int>(why), error, s->up, s->down, 0, {}, {}});
-  streams_.erase(id);
 }
 
 void MuxSession::Destroy(const std::string& code, const std::string& message) {

@@ -94,6 +94,7 @@ class MuxSession {
 
  private:
   struct Stream;
+  enum EventKind { kOpened = 1, kStreamClosed, kGoAway, kPong, kClosed };
   struct Event {
     int kind;
     uint32_t id;
@@ -106,7 +107,7 @@ class MuxSession {
     std::string message;
   };
 
-  // mux_session.cc: control, receive.
+  // mux_session.cc: control, receive, events.
   void OnReady();
   void Dispatch(uint32_t tag, uint32_t events);
   void ReadSession();
@@ -118,8 +119,9 @@ class MuxSession {
   bool Stall(Stream* s);
   void Resume();
   void ProtocolError(const char* rule, const std::string& message);
-  void RemoteFin(Stream* s);
+  // mux_session_streams.cc: opening, attaching, ending streams.
   Stream* NewStream(uint32_t id, bool local);
+  void RemoteFin(Stream* s);
   void CloseStream(Stream* s, StreamEnd why, int error, bool reset);
   void MaybeFinish(Stream* s);
   void Watch(int fd, uint32_t tag, uint32_t* registered, uint32_t want);

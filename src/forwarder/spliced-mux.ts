@@ -2,7 +2,8 @@
 // spliced stream's end told as the JS engine's pairs tell theirs, for the connection records.
 import type { EndReason } from '../engine/contract.js';
 import type { TransportScheme } from '../net/transport-url.js';
-import { splicedMuxUnavailable, type SplicedStreamResult } from '../mux/spliced-session.js';
+import { splicedMuxUnavailable } from '../mux/spliced-binding.js';
+import type { SplicedStreamResult } from '../mux/spliced-session.js';
 
 export type MuxDataPath = 'auto' | 'splice' | 'js';
 

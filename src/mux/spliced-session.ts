@@ -4,11 +4,13 @@
 //
 // It speaks the same yamux as MuxSession (src/mux/session.ts), with the same defaults and errors;
 // a stream here is a TCP socket carried whole, not a Duplex. Linux with the addon only:
-// splicedMuxUnavailable() says why not elsewhere.
+// splicedMuxUnavailable() (spliced-binding.ts) says why not elsewhere.
 import { EventEmitter } from 'node:events';
 import type net from 'node:net';
 import os from 'node:os';
-import { loadNative } from '../engine/splice/native.js';
+import { EVENT, nativeClass, splicedMuxUnavailable, type NativeMuxSession, type SplicedSessionCounts } from './spliced-binding.js';
+
+export type { SplicedSessionCounts } from './spliced-binding.js';
 import { giveBack, settle, socketFd, takeReadable, unsettled, whyNoFd } from '../engine/splice/takeover.js';
 import { MuxError, type MuxErrorCode } from './errors.js';
 import { parseMuxOptions, type MuxSessionOptions, type ResolvedMuxOptions } from './options.js';
@@ -43,35 +45,7 @@ export interface SplicedMuxSessionOptions extends MuxSessionOptions {
   maxPipeSize?: number;
 }
 
-export interface SplicedSessionCounts {
-  streams: number;
-  /** Data frames received and sent. */
-  dataFramesIn: number;
-  dataFramesOut: number;
-  /** The largest receive window a stream of this session was granted (bytes). */
-  largestWindow: number;
-  /** Payload bytes received through user space (the overflow of a stream whose pipe was full), not spliced. */
-  overflowBytes: number;
-}
 
-interface NativeMuxSession {
-  open(fd: number, head: Buffer | null): number | string;
-  attach(id: number, fd: number, head: Buffer | null): boolean;
-  abort(id: number): void;
-  ping(): number;
-  goAway(): void;
-  destroy(code?: string, message?: string): void;
-  counts(): SplicedSessionCounts & { reads: number };
-}
-
-type NativeMuxSessionClass = new (
-  fd: number,
-  head: Buffer | null,
-  options: { client: boolean; maxStreams: number; maxWindow: number; maxPipeSize?: number },
-  onEvent: (kind: number, a: number | string, b?: number | string, c?: number, d?: number, e?: number) => void,
-) => NativeMuxSession;
-
-const EVENT = { opened: 1, streamClosed: 2, goaway: 3, pong: 4, closed: 5 } as const;
 const END_REASONS: SplicedStreamEnd[] = ['finished', 'reset', 'refused', 'error', 'session', 'aborted'];
 const OPEN_REFUSALS: Record<string, [MuxErrorCode, string]> = {
   ERR_MUX_SESSION_CLOSED: ['ERR_MUX_SESSION_CLOSED', 'the mux session is closed'],
@@ -81,19 +55,6 @@ const OPEN_REFUSALS: Record<string, [MuxErrorCode, string]> = {
   ERR_MUX_STREAMS_EXHAUSTED: ['ERR_MUX_STREAMS_EXHAUSTED', 'every stream id of this mux session has been used'],
   ERR_MUX_NO_PIPE: ['ERR_MUX_SESSION_CLOSED', 'no pipe for a new stream (out of fds)'],
 };
-
-function nativeClass(): NativeMuxSessionClass | undefined {
-  const binding = loadNative().binding as unknown as { MuxSession?: NativeMuxSessionClass } | null;
-  return binding?.MuxSession;
-}
-
-/** Why spliced mux sessions cannot run here, or undefined when they can. */
-export function splicedMuxUnavailable(): string | undefined {
-  const load = loadNative();
-  if (!load.binding) return `the splice engine is not available: ${load.reason}`;
-  if (!nativeClass()) return 'the native addon has no MuxSession (rebuild it)';
-  return undefined;
-}
 
 const ERRNO_NAMES = new Map(Object.entries(os.constants.errno).map(([name, value]) => [value, name]));
 
