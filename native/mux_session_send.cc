@@ -128,7 +128,7 @@ void MuxSession::GiveCredit(Stream* s) {
 }
 
 void MuxSession::QueueFrame(uint8_t type, uint16_t flags, uint32_t id, uint32_t length) {
-  if (closed_) return;
+  if (closed_ || shutdownSent_) return;  // after our FIN on the connection nothing more is sent
   uint8_t header[mux::kHeaderSize];
   mux::EncodeHeader(header, type, flags, id, length);
   control_.append(reinterpret_cast<const char*>(header), sizeof(header));
@@ -164,7 +164,10 @@ void MuxSession::PumpSend() {
       Stream* s = nullptr;
       Pipe* pipe = framePipe_;
       if (pipe == nullptr) {
-        s = streams_.at(frameStream_).get();
+        auto it = streams_.find(frameStream_);
+        // A frame whose stream ended hands its pipe to framePipe_; none at all cannot be finished.
+        if (it == streams_.end()) return Destroy("ERR_MUX_INTERNAL", "a data frame lost its stream");
+        s = it->second.get();
         pipe = s->outPipe;
       }
       n = splice(pipe->readFd, nullptr, fd_.Get(), nullptr, frameLeft_, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);

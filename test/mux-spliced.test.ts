@@ -251,6 +251,16 @@ describe.skipIf(spliceSkipReason)('spliced mux session against src/mux', () => {
     await h.within(theirs.whenClosed(), 5_000, 'the peer closing');
   });
 
+  it('our close() with no stream open: GoAway, then both ends close without an error', async () => {
+    const { ours, theirs } = await clientAgainstJs(() => {});
+    await h.sleep(20); // the first ping's round trip
+    const closed = new Promise<Error | undefined>((resolve) => ours.once('close', resolve));
+    const theirsClosed = new Promise<Error | undefined>((resolve) => theirs.once('close', resolve));
+    void ours.close();
+    expect(await h.within(closed, 5_000, 'closing')).toBeUndefined();
+    expect(await h.within(theirsClosed, 5_000, 'the peer closing')).toBeUndefined();
+  });
+
   for (const [what, bytes, rule] of [
     ['a bad version', encodeHeader(FRAME_TYPE.PING, FLAG.SYN, 0, 1).fill(7, 0, 1), 'ERR_MUX_BAD_VERSION'],
     ['an unknown type', encodeHeader(9 as never, 0, 0, 1), 'ERR_MUX_BAD_TYPE'],
