@@ -251,6 +251,17 @@ describe.skipIf(spliceSkipReason)('spliced mux session against src/mux', () => {
     await h.within(theirs.whenClosed(), 5_000, 'the peer closing');
   });
 
+  it('parses what Node had read before the session took its socket: a ping sent first is answered', async () => {
+    const { dialled, accepted } = await tcpPair();
+    const seen = headers(accepted);
+    accepted.write(encodeHeader(FRAME_TYPE.PING, FLAG.SYN, 0, 77));
+    await h.within(new Promise((resolve) => dialled.once('readable', resolve)), 5_000, 'Node reading the ping');
+    expect(dialled.readableLength).toBe(12);
+    splicedSession(dialled, { role: 'client' });
+    const answered = () => seen.some((f) => f.type === FRAME_TYPE.PING && f.flags === FLAG.ACK && f.length === 77);
+    expect(await h.waitFor(answered, 5_000)).toBe(true);
+  });
+
   it('our close() with no stream open: GoAway, then both ends close without an error', async () => {
     const { ours, theirs } = await clientAgainstJs(() => {});
     await h.sleep(20); // the first ping's round trip
