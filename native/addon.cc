@@ -17,6 +17,7 @@
 #include "addon_acceptor.h"
 #include "addon_args.h"
 #include "addon_delivery.h"
+#include "addon_mux.h"
 #include "engine.h"
 #include "listen_socket.h"
 #include "malloc_tuning.h"
@@ -339,6 +340,7 @@ Napi::Value NotifyJs(const Napi::CallbackInfo& info) {
 static Napi::Object InitSplicer(Napi::Env env, Napi::Object exports) {
   exports.Set("Engine", splicer::EngineWrap::Init(env));
   exports.Set("Acceptor", splicer::InitAcceptor(env));
+  exports.Set("MuxSession", splicer::InitMuxSession(env));
   exports.Set("openListener", Napi::Function::New<splicer::OpenListenerJs>(env, "openListener"));
   exports.Set("notify", Napi::Function::New<splicer::NotifyJs>(env, "notify"));
   exports.Set("lingerZero", Napi::Function::New<splicer::LingerZeroJs>(env, "lingerZero"));

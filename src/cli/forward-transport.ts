@@ -5,6 +5,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { AddressError, isLoopback, type HostPort } from '../net/host-port.js';
 import { formatTransportAddress, isMux, isTls, parseTransportAddress, type TransportAddress, type TransportScheme } from '../net/transport-url.js';
 import { TransportForwarder } from '../forwarder/transport.js';
+import { resolveMuxDataPath, type MuxDataPath } from '../forwarder/spliced-mux.js';
 import type { LOG_LEVELS } from '../logger.js';
 import type { EngineChoice } from '../engine/contract.js';
 import { commandEngine, integerArg, onStopSignal } from './flags.js';
@@ -38,6 +39,12 @@ export function addTransportOptions(command: Command): Command {
         integerArg('--mux-sessions', 1, 64),
       ),
     )
+    .addOption(
+      new Option(
+        '--mux-data-path <path>',
+        'with plain mux:// at one end and TCP at the other: splice (stream bytes moved by splice() in the addon, Linux), js (src/mux in JS), auto (splice where it can; default)',
+      ).choices(['auto', 'splice', 'js']),
+    )
     .addOption(new Option('--tls-cert <file>', 'PEM certificate of a tls:// or mux+tls:// --listen (its SHA-256 fingerprint is logged at start)'))
     .addOption(new Option('--tls-key <file>', 'PEM private key of --tls-cert'))
     .addOption(new Option('--tls', 'with --to tls:// or mux+tls://: verify the upstream against the system CAs (the default there)'))
@@ -60,6 +67,7 @@ export interface TransportForwardCliOptions extends ServerTlsFlags, ClientTlsFla
   muxMaxStreams: number;
   muxKeepalive: number;
   muxSessions?: number;
+  muxDataPath?: MuxDataPath;
   acceptProxyProtocol?: boolean;
   sendProxyProtocol?: unknown;
   metrics?: HostPort;
@@ -98,6 +106,8 @@ export function checkTransports(options: TransportForwardCliOptions): TransportS
   const clientFlags = clientTlsFlagsGiven(options);
   if (!isTls(to) && clientFlags.length > 0) throw new Error(`${clientFlags.join(', ')}: for a tls:// or mux+tls:// --to; --to here is ${formatTransportAddress(options.to)}`);
   if (options.muxSessions !== undefined && !isMux(to)) throw new Error(`--mux-sessions is for a mux:// or mux+tls:// --to; --to here is ${formatTransportAddress(options.to)}`);
+  if (options.muxDataPath !== undefined && !isMux(from) && !isMux(to)) throw new Error('--mux-data-path is for a mux:// --listen or --to');
+  if (options.muxDataPath === 'splice') resolveMuxDataPath('splice', from, to, options.engine, options.idleTimeout);
   if (from === 'tcp' && to === 'tcp') return from;
   if (options.acceptProxyProtocol || options.sendProxyProtocol) throw new Error('--accept-proxy-protocol and --send-proxy-protocol work with plain TCP at both ends only');
   if (options.workers > 1) throw new Error(`--workers does not apply with ${isMux(from) || isMux(to) ? 'mux:// (one process holds the sessions)' : 'tls:// (the JS engine, one process)'}`);
@@ -121,7 +131,9 @@ export async function runTransportForward(options: TransportForwardCliOptions, r
   const listen = options.listen ?? [DEFAULT_LISTEN];
   const listenScheme = checkTransports(options);
   checkMetricsFlags(options);
-  const { engine, spliceOff } = commandEngine(options.engine, {}, JS_ONLY);
+  const muxDataPath = isMux(listenScheme) || isMux(options.to.scheme) ? resolveMuxDataPath(options.muxDataPath ?? 'auto', listenScheme, options.to.scheme, options.engine, options.idleTimeout) : 'js';
+  // The spliced mux path is the addon's own: no SpliceEngine to start.
+  const { engine, spliceOff } = muxDataPath === 'splice' ? { engine: 'splice' as const, spliceOff: undefined } : commandEngine(options.engine, {}, JS_ONLY);
   const serverTls = isTls(listenScheme) ? serverTlsFrom(options) : undefined;
   const clientTls = isTls(options.to.scheme) ? clientTlsFrom(options) : undefined;
   const logger = commandLogger(options.logLevel);
@@ -134,6 +146,7 @@ export async function runTransportForward(options: TransportForwardCliOptions, r
     clientTls,
     mux: { maxWindow: options.muxWindow, maxStreams: options.muxMaxStreams, keepaliveInterval: Math.round(options.muxKeepalive * 1000) },
     muxSessions: options.muxSessions,
+    muxDataPath,
     connectTimeout: options.connectTimeout * 1000,
     idleTimeout: Math.round(options.idleTimeout * 1000),
     logger,
@@ -180,6 +193,7 @@ export async function runTransportForward(options: TransportForwardCliOptions, r
       tls: serverTls ? { fingerprint: serverTls.fingerprint } : undefined,
       muxSessions: isMux(options.to.scheme) ? (options.muxSessions ?? 1) : undefined,
       muxWindow: mux ? options.muxWindow : undefined,
+      muxDataPath: mux ? muxDataPath : undefined,
       muxMaxStreams: mux ? options.muxMaxStreams : undefined,
       exposed: listen.some((address) => !isLoopback(address.host)) || undefined,
       config: options.config,

@@ -5,14 +5,19 @@
 // protocol error) is dialled again after an exponential backoff with jitter; one that got GoAway
 // takes no new stream, keeps its open ones to their end, and a fresh session takes its place.
 // A stream asked for while no session is up waits for one, up to its deadline.
+import type { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { MuxError } from '../mux/errors.js';
 import { createMuxSession, type MuxSession } from '../mux/session.js';
 import type { MuxSessionOptions } from '../mux/options.js';
 import type { MuxStream } from '../mux/stream.js';
+import type { SplicedMuxSession } from '../mux/spliced-session.js';
 import type { Logger } from '../logger.js';
 
-export interface MuxSessionPoolOptions {
+/** What the pool keeps up: our JS session, or one whose streams the addon splices. */
+export type PooledSession = MuxSession | SplicedMuxSession;
+
+export interface MuxSessionPoolOptions<S extends PooledSession = MuxSession> {
   /** Opens the connection a session runs over (TCP or TLS), within `timeoutMs`. */
   dial: (timeoutMs: number, signal: AbortSignal) => Promise<Duplex>;
   /** Sessions kept up. */
@@ -20,6 +25,8 @@ export interface MuxSessionPoolOptions {
   /** ms a dial may take. */
   connectTimeout: number;
   mux?: Omit<MuxSessionOptions, 'role'>;
+  /** The session over a dialled connection (default: createMuxSession, role client, with `mux`). */
+  createSession?: (connection: Duplex) => S;
   /** The first wait after a failure, doubled per failure in a row up to backoffMax (ms). */
   backoffInitial?: number;
   backoffMax?: number;
@@ -37,22 +44,22 @@ export function backoffDelay(failures: number, initial: number, max: number, ran
   return Math.round(base * (0.5 + random() * 0.5));
 }
 
-interface Waiter {
-  resolve: (stream: MuxStream) => void;
+interface Waiter<S> {
+  resolve: (session: S) => void;
   reject: (err: Error) => void;
 }
 
-export class MuxSessionPool {
-  readonly #o: Required<Pick<MuxSessionPoolOptions, 'backoffInitial' | 'backoffMax'>> & MuxSessionPoolOptions;
+export class MuxSessionPool<S extends PooledSession = MuxSession> {
+  readonly #o: Required<Pick<MuxSessionPoolOptions<S>, 'backoffInitial' | 'backoffMax'>> & MuxSessionPoolOptions<S>;
   /** Sessions that take new streams. */
-  readonly #up = new Set<MuxSession>();
+  readonly #up = new Set<S>();
   /** Every session not yet closed, going away or not: what close() ends. */
-  readonly #all = new Set<MuxSession>();
-  readonly #waiters = new Set<Waiter>();
+  readonly #all = new Set<S>();
+  readonly #waiters = new Set<Waiter<S>>();
   readonly #stop = new AbortController();
   #slots: Promise<void>[] = [];
 
-  constructor(options: MuxSessionPoolOptions) {
+  constructor(options: MuxSessionPoolOptions<S>) {
     this.#o = { ...options, backoffInitial: options.backoffInitial ?? 250, backoffMax: options.backoffMax ?? 30_000 };
   }
 
@@ -70,24 +77,26 @@ export class MuxSessionPool {
    * A new stream on the least busy session up; waits for one up to `timeoutMs`. Rejects when
    * none came in time, when every session is at its stream limit, or when the pool is closing.
    */
-  openStream(timeoutMs: number): Promise<MuxStream> {
+  openStream(this: MuxSessionPool<MuxSession>, timeoutMs: number): Promise<MuxStream> {
+    return this.session(timeoutMs).then((session) => session.openStream());
+  }
+
+  /**
+   * The least busy session up; waits for one up to `timeoutMs`. Rejects when none came in time or
+   * when the pool is closing.
+   */
+  session(timeoutMs: number): Promise<S> {
     if (this.#stop.signal.aborted) return Promise.reject(new MuxError('ERR_MUX_GOING_AWAY', 'the forwarder is stopping'));
-    if (this.#up.size > 0) {
-      try {
-        return Promise.resolve(this.#openOnLeastBusy());
-      } catch (err) {
-        return Promise.reject(err as Error);
-      }
-    }
-    return new Promise<MuxStream>((resolve, reject) => {
+    if (this.#up.size > 0) return Promise.resolve(this.#leastBusy());
+    return new Promise<S>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#waiters.delete(waiter);
         reject(new MuxError('ERR_MUX_SESSION_CLOSED', `no mux session to ${this.#o.peer} came up within ${timeoutMs} ms`));
       }, timeoutMs);
-      const waiter: Waiter = {
-        resolve: (stream) => {
+      const waiter: Waiter<S> = {
+        resolve: (session) => {
           clearTimeout(timer);
-          resolve(stream);
+          resolve(session);
         },
         reject: (err) => {
           clearTimeout(timer);
@@ -114,10 +123,10 @@ export class MuxSessionPool {
     await Promise.all(this.#slots);
   }
 
-  #openOnLeastBusy(): MuxStream {
-    let best: MuxSession | undefined;
+  #leastBusy(): S {
+    let best: S | undefined;
     for (const session of this.#up) if (!best || session.streamCount < best.streamCount) best = session;
-    return best!.openStream();
+    return best!;
   }
 
   /** One slot of the pool: dial, hold the session until it is lost or told to go away, again. */
@@ -126,14 +135,14 @@ export class MuxSessionPool {
     const signal = this.#stop.signal;
     let failures = 0;
     while (!signal.aborted) {
-      let session: MuxSession;
+      let session: S;
       try {
         const connection = await this.#o.dial(this.#o.connectTimeout, signal);
         if (signal.aborted) {
           connection.destroy();
           return;
         }
-        session = createMuxSession(connection, { ...this.#o.mux, role: 'client' });
+        session = this.#o.createSession ? this.#o.createSession(connection) : (createMuxSession(connection, { ...this.#o.mux, role: 'client' }) as S);
       } catch (err) {
         if (signal.aborted) return;
         failures += 1;
@@ -162,24 +171,22 @@ export class MuxSessionPool {
   }
 
   /** Puts `session` up and hands it to waiting clients; resolves when it takes no more new streams. */
-  #hold(session: MuxSession): Promise<{ goAway: boolean; err?: Error }> {
+  #hold(session: S): Promise<{ goAway: boolean; err?: Error }> {
     this.#all.add(session);
     this.#up.add(session);
-    session.on('error', () => {}); // reported with 'close'
+    // Both kinds emit 'error', 'goaway' and 'close' alike.
+    const events = session as unknown as EventEmitter;
+    events.on('error', () => {}); // reported with 'close'
     for (const waiter of [...this.#waiters]) {
       this.#waiters.delete(waiter);
-      try {
-        waiter.resolve(this.#openOnLeastBusy());
-      } catch (err) {
-        waiter.reject(err as Error);
-      }
+      waiter.resolve(this.#leastBusy());
     }
     return new Promise((resolve) => {
-      session.once('goaway', () => {
+      events.once('goaway', () => {
         this.#up.delete(session);
         resolve({ goAway: true });
       });
-      session.once('close', (err) => {
+      events.once('close', (err?: Error) => {
         this.#up.delete(session);
         this.#all.delete(session);
         resolve({ goAway: false, err });

@@ -7,7 +7,9 @@
 //   carried to      tcp://, tls://  a connection per client
 //                   mux://, mux+tls://  a stream per client, on N sessions kept up (n:1, mux-sessions.ts)
 // A stream or a TLS socket is bytes in user space, so every pair is forward()ed on the JS engine;
-// half-close and resets cross the hop as they would a plain TCP forwarder.
+// half-close and resets cross the hop as they would a plain TCP forwarder. With muxDataPath
+// 'splice' (plain mux:// and TCP, the addon loaded) the sessions are SplicedMuxSessions instead:
+// each stream's bytes move between its TCP socket and the session by splice().
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -23,8 +25,10 @@ import { TlsDialer, type ClientTlsOptions } from '../net/tls-dial.js';
 import { formatTransportAddress, isMux, isTls, type TransportScheme } from '../net/transport-url.js';
 import { createMuxSession, type MuxSession } from '../mux/session.js';
 import type { MuxSessionOptions } from '../mux/options.js';
+import { SplicedMuxSession, type IncomingSplicedStream } from '../mux/spliced-session.js';
 import type { Logger } from '../logger.js';
-import { MuxSessionPool } from './mux-sessions.js';
+import { MuxSessionPool, type PooledSession } from './mux-sessions.js';
+import { splicedPairResult, whyNotSpliced, type SplicedPairResult } from './spliced-mux.js';
 
 export interface TransportForwarderOptions {
   listen: HostPort[];
@@ -38,6 +42,8 @@ export interface TransportForwarderOptions {
   clientTls?: ClientTlsOptions;
   /** Session options other than the role (maxWindow, maxStreams, keepalive). */
   mux?: Omit<MuxSessionOptions, 'role'>;
+  /** 'splice': the streams of plain mux:// with a TCP other end move by splice() (Linux, the addon); default 'js'. */
+  muxDataPath?: 'splice' | 'js';
   /** n:1: sessions kept up to the mux end (default 1). */
   muxSessions?: number;
   /** n:1: the longest wait between dials of a lost session, ms (default 30 s). */
@@ -56,7 +62,7 @@ const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 export interface TransportConnectionRecord {
   client: string;
   upstream: string;
-  engine: 'js' | null;
+  engine: 'js' | 'splice' | null;
   bytesUp: number;
   bytesDown: number;
   durationMs: number;
@@ -69,9 +75,10 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
   readonly #listeners: Listeners;
   readonly #pairs = new RunningTasks();
   /** 1:n: the sessions accepted and not yet closed. */
-  readonly #accepted = new Set<MuxSession>();
+  readonly #accepted = new Set<PooledSession>();
   /** n:1: the sessions to the mux end. */
-  readonly #pool: MuxSessionPool | undefined;
+  readonly #pool: MuxSessionPool<PooledSession> | undefined;
+  readonly #spliced: boolean;
   readonly #dialer: TlsDialer | undefined;
   readonly #upstreamName: string;
   #closing = false;
@@ -81,11 +88,16 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
     this.#o = options;
     if (isTls(options.listenScheme) && !options.serverTls) throw new TypeError(`a ${options.listenScheme}:// listener needs serverTls (a certificate and its key)`);
     if (isMux(options.listenScheme) && isMux(options.toScheme)) throw new TypeError('mux on both ends: one side of the hop must be plain TCP or TLS');
+    this.#spliced = options.muxDataPath === 'splice';
+    const notSpliced = this.#spliced ? whyNotSpliced(options.listenScheme, options.toScheme, 'auto') : undefined;
+    if (notSpliced) throw new TypeError(`the spliced mux data path cannot carry this hop: ${notSpliced}`);
     this.#upstreamName = formatTransportAddress({ ...options.to, scheme: options.toScheme });
     const dialer = new TlsDialer(options.to, isTls(options.toScheme) ? (options.clientTls ?? {}) : undefined, this.#upstreamName);
     if (isMux(options.toScheme)) {
-      this.#pool = new MuxSessionPool({
+      const mux = options.mux;
+      this.#pool = new MuxSessionPool<PooledSession>({
         dial: (timeoutMs, signal) => dialer.dial(timeoutMs, signal),
+        createSession: this.#spliced ? (connection) => new SplicedMuxSession(connection as net.Socket, { ...mux, role: 'client' }) : undefined,
         sessions: options.muxSessions ?? 1,
         connectTimeout: this.#connectTimeout,
         mux: options.mux,
@@ -152,6 +164,7 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
   #onSessionConnection(socket: net.Socket): void {
     if (this.#closing) return void socket.destroy();
     const from = remoteOf(socket);
+    if (this.#spliced) return this.#onSplicedSession(socket, from);
     const session = createMuxSession(socket, { ...this.#o.mux, role: 'server' });
     this.#accepted.add(session);
     session.on('error', (err) => this.#o.logger?.warn({ client: from, err: err.message }, 'mux session failed'));
@@ -159,10 +172,60 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
     session.on('stream', (stream) => this.#onClient(stream, `${from}#${stream.id}`));
   }
 
+  #onSplicedSession(socket: net.Socket, from: string): void {
+    let session: SplicedMuxSession;
+    try {
+      session = new SplicedMuxSession(socket, { ...this.#o.mux, role: 'server' });
+    } catch (err) {
+      this.#o.logger?.warn({ client: from, err: (err as Error).message }, 'mux session failed to start');
+      return void socket.destroy();
+    }
+    this.#accepted.add(session);
+    session.on('error', (err) => this.#o.logger?.warn({ client: from, err: err.message }, 'mux session failed'));
+    session.once('close', () => this.#accepted.delete(session));
+    session.on('stream', (incoming) => this.#pairs.run(this.#acceptSpliced(incoming, `${from}#${incoming.id}`)));
+  }
+
+  // 1:n spliced: the upstream is dialled, then handed to the stream.
+  async #acceptSpliced(incoming: IncomingSplicedStream, name: string): Promise<void> {
+    const started = performance.now();
+    let upstream: net.Socket;
+    try {
+      upstream = await observed(() => this.#dialer!.dial(this.#connectTimeout, this.#pairs.signal));
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      this.#o.logger?.warn({ client: name, to: this.#upstreamName, code: e.code, err: e.message }, 'no upstream: client reset');
+      incoming.refuse();
+      this.#report(name, started, undefined, e.code ?? 'EIO');
+      return;
+    }
+    upstream.on('error', () => {});
+    const result = splicedPairResult(await incoming.accept(upstream, this.#pairs.signal), false);
+    this.#report(name, started, result, result.code);
+  }
+
+  // n:1 spliced: the client's socket becomes a stream of the least busy session.
+  async #carrySpliced(client: net.Socket, name: string): Promise<void> {
+    const started = performance.now();
+    let result: SplicedPairResult;
+    try {
+      const session = (await this.#pool!.session(this.#connectTimeout)) as SplicedMuxSession;
+      result = splicedPairResult(await session.openStream(client, this.#pairs.signal), true);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      this.#o.logger?.warn({ client: name, to: this.#upstreamName, code: e.code, err: e.message }, 'no upstream: client reset');
+      resetSocket(client);
+      this.#report(name, started, undefined, e.code ?? 'EIO');
+      return;
+    }
+    this.#report(name, started, result, result.code);
+  }
+
   // ---- every pair ----
 
   #onClient(client: Duplex, name: string): void {
     client.on('error', () => {});
+    if (this.#spliced && this.#pool) return void this.#pairs.run(this.#carrySpliced(client as net.Socket, name));
     this.#pairs.run(this.#carry(client, name));
   }
 
@@ -191,18 +254,18 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
   }
 
   #openUpstream(): Promise<Duplex> {
-    if (this.#pool) return this.#pool.openStream(this.#connectTimeout);
+    if (this.#pool) return this.#pool.session(this.#connectTimeout).then((session) => (session as MuxSession).openStream());
     return observed(() => this.#dialer!.dial(this.#connectTimeout, this.#pairs.signal));
   }
 
-  #report(client: string, started: number, result: ForwardResult | undefined, code: string | undefined): void {
+  #report(client: string, started: number, result: Pick<ForwardResult, 'engine' | 'bytesAtoB' | 'bytesBtoA' | 'reason'> | undefined, code: string | undefined): void {
     const logger = this.#o.logger;
     const logs = logger !== undefined && (typeof logger.isLevelEnabled !== 'function' || logger.isLevelEnabled('info'));
     if (!logs && this.listenerCount('connection') === 0) return;
     const record: TransportConnectionRecord = {
       client,
       upstream: this.#upstreamName,
-      engine: result ? 'js' : null,
+      engine: result ? result.engine : null,
       bytesUp: result?.bytesAtoB ?? 0,
       bytesDown: result?.bytesBtoA ?? 0,
       durationMs: Math.round((performance.now() - started) * 1000) / 1000,
