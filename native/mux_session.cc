@@ -162,7 +162,7 @@ void MuxSession::ReadSession() {
 
 // Moves up to `want` payload bytes for `s` (nullptr: a stream gone, or past its FIN: dropped).
 ssize_t MuxSession::ReadPayload(Stream* s, size_t want) {
-  static char scratch[64 * 1024];
+  thread_local char scratch[64 * 1024];  // dropped bytes: per thread, as a worker thread may run sessions too
   if (s == nullptr || s->remoteFin) return ReadSessionBytes(scratch, std::min(want, sizeof(scratch)));
   bool fromHead = headAt_ < head_.size();
   Pipe* pipe = s->inPipe;
