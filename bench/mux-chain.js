@@ -16,7 +16,12 @@ function chains(certificate) {
   return [
     { name: 'tcp, splice engine', near: (a, b) => [`${HOST}:${a}`, `${HOST}:${b}`], far: (b, t) => [`${HOST}:${b}`, `${HOST}:${t}`] },
     { name: 'tcp, JS engine', near: (a, b) => [`${HOST}:${a}`, `${HOST}:${b}`, '--engine', 'js'], far: (b, t) => [`${HOST}:${b}`, `${HOST}:${t}`, '--engine', 'js'] },
-    { name: 'mux://', near: (a, b) => [`${HOST}:${a}`, `mux://${HOST}:${b}`], far: (b, t) => [`mux://${HOST}:${b}`, `${HOST}:${t}`] },
+    { name: 'mux:// (spliced where the addon is)', near: (a, b) => [`${HOST}:${a}`, `mux://${HOST}:${b}`], far: (b, t) => [`mux://${HOST}:${b}`, `${HOST}:${t}`] },
+    {
+      name: 'mux://, --mux-data-path js',
+      near: (a, b) => [`${HOST}:${a}`, `mux://${HOST}:${b}`, '--mux-data-path', 'js'],
+      far: (b, t) => [`mux://${HOST}:${b}`, `${HOST}:${t}`, '--mux-data-path', 'js'],
+    },
     ...(tls
       ? [{ name: 'mux+tls://', near: (a, b) => [`${HOST}:${a}`, `mux+tls://${HOST}:${b}`, ...tls.dial], far: (b, t) => [`mux+tls://${HOST}:${b}`, `${HOST}:${t}`, ...tls.listen] }]
       : []),
