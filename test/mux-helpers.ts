@@ -93,3 +93,21 @@ export function streamError(stream: Duplex): Promise<NodeJS.ErrnoException> {
   p.catch(() => {});
   return p;
 }
+
+/** Reads exactly `n` bytes and hashes them (SHA-256, hex); more than `n` is an overrun, named. */
+export function hashBytes(stream: Duplex, n: number): Promise<string> {
+  const hash = createHash('sha256');
+  let got = 0;
+  return new Promise((resolve, reject) => {
+    const onData = (chunk: Buffer) => {
+      hash.update(chunk);
+      got += chunk.length;
+      if (got >= n) {
+        stream.off('data', onData);
+        resolve(got === n ? hash.digest('hex') : `overrun: ${got} of ${n}`);
+      }
+    };
+    stream.on('data', onData);
+    stream.once('error', reject);
+  });
+}

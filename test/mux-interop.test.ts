@@ -3,15 +3,13 @@
 // against Debian's golang-github-hashicorp-yamux-dev; skipped with the reason where go or that
 // package is missing, a failure under CI, which installs both).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import { createMuxSession, type MuxSession, type MuxStream } from '../src/index.js';
 import * as h from './helpers.js';
 import { KiB, MiB } from './helpers.js';
 import { attachYamuxJs, YAMUX_JS_CONFIG, yamuxJs } from './yamux-js.js';
 import { buildGoPeer, echoClientResults, goPeerMissing, runGoPeer } from './mux-go-peer.js';
-import { hashStream, writePattern } from './mux-helpers.js';
+import { hashBytes, hashStream, writePattern } from './mux-helpers.js';
 
 async function tcpPair(): Promise<{ client: net.Socket; server: net.Socket }> {
   let onAccepted!: (s: net.Socket) => void;
@@ -20,24 +18,6 @@ async function tcpPair(): Promise<{ client: net.Socket; server: net.Socket }> {
   const client = h.track(net.connect(port, h.HOST));
   await new Promise((resolve) => client.once('connect', resolve));
   return { client, server: await accepted };
-}
-
-/** Reads exactly `n` bytes from a stream and hashes them. */
-function hashBytes(stream: Duplex, n: number): Promise<string> {
-  const hash = createHash('sha256');
-  let got = 0;
-  return new Promise((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      hash.update(chunk);
-      got += chunk.length;
-      if (got >= n) {
-        stream.off('data', onData);
-        resolve(got === n ? hash.digest('hex') : `overrun: ${got} of ${n}`);
-      }
-    };
-    stream.on('data', onData);
-    stream.once('error', reject);
-  });
 }
 
 afterAll(h.closeAll);

@@ -2,36 +2,16 @@
 // roles, bytes hashed end to end: npm's yamux-js (in process) and Go's hashicorp/yamux
 // (test/peers/yamux-peer, built offline; skipped with the reason where go or its yamux is missing).
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { createHash } from 'node:crypto';
 import net from 'node:net';
-import type { Duplex } from 'node:stream';
 import * as h from './helpers.js';
 import { KiB, MiB } from './helpers.js';
 import { spliceSkipReason } from './policy.js';
 import { attachYamuxJs, YAMUX_JS_CONFIG, yamuxJs } from './yamux-js.js';
 import { buildGoPeer, echoClientResults, goPeerMissing, runGoPeer } from './mux-go-peer.js';
-import { writePattern } from './mux-helpers.js';
+import { hashBytes, writePattern } from './mux-helpers.js';
 import { back, dial, echoRoundTrip, echoServer, front, splicedSession, tcpPair } from './mux-spliced-helpers.js';
 
 afterEach(h.closeAll);
-
-/** Reads exactly `n` bytes and hashes them. */
-function hashBytes(stream: Duplex | net.Socket, n: number): Promise<string> {
-  const hash = createHash('sha256');
-  let got = 0;
-  return new Promise((resolve, reject) => {
-    const onData = (chunk: Buffer) => {
-      hash.update(chunk);
-      got += chunk.length;
-      if (got >= n) {
-        stream.off('data', onData);
-        resolve(got === n ? hash.digest('hex') : `overrun: ${got} of ${n}`);
-      }
-    };
-    stream.on('data', onData);
-    stream.once('error', reject);
-  });
-}
 
 describe.skipIf(spliceSkipReason)(`spliced mux session with yamux-js (npm)${spliceSkipReason ? `: skipped, ${spliceSkipReason}` : ''}`, () => {
   it('n:1: 20 TCP clients at once, their streams echoed by a yamux-js server, hashed both ways', async () => {

@@ -212,11 +212,7 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
       const session = (await this.#pool!.session(this.#connectTimeout)) as SplicedMuxSession;
       result = splicedPairResult(await session.openStream(client, this.#pairs.signal), true);
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      this.#o.logger?.warn({ client: name, to: this.#upstreamName, code: e.code, err: e.message }, 'no upstream: client reset');
-      resetSocket(client);
-      this.#report(name, started, undefined, e.code ?? 'EIO');
-      return;
+      return this.#noUpstream(client, name, started, err as NodeJS.ErrnoException);
     }
     this.#report(name, started, result, result.code);
   }
@@ -235,12 +231,7 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
     try {
       upstream = await this.#openUpstream();
     } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      this.#o.logger?.warn({ client: name, to: this.#upstreamName, code: e.code, err: e.message }, 'no upstream: client reset');
-      // A TCP client sees a reset, as from a refused connect; a stream gets RST.
-      resetSocket(client);
-      this.#report(name, started, undefined, e.code ?? 'EIO');
-      return;
+      return this.#noUpstream(client, name, started, err as NodeJS.ErrnoException);
     }
     const result = await forward(client, upstream, { engine: 'js', signal: this.#pairs.signal, ...(this.#o.idleTimeout ? { idleTimeout: this.#o.idleTimeout } : {}) }).catch(
       (err: Error) => {
@@ -251,6 +242,13 @@ export class TransportForwarder extends EventEmitter<{ connection: [TransportCon
       },
     );
     if (result) this.#report(name, started, result, result.error?.code);
+  }
+
+  /** No upstream for this client: a TCP client sees a reset, as from a refused connect; a stream gets RST. */
+  #noUpstream(client: Duplex, name: string, started: number, e: NodeJS.ErrnoException): void {
+    this.#o.logger?.warn({ client: name, to: this.#upstreamName, code: e.code, err: e.message }, 'no upstream: client reset');
+    resetSocket(client);
+    this.#report(name, started, undefined, e.code ?? 'EIO');
   }
 
   #openUpstream(): Promise<Duplex> {
