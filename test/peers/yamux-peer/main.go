@@ -149,6 +149,14 @@ func echoClient(addr string, n int, size int64) {
 	for i := 0; i < n; i++ {
 		enc.Encode(<-results)
 	}
+	// A graceful end: our FIN on the connection after every stream's, then read until the peer
+	// closes too. Closing at once would reset the connection if a frame of the peer's were unread
+	// (a window update, a ping), and a reset can drop our last streams' FINs at the peer.
+	conn.(*net.TCPConn).CloseWrite()
+	select {
+	case <-session.CloseChan():
+	case <-time.After(5 * time.Second):
+	}
 	session.Close()
 }
 
