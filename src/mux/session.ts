@@ -231,7 +231,8 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
 
   private readonly onEnd = () => {
     const clean = this.streams.size === 0 && (this.goAwaySent || this.remoteGoAway);
-    this.terminate(clean ? undefined : new MuxError('ERR_MUX_SESSION_CLOSED', 'the connection ended while the mux session was open'), 'destroy');
+    // The peer ended the connection in order: a stream it had finished (FIN) keeps what it sent for its reader.
+    this.terminate(clean ? undefined : new MuxError('ERR_MUX_SESSION_CLOSED', 'the connection ended while the mux session was open'), 'destroy', true);
   };
 
   private readonly onSocketError = (err: Error) => {
@@ -349,7 +350,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
    * is queued is sent first; the peer closes its side when it sees the end), or ended with a
    * deadline (after a protocol error the peer may not cooperate).
    */
-  private terminate(err: Error | undefined, how: 'destroy' | 'end' | 'flush-then-destroy'): void {
+  private terminate(err: Error | undefined, how: 'destroy' | 'end' | 'flush-then-destroy', peerEndedInOrder = false): void {
     if (this.closed) return;
     this.closed = true;
     this.failure = err;
@@ -360,7 +361,10 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
     }
     this.pings.clear();
     // Without an error (only destroy() with none leaves streams open here) streams close without one, as HTTP/2's do.
-    for (const stream of [...this.streams.values()]) stream.abort(err);
+    for (const stream of [...this.streams.values()]) {
+      if (peerEndedInOrder) stream.sessionEnded(err);
+      else stream.abort(err);
+    }
     this.streams.clear();
     this.drainWaiters = [];
     if (this.corked) this.uncork();

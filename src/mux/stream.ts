@@ -66,6 +66,8 @@ export class MuxStream extends Duplex {
 
   /** Reset sent or received, or the session ended: nothing more goes on the wire for this stream. */
   private done = false;
+  /** The session ended in order after the peer's FIN: writes fail with this; reading goes on. */
+  private orphaned: Error | undefined;
 
   constructor(
     private readonly host: StreamHost,
@@ -135,6 +137,17 @@ export class MuxStream extends Duplex {
     this.destroy(err);
   }
 
+  /**
+   * The peer ended the connection in order (a clean EOF). A stream it had finished (FIN) still
+   * hands its reader every byte that came before the FIN, as a TCP socket does after its peer
+   * closed; only writing fails from now on. Any other stream fails as with abort().
+   */
+  sessionEnded(err: Error | undefined): void {
+    if (!this.remoteFin || this.pendingChunk || this.destroyed) return this.abort(err);
+    this.done = true;
+    this.orphaned = err ?? new MuxError('ERR_MUX_SESSION_CLOSED', `stream ${this.id}: the mux session is closed`);
+  }
+
   // ---- Duplex ----
 
   override _read(): void {
@@ -143,6 +156,7 @@ export class MuxStream extends Duplex {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    if (this.orphaned) return callback(this.orphaned);
     if (chunk.length === 0) return callback();
     this.pendingChunk = chunk;
     this.pendingCallback = callback;
