@@ -353,7 +353,9 @@ void MuxSession::Destroy(const std::string& code, const std::string& message) {
   closed_ = true;
   std::vector<Stream*> all;
   for (auto& entry : streams_) all.push_back(entry.second.get());
-  for (Stream* s : all) CloseStream(s, StreamEnd::kSession, 0, true);
+  // A stream that has passed the peer's FIN on (every byte before it in its socket) is closed, not
+  // reset: a reset could make its client's kernel drop what the client has not read yet.
+  for (Stream* s : all) CloseStream(s, StreamEnd::kSession, 0, !s->shutDown);
   pings_.clear();
   stalledOn_ = 0;
   if (stallTimer_ != nullptr) uv_timer_stop(stallTimer_);

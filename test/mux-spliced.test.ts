@@ -145,6 +145,27 @@ describe.skipIf(spliceSkipReason)('spliced mux session against src/mux', () => {
     expect(await h.within(heard.nth(0), 30_000, 'the peer reading')).toEqual(sent);
   });
 
+  it('the peer finishes a stream and ends the connection: the TCP client still reads every byte, then its end, no reset', async () => {
+    const body = h.patternBytes(9, 64 * KiB);
+    let streamDone!: () => void;
+    const finished = new Promise<void>((resolve) => (streamDone = resolve));
+    const { ours, sessionSocket } = await clientAgainstJs((s) => {
+      s.on('error', () => {});
+      s.end(body, () => streamDone());
+    });
+    const socket = await dial((await front(ours)).port);
+    socket.pause(); // nothing read until the connection beneath is gone
+    socket.write('x');
+    await h.within(finished, 10_000, 'the peer writing its stream and its FIN');
+    sessionSocket.end();
+    await h.within(new Promise((resolve) => ours.once('close', resolve)), 10_000, 'the spliced session closing');
+    const seen = h.watch(socket);
+    const got = h.collectUntilEnd(socket);
+    socket.resume();
+    expect(h.sha256(await h.within(got, 10_000, 'the client reading to its end'))).toBe(h.sha256(body));
+    expect(seen.state.errorCode).toBeUndefined();
+  });
+
   it('the peer resets a stream: the TCP client sees ECONNRESET; the client resets: the peer stream fails with ECONNRESET', async () => {
     const peerStreams = new h.Arrivals<MuxStream>();
     const { port, results } = await clientAgainstJs((s) => {
