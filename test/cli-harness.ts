@@ -2,6 +2,7 @@
 // its JSON log lines on stdout read as they come. Every wait fails fast, naming what was missing,
 // when the child exits first or the wait runs out, so a crashed child never hangs a test.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
@@ -104,8 +105,51 @@ export function runCli(args: string[], options: { env?: Record<string, string>; 
 /** The port of a logged `HOST:PORT`. */
 export const portOf = (listen: unknown): number => Number(String(listen).split(':').pop());
 
-/** A port on 127.0.0.1 that was free a moment ago, for a flag that does not take port 0. */
-export function freePort(): Promise<number> {
+/**
+ * A port on 127.0.0.1 that was free a moment ago, for a flag that does not take port 0. Taken
+ * outside the kernel's ephemeral range where there is room: a port the kernel just handed out is
+ * the kind it hands out next to another test's outgoing connection, which can take it before the
+ * server that was given it binds (seen: a tunnel server refusing a registration, no-free-port).
+ */
+export async function freePort(): Promise<number> {
+  const [low, high] = ephemeralRange();
+  const ranges = [
+    [20000, low - 1],
+    [high + 1, 65535],
+  ].filter(([a, b]) => b - a >= 1000);
+  for (let attempt = 0; attempt < 50 && ranges.length > 0; attempt++) {
+    const [a, b] = ranges[attempt % ranges.length];
+    const port = a + Math.floor(Math.random() * (b - a + 1));
+    if (portsHandedOut.has(port)) continue;
+    if (await canBind(port)) {
+      portsHandedOut.add(port);
+      return port;
+    }
+  }
+  return kernelPort();
+}
+
+const portsHandedOut = new Set<number>();
+
+function ephemeralRange(): [number, number] {
+  try {
+    const [low, high] = fs.readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    if (low > 0 && high >= low) return [low, high];
+  } catch {
+    // not Linux: the IANA range
+  }
+  return [49152, 65535];
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once('error', () => resolve(false));
+    probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(true)));
+  });
+}
+
+function kernelPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const probe = net.createServer().listen(0, '127.0.0.1', () => {
       const { port } = probe.address() as net.AddressInfo;
