@@ -6,25 +6,18 @@
 // stalled stream never holds up the frames of another.
 import { EventEmitter } from 'node:events';
 import net from 'node:net';
-import { performance } from 'node:perf_hooks';
 import type { Duplex } from 'node:stream';
 import { FLAG, FRAME_TYPE, FrameParser, GO_AWAY_CODE, HEADER_SIZE, writeHeader, type FrameHeader, type FrameSink, type FrameType } from './frame.js';
 import { MuxError } from './errors.js';
 import { MuxStream, type StreamHost } from './stream.js';
 import { parseMuxOptions, type MuxSessionOptions, type ResolvedMuxOptions } from './options.js';
+import { PendingPings } from './pending-pings.js';
 
 /** Past this many bytes queued on the connection, pings are not answered: a peer that sends pings and never reads cannot grow our memory. */
 const PONG_QUEUE_LIMIT = 1024 * 1024;
 /** How long a session closed for a protocol error waits for its GoAway to leave before destroying the connection. */
 const GOAWAY_FLUSH_MS = 1000;
 const MAX_STREAM_ID = 0xffffffff;
-
-interface PendingPing {
-  sentAt: number;
-  resolve: (rttMs: number) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-}
 
 export interface MuxSessionEvents {
   /** A stream the peer opened. */
@@ -45,7 +38,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
   private nextStreamId: number;
   private corked = false;
   private drainWaiters: (() => void)[] = [];
-  private pings = new Map<number, PendingPing>();
+  private readonly pings: PendingPings;
   private nextPingId = 1;
   private lastRtt: number | undefined;
   /** Reads from the connection so far: any of them proves the peer alive while a ping waits. */
@@ -67,6 +60,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
     this.role = this.options.role;
     this.nextStreamId = this.role === 'client' ? 1 : 2;
     this.parser = new FrameParser(this.options.maxWindow);
+    this.pings = new PendingPings(this.options.keepaliveTimeout, () => this.chunksReceived);
     this.closedPromise = new Promise((resolve) => (this.resolveClosed = resolve));
     if (socket instanceof net.Socket) socket.setNoDelay(true);
     socket.on('data', this.onChunk);
@@ -129,24 +123,9 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
     if (this.closed) return Promise.reject(new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session is closed'));
     const id = this.nextPingId;
     this.nextPingId = (this.nextPingId + 1) >>> 0 || 1;
-    return new Promise((resolve, reject) => {
-      const arm = (chunksSeen: number): NodeJS.Timeout => {
-        const timer = setTimeout(() => {
-          const ping = this.pings.get(id);
-          if (!ping) return;
-          if (this.chunksReceived !== chunksSeen) {
-            ping.timer = arm(this.chunksReceived);
-            return;
-          }
-          this.pings.delete(id);
-          reject(new MuxError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing from the peer for ${this.options.keepaliveTimeout} ms after a ping`));
-        }, this.options.keepaliveTimeout);
-        timer.unref();
-        return timer;
-      };
-      this.pings.set(id, { sentAt: performance.now(), resolve, reject, timer: arm(this.chunksReceived) });
-      this.sendFrame(FRAME_TYPE.PING, FLAG.SYN, 0, id);
-    });
+    const answered = this.pings.wait(id);
+    this.sendFrame(FRAME_TYPE.PING, FLAG.SYN, 0, id);
+    return answered;
   }
 
   /**
@@ -311,12 +290,8 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
       return;
     }
     if (!(h.flags & FLAG.ACK)) return;
-    const ping = this.pings.get(h.length);
-    if (!ping) return;
-    this.pings.delete(h.length);
-    clearTimeout(ping.timer);
-    this.lastRtt = performance.now() - ping.sentAt;
-    ping.resolve(this.lastRtt);
+    const rtt = this.pings.answer(h.length);
+    if (rtt !== undefined) this.lastRtt = rtt;
   }
 
   private onGoAway(code: number): void {
@@ -355,11 +330,7 @@ export class MuxSession extends EventEmitter<MuxSessionEvents> implements Stream
     this.closed = true;
     this.failure = err;
     clearInterval(this.keepaliveTimer);
-    for (const ping of this.pings.values()) {
-      clearTimeout(ping.timer);
-      ping.reject(err ?? new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session closed'));
-    }
-    this.pings.clear();
+    this.pings.rejectAll(err ?? new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session closed'));
     // Without an error (only destroy() with none leaves streams open here) streams close without one, as HTTP/2's do.
     for (const stream of [...this.streams.values()]) {
       if (peerEndedInOrder) stream.sessionEnded(err);

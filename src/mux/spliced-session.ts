@@ -14,6 +14,7 @@ export type { SplicedSessionCounts } from './spliced-binding.js';
 import { giveBack, settle, socketFd, takeReadable, unsettled, whyNoFd } from '../engine/splice/takeover.js';
 import { MuxError, type MuxErrorCode } from './errors.js';
 import { parseMuxOptions, type MuxSessionOptions, type ResolvedMuxOptions } from './options.js';
+import { PendingPings } from './pending-pings.js';
 
 /** How a spliced stream ended. */
 export type SplicedStreamEnd = 'finished' | 'reset' | 'refused' | 'error' | 'session' | 'aborted';
@@ -67,13 +68,6 @@ interface StreamEntry {
   result: Promise<SplicedStreamResult>;
 }
 
-interface PendingPing {
-  reads: number;
-  timer: NodeJS.Timeout;
-  resolve: (rttMs: number) => void;
-  reject: (err: Error) => void;
-}
-
 export interface SplicedMuxSessionEvents {
   stream: [stream: IncomingSplicedStream];
   goaway: [code: number];
@@ -86,7 +80,7 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
   private readonly options: ResolvedMuxOptions;
   private readonly native: NativeMuxSession;
   private readonly streams = new Map<number, StreamEntry>();
-  private readonly pings = new Map<number, PendingPing>();
+  private readonly pings: PendingPings;
   private keepaliveTimer: NodeJS.Timeout | undefined;
   private goAwaySent = false;
   private remoteGoAway = false;
@@ -105,6 +99,7 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
     const { maxPipeSize, ...muxOptions } = options;
     this.options = parseMuxOptions(muxOptions);
     this.role = this.options.role;
+    this.pings = new PendingPings(this.options.keepaliveTimeout, () => this.native.counts().reads);
     const NativeClass = nativeClass();
     if (!NativeClass) throw new Error(`spliced mux session: ${splicedMuxUnavailable()}`);
     const fd = takeableFd(socket);
@@ -186,26 +181,7 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
   ping(): Promise<number> {
     if (this.closed) return Promise.reject(new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session is closed'));
     const id = this.native.ping();
-    return new Promise((resolve, reject) => {
-      const arm = (reads: number): NodeJS.Timeout => {
-        const timer = setTimeout(() => {
-          const ping = this.pings.get(id);
-          if (!ping) return;
-          const now = this.native.counts().reads;
-          if (now !== reads) {
-            ping.reads = now;
-            ping.timer = arm(now);
-            return;
-          }
-          this.pings.delete(id);
-          reject(new MuxError('ERR_MUX_KEEPALIVE_TIMEOUT', `nothing from the peer for ${this.options.keepaliveTimeout} ms after a ping`));
-        }, this.options.keepaliveTimeout);
-        timer.unref();
-        return timer;
-      };
-      const reads = this.native.counts().reads;
-      this.pings.set(id, { reads, timer: arm(reads), resolve, reject });
-    });
+    return this.pings.wait(id);
   }
 
   /** GoAway; the open streams finish; resolves once the connection is closed. */
@@ -284,14 +260,9 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
         this.remoteGoAway = true;
         this.emit('goaway', a as number);
         return;
-      case EVENT.pong: {
-        const ping = this.pings.get(a as number);
-        if (!ping) return;
-        this.pings.delete(a as number);
-        clearTimeout(ping.timer);
-        ping.resolve(b as number);
+      case EVENT.pong:
+        this.pings.answer(a as number, b as number);
         return;
-      }
       case EVENT.closed:
         return this.onClosed(a as string, b as string);
     }
@@ -345,11 +316,7 @@ export class SplicedMuxSession extends EventEmitter<SplicedMuxSessionEvents> {
     else if (code.startsWith('ERR_MUX_PROTOCOL:')) err = new MuxError('ERR_MUX_PROTOCOL', message, code.slice('ERR_MUX_PROTOCOL:'.length));
     else if (code) err = new MuxError(code as MuxErrorCode, message);
     this.failure = err;
-    for (const ping of this.pings.values()) {
-      clearTimeout(ping.timer);
-      ping.reject(err ?? new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session closed'));
-    }
-    this.pings.clear();
+    this.pings.rejectAll(err ?? new MuxError('ERR_MUX_SESSION_CLOSED', 'the mux session closed'));
     for (const entry of this.streams.values()) entry.resolve({ bytesUp: 0, bytesDown: 0, reason: 'session' });
     this.streams.clear();
     if (err && this.listenerCount('error') > 0) this.emit('error', err);
